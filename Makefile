@@ -1,0 +1,32 @@
+# Set-up and entry points. Every target installs what it needs into $(VENV) first,
+# with constraints.txt pinning torch to the local CPU wheel.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install demo test test-slow bench fixtures
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test,demo]'
+	touch $@
+
+demo: install
+	$(PY) examples/quickstart.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: install
+	$(PIP) install -q -c constraints.txt '.[bench]'
+	$(PY) benchmarks/run_speed.py $(ARGS)
+
+fixtures:
+	bash tools/make_reference_fixtures.sh

@@ -1,0 +1,27 @@
+"""adapterkit: parameter-efficient fine-tuning for HuggingFace transformers 5.x, as a plugin.
+
+    import adapterkit
+    adapterkit.init(model)
+    model.add_adapter("a", config="lora[r=8,alpha=16]")
+    model.train_adapter("a")
+"""
+
+from .composition import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition
+from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, BnConfig, DoubleSeqBnConfig,
+                      DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig, IA3Config, LoRAConfig, ParallelConfig,
+                      ParBnConfig, PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig, resolve_config)
+from .context import AdapterSetup
+from .errors import AdapterConfigError, AdapterError
+from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
+from .model import AdapterModelMixin, init
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError",
+    "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
+    "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
+    "LoRAConfig", "IA3Config", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
+    "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
+    "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
+]

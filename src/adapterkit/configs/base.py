@@ -1,0 +1,132 @@
+"""The base of every adapter config: a dataclass that validates itself and round-trips through dicts.
+
+Every field is a dataclass field (never a bare class attribute), so `to_dict()` holds all of them and a
+reloaded config never silently falls back to defaults (a defect of the anchors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Iterable, Mapping
+
+from ..errors import AdapterConfigError
+
+
+@dataclass(eq=False)
+class AdapterConfig:
+    """Base class; subclasses set `architecture` ("bottleneck", "lora", "prefix_tuning", "union")."""
+
+    architecture: ClassVar[str] = ""
+    # Subclasses registered here by architecture, so `AdapterConfig.from_dict` can find the class.
+    _by_architecture: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation helpers ---------------------------------------------------------------------
+    def validate(self) -> None:  # pragma: no cover - overridden
+        """Raise AdapterConfigError naming the field and the allowed values."""
+
+    def _check_choice(self, field_name: str, allowed: Iterable[Any]) -> None:
+        value = getattr(self, field_name)
+        allowed = tuple(allowed)
+        if value not in allowed:
+            raise AdapterConfigError(
+                f"{type(self).__name__}.{field_name}={value!r} is not allowed; "
+                f"allowed values: {', '.join(repr(a) for a in allowed)}"
+            )
+
+    def _check_number(self, field_name: str, *, minimum: float | None = None, maximum: float | None = None,
+                      integer: bool = False, exclusive_min: bool = False, exclusive_max: bool = False) -> None:
+        value = getattr(self, field_name)
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        ok = ok and not isinstance(value, bool)
+        if ok and minimum is not None:
+            ok = value > minimum if exclusive_min else value >= minimum
+        if ok and maximum is not None:
+            ok = value < maximum if exclusive_max else value <= maximum
+        if not ok:
+            lo = "" if minimum is None else ("> " if exclusive_min else ">= ") + str(minimum)
+            hi = "" if maximum is None else ("< " if exclusive_max else "<= ") + str(maximum)
+            bounds = " and ".join(b for b in (lo, hi) if b)
+            raise AdapterConfigError(
+                f"{type(self).__name__}.{field_name}={value!r} must be {kind}" + (f" {bounds}" if bounds else "")
+            )
+
+    def _check_bool(self, *field_names: str) -> None:
+        for name in field_names:
+            if not isinstance(getattr(self, name), bool):
+                raise AdapterConfigError(
+                    f"{type(self).__name__}.{name}={getattr(self, name)!r} must be True or False"
+                )
+
+    def _check_layer_list(self, field_name: str) -> None:
+        value = getattr(self, field_name)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v >= 0 for v in value):
+            raise AdapterConfigError(
+                f"{type(self).__name__}.{field_name}={value!r} must be a list of layer indices (ints >= 0)"
+            )
+
+    # -- dict round trip ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field plus `architecture`, JSON-serialisable."""
+        out: dict[str, Any] = {"architecture": self.architecture}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AdapterConfig":
+        """Inverse of `to_dict`. On the base class, the class is chosen by `architecture`."""
+        data = dict(data)
+        architecture = data.pop("architecture", cls.architecture or "bottleneck")
+        target = cls
+        if cls is AdapterConfig or cls.architecture != architecture:
+            target = AdapterConfig._by_architecture.get(architecture or "bottleneck")
+            if target is None:
+                raise AdapterConfigError(
+                    f"unknown adapter architecture {architecture!r}; allowed: "
+                    f"{', '.join(sorted(AdapterConfig._by_architecture))}"
+                )
+        return target._from_fields(data)
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> "AdapterConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise AdapterConfigError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"allowed keys: {', '.join(sorted(names))}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "AdapterConfig":
+        """A copy with some fields changed (validated like a fresh config)."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise AdapterConfigError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
+                f"allowed keys: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AdapterConfig) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:  # configs are mutable dataclasses; hash by identity
+        return id(self)
+
+    @classmethod
+    def register_architecture(cls, config_cls: type["AdapterConfig"]) -> type["AdapterConfig"]:
+        """Class decorator: the class that `from_dict` builds for its `architecture`."""
+        AdapterConfig._by_architecture[config_cls.architecture] = config_cls
+        return config_cls

@@ -1,0 +1,171 @@
+"""Bottleneck adapter configs (Houlsby, Pfeiffer, parallel and their invertible variants).
+
+Field names and defaults follow adapter-transformers 3.1 / `adapters` 1.x, under both name generations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Optional, Union
+
+from ..errors import AdapterConfigError
+from .base import AdapterConfig
+
+NON_LINEARITIES = ("relu", "swish", "silu", "gelu", "gelu_new", "gelu_fast", "quick_gelu", "tanh", "sigmoid",
+                   "leakyrelu", "linear", "mish")
+INIT_WEIGHTS = ("bert", "mam_adapter", "houlsby")
+INV_ADAPTERS = (None, "nice")
+
+
+@AdapterConfig.register_architecture
+@dataclass(eq=False)
+class BnConfig(AdapterConfig):
+    """A bottleneck adapter `h -> h + U f(D h)` placed after attention (`mh_adapter`) and/or FFN (`output_adapter`).
+
+    `reduction_factor` gives the width `hidden // reduction_factor`; a mapping gives it per layer
+    (keys are layer indices as strings, plus "default").
+    """
+
+    architecture: ClassVar[str] = "bottleneck"
+
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    reduction_factor: Union[float, Mapping] = 16
+    non_linearity: str = "relu"
+    original_ln_before: bool = False
+    original_ln_after: bool = True
+    ln_before: bool = False
+    ln_after: bool = False
+    init_weights: str = "bert"
+    is_parallel: bool = False
+    scaling: Union[float, str] = 1.0
+    residual_before_ln: Union[bool, str] = True
+    adapter_residual_before_ln: bool = False
+    inv_adapter: Optional[str] = None
+    inv_adapter_reduction_factor: Optional[float] = None
+    leave_out: list = field(default_factory=list)
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        self._check_bool("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "ln_before",
+                         "ln_after", "is_parallel", "adapter_residual_before_ln")
+        if not (self.mh_adapter or self.output_adapter or self.inv_adapter):
+            raise AdapterConfigError(
+                f"{type(self).__name__} adds nothing: set mh_adapter=True, output_adapter=True or inv_adapter='nice'"
+            )
+        self._check_reduction_factor()
+        self.non_linearity = str(self.non_linearity).lower()
+        self._check_choice("non_linearity", NON_LINEARITIES)
+        self._check_choice("init_weights", INIT_WEIGHTS)
+        self._check_choice("residual_before_ln", (True, False, "post_add"))
+        if isinstance(self.scaling, str):
+            self._check_choice("scaling", ("learned", "channel"))
+        else:
+            self._check_number("scaling")
+        if self.inv_adapter == "glow":
+            raise AdapterConfigError(
+                f"{type(self).__name__}.inv_adapter='glow' is not supported (the anchors' GLOW coupling is unsound); "
+                "allowed values: None, 'nice'"
+            )
+        self._check_choice("inv_adapter", INV_ADAPTERS)
+        if self.inv_adapter is not None:
+            self._check_number("inv_adapter_reduction_factor", minimum=0, exclusive_min=True)
+        self._check_layer_list("leave_out")
+        self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
+
+    def _check_reduction_factor(self) -> None:
+        rf = self.reduction_factor
+        if isinstance(rf, Mapping):
+            if "default" not in rf:
+                raise AdapterConfigError(
+                    f"{type(self).__name__}.reduction_factor mapping {dict(rf)!r} needs a 'default' key "
+                    "(other keys: layer indices as strings)"
+                )
+            values = rf.values()
+        else:
+            values = [rf]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise AdapterConfigError(
+                    f"{type(self).__name__}.reduction_factor={rf!r} must be a positive number or a mapping "
+                    "{'default': n, '<layer>': n}"
+                )
+
+    def reduction_factor_for(self, layer_id: int) -> float:
+        rf = self.reduction_factor
+        if isinstance(rf, Mapping):
+            return rf.get(str(layer_id), rf["default"])
+        return rf
+
+
+@dataclass(eq=False)
+class SeqBnConfig(BnConfig):
+    """Pfeiffer et al. (2020): one adapter after the FFN, on `LN(h + x)`, the layer norm applied twice."""
+
+    original_ln_before: bool = True
+    original_ln_after: bool = True
+    residual_before_ln: Union[bool, str] = True
+    adapter_residual_before_ln: bool = False
+    ln_before: bool = False
+    ln_after: bool = False
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    non_linearity: str = "relu"
+    reduction_factor: Union[float, Mapping] = 16
+
+
+@dataclass(eq=False)
+class SeqBnInvConfig(SeqBnConfig):
+    """Pfeiffer adapter plus a NICE invertible adapter after the embeddings."""
+
+    inv_adapter: Optional[str] = "nice"
+    inv_adapter_reduction_factor: Optional[float] = 2
+
+
+@dataclass(eq=False)
+class DoubleSeqBnConfig(BnConfig):
+    """Houlsby et al. (2019): adapters after attention and after the FFN, swish."""
+
+    original_ln_before: bool = False
+    original_ln_after: bool = True
+    residual_before_ln: Union[bool, str] = True
+    adapter_residual_before_ln: bool = False
+    ln_before: bool = False
+    ln_after: bool = False
+    mh_adapter: bool = True
+    output_adapter: bool = True
+    non_linearity: str = "swish"
+    reduction_factor: Union[float, Mapping] = 16
+
+
+@dataclass(eq=False)
+class DoubleSeqBnInvConfig(DoubleSeqBnConfig):
+    """Houlsby adapter plus a NICE invertible adapter after the embeddings."""
+
+    inv_adapter: Optional[str] = "nice"
+    inv_adapter_reduction_factor: Optional[float] = 2
+
+
+@dataclass(eq=False)
+class ParBnConfig(BnConfig):
+    """He et al. (2021): a parallel adapter fed the sublayer input, scaled by 4, zero-initialised up projection."""
+
+    original_ln_before: bool = False
+    original_ln_after: bool = True
+    ln_before: bool = False
+    ln_after: bool = False
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    non_linearity: str = "relu"
+    reduction_factor: Union[float, Mapping] = 2
+    init_weights: str = "mam_adapter"
+    is_parallel: bool = True
+    scaling: Union[float, str] = 4.0
+
+
+# adapter-transformers 3.1 names
+PfeifferConfig = SeqBnConfig
+PfeifferInvConfig = SeqBnInvConfig
+HoulsbyConfig = DoubleSeqBnConfig
+HoulsbyInvConfig = DoubleSeqBnInvConfig
+ParallelConfig = ParBnConfig

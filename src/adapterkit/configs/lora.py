@@ -1,0 +1,77 @@
+"""LoRA and (IA)^3 configs: one family ("lora"), told apart by `composition_mode` ("add" / "scale")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..errors import AdapterConfigError
+from .base import AdapterConfig
+
+ATTN_MATRICES = ("q", "k", "v", "o")
+
+
+@AdapterConfig.register_architecture
+@dataclass(eq=False)
+class LoRAConfig(AdapterConfig):
+    """LoRA (Hu et al., 2021): `h = W0 x + (alpha/r) B A x` on the chosen projections.
+
+    `attn_matrices` picks q/k/v (and "o", the attention output projection, which the anchors silently ignore);
+    `intermediate_lora` / `output_lora` add the FFN input and output projections.
+    """
+
+    architecture: ClassVar[str] = "lora"
+
+    selfattn_lora: bool = True
+    intermediate_lora: bool = False
+    output_lora: bool = False
+    leave_out: list = field(default_factory=list)
+    r: int = 8
+    alpha: float = 8
+    dropout: float = 0.0
+    attn_matrices: list = field(default_factory=lambda: ["q", "v"])
+    composition_mode: str = "add"
+    init_weights: str = "lora"
+
+    def validate(self) -> None:
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora")
+        self._check_layer_list("leave_out")
+        self._check_number("r", minimum=1, integer=True)
+        self._check_number("alpha", minimum=0, exclusive_min=True)
+        self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
+        if not isinstance(self.attn_matrices, (list, tuple)) or any(m not in ATTN_MATRICES for m in self.attn_matrices):
+            raise AdapterConfigError(
+                f"{type(self).__name__}.attn_matrices={self.attn_matrices!r} must be a list drawn from "
+                f"{list(ATTN_MATRICES)}"
+            )
+        self.attn_matrices = list(dict.fromkeys(self.attn_matrices))
+        self._check_choice("composition_mode", ("add", "scale"))
+        self._check_choice("init_weights", ("lora", "bert", "ia3"))
+        if self.composition_mode == "scale" and self.r != 1:
+            raise AdapterConfigError(
+                f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
+            )
+        if not ((self.selfattn_lora and self.attn_matrices) or self.intermediate_lora or self.output_lora):
+            raise AdapterConfigError(
+                f"{type(self).__name__} targets no projection: enable selfattn_lora with attn_matrices, "
+                "intermediate_lora or output_lora"
+            )
+
+    @property
+    def scaling(self) -> float:
+        """The factor on the added term: alpha / r for LoRA, alpha for (IA)^3 (as the anchors)."""
+        return self.alpha / self.r if self.composition_mode == "add" else float(self.alpha)
+
+
+@dataclass(eq=False)
+class IA3Config(LoRAConfig):
+    """(IA)^3 (Liu et al., 2022): `h = l * (W x)` on k, v and the FFN intermediate (the released 3.1 default)."""
+
+    selfattn_lora: bool = True
+    intermediate_lora: bool = True
+    output_lora: bool = False
+    r: int = 1
+    alpha: float = 1
+    attn_matrices: list = field(default_factory=lambda: ["k", "v"])
+    composition_mode: str = "scale"
+    init_weights: str = "ia3"

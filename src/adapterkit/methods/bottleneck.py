@@ -1,0 +1,152 @@
+"""Bottleneck adapters (sequential and parallel) and how a stack of them runs at a residual site.
+
+Semantics follow adapter-transformers 3.1 exactly (pre_forward / forward / post_forward), so
+Pfeiffer is `LN(h + x + f(LN(h + x)))`, Houlsby `LN(x + h + f(h))` and parallel `LN(h + x + s f(x))`,
+with h the sublayer output (after dense + dropout), x the sublayer input and LN the layer's own norm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from transformers.activations import get_activation
+
+from ..configs.bottleneck import BnConfig
+from .base import Method, register_method
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by its config name (transformers' names, plus "leakyrelu" and "linear")."""
+    if name == "leakyrelu":
+        return nn.LeakyReLU()
+    if name == "linear":
+        return nn.Identity()
+    return get_activation(name)
+
+
+def init_bert(module: nn.Module) -> None:
+    """N(0, 0.02) weights, zero biases, unit layer norms (BERT's initialisation)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BottleneckAdapter(nn.Module):
+    """One bottleneck adapter at one site: `down -> act -> up`, scaled, with optional adapter norms."""
+
+    def __init__(self, hidden_size: int, bottleneck_size: int, config: BnConfig):
+        super().__init__()
+        self.config = config
+        self.is_parallel = config.is_parallel
+        self.norm_before = nn.LayerNorm(hidden_size) if config.ln_before else None
+        self.down = nn.Linear(hidden_size, max(1, bottleneck_size))
+        self.act = activation(config.non_linearity)
+        self.up = nn.Linear(max(1, bottleneck_size), hidden_size)
+        if config.scaling == "learned":
+            self.scaling = nn.Parameter(torch.ones(1))
+        elif config.scaling == "channel":
+            self.scaling = nn.Parameter(torch.ones(hidden_size))
+        else:
+            self.scaling = float(config.scaling)
+        self.norm_after = nn.LayerNorm(hidden_size) if config.ln_after else None
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        init = self.config.init_weights
+        if init == "bert":
+            self.apply(init_bert)
+        elif init == "mam_adapter":
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.down.bias)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+        else:  # "houlsby"
+            for lin in (self.down, self.up):
+                nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2)
+                nn.init.zeros_(lin.bias)
+
+    def delta(self, z: torch.Tensor) -> torch.Tensor:
+        """`dropout(s * up(act(down(norm_before(z)))))`."""
+        if self.norm_before is not None:
+            z = self.norm_before(z)
+        up = self.up(self.act(self.down(z)))
+        if not (isinstance(self.scaling, float) and self.scaling == 1.0):
+            up = up * self.scaling
+        return self.dropout(up)
+
+    def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
+        """One adapter of a stack: the anchors' pre_forward + forward. `hidden` is the running sublayer output."""
+        cfg = self.config
+        if self.is_parallel:
+            out = self.delta(x)
+            return self.norm_after(out) if self.norm_after is not None else out
+        residual = hidden if cfg.residual_before_ln is True else None
+        z = hidden
+        if cfg.original_ln_before:
+            z = z + x
+            if cfg.residual_before_ln == "post_add":
+                residual = z
+            if layer_norm is not None:
+                z = layer_norm(z)
+        if cfg.residual_before_ln is False:
+            residual = z
+        out = self.delta(z)
+        if cfg.adapter_residual_before_ln:
+            out = out + residual
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        if not cfg.adapter_residual_before_ln:
+            out = out + residual
+        return out
+
+    def finish(self, out: torch.Tensor, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None
+               ) -> torch.Tensor:
+        """The last adapter's post_forward: residual add and the layer's own norm."""
+        if self.is_parallel:
+            out = out + h
+        if self.config.original_ln_after:
+            out = out + x
+            if layer_norm is not None:
+                out = layer_norm(out)
+        return out
+
+
+def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torch.Tensor,
+                 layer_norm: Callable | None) -> torch.Tensor:
+    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active."""
+    if not adapters:
+        out = h + x
+        return layer_norm(out) if layer_norm is not None else out
+    out = h
+    for adapter in adapters:
+        out = adapter.step(out, x, layer_norm)
+    return adapters[-1].finish(out, h, x, layer_norm)
+
+
+class BottleneckMethod(Method):
+    architecture = "bottleneck"
+
+    def build(self, state, name, config: BnConfig) -> None:
+        hidden = state.hidden_size
+        for layer_id in state.layer_ids(config.leave_out):
+            for location in ("mh_adapter", "output_adapter"):
+                if not getattr(config, location):
+                    continue
+                width = int(hidden // config.reduction_factor_for(layer_id))
+                module = BottleneckAdapter(hidden, width, config)
+                state.add_layer_module(name, layer_id, location, module, site="residual")
+        if config.inv_adapter:
+            from .invertible import build_invertible
+            build_invertible(state, name, config)
+
+
+register_method(BottleneckMethod())

@@ -1,0 +1,132 @@
+"""LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`) on nn.Linear projections.
+
+Both attach with a forward hook on the projection (see `sites.LinearSite`), so the model's own modules and
+state-dict keys stay untouched; merging folds the update into the weight and the hook then skips it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..configs.lora import LoRAConfig
+from ..errors import AdapterError
+from .base import Method, register_method
+
+
+class LoRA(nn.Module):
+    """`out + (alpha / r) * B (A dropout(x))`; A is (r, in), B is (out, r) as in the anchors and peft."""
+
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
+        super().__init__()
+        self.scaling = config.scaling
+        self.lora_A = nn.Parameter(torch.empty(config.r, in_features))
+        self.lora_B = nn.Parameter(torch.empty(out_features, config.r))
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        with torch.no_grad():
+            if config.init_weights == "lora":
+                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+                nn.init.zeros_(self.lora_B)
+            elif config.init_weights == "bert":
+                nn.init.normal_(self.lora_A, std=0.02)
+                nn.init.normal_(self.lora_B, std=0.02)
+            else:  # "ia3"
+                nn.init.ones_(self.lora_A)
+                nn.init.ones_(self.lora_B)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        return torch.add(out, delta, alpha=self.scaling)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def merge_into(self, linear: nn.Linear) -> None:
+        linear.weight += self.delta_weight().to(linear.weight.dtype)
+
+    def unmerge_from(self, linear: nn.Linear) -> None:
+        linear.weight -= self.delta_weight().to(linear.weight.dtype)
+
+
+class IA3(nn.Module):
+    """`out * (alpha * l)`: scales the projection's whole output, bias included (the anchors' semantics)."""
+
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
+        super().__init__()
+        self.scaling = config.scaling
+        self.ia3_l = nn.Parameter(torch.empty(out_features))
+        with torch.no_grad():
+            if config.init_weights == "ia3":
+                nn.init.ones_(self.ia3_l)
+            elif config.init_weights == "bert":
+                nn.init.normal_(self.ia3_l, std=0.02)
+            else:  # "lora": zeros, as the anchors
+                nn.init.zeros_(self.ia3_l)
+
+    def vector(self) -> torch.Tensor:
+        return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out * self.vector()
+
+    def merge_into(self, linear: nn.Linear) -> None:
+        v = self.vector().to(linear.weight.dtype)
+        linear.weight *= v[:, None]
+        if linear.bias is not None:
+            linear.bias *= v
+
+    def unmerge_from(self, linear: nn.Linear) -> None:
+        v = self.vector().to(linear.weight.dtype)
+        linear.weight /= v[:, None]
+        if linear.bias is not None:
+            linear.bias /= v
+
+
+class LoRAMethod(Method):
+    architecture = "lora"
+
+    def build(self, state, name, config: LoRAConfig) -> None:
+        if config.composition_mode == "scale" and config.dropout > 0:
+            raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
+        cls = IA3 if config.composition_mode == "scale" else LoRA
+        locations = state.interface.linear_locations(
+            attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+            intermediate=config.intermediate_lora, output=config.output_lora)
+        for layer_id in state.layer_ids(config.leave_out):
+            for location, path in locations:
+                linear = state.layer_submodule(layer_id, path)
+                if not isinstance(linear, nn.Linear):
+                    raise AdapterError(
+                        f"adapter {name!r}: {path} in layer {layer_id} is a {type(linear).__name__}, "
+                        "not an nn.Linear; LoRA cannot attach there"
+                    )
+                module = cls(linear.in_features, linear.out_features, config)
+                state.add_layer_module(name, layer_id, location, module, site="linear", target=linear)
+
+    @torch.no_grad()
+    def merge(self, state, name, config) -> None:
+        for (layer_id, location), module in state.layer_modules(name):
+            site = state.sites[(layer_id, location)]
+            if site.merged is not None:
+                raise AdapterError(
+                    f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer {layer_id} "
+                    f"{location}; reset_adapter({site.merged!r}) first"
+                )
+        for (layer_id, location), module in state.layer_modules(name):
+            site = state.sites[(layer_id, location)]
+            module.merge_into(site.target)
+            site.merged = name
+
+    @torch.no_grad()
+    def reset(self, state, name, config) -> None:
+        for (layer_id, location), module in state.layer_modules(name):
+            site = state.sites[(layer_id, location)]
+            if site.merged == name:
+                module.unmerge_from(site.target)
+                site.merged = None
+
+
+register_method(LoRAMethod())

@@ -1,0 +1,202 @@
+"""The adapter API that `adapterkit.init(model)` installs on a transformers model.
+
+`init` swaps the instance's class for a subclass that adds this mixin (the model's own code is untouched)
+and hangs an `AdapterState` off it. Names follow adapter-transformers 3.1 / `adapters` 1.x.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from . import methods  # noqa: F401  (registers the method families)
+from .composition import AdapterCompositionBlock, parse_composition
+from .configs import AdapterConfig, resolve_config
+from .errors import AdapterError
+from .interfaces import ModelInterface, get_interface
+from .methods.base import method_for
+from .state import AdapterState
+from .summary import format_summary, summary_rows
+
+_STATE_ATTR = "_adapterkit_state"
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or "." in name or any(c.isspace() for c in name):
+        raise AdapterError(
+            f"invalid adapter name {name!r}: use a non-empty string without dots or whitespace"
+        )
+
+
+class AdapterModelMixin:
+    """Methods added to a model by `adapterkit.init`."""
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def adapter_state(self) -> AdapterState:
+        return self.__dict__[_STATE_ATTR]
+
+    @property
+    def adapters_config(self) -> dict[str, AdapterConfig]:
+        """name -> config of every adapter on the model (a copy)."""
+        return dict(self.adapter_state.configs)
+
+    def _require(self, name: str) -> AdapterConfig:
+        state = self.adapter_state
+        if name not in state.configs:
+            raise AdapterError(
+                f"adapter {name!r} does not exist on this model; added adapters: "
+                f"{', '.join(map(repr, state.configs)) or '(none)'}"
+            )
+        return state.configs[name]
+
+    # -- adding and removing -----------------------------------------------------------------------
+    def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False,
+                    **overrides) -> None:
+        """Add an adapter. `config`: a config object, a name ("lora", "pfeiffer", ...), a config string
+        ("lora[r=4,alpha=16]"), a dict, or None for the default ("seq_bn"). `overrides` change config fields."""
+        _check_name(adapter_name)
+        state = self.adapter_state
+        if adapter_name in state.configs:
+            if not overwrite_ok:
+                raise AdapterError(
+                    f"an adapter named {adapter_name!r} already exists; pick another name, delete it first, "
+                    "or pass overwrite_ok=True"
+                )
+            self.delete_adapter(adapter_name)
+        config = resolve_config(config, **overrides)
+        state.configs[adapter_name] = config
+        try:
+            method_for(config).build(state, adapter_name, config)
+        except Exception:
+            state.configs.pop(adapter_name, None)
+            if adapter_name in state.container:
+                state.drop_adapter_modules(adapter_name)
+            raise
+        state.invalidate()
+        if set_active:
+            self.set_active_adapters(adapter_name)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter and its weights (resetting it first if merged); it leaves the active setup."""
+        self._require(adapter_name)
+        state = self.adapter_state
+        if adapter_name in state.merged:
+            self.reset_adapter(adapter_name)
+        if state.active is not None and adapter_name in state.active.flatten():
+            remaining = [n for n in state.active.flatten() if n != adapter_name]
+            state.active = parse_composition(remaining) if remaining else None
+        del state.configs[adapter_name]
+        state.drop_adapter_modules(adapter_name)
+
+    # -- activation and training -------------------------------------------------------------------
+    def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
+        """Activate a name, a list of names (a Stack) or a composition block; None deactivates all."""
+        if skip_layers is not None:
+            raise AdapterError("skip_layers is not supported; use leave_out in the adapter config")
+        setup = parse_composition(adapter_setup)
+        self.adapter_state.check_setup(setup)
+        self.adapter_state.active = setup
+        self.adapter_state.invalidate()
+
+    @property
+    def active_adapters(self) -> AdapterCompositionBlock | None:
+        """The active setup (a composition block, e.g. `Stack('a')`), or None."""
+        return self.adapter_state.active
+
+    @active_adapters.setter
+    def active_adapters(self, adapter_setup) -> None:
+        self.set_active_adapters(adapter_setup)
+
+    def freeze_model(self, freeze: bool = True) -> None:
+        """Freeze (or unfreeze) the base model's own weights; adapters and task heads are left as they are."""
+        state = self.adapter_state
+        adapter_ids = {id(p) for p in state.container.parameters()}
+        for p in state.base.parameters():
+            if id(p) not in adapter_ids:
+                p.requires_grad_(not freeze)
+        state.model_frozen = freeze
+
+    def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
+        """Freeze the base model, make exactly the named adapters trainable, activate them, train mode.
+
+        Parameters outside the base model (a task head such as a classifier) stay trainable, as in the anchors.
+        """
+        setup = parse_composition(adapter_setup)
+        if setup is None:
+            raise AdapterError("train_adapter needs at least one adapter name")
+        state = self.adapter_state
+        state.check_setup(setup)
+        names = setup.flatten()
+        merged = [n for n in names if n in state.merged]
+        if merged:
+            raise AdapterError(
+                f"adapter(s) {', '.join(map(repr, merged))} are merged into the weights; "
+                "call reset_adapter(...) before training them"
+            )
+        self.freeze_model(True)
+        if train_embeddings:
+            self.get_input_embeddings().weight.requires_grad_(True)
+        for name, modules in state.container.items():
+            modules.requires_grad_(name in names)
+        self.set_active_adapters(setup)
+        self.train()
+
+    # -- merging -----------------------------------------------------------------------------------
+    def merge_adapter(self, adapter_name: str) -> None:
+        """Fold a LoRA / (IA)^3 adapter into the weights (zero inference overhead); undo with reset_adapter."""
+        config = self._require(adapter_name)
+        state = self.adapter_state
+        if adapter_name in state.merged:
+            return
+        method_for(config).merge(state, adapter_name, config)
+        state.merged.add(adapter_name)
+        state.invalidate()
+
+    def reset_adapter(self, adapter_name: str) -> None:
+        """Undo `merge_adapter`: restore the base weights; the adapter runs unmerged again. No-op if not merged."""
+        config = self._require(adapter_name)
+        state = self.adapter_state
+        if adapter_name not in state.merged:
+            return
+        method_for(config).reset(state, adapter_name, config)
+        state.merged.discard(adapter_name)
+        state.invalidate()
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def adapter_summary(self, as_dict: bool = False):
+        """The release notes' table: name, architecture, #param, %param (of the base model), active, train."""
+        rows = summary_rows(self.adapter_state)
+        return rows if as_dict else format_summary(rows)
+
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+def _with_mixin(cls: type) -> type:
+    if cls not in _CLASS_CACHE:
+        _CLASS_CACHE[cls] = type(cls.__name__, (AdapterModelMixin, cls), {"__module__": cls.__module__,
+                                                                           "__qualname__": cls.__qualname__})
+    return _CLASS_CACHE[cls]
+
+
+def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module:
+    """Give `model` the adapter API in place (and return it). Idempotent.
+
+    `interface` describes an architecture adapterkit does not ship; by default it is looked up by
+    `model.config.model_type`.
+    """
+    if isinstance(model, AdapterModelMixin):
+        return model
+    if interface is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type is None:
+            raise AdapterError(
+                f"{type(model).__name__} has no config.model_type; pass init(model, interface=ModelInterface(...))"
+            )
+        interface = get_interface(model_type)
+    state = AdapterState(model, interface)
+    model.__class__ = _with_mixin(type(model))
+    model.__dict__[_STATE_ATTR] = state
+    return model

@@ -1,0 +1,178 @@
+"""Per-model adapter state: configs, the module container, installed sites and the active setup.
+
+The adapter weights live in one `nn.ModuleDict` registered on the model as `adapterkit`, grouped per adapter:
+`adapterkit.<name>.layers.<layer_id>.<location>.*` and `adapterkit.<name>.shared.<key>.*`. Keys are the same on
+every architecture, so a saved adapter is independent of where a model keeps its modules.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch.nn as nn
+
+from .composition import AdapterCompositionBlock, Stack, parse_composition
+from .context import AdapterSetup, current_override
+from .errors import AdapterError
+from .interfaces.base import ModelInterface
+from .sites import InvertibleSite, LinearSite, ResidualSite, Site
+from .utils import get_submodule
+
+CONTAINER = "adapterkit"
+
+
+class AdapterModules(nn.Module):
+    """All modules of one adapter: per layer and location, plus model-level (`shared`) ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleDict()
+        self.shared = nn.ModuleDict()
+
+
+class AdapterState:
+    def __init__(self, model: nn.Module, interface: ModelInterface):
+        self.model = model
+        self.interface = interface
+        self.base = getattr(model, "base_model", model)
+        self.layers = get_submodule(self.base, interface.layers)
+        config = getattr(model, "config", None)
+        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model")
+        self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
+        self.configs: dict = {}
+        self.active: AdapterCompositionBlock | None = None
+        self.merged: set[str] = set()
+        self.model_frozen = False
+        self.sites: dict[tuple, Site] = {}
+        self._plans: dict = {}
+        model.add_module(CONTAINER, nn.ModuleDict())
+
+    # -- the container -----------------------------------------------------------------------------
+    @property
+    def container(self) -> nn.ModuleDict:
+        return getattr(self.model, CONTAINER)
+
+    def layer_ids(self, leave_out=()) -> list[int]:
+        return [i for i in range(len(self.layers)) if i not in set(leave_out)]
+
+    def layer_submodule(self, layer_id: int, path: str) -> nn.Module:
+        return get_submodule(self.layers[layer_id], path)
+
+    def _placed(self, module: nn.Module, reference: nn.Module) -> nn.Module:
+        param = next(reference.parameters(), None)
+        return module if param is None else module.to(device=param.device, dtype=param.dtype)
+
+    def _entry(self, name: str) -> AdapterModules:
+        if name not in self.container:
+            self.container[name] = AdapterModules()
+        return self.container[name]
+
+    def add_layer_module(self, name: str, layer_id: int, location: str, module: nn.Module, *, site: str,
+                         target: nn.Module | None = None) -> None:
+        layers = self._entry(name).layers
+        if str(layer_id) not in layers:
+            layers[str(layer_id)] = nn.ModuleDict()
+        layers[str(layer_id)][location] = self._placed(module, target if target is not None else self.layers[layer_id])
+        self._ensure_site((layer_id, location), site, target)
+
+    def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str) -> None:
+        self._entry(name).shared[key] = self._placed(module, self.base)
+        self._ensure_site(("model", key), site, None)
+
+    def module_at(self, name: str, key: tuple) -> nn.Module | None:
+        entry = self.container[name] if name in self.container else None
+        if entry is None:
+            return None
+        scope, location = key
+        group = entry.shared if scope == "model" else entry.layers[str(scope)] if str(scope) in entry.layers else None
+        return group[location] if group is not None and location in group else None
+
+    def layer_modules(self, name: str) -> Iterator[tuple[tuple[int, str], nn.Module]]:
+        for layer_id, group in self.container[name].layers.items():
+            for location, module in group.items():
+                yield (int(layer_id), location), module
+
+    # -- sites -------------------------------------------------------------------------------------
+    def _ensure_site(self, key: tuple, kind: str, target: nn.Module | None) -> None:
+        if key in self.sites:
+            return
+        if kind == "linear":
+            site: Site = LinearSite(self, key, target)
+        elif kind == "residual":
+            layer_id, location = key
+            spec = self.interface.residual_sites.get(location)
+            if spec is None:
+                raise AdapterError(
+                    f"{type(self.model).__name__} has no {location!r} site in its interface; "
+                    f"available: {', '.join(self.interface.residual_sites)}"
+                )
+            site = ResidualSite(self, key, self.layer_submodule(layer_id, spec.module), spec)
+        elif kind == "invertible":
+            heads = [getattr(self.model, h) for h in self.interface.lm_heads if hasattr(self.model, h)]
+            site = InvertibleSite(self, key, get_submodule(self.base, self.interface.embeddings), heads)
+        else:  # pragma: no cover - programming error
+            raise AdapterError(f"unknown site kind {kind!r}")
+        site.install()
+        self.sites[key] = site
+
+    def drop_adapter_modules(self, name: str) -> None:
+        del self.container[name]
+        for key in [k for k in self.sites if not any(self.module_at(n, k) is not None for n in self.container)]:
+            self.sites.pop(key).remove()
+        self.invalidate()
+
+    # -- the active setup --------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._plans.clear()
+
+    def check_setup(self, setup: AdapterCompositionBlock | None) -> None:
+        """Every name must exist; only blocks whose dispatch is implemented are accepted."""
+        if setup is None:
+            return
+        missing = [n for n in setup.flatten() if n not in self.configs]
+        if missing:
+            raise AdapterError(
+                f"adapter(s) {', '.join(map(repr, missing))} do not exist on this model; "
+                f"added adapters: {', '.join(map(repr, self.configs)) or '(none)'}"
+            )
+        _check_supported(setup)
+
+    def current_setup(self) -> AdapterCompositionBlock | None:
+        override = current_override()
+        if override is None:
+            return self.active
+        return None if override is AdapterSetup._NONE else override
+
+    def active_at(self, key: tuple) -> tuple:
+        override = current_override()
+        setup = self.active if override is None else override
+        plan = self._plans.get(setup)
+        if plan is None:
+            plan = self._build_plan(setup)
+        return plan.get(key, ())
+
+    def _build_plan(self, setup) -> dict:
+        plan: dict = {}
+        if setup is not None and setup is not AdapterSetup._NONE:
+            self.check_setup(setup)
+            names = setup.flatten()
+            for key, site in self.sites.items():
+                modules = site.collect(names)
+                if modules:
+                    plan[key] = modules
+        self._plans[setup] = plan
+        return plan
+
+
+def _check_supported(block: AdapterCompositionBlock) -> None:
+    if not isinstance(block, Stack):
+        raise AdapterError(
+            f"composition block {type(block).__name__} is not supported yet; supported: Stack "
+            "(a single adapter name or a list of names)"
+        )
+    for child in block.children:
+        if not isinstance(child, str):
+            _check_supported(child)
+
+
+__all__ = ["AdapterState", "AdapterModules", "CONTAINER", "parse_composition"]
