@@ -10,12 +10,13 @@ from typing import Any
 
 import torch.nn as nn
 
-from . import methods  # noqa: F401  (registers the method families)
+from . import forward_hooks, methods  # noqa: F401  (methods: registers the method families)
 from .composition import AdapterCompositionBlock, parse_composition
 from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
 from .interfaces import ModelInterface, get_interface
 from .methods.base import method_for
+from .methods.prefix_tuning import eject as eject_prefix
 from .state import AdapterState
 from .summary import format_summary, summary_rows
 
@@ -164,6 +165,14 @@ class AdapterModelMixin:
         state.merged.discard(adapter_name)
         state.invalidate()
 
+    def eject_prefix_tuning(self, adapter_name: str) -> None:
+        """Turn a prefix-tuning adapter's MLP into the flat prefixes it computes: same outputs, fewer parameters
+        (for inference or export)."""
+        self._require(adapter_name)
+        if self.adapter_state.module_at(adapter_name, ("model", "prefix")) is None:
+            raise AdapterError(f"adapter {adapter_name!r} has no prefix tuning to eject")
+        eject_prefix(self.adapter_state, adapter_name)
+
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):
         """The release notes' table: name, architecture, #param, %param (of the base model), active, train."""
@@ -199,4 +208,5 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
     state = AdapterState(model, interface)
     model.__class__ = _with_mixin(type(model))
     model.__dict__[_STATE_ATTR] = state
+    forward_hooks.install(model, state)
     return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn as nn
 
 from .methods.bottleneck import run_residual
@@ -34,6 +35,10 @@ class Site:
             if module is not None and name not in self.state.merged:
                 found.append(module)
         return tuple(found)
+
+    def in_use(self, names: list[str]) -> bool:
+        """Whether any of these adapters has something at this site (else the site is removed)."""
+        return any(self.state.module_at(name, self.key) is not None for name in names)
 
     def install(self) -> None:
         raise NotImplementedError
@@ -124,3 +129,91 @@ class InvertibleSite(Site):
         if not modules:
             return None
         return (modules[0](args[0], rev=True),) + tuple(args[1:])
+
+
+class PrefixRef:
+    """One active prefix at one layer: its module, and the layer's gate (or None)."""
+
+    __slots__ = ("prefix", "gate")
+
+    def __init__(self, prefix, gate):
+        self.prefix, self.gate = prefix, gate
+
+
+class PrefixSite(Site):
+    """Marks a self-attention module for the `adapterkit_<impl>` attention wrapper (see attention.py).
+
+    `extend` prepends the active prefixes' keys/values (Stack: the last adapter's outermost) and widens the mask;
+    a forward pre-hook keeps the attention input for prefix gates.
+    """
+
+    def __init__(self, state, key, module: nn.Module):
+        super().__init__(state, key)
+        self.module = module
+        self._input = None
+        self._handle = None
+
+    def in_use(self, names: list[str]) -> bool:
+        return bool(self.collect(names))
+
+    def collect(self, names: list[str]) -> tuple:
+        layer_id = self.key[0]
+        refs = []
+        for name in names:
+            prefix = self.state.module_at(name, ("model", "prefix"))
+            if prefix is not None and layer_id in prefix.layer_index:
+                refs.append(PrefixRef(prefix, self.state.module_at(name, (layer_id, "prefix_gate"))))
+        return tuple(refs)
+
+    def install(self) -> None:
+        from .attention import SITE_ATTR
+        self.module.__dict__[SITE_ATTR] = self
+        self._handle = self.module.register_forward_pre_hook(self._keep_input, with_kwargs=True)
+        self.state.use_prefix_attention(True)
+
+    def remove(self) -> None:
+        from .attention import SITE_ATTR
+        self.module.__dict__.pop(SITE_ATTR, None)
+        if self._handle is not None:
+            self._handle.remove()
+        self._input = None
+        if not any(isinstance(s, PrefixSite) and s is not self for s in self.state.sites.values()):
+            self.state.use_prefix_attention(False)
+
+    def _keep_input(self, module, args, kwargs):
+        self._input = args[0] if args else kwargs.get("hidden_states")
+
+    def extend(self, module, query, key, value, mask):
+        refs = self.state.active_at(self.key)
+        if not refs:
+            return key, value, mask
+        batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
+        for ref in refs:
+            pk, pv = ref.prefix.key_values(self.key[0])
+            pk = pk.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+            pv = pv.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+            if ref.gate is not None:
+                gate = ref.gate(self._input).to(key.dtype)  # (batch, 1 or 2): keys, values
+                pk = pk * gate[:, 0].view(batch, 1, 1, 1)
+                pv = pv * gate[:, -1].view(batch, 1, 1, 1)
+            key = torch.cat([pk, key], dim=2)
+            value = torch.cat([pv, value], dim=2)
+        mask = _extend_mask(mask, key.shape[2] - k_len, q_len, k_len, query, module)
+        return key, value, mask
+
+
+def _extend_mask(mask, n_prefix: int, q_len: int, k_len: int, query, module):
+    """Prefix positions are visible to every query; the rest of the mask is unchanged."""
+    if mask is None:
+        if not getattr(module, "is_causal", False) or q_len == 1:
+            return None
+        # the implementation would have used is_causal=True, which a longer key breaks: build the mask
+        i = torch.arange(q_len, device=query.device)[:, None]
+        j = torch.arange(k_len, device=query.device)[None, :]
+        causal = j <= i + (k_len - q_len)
+        return torch.cat([causal.new_ones(q_len, n_prefix), causal], dim=-1)[None, None]
+    if mask.dtype == torch.bool:
+        prefix = mask.new_ones(*mask.shape[:-1], n_prefix)
+    else:
+        prefix = mask.new_zeros(*mask.shape[:-1], n_prefix)
+    return torch.cat([prefix, mask], dim=-1)

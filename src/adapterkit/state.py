@@ -15,7 +15,8 @@ from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
 from .interfaces.base import ModelInterface
-from .sites import InvertibleSite, LinearSite, ResidualSite, Site
+from .attention import unwrapped_implementation, wrapped_implementation
+from .sites import InvertibleSite, LinearSite, PrefixSite, ResidualSite, Site
 from .utils import get_submodule
 
 CONTAINER = "adapterkit"
@@ -45,6 +46,8 @@ class AdapterState:
         self.model_frozen = False
         self.sites: dict[tuple, Site] = {}
         self._plans: dict = {}
+        # {adapter: {layer: {location: array}}} while a forward records gate values, else None
+        self.gating_scores: dict | None = None
         model.add_module(CONTAINER, nn.ModuleDict())
 
     # -- the container -----------------------------------------------------------------------------
@@ -75,9 +78,12 @@ class AdapterState:
         layers[str(layer_id)][location] = self._placed(module, target if target is not None else self.layers[layer_id])
         self._ensure_site((layer_id, location), site, target)
 
-    def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str) -> None:
-        self._entry(name).shared[key] = self._placed(module, self.base)
-        self._ensure_site(("model", key), site, None)
+    def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
+        """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
+        placed = self._entry(name).shared[key] = self._placed(module, self.base)
+        if site is not None:
+            self._ensure_site(("model", key), site, None)
+        return placed
 
     def module_at(self, name: str, key: tuple) -> nn.Module | None:
         entry = self.container[name] if name in self.container else None
@@ -92,8 +98,27 @@ class AdapterState:
             for location, module in group.items():
                 yield (int(layer_id), location), module
 
+    def replace_member_config(self, name: str, old, new) -> None:
+        """Swap one config of adapter `name` (itself, or a member of its union) for `new`."""
+        config = self.configs[name]
+        if config is old:
+            self.configs[name] = new
+        else:
+            config.configs[config.configs.index(old)] = new
+
     # -- sites -------------------------------------------------------------------------------------
+    def ensure_layer_site(self, layer_id: int, kind: str) -> None:
+        self._ensure_site((layer_id, kind), kind, None)
+
+    def use_prefix_attention(self, on: bool) -> None:
+        """Route the model's attention through (or back out of) the prefix-aware wrapper."""
+        config = self.model.config
+        current = config._attn_implementation
+        config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
+
     def _ensure_site(self, key: tuple, kind: str, target: nn.Module | None) -> None:
+        if kind == "prefix":  # one prefix site per layer, whatever per-layer module (a gate) asked for it
+            key = (key[0], "prefix")
         if key in self.sites:
             return
         if kind == "linear":
@@ -107,6 +132,11 @@ class AdapterState:
                     f"available: {', '.join(self.interface.residual_sites)}"
                 )
             site = ResidualSite(self, key, self.layer_submodule(layer_id, spec.module), spec)
+        elif kind == "prefix":
+            if self.interface.self_attention is None:
+                raise AdapterError(f"the {type(self.model).__name__} interface names no self_attention module; "
+                                   "prefix tuning cannot attach")
+            site = PrefixSite(self, key, self.layer_submodule(key[0], self.interface.self_attention))
         elif kind == "invertible":
             heads = [getattr(self.model, h) for h in self.interface.lm_heads if hasattr(self.model, h)]
             site = InvertibleSite(self, key, get_submodule(self.base, self.interface.embeddings), heads)
@@ -117,7 +147,8 @@ class AdapterState:
 
     def drop_adapter_modules(self, name: str) -> None:
         del self.container[name]
-        for key in [k for k in self.sites if not any(self.module_at(n, k) is not None for n in self.container)]:
+        names = list(self.container)
+        for key in [k for k, site in self.sites.items() if not site.in_use(names)]:
             self.sites.pop(key).remove()
         self.invalidate()
 

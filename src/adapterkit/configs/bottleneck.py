@@ -45,6 +45,20 @@ class BnConfig(AdapterConfig):
     inv_adapter_reduction_factor: Optional[float] = None
     leave_out: list = field(default_factory=list)
     dropout: float = 0.0
+    use_gating: bool = False
+    # PHM (Compacter) layers instead of nn.Linear for the down/up projections
+    phm_layer: bool = False
+    phm_dim: int = 4
+    factorized_phm_W: bool = True
+    shared_W_phm: bool = False
+    shared_phm_rule: bool = True
+    factorized_phm_rule: bool = False
+    phm_c_init: str = "normal"
+    phm_init_range: float = 0.0001
+    learn_phm: bool = True
+    hypercomplex_nonlinearity: str = "glorot-uniform"
+    phm_rank: int = 1
+    phm_bias: bool = True
 
     def validate(self) -> None:
         self._check_bool("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "ln_before",
@@ -72,6 +86,19 @@ class BnConfig(AdapterConfig):
             self._check_number("inv_adapter_reduction_factor", minimum=0, exclusive_min=True)
         self._check_layer_list("leave_out")
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
+        self._check_bool("use_gating", "phm_layer", "factorized_phm_W", "shared_W_phm", "shared_phm_rule",
+                         "factorized_phm_rule", "learn_phm", "phm_bias")
+        if self.phm_layer:
+            self._check_number("phm_dim", minimum=1, integer=True)
+            self._check_number("phm_rank", minimum=1, integer=True)
+            self._check_number("phm_init_range", minimum=0, exclusive_min=True)
+            self._check_choice("phm_c_init", ("normal", "uniform"))
+            self._check_choice("hypercomplex_nonlinearity", ("glorot-uniform", "glorot-normal", "normal"))
+            if self.shared_W_phm and isinstance(self.reduction_factor, Mapping):
+                raise AdapterConfigError(
+                    f"{type(self).__name__}: shared_W_phm=True needs one reduction_factor for all layers, "
+                    f"got a mapping {dict(self.reduction_factor)!r}"
+                )
 
     def _check_reduction_factor(self) -> None:
         rf = self.reduction_factor
@@ -161,6 +188,24 @@ class ParBnConfig(BnConfig):
     init_weights: str = "mam_adapter"
     is_parallel: bool = True
     scaling: Union[float, str] = 4.0
+
+
+@dataclass(eq=False)
+class CompacterPlusPlusConfig(SeqBnConfig):
+    """Compacter++ (Mahabadi et al., 2021): Pfeiffer placement with PHM layers, rf 32, gelu."""
+
+    phm_layer: bool = True
+    reduction_factor: Union[float, Mapping] = 32
+    non_linearity: str = "gelu"
+
+
+@dataclass(eq=False)
+class CompacterConfig(DoubleSeqBnConfig):
+    """Compacter (Mahabadi et al., 2021): Houlsby placement with PHM layers, rf 32, gelu."""
+
+    phm_layer: bool = True
+    reduction_factor: Union[float, Mapping] = 32
+    non_linearity: str = "gelu"
 
 
 # adapter-transformers 3.1 names

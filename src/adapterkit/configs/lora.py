@@ -32,9 +32,10 @@ class LoRAConfig(AdapterConfig):
     attn_matrices: list = field(default_factory=lambda: ["q", "v"])
     composition_mode: str = "add"
     init_weights: str = "lora"
+    use_gating: bool = False
 
     def validate(self) -> None:
-        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora")
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)

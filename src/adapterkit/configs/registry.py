@@ -6,8 +6,11 @@ from typing import Any, Mapping, Union
 
 from ..errors import AdapterConfigError
 from .base import AdapterConfig
-from .bottleneck import DoubleSeqBnConfig, DoubleSeqBnInvConfig, ParBnConfig, SeqBnConfig, SeqBnInvConfig
+from .bottleneck import (CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig, DoubleSeqBnInvConfig,
+                         ParBnConfig, SeqBnConfig, SeqBnInvConfig)
 from .lora import IA3Config, LoRAConfig
+from .prefix_tuning import PrefixTuningConfig
+from .union import ConfigUnion, MAMConfig, UniPELTConfig
 from .parsing import split_config_string
 
 ADAPTER_CONFIG_MAP: dict[str, AdapterConfig] = {
@@ -16,10 +19,16 @@ ADAPTER_CONFIG_MAP: dict[str, AdapterConfig] = {
     "houlsby": DoubleSeqBnConfig(),
     "pfeiffer+inv": SeqBnInvConfig(),
     "houlsby+inv": DoubleSeqBnInvConfig(),
+    "compacter++": CompacterPlusPlusConfig(),
+    "compacter": CompacterConfig(),
+    "prefix_tuning": PrefixTuningConfig(),
+    "prefix_tuning_flat": PrefixTuningConfig(flat=True),
     "parallel": ParBnConfig(),
     "scaled_parallel": ParBnConfig(scaling="learned"),
     "lora": LoRAConfig(),
     "ia3": IA3Config(),
+    "mam": MAMConfig(),
+    "unipelt": UniPELTConfig(),
     # adapters 1.x names
     "seq_bn": SeqBnConfig(),
     "double_seq_bn": DoubleSeqBnConfig(),
@@ -40,6 +49,9 @@ def resolve_config(config: ConfigLike, **overrides: Any) -> AdapterConfig:
         config = DEFAULT_ADAPTER_CONFIG
     if isinstance(config, AdapterConfig):
         resolved = config
+    elif isinstance(config, str) and "|" in config:
+        # "prefix_tuning|parallel": a union of the parts (each may carry [key=value] overrides)
+        resolved = ConfigUnion(*[resolve_config(part) for part in config.split("|")])
     elif isinstance(config, str):
         name, parsed = split_config_string(config)
         base = ADAPTER_CONFIG_MAP.get(name)

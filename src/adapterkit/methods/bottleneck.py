@@ -16,6 +16,8 @@ from transformers.activations import get_activation
 
 from ..configs.bottleneck import BnConfig
 from .base import Method, register_method
+from .gating import Gate
+from .phm import PHMLinear, PHMShared
 
 
 def activation(name: str) -> nn.Module:
@@ -41,14 +43,19 @@ def init_bert(module: nn.Module) -> None:
 class BottleneckAdapter(nn.Module):
     """One bottleneck adapter at one site: `down -> act -> up`, scaled, with optional adapter norms."""
 
-    def __init__(self, hidden_size: int, bottleneck_size: int, config: BnConfig):
+    def __init__(self, hidden_size: int, bottleneck_size: int, config: BnConfig, phm: PHMShared | None = None):
         super().__init__()
         self.config = config
         self.is_parallel = config.is_parallel
         self.norm_before = nn.LayerNorm(hidden_size) if config.ln_before else None
-        self.down = nn.Linear(hidden_size, max(1, bottleneck_size))
+        width = max(1, bottleneck_size)
+        if config.phm_layer:
+            self.down = PHMLinear(hidden_size, width, "down", config, phm)
+            self.up = PHMLinear(width, hidden_size, "up", config, phm)
+        else:
+            self.down = nn.Linear(hidden_size, width)
+            self.up = nn.Linear(width, hidden_size)
         self.act = activation(config.non_linearity)
-        self.up = nn.Linear(max(1, bottleneck_size), hidden_size)
         if config.scaling == "learned":
             self.scaling = nn.Parameter(torch.ones(1))
         elif config.scaling == "channel":
@@ -57,13 +64,21 @@ class BottleneckAdapter(nn.Module):
             self.scaling = float(config.scaling)
         self.norm_after = nn.LayerNorm(hidden_size) if config.ln_after else None
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.gate = Gate(hidden_size) if config.use_gating else None
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         init = self.config.init_weights
+        if self.config.phm_layer:  # PHM layers keep their own init; "mam_adapter" still starts as identity
+            if init == "mam_adapter":
+                for p in self.up.parameters(recurse=False):
+                    nn.init.zeros_(p)
+            return
         if init == "bert":
-            self.apply(init_bert)
+            for module in (self.norm_before, self.down, self.up, self.norm_after):
+                if module is not None:
+                    init_bert(module)
         elif init == "mam_adapter":
             nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
             nn.init.zeros_(self.down.bias)
@@ -75,13 +90,17 @@ class BottleneckAdapter(nn.Module):
                 nn.init.zeros_(lin.bias)
 
     def delta(self, z: torch.Tensor) -> torch.Tensor:
-        """`dropout(s * up(act(down(norm_before(z)))))`."""
+        """`dropout(s * up(act(down(norm_before(z)))))`, times the gate of `z` when gated."""
+        x = z
         if self.norm_before is not None:
             z = self.norm_before(z)
         up = self.up(self.act(self.down(z)))
         if not (isinstance(self.scaling, float) and self.scaling == 1.0):
             up = up * self.scaling
-        return self.dropout(up)
+        out = self.dropout(up)
+        if self.gate is not None:
+            out = out * self.gate(x).unsqueeze(-1)
+        return out
 
     def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
         """One adapter of a stack: the anchors' pre_forward + forward. `hidden` is the running sublayer output."""
@@ -137,12 +156,18 @@ class BottleneckMethod(Method):
 
     def build(self, state, name, config: BnConfig) -> None:
         hidden = state.hidden_size
+        phm = None
+        if config.phm_layer and (config.shared_phm_rule or config.shared_W_phm):
+            shared_width = int(hidden // config.reduction_factor_for(0))
+            phm = state.add_model_module(name, "phm", PHMShared(hidden, shared_width, config))
         for layer_id in state.layer_ids(config.leave_out):
             for location in ("mh_adapter", "output_adapter"):
                 if not getattr(config, location):
                     continue
                 width = int(hidden // config.reduction_factor_for(layer_id))
-                module = BottleneckAdapter(hidden, width, config)
+                module = BottleneckAdapter(hidden, width, config, phm)
+                if module.gate is not None:
+                    module.gate.bind(state, name, layer_id, location)
                 state.add_layer_module(name, layer_id, location, module, site="residual")
         if config.inv_adapter:
             from .invertible import build_invertible

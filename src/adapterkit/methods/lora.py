@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..configs.lora import LoRAConfig
 from ..errors import AdapterError
 from .base import Method, register_method
+from .gating import Gate
 
 
 class LoRA(nn.Module):
@@ -26,6 +27,7 @@ class LoRA(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(config.r, in_features))
         self.lora_B = nn.Parameter(torch.empty(out_features, config.r))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.gate = Gate(in_features) if config.use_gating else None
         with torch.no_grad():
             if config.init_weights == "lora":
                 nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -39,6 +41,8 @@ class LoRA(nn.Module):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        if self.gate is not None:  # the gate replaces alpha / r
+            return out + delta * self.gate(x).unsqueeze(-1)
         return torch.add(out, delta, alpha=self.scaling)
 
     def delta_weight(self) -> torch.Tensor:
@@ -58,6 +62,7 @@ class IA3(nn.Module):
         super().__init__()
         self.scaling = config.scaling
         self.ia3_l = nn.Parameter(torch.empty(out_features))
+        self.gate = Gate(in_features) if config.use_gating else None
         with torch.no_grad():
             if config.init_weights == "ia3":
                 nn.init.ones_(self.ia3_l)
@@ -70,6 +75,8 @@ class IA3(nn.Module):
         return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            return out * (self.vector() * self.gate(x).unsqueeze(-1))
         return out * self.vector()
 
     def merge_into(self, linear: nn.Linear) -> None:
@@ -104,10 +111,17 @@ class LoRAMethod(Method):
                         "not an nn.Linear; LoRA cannot attach there"
                     )
                 module = cls(linear.in_features, linear.out_features, config)
+                if module.gate is not None:
+                    module.gate.bind(state, name, layer_id, location)
                 state.add_layer_module(name, layer_id, location, module, site="linear", target=linear)
 
     @torch.no_grad()
     def merge(self, state, name, config) -> None:
+        if config.use_gating:
+            raise AdapterError(
+                f"cannot merge {name!r}: its LoRA is gated (use_gating=True), and the gate depends on the input; "
+                "only ungated LoRA / (IA)^3 adapters can be merged"
+            )
         for (layer_id, location), module in state.layer_modules(name):
             site = state.sites[(layer_id, location)]
             if site.merged is not None:

@@ -1,0 +1,124 @@
+"""Prefix tuning: per-layer learned keys/values prepended in attention (Li & Liang, 2021).
+
+The prefix module lives at `adapterkit.<name>.shared.prefix`; optional per-layer gates at
+`layers.<i>.prefix_gate`. Keys/values reach the model through `attention.py` (a wrapper registered in
+transformers' attention-function registry) and `sites.PrefixSite`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..configs.prefix_tuning import PrefixTuningConfig
+from .base import Method, register_method
+from .bottleneck import activation
+from .gating import Gate
+
+
+class _PrefixBase(nn.Module):
+    def __init__(self, layer_ids: list[int], n_heads: int, head_dim: int, config: PrefixTuningConfig):
+        super().__init__()
+        self.n_layers, self.n_heads, self.head_dim = len(layer_ids), n_heads, head_dim
+        self.prefix_length = config.prefix_length
+        # layer id -> row block of this layer's keys/values (layers left out get none)
+        self.__dict__["layer_index"] = {layer_id: i for i, layer_id in enumerate(layer_ids)}
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+
+    def _split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, 2*H*hd) -> keys, values, each (H, P, hd)."""
+        kv = self.dropout(rows).view(self.prefix_length, 2, self.n_heads, self.head_dim).permute(1, 2, 0, 3)
+        return kv[0], kv[1]
+
+
+class PrefixTuning(_PrefixBase):
+    """MLP reparametrisation: `Embedding(P, d) -> Linear(d, b) -> act -> Linear(b, n_layers*2*H*hd)`."""
+
+    def __init__(self, layer_ids, n_heads, head_dim, hidden_size, config: PrefixTuningConfig):
+        super().__init__(layer_ids, n_heads, head_dim, config)
+        self.wte = nn.Embedding(config.prefix_length, hidden_size)
+        self.control_trans = nn.Sequential(
+            nn.Linear(hidden_size, config.bottleneck_size),
+            activation(config.non_linearity),
+            nn.Linear(config.bottleneck_size, self.n_layers * 2 * n_heads * head_dim),
+        )
+
+    def key_values(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's keys and values, computing only its rows of the last projection."""
+        block = 2 * self.n_heads * self.head_dim
+        i = self.layer_index[layer_id]
+        hidden = self.control_trans[1](self.control_trans[0](self.wte.weight))
+        last = self.control_trans[2]
+        rows = F.linear(hidden, last.weight[i * block:(i + 1) * block], last.bias[i * block:(i + 1) * block])
+        return self._split(rows)
+
+    @torch.no_grad()
+    def flat_values(self) -> torch.Tensor:
+        """All prefixes as the flat parameter of `FlatPrefixTuning` (P-major)."""
+        return self.control_trans(self.wte.weight).reshape(-1)
+
+
+class FlatPrefixTuning(_PrefixBase):
+    """The prefixes as one parameter, shaped (P * n_layers * 2 * H * hd)."""
+
+    def __init__(self, layer_ids, n_heads, head_dim, config: PrefixTuningConfig):
+        super().__init__(layer_ids, n_heads, head_dim, config)
+        self.control_trans = nn.Parameter(torch.randn(config.prefix_length * self.n_layers * 2 * n_heads * head_dim))
+
+    def key_values(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.layer_index[layer_id]
+        block = self.control_trans.view(self.prefix_length, self.n_layers * 2, self.n_heads * self.head_dim)
+        return self._split(block[:, 2 * i:2 * i + 2].reshape(self.prefix_length, -1))
+
+
+def attention_shape(config) -> tuple[int, int]:
+    """(key/value heads, head dim) of a transformers config."""
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or config.hidden_size // heads
+    return kv_heads, head_dim
+
+
+class PrefixTuningMethod(Method):
+    architecture = "prefix_tuning"
+
+    def build(self, state, name, config: PrefixTuningConfig) -> None:
+        layer_ids = state.layer_ids(config.leave_out)
+        kv_heads, head_dim = attention_shape(state.model.config)
+        if config.flat:
+            module = FlatPrefixTuning(layer_ids, kv_heads, head_dim, config)
+        else:
+            module = PrefixTuning(layer_ids, kv_heads, head_dim, state.hidden_size, config)
+        state.add_model_module(name, "prefix", module)
+        for layer_id in layer_ids:
+            if config.use_gating:
+                gate = Gate(state.hidden_size, 1 if config.shared_gating else 2).bind(state, name, layer_id, "prefix")
+                state.add_layer_module(name, layer_id, "prefix_gate", gate, site="prefix")
+            else:
+                state.ensure_layer_site(layer_id, "prefix")
+
+
+def eject(state, name: str) -> None:
+    """Replace the MLP of prefix adapter `name` by the flat prefixes it computes (same outputs, fewer params)."""
+    shared = state.container[name].shared
+    module = shared["prefix"]
+    if isinstance(module, FlatPrefixTuning):
+        return
+    module_config = next(m for m in _members(state.configs[name]) if isinstance(m, PrefixTuningConfig))
+    config = module_config.replace(flat=True)
+    flat = FlatPrefixTuning(sorted(module.layer_index, key=module.layer_index.get), module.n_heads,
+                            module.head_dim, config)
+    flat.control_trans.data = module.flat_values().to(flat.control_trans)
+    flat.train(module.training)
+    flat.requires_grad_(all(p.requires_grad for p in module.parameters()))
+    shared["prefix"] = flat.to(device=module.wte.weight.device, dtype=module.wte.weight.dtype)
+    state.replace_member_config(name, module_config, config)
+    state.invalidate()
+
+
+def _members(config):
+    return list(config) if getattr(config, "architecture", "") == "union" else [config]
+
+
+register_method(PrefixTuningMethod())
