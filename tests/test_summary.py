@@ -14,9 +14,14 @@ pfeiffer                 bottleneck          894,528       0.718       0       1
 houlsby                  bottleneck        1,789,056       1.435       0       1
 pfeiffer+inv             bottleneck        1,190,592       0.955       0       1
 houlsby+inv              bottleneck        2,085,120       1.673       0       1
+compacter++              bottleneck           28,576       0.023       0       1
+compacter                bottleneck           57,088       0.046       0       1
+prefix_tuning            prefix_tuning     9,872,384       7.920       0       1
+prefix_tuning_flat       prefix_tuning       552,960       0.444       0       1
 parallel                 bottleneck        7,091,712       5.689       0       1
 scaled_parallel          bottleneck        7,091,724       5.690       0       1
 lora                     lora                294,912       0.237       0       1"""
+MAM_ROW = "mam                      union            22,493,984      18.046       0       1"
 HEADER = "Name                     Architecture         #Param      %Param  Active   Train"
 FULL = "Full model                               124,645,632     100.000               1"
 
@@ -36,6 +41,8 @@ def summary_model():
             model.add_adapter(name, config=name)
         model.add_adapter("ia3", config="ia3")
         model.add_adapter("ia3_attn", config=adapterkit.IA3Config(intermediate_lora=False))
+        model.add_adapter("mam", config="mam")
+        model.add_adapter("unipelt", config="unipelt")
     return model
 
 
@@ -43,7 +50,9 @@ def test_rows_match_release_notes(summary_model):
     lines = summary_model.adapter_summary().splitlines()
     assert lines[0] == "=" * 80 and lines[-1] == "=" * 80
     assert lines[1] == HEADER
-    assert "\n".join(lines[3:10]) == RELEASE_ROWS
+    n = len(RELEASE_ROWS.splitlines())
+    assert "\n".join(lines[3:3 + n]) == RELEASE_ROWS
+    assert MAM_ROW in lines
     assert lines[-2] == FULL
 
 
@@ -53,6 +62,8 @@ def test_ia3_counts(summary_model):
     assert rows["ia3_attn"]["#param"] == 18_432
     assert f"{rows['ia3_attn']['%param']:.3f}" == "0.015"  # the release table's ia3 row
     assert rows["Full model"]["#param"] == 124_645_632
+    assert rows["unipelt"]["#param"] == 11_083_376 and rows["unipelt"]["architecture"] == "union"
+    assert f"{rows['unipelt']['%param']:.3f}" == "8.892"
 
 
 def test_active_and_train_columns():

@@ -7,9 +7,10 @@
 """
 
 from .composition import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition
-from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, BnConfig, DoubleSeqBnConfig,
-                      DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig, IA3Config, LoRAConfig, ParallelConfig,
-                      ParBnConfig, PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig, resolve_config)
+from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, BnConfig, CompacterConfig,
+                      CompacterPlusPlusConfig, ConfigUnion, DoubleSeqBnConfig, DoubleSeqBnInvConfig, HoulsbyConfig,
+                      HoulsbyInvConfig, IA3Config, LoRAConfig, MAMConfig, ParallelConfig, ParBnConfig, PfeifferConfig,
+                      PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError
 from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
@@ -21,7 +22,8 @@ __all__ = [
     "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError",
     "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
-    "LoRAConfig", "IA3Config", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
+    "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
+    "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
     "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
 ]
