@@ -94,6 +94,16 @@ def build_cases(config, batch, with_peft: bool):
     cases["adapterkit Pfeiffer train step"] = train_step_fn(pf, [p for p in pf.parameters() if p.requires_grad], batch)
     cases["adapterkit Pfeiffer inference"] = inference_fn(pf, batch)
 
+    prefix = adapterkit.init(make_model(config))
+    prefix.add_adapter("prefix", config="prefix_tuning[prefix_length=30]", set_active=True)
+    cases["adapterkit prefix tuning (30) inference"] = inference_fn(prefix, batch)
+
+    unipelt = adapterkit.init(make_model(config))
+    unipelt.add_adapter("unipelt", config="unipelt")
+    unipelt.train_adapter("unipelt")
+    cases["adapterkit UniPELT train step"] = train_step_fn(
+        unipelt, [p for p in unipelt.parameters() if p.requires_grad], batch)
+
     if with_peft:
         from peft import LoraConfig, get_peft_model
         peft_model = get_peft_model(make_model(config), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
