@@ -1,0 +1,137 @@
+"""What every benchmark process shares: the model shape, the batch, the case names and the step functions.
+
+This module imports only torch and transformers (no adapter library), so the same file runs in the main venv
+(transformers 5.x: adapterkit, peft) and in the reference venv (transformers 4.57: `adapters`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from transformers import BertConfig, BertModel
+
+# (key, label, kind). kind: "infer" (eval, inference mode), "train" (a full optimizer step: forward, backward,
+# AdamW step), "floor" (backward without an optimizer), "op" (a one-off operation such as adding an adapter).
+CASES = [
+    ("plain_forward", "plain forward (baseline of the ratios)", "infer"),
+    ("floor", "floor: frozen model, backward through every layer, no adapter", "floor"),
+    ("full_ft", "full fine-tune step", "train"),
+    ("lora_train", "LoRA r=8 train step", "train"),
+    ("lora_infer", "LoRA r=8 inference, unmerged", "infer"),
+    ("lora_merged", "LoRA r=8 inference, merged", "infer"),
+    ("pfeiffer_train", "Pfeiffer (seq_bn) train step", "train"),
+    ("pfeiffer_infer", "Pfeiffer (seq_bn) inference", "infer"),
+    ("prefix_train", "prefix tuning (30) train step", "train"),
+    ("prefix_infer", "prefix tuning (30) inference", "infer"),
+    ("ia3_train", "(IA)^3 train step", "train"),
+    ("unipelt_train", "UniPELT train step", "train"),
+    ("add_lora", "add a LoRA r=8 adapter", "op"),
+    ("merge_lora", "merge a LoRA r=8 adapter", "op"),
+]
+LABELS = {key: label for key, label, _ in CASES}
+KINDS = {key: kind for key, _, kind in CASES}
+BASE_KEYS = ("plain_forward", "floor", "full_ft")  # no adapter library involved
+TRAIN_KEYS = [key for key, _, kind in CASES if kind == "train"]
+SCALING_SEQ = (64, 128, 256, 512)
+SCALING_LAYERS = (6, 12, 24)
+
+
+@dataclass
+class Shape:
+    """The benchmark's model and batch. Defaults: bert-base, batch 8 x 128 tokens, fp32, 2 threads."""
+
+    batch: int = 8
+    seq: int = 128
+    layers: int = 12
+    threads: int = 2
+    device: str = "cpu"
+    tiny: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Shape":
+        return Shape(**{**asdict(self), **changes})
+
+
+class Case(NamedTuple):
+    """`step` is timed; `prepare` (if any) runs untimed right before it (e.g. delete the adapter `step` adds)."""
+
+    step: Callable[[], None]
+    prepare: Optional[Callable[[], None]] = None
+
+
+def bert_config(shape: Shape) -> BertConfig:
+    if shape.tiny:
+        return BertConfig(hidden_size=32, num_hidden_layers=shape.layers, num_attention_heads=4,
+                          intermediate_size=64, vocab_size=99, max_position_embeddings=max(512, shape.seq))
+    # bert-base: 768 hidden, 12 heads, 3072 FFN, 30522 vocab
+    return BertConfig(num_hidden_layers=shape.layers, max_position_embeddings=max(512, shape.seq))
+
+
+def make_model(shape: Shape) -> BertModel:
+    """A freshly initialised bert-base-shaped model (same seed, so every process gets the same weights)."""
+    torch.manual_seed(0)
+    return BertModel(bert_config(shape), add_pooling_layer=False).to(shape.device)
+
+
+def make_batch(shape: Shape) -> dict:
+    g = torch.Generator().manual_seed(0)
+    vocab = bert_config(shape).vocab_size
+    return {"input_ids": torch.randint(0, vocab, (shape.batch, shape.seq), generator=g).to(shape.device),
+            "attention_mask": torch.ones(shape.batch, shape.seq, dtype=torch.long, device=shape.device)}
+
+
+def setup_process(shape: Shape) -> None:
+    torch.set_num_threads(shape.threads)
+
+
+def trainable(model) -> list:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_step(model, batch, params=None) -> Callable[[], None]:
+    """One optimizer step (train mode: dropout on) on a squared-output loss."""
+    optimizer = torch.optim.AdamW(trainable(model) if params is None else params, lr=1e-4)
+
+    def step():
+        model.train()
+        out = model(**batch).last_hidden_state
+        out.float().pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def inference_step(model, batch) -> Callable[[], None]:
+    def step():
+        model.eval()
+        with torch.inference_mode():
+            model(**batch)
+    return step
+
+
+def base_cases(shape: Shape, batch) -> dict[str, Case]:
+    """Cases that involve no adapter library: the baseline of the ratios, the floor, full fine-tuning."""
+    return {key: base_case(key, shape, batch) for key in BASE_KEYS}
+
+
+def base_case(key: str, shape: Shape, batch) -> Case:
+    model = make_model(shape)
+    if key == "plain_forward":
+        return Case(inference_step(model, batch))
+    if key == "full_ft":
+        return Case(train_step(model, batch, list(model.parameters())))
+    if key == "floor":
+        # The floor of any exact frozen-base method: the model's own train-mode forward and a backward through
+        # every layer (gradients flow from the embeddings' output upwards), with no adapter and no optimizer.
+        model.requires_grad_(False)
+        model.embeddings.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+
+        def step():
+            model.train()
+            model(**batch).last_hidden_state.float().pow(2).mean().backward()
+        return Case(step)
+    raise KeyError(key)

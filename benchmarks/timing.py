@@ -1,0 +1,57 @@
+"""Round-robin timing and peak memory. Library-agnostic (runs in both venvs).
+
+Every case is timed in the same process, one repetition of each case per round, so drift of the machine (other
+work, thermal state) hits all cases alike; each case's ratio is the median over rounds of (its time / that round's
+baseline time), which is robust to a busy machine in a way a ratio of medians is not.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Hashable, Mapping
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def round_robin(cases: Mapping[Hashable, "object"], rounds: int, warmup: int, device: str = "cpu") -> dict:
+    """Time `case.step()` for every case, `warmup` untimed rounds then `rounds` timed ones; seconds per call."""
+    times: dict = {name: [] for name in cases}
+    for round_ in range(warmup + rounds):
+        for name, case in cases.items():
+            if case.prepare is not None:
+                case.prepare()
+            synchronize(device)
+            start = time.perf_counter()
+            case.step()
+            synchronize(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: Mapping[Hashable, list], baseline: Hashable) -> dict:
+    """name -> {median_s, ratio (median of per-round ratios to `baseline`), min_s, max_s, n}."""
+    base = times[baseline]
+    return {name: {"median_s": statistics.median(t), "ratio": statistics.median(a / b for a, b in zip(t, base)),
+                   "min_s": min(t), "max_s": max(t), "n": len(t)}
+            for name, t in times.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB). It never goes down: measure in a fresh process."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes, Linux KiB
+
+
+def peak_device_mb(device: str) -> float | None:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None
