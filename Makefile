@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo test test-slow bench fixtures
+.PHONY: install demo test test-slow bench bench-smoke fixtures
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,11 @@ test-slow: install
 
 bench: install
 	$(PIP) install -q -c constraints.txt '.[bench]'
-	$(PY) benchmarks/run_speed.py $(ARGS)
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+bench-smoke: install
+	$(PIP) install -q -c constraints.txt '.[bench]'
+	$(PY) benchmarks/run_all.py --tiny --rounds 1 --warmup 0 --scaling-rounds 1 --memory-steps 1 $(ARGS)
 
 fixtures:
 	bash tools/make_reference_fixtures.sh

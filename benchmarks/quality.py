@@ -96,11 +96,12 @@ def tokenize_task(tokenizer, glue_dir: Path, task: str, budget: Budget, seed: in
     return out
 
 
-def _batch(data: dict, split: str, index) -> dict:
+def _batch(data: dict, split: str, index, device: str) -> dict:
     """The rows `index` of a split, trimmed to its longest sequence."""
     mask = data[f"{split}.attention_mask"][index]
     length = int(mask.sum(1).max())
-    return {key: data[f"{split}.{key}"][index][:, :length] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    return {key: data[f"{split}.{key}"][index][:, :length].to(device)
+            for key in ("input_ids", "attention_mask", "token_type_ids")}
 
 
 def metrics(task: str, predictions: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -136,7 +137,7 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: Budget, data: dict,
-                       model_path: str) -> dict:
+                       model_path: str, device: str = "cpu") -> dict:
     """One run: MiniLM + a fresh task head + one adapter of `method`, trained on the task, scored on dev."""
     from transformers import BertForSequenceClassification
     from transformers.utils import logging
@@ -155,6 +156,7 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
     lib.init(model)
     model.add_adapter(method, config=method_config(lib, method))
     model.train_adapter(method)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = len(data["train.labels"])
     steps = budget.epochs * math.ceil(n_train / budget.batch)
@@ -169,7 +171,8 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
         random.Random(seed * 1000 + epoch).shuffle(order)
         for i in range(0, n_train, budget.batch):
             index = torch.tensor(order[i:i + budget.batch])
-            loss = model(**_batch(data, "train", index), labels=data["train.labels"][index]).loss
+            labels = data["train.labels"][index].to(device)
+            loss = model(**_batch(data, "train", index, device), labels=labels).loss
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -179,7 +182,8 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
     predictions = []
     with torch.no_grad():
         for i in range(0, len(data["dev.labels"]), 64):
-            logits = model(**_batch(data, "dev", torch.arange(i, min(i + 64, len(data["dev.labels"]))))).logits
+            index = torch.arange(i, min(i + 64, len(data["dev.labels"])))
+            logits = model(**_batch(data, "dev", index, device)).logits.cpu()
             predictions.append(logits[:, 0] if num_labels == 1 else logits.argmax(-1))
     scores = metrics(task, torch.cat(predictions), data["dev.labels"])
     return {"library": library, "task": task, "method": method, "seed": seed, "scores": scores,
@@ -188,7 +192,7 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
 
 
 def run_jobs(library: str, spec: dict) -> list:
-    """spec: {budget: {...}, threads, model_path, data: {task: tensor file}, runs: [{task, method, seed}]}."""
+    """spec: {budget: {...}, threads, device, model_path, data: {task: tensor file}, runs: [{task, method, seed}]}."""
     torch.set_num_threads(spec.get("threads", 2))
     budget = Budget(**spec["budget"])
     results, cache = [], {}
@@ -197,5 +201,5 @@ def run_jobs(library: str, spec: dict) -> list:
         if task not in cache:
             cache[task] = torch.load(spec["data"][task], weights_only=True)
         results.append(train_and_evaluate(library, task, run["method"], run["seed"], budget, cache[task],
-                                          spec["model_path"]))
+                                          spec["model_path"], spec.get("device", "cpu")))
     return results

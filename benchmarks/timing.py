@@ -11,6 +11,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Hashable, Mapping
 
 import torch
@@ -46,9 +47,19 @@ def summarise(times: Mapping[Hashable, list], baseline: Hashable) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB). It never goes down: measure in a fresh process."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes, Linux KiB
+    """Peak resident set size of this process so far (MiB). It never goes down: measure in a fresh process.
+
+    On Linux this is VmHWM of /proc/self/status, the peak of this program's own address space:
+    `getrusage().ru_maxrss` survives fork+exec, so a subprocess would report its parent's peak if larger.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes, others KiB
 
 
 def peak_device_mb(device: str) -> float | None:

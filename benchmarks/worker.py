@@ -42,7 +42,8 @@ def library_keys(library: str) -> tuple:
 
 def environment(libraries) -> dict:
     import transformers
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version()}
     for lib in libraries:
         versions[lib] = getattr(importlib.import_module(lib), "__version__", "?")
     return versions

