@@ -140,7 +140,8 @@ def chart(results: dict, path: Path) -> None:
         values = [rows[(lib, k, None, None)]["ratio"] if (lib, k, None, None) in rows else 0 for k in keys]
         axes[0].bar([x + i * width for x in range(len(keys))], values, width, label=lib)
     axes[0].set_xticks([x + width * (len(libs) - 1) / 2 for x in range(len(keys))])
-    axes[0].set_xticklabels([LABELS[k].split(" (baseline")[0].split(":")[0] for k in keys], rotation=40, ha="right", fontsize=8)
+    short = [LABELS[k].split(" (baseline")[0].split(":")[0] for k in keys]
+    axes[0].set_xticklabels(short, rotation=40, ha="right", fontsize=8)
     axes[0].set_ylabel("time / plain forward (same process)")
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].legend()
@@ -153,7 +154,8 @@ def chart(results: dict, path: Path) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lib)
         ax.set_xlabel("sequence length" if axis == "seq" else "layers")
         ax.set_title(f"LoRA train / forward ({fixed_name} {_fixed(results, fixed_name)})", fontsize=9)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.suptitle(f"{results['meta']['shape']} — {results['meta']['date']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -92,10 +92,11 @@ def scaling_points(shape: Shape) -> list[tuple[int, int]]:
     return points
 
 
-def run_scaling(libraries, shape: Shape, rounds: int, warmup: int) -> dict:
-    """LoRA train step ratio to the plain forward at each scaling point (each point timed round-robin on its own)."""
+def run_scaling(libraries, shape: Shape, rounds: int, warmup: int, points=None) -> dict:
+    """LoRA train step ratio to the plain forward at each (seq, layers) point (default: `scaling_points`), each
+    point timed round-robin on its own."""
     rows = []
-    for seq, layers in scaling_points(shape):
+    for seq, layers in points or scaling_points(shape):
         point = shape.with_(seq=seq, layers=layers)
         result = run_speed(libraries, point, rounds, warmup, keys={"plain_forward", "lora_train"})
         base = next(r for r in result["rows"] if r["case"] == "plain_forward")

