@@ -83,6 +83,37 @@ def scaling_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# issue 7's targets for adapterkit: (case, ratio at most)
+TARGETS = (("lora_train", 2.1), ("lora_infer", 1.03), ("lora_merged", 1.00), ("pfeiffer_train", 2.1))
+
+
+def targets_table(results: dict) -> str:
+    """adapterkit against the issue's targets (ratios; peak RSS of LoRA training against the lower peer)."""
+    speed, memory = _rows(results, "speed"), _rows(results, "memory")
+    lines = ["| target | adapterkit | met |", "| --- | ---: | --- |"]
+    for key, limit in TARGETS:
+        row = speed.get(("adapterkit", key, None, None))
+        if row:
+            lines.append(f"| {LABELS[key]} ≤ {limit:.2f}× | {row['ratio']:.3f}× | "
+                         f"{'yes' if round(row['ratio'], 2) <= limit else 'no'} |")
+    ours = memory.get(("adapterkit", "lora_train", None, None))
+    peers = [memory[(lib, "lora_train", None, None)]["peak_rss_mb"] for lib in ("peft", "adapters")
+             if (lib, "lora_train", None, None) in memory]
+    if ours and peers:
+        lines.append(f"| peak RSS of LoRA training ≤ the lower peer ({min(peers):.0f} MiB) | "
+                     f"{ours['peak_rss_mb']:.0f} MiB | {'yes' if ours['peak_rss_mb'] <= min(peers) else 'no'} |")
+
+    def above_plain(lib):  # the training's own memory, without the venv's import footprint
+        row, base = memory.get((lib, "lora_train", None, None)), memory.get((lib, "plain_forward", None, None))
+        return row["peak_rss_mb"] - base["peak_rss_mb"] if row and base else None
+    deltas = [d for d in (above_plain("peft"), above_plain("adapters")) if d is not None]
+    ours_delta = above_plain("adapterkit")
+    if ours_delta is not None and deltas:
+        lines.append(f"| the same, above each venv's plain-forward peak (lower peer +{min(deltas):.0f} MiB) | "
+                     f"+{ours_delta:.0f} MiB | {'yes' if ours_delta <= min(deltas) else 'no'} |")
+    return "\n".join(lines)
+
+
 def quality_table(results: dict) -> str:
     runs = (results.get("quality") or {}).get("results", [])
     groups: dict = {}
@@ -113,6 +144,8 @@ def markdown(results: dict) -> str:
                   "process and round)", "adapterkit and peft run in one process (transformers 5.x) and share its "
                   "base rows; `adapters` runs in its own process (transformers 4.57) with its own plain forward.",
                   speed_table(results)]
+    if results.get("speed") or results.get("memory"):
+        parts += ["### adapterkit against the targets of issue 7", targets_table(results)]
     if results.get("memory"):
         parts += ["### Peak memory (a fresh process per case: import, build, then the case "
                   f"{meta.get('memory_steps', '?')} times; in brackets: above the plain forward's peak in the "
