@@ -147,6 +147,7 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
     lib = importlib.import_module(library)
     num_labels = TASKS[task][3]
     logging.set_verbosity_error()  # the "classifier weights are newly initialised" report: expected here
+    logging.disable_progress_bar()
     model = BertForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
     head = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -119,26 +119,30 @@ def quality_table(results: dict) -> str:
     groups: dict = {}
     for r in runs:
         groups.setdefault((r["task"], r["method"], r["metric"]), {}).setdefault(r["library"], []).append(r)
-    lines = ["| task | method | dev metric | adapterkit | adapters | difference (points) | train steps | seeds |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| task | method | dev metric | adapterkit | adapters | difference (points) | train steps | seeds "
+             "| train s (adapterkit / adapters) |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (task, method, metric), by_lib in groups.items():
         mean = {lib: 100 * sum(r["main"] for r in rs) / len(rs) for lib, rs in by_lib.items()}
         a, b = mean.get("adapterkit"), mean.get("adapters")
         diff = f"{a - b:+.2f}" if a is not None and b is not None else NA
         any_run = next(iter(by_lib.values()))[0]
+        seconds = " / ".join(_fmt(sum(r["train_s"] for r in by_lib[lib]) / len(by_lib[lib]), 1) if lib in by_lib
+                             else NA for lib in ("adapterkit", "adapters"))
         lines.append(f"| {task} | {method} | {metric} | {_fmt(a)} | {_fmt(b)} | {diff} | {any_run['steps']} | "
-                     f"{len(next(iter(by_lib.values())))} |")
+                     f"{len(next(iter(by_lib.values())))} | {seconds} |")
     return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    return NA if value is None else f"{value:.2f}"
+def _fmt(value, digits: int = 2) -> str:
+    return NA if value is None else f"{value:.{digits}f}"
 
 
 def markdown(results: dict) -> str:
     meta = results["meta"]
     parts = [f"Date: {meta['date']}. Machine: {meta['machine']}. Device: {meta['device']}.",
-             f"Command: `{meta['command']}`", f"Shape: {meta['shape']}. Versions: {meta['versions']}."]
+             f"Command: `{meta['command']}`"]
+    timed = any(results.get(part) for part in ("speed", "memory", "scaling"))
+    parts.append((f"Shape: {meta['shape']}. " if timed else "") + f"Versions: {meta['versions']}.")
     if results.get("speed"):
         parts += ["### Speed (median ms; × = median over rounds of the ratio to the plain forward of the same "
                   "process and round)", "adapterkit and peft run in one process (transformers 5.x) and share its "

@@ -108,10 +108,11 @@ class Runner:
 
     def scaling(self) -> dict:
         out, a = {}, self.args
-        if self.main_libs:
-            log(f"scaling: {', '.join(self.main_libs)} (this process), {a.scaling_rounds} rounds per point")
-            out["main"] = worker.run_scaling(self.main_libs, self.shape, a.scaling_rounds, a.warmup)
-        if self.ref_python:
+        libs = [lib for lib in self.main_libs if lib in a.scaling_libraries]
+        if libs:
+            log(f"scaling: {', '.join(libs)} (this process), {a.scaling_rounds} rounds per point")
+            out["main"] = worker.run_scaling(libs, self.shape, a.scaling_rounds, a.warmup)
+        if self.ref_python and "adapters" in a.scaling_libraries:
             log("scaling: adapters (subprocess)")
             out["adapters"] = self.subprocess(self.ref_python, "scaling",
                                               ["--libraries", "adapters", "--rounds", str(a.scaling_rounds),
@@ -164,6 +165,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--scaling-rounds", type=int, default=3)
+    p.add_argument("--scaling-libraries", nargs="+", choices=("adapterkit", "peft", "adapters"),
+                   default=["adapterkit", "peft", "adapters"], help="scaling: a subset of --libraries")
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("ADAPTERKIT_REF_VENV", refenv.DEFAULT_VENV)))
     p.add_argument("--no-create-ref", action="store_true", help="skip `adapters` if its venv is not ready")
