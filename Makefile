@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,demo]'
+	$(PIP) install -q -c constraints.txt -e '.[test,demo,bench]'
 	touch $@
 
 demo: install
@@ -25,11 +25,9 @@ test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: install
-	$(PIP) install -q -c constraints.txt '.[bench]'
 	$(PY) benchmarks/run_all.py $(ARGS)
 
 bench-smoke: install
-	$(PIP) install -q -c constraints.txt '.[bench]'
 	$(PY) benchmarks/run_all.py --tiny --rounds 1 --warmup 0 --scaling-rounds 1 --memory-steps 1 $(ARGS)
 
 fixtures:

@@ -44,7 +44,7 @@ def speed_results():
                                                                      warmup=0)}}
 
 
-def test_speed_table_has_every_case(speed_results, tmp_path):
+def test_speed_table_has_every_case(speed_results):
     table = report.speed_table(speed_results)
     # columns: adapterkit ms, ×, peft ms, ×
     for key, label, _ in common.CASES:
@@ -56,6 +56,10 @@ def test_speed_table_has_every_case(speed_results, tmp_path):
     rows = speed_results["speed"]["main"]["rows"]
     assert all(r["median_s"] > 0 and r["ratio"] > 0 and r["n"] == 1 for r in rows)
     assert next(r for r in rows if r["case"] == "plain_forward")["ratio"] == 1.0
+
+
+def test_report_files(speed_results, tmp_path):
+    pytest.importorskip("matplotlib")
     path = report.write(speed_results, tmp_path)
     assert path.read_text().count("| LoRA r=8 train step |") == 1
     assert (tmp_path / "chart.png").stat().st_size > 10_000
