@@ -43,7 +43,7 @@ class HubCases:
             self.lib.init(model)
             model.add_adapter(method, config=method_config(self.lib, method))
             model.train_adapter(method)
-            self._models[method] = model
+            self._models[method] = model.to(self.shape.device)  # in case a library builds adapters on the CPU
         return self._models[method]
 
     def _reset(self, model, name: str) -> None:
@@ -62,7 +62,7 @@ class HubCases:
             model = make_model(self.shape)
             self.lib.init(model)
             model.add_adapter("lora", config=method_config(self.lib, "lora"), set_active=True)
-            model.merge_adapter("lora")
+            model.to(self.shape.device).merge_adapter("lora")
             return Case(inference_step(model, self.batch))
         if key == "add_lora":
             model = make_model(self.shape)
