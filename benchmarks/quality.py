@@ -37,7 +37,7 @@ RTE_LABELS = {"entailment": 1, "not_entailment": 0}
 class Budget:
     """How much of each task to run. `train`/`dev`: max examples (None: all), `seq`: max tokens per pair."""
 
-    train: Optional[int] = 400
+    train: Optional[int] = 1000
     dev: Optional[int] = None
     epochs: int = 1
     seq: int = 128

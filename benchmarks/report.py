@@ -174,8 +174,12 @@ def chart(results: dict, path: Path) -> None:
     keys = [key for key, _, _ in CASES if KINDS[key] != "op"]
     width = 0.8 / max(1, len(libs))
     for i, lib in enumerate(libs):
-        values = [rows[(lib, k, None, None)]["ratio"] if (lib, k, None, None) in rows else 0 for k in keys]
-        axes[0].bar([x + i * width for x in range(len(keys))], values, width, label=lib)
+        found = [rows.get((lib, k, None, None)) for k in keys]
+        values = [r["ratio"] if r else 0 for r in found]
+        # whiskers: the lowest and highest per-round ratio (results from before they were recorded have none)
+        spread = [[r["ratio"] - r.get("ratio_min", r["ratio"]) if r else 0 for r in found],
+                  [r.get("ratio_max", r["ratio"]) - r["ratio"] if r else 0 for r in found]]
+        axes[0].bar([x + i * width for x in range(len(keys))], values, width, label=lib, yerr=spread, capsize=2)
     axes[0].set_xticks([x + width * (len(libs) - 1) / 2 for x in range(len(keys))])
     short = [LABELS[k].split(" (baseline")[0].split(":")[0] for k in keys]
     axes[0].set_xticklabels(short, rotation=40, ha="right", fontsize=8)
@@ -189,6 +193,7 @@ def chart(results: dict, path: Path) -> None:
                          if k[0] == lib and (k[3] if axis == "seq" else k[2]) == _fixed(results, fixed_name))
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lib)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("sequence length" if axis == "seq" else "layers")
         ax.set_title(f"LoRA train / forward ({fixed_name} {_fixed(results, fixed_name)})", fontsize=9)
         if ax.lines:

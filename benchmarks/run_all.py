@@ -79,12 +79,12 @@ class Runner:
         a = self.args
         if self.main_libs:
             log(f"speed: {', '.join(self.main_libs)} (this process), {a.rounds} rounds")
-            out["main"] = worker.run_speed(self.main_libs, self.shape, a.rounds, a.warmup)
+            out["main"] = worker.run_speed(self.main_libs, self.shape, a.rounds, a.warmup, a.cases)
         if self.ref_python:
             log(f"speed: adapters (subprocess), {a.rounds} rounds")
-            out["adapters"] = self.subprocess(self.ref_python, "speed", ["--libraries", "adapters", "--rounds",
-                                                                         str(a.rounds), "--warmup", str(a.warmup)],
-                                              "speed-adapters")
+            extra = ["--libraries", "adapters", "--rounds", str(a.rounds), "--warmup", str(a.warmup)]
+            out["adapters"] = self.subprocess(self.ref_python, "speed", extra + (["--cases", *a.cases] if a.cases
+                                                                                 else []), "speed-adapters")
         return out
 
     def memory(self) -> dict:
@@ -162,6 +162,8 @@ def parse_args(argv):
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--layers", type=int, default=None, help="default 12 (2 with --tiny)")
     p.add_argument("--tiny", action="store_true", help="a 32-wide model instead of bert-base (smoke runs)")
+    p.add_argument("--cases", nargs="+", choices=list(common.LABELS), default=None,
+                   help="speed: only these cases (the plain forward is always timed)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--scaling-rounds", type=int, default=3)
@@ -174,7 +176,7 @@ def parse_args(argv):
     p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"])
     p.add_argument("--methods", nargs="+", default=["pfeiffer", "lora", "prefix"])
     p.add_argument("--seeds", type=int, default=1, help="quality: seeds 0..N-1 per task and method")
-    p.add_argument("--budget", default="train=400,epochs=1,seq=128",
+    p.add_argument("--budget", default="train=1000,epochs=1,seq=128",
                    help="quality: max train examples, epochs, max seq len (also dev=, batch=); see BENCHMARKS.md")
     p.add_argument("--full", action="store_true", help="quality: all train examples, 3 epochs")
     p.add_argument("--out", type=Path, default=Path("bench-out"))

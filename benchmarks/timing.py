@@ -39,11 +39,14 @@ def round_robin(cases: Mapping[Hashable, "object"], rounds: int, warmup: int, de
 
 
 def summarise(times: Mapping[Hashable, list], baseline: Hashable) -> dict:
-    """name -> {median_s, ratio (median of per-round ratios to `baseline`), min_s, max_s, n}."""
+    """name -> {median_s, ratio (median of per-round ratios to `baseline`), min_s, max_s, ratio_min, ratio_max, n}."""
     base = times[baseline]
-    return {name: {"median_s": statistics.median(t), "ratio": statistics.median(a / b for a, b in zip(t, base)),
-                   "min_s": min(t), "max_s": max(t), "n": len(t)}
-            for name, t in times.items()}
+    out = {}
+    for name, t in times.items():
+        ratios = [a / b for a, b in zip(t, base)]
+        out[name] = {"median_s": statistics.median(t), "ratio": statistics.median(ratios), "min_s": min(t),
+                     "max_s": max(t), "ratio_min": min(ratios), "ratio_max": max(ratios), "n": len(t)}
+    return out
 
 
 def peak_rss_mb() -> float:

@@ -110,6 +110,7 @@ def main(argv=None):
     parser.add_argument("mode", choices=["speed", "memory", "scaling", "quality"])
     parser.add_argument("--libraries", nargs="+", default=[])
     parser.add_argument("--case", help="memory: the case key")
+    parser.add_argument("--cases", nargs="+", help="speed: only these case keys (and the plain forward)")
     parser.add_argument("--shape", default="{}", help="JSON of common.Shape fields")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
@@ -119,7 +120,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     shape = Shape(**json.loads(args.shape))
     if args.mode == "speed":
-        result = run_speed(args.libraries, shape, args.rounds, args.warmup)
+        result = run_speed(args.libraries, shape, args.rounds, args.warmup, set(args.cases) if args.cases else None)
     elif args.mode == "memory":
         result = run_memory(args.libraries[0], args.case, shape, args.steps)
     elif args.mode == "scaling":
