@@ -17,4 +17,5 @@ PIP=("$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS")
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" "adapters==1.3.0" "transformers==4.57.6" safetensors
 
-exec "$VENV/bin/python" "$ROOT/tools/make_reference_fixtures.py" "$@"
+"$VENV/bin/python" "$ROOT/tools/make_reference_fixtures.py" "$@"
+"$VENV/bin/python" "$ROOT/tools/make_method_fixtures.py"

@@ -13,37 +13,35 @@ from typing import Any, Mapping
 
 import torch
 
-from ..configs import AdapterConfig, BnConfig, LoRAConfig
+from ..configs import AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig
 from ..errors import AdapterConfigError
 from ..interfaces.base import ModelInterface
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
-    "init_weights_seed": None, "use_gating": False, "cross_adapter": False, "phm_layer": False,
-    "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None, "dtype": None,
+    "init_weights_seed": None, "cross_adapter": False, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None,
+    "vera_b": None, "dtype": None,
 }
-# Fields that only matter when an inert feature is on (e.g. PHM settings with phm_layer=False).
-_IGNORED_FIELDS = {"phm_dim", "factorized_phm_W", "shared_W_phm", "shared_phm_rule", "factorized_phm_rule",
-                   "phm_c_init", "phm_init_range", "learn_phm", "hypercomplex_nonlinearity", "phm_rank", "phm_bias"}
+_CLASSES = {"bottleneck": BnConfig, "lora": LoRAConfig, "prefix_tuning": PrefixTuningConfig}
 
 
 def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
     """An AdapterHub config dict (`config.to_dict()`, or `adapter_config.json["config"]`) as an adapterkit config."""
     data = dict(data.get("config", data)) if "config" in data and isinstance(data["config"], Mapping) else dict(data)
     architecture = data.pop("architecture", None) or "bottleneck"
+    if architecture == "union":
+        return ConfigUnion(*[config_from_adapterhub(member) for member in data.get("configs", [])])
     for key, off in _INERT_FIELDS.items():
         if key in data and data.pop(key) != off:
             raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
-    for key in _IGNORED_FIELDS:
-        data.pop(key, None)
     if "invertible_adapter" in data:  # adapter-transformers 2.x/3.x nested form
         inv = data.pop("invertible_adapter") or {}
         data.setdefault("inv_adapter", inv.get("block_type"))
         data.setdefault("inv_adapter_reduction_factor", inv.get("reduction_factor"))
-    cls = {"bottleneck": BnConfig, "lora": LoRAConfig}.get(architecture)
+    cls = _CLASSES.get(architecture)
     if cls is None:
         raise AdapterConfigError(
-            f"AdapterHub architecture {architecture!r} is not supported yet; supported: bottleneck, lora"
+            f"AdapterHub architecture {architecture!r} is not supported yet; supported: {', '.join(_CLASSES)}, union"
         )
     return cls.from_dict(data)
 
@@ -57,14 +55,15 @@ def _locations(interface: ModelInterface) -> dict[str, str]:
     return out
 
 
-_BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before"}
+_BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before",
+                     "gate": "gate"}
 
 
 def _bottleneck_param(rest: str, config: BnConfig) -> str:
     head, _, tail = rest.partition(".")
     if head == "adapter_down":
         index, _, tail = tail.partition(".")
-        # adapter_down is Sequential([LayerNorm if ln_before], Linear, activation)
+        # adapter_down is Sequential([LayerNorm if ln_before], Linear or PHMLayer, activation)
         linear_index = 1 if config.ln_before else 0
         return ("down." if int(index) == linear_index else "norm_before.") + tail
     if head in _BOTTLENECK_PARAM:
@@ -83,12 +82,22 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     locations = _locations(interface)
     layers = re.escape(interface.layers)
     pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
-    inv = re.compile(rf"^(?:.*\.)?invertible_adapters\.{re.escape(name)}\.(.+)$")
+    n = re.escape(name)
+    model_level = [  # (pattern, our key prefix) for modules that belong to the whole model
+        (re.compile(rf"^(?:.*\.)?invertible_adapters\.{n}\.(.+)$"), "shared.invertible."),
+        (re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.self_prefix\.(.+)$"), "shared.prefix."),
+        (re.compile(rf"^(?:.*\.)?shared_parameters\.{n}\.(.+)$"), "shared.phm."),
+    ]
+    prefix_gate = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\..+?\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
-        m = inv.match(key)
+        hit = next(((p.match(key), ours) for p, ours in model_level if p.match(key)), None)
+        if hit:
+            out[hit[1] + hit[0].group(1)] = tensor
+            continue
+        m = prefix_gate.match(key)
         if m:
-            out[f"shared.invertible.{m.group(1)}"] = tensor
+            out[f"layers.{m.group(1)}.prefix_gate.{m.group(2)}"] = tensor
             continue
         m = pattern.match(key)
         location = locations.get(m.group(2)) if m else None
@@ -96,12 +105,23 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
             raise AdapterConfigError(f"AdapterHub weight {key!r} of adapter {name!r} has no adapterkit counterpart")
         layer_id, kind, rest = m.group(1), m.group(3), m.group(4)
         prefix = f"layers.{layer_id}.{location}."
+        member = _member(config, BnConfig if kind == "adapters" else LoRAConfig)
         if kind == "adapters":
-            out[prefix + _bottleneck_param(rest, config)] = tensor
-        elif config.composition_mode == "scale":  # (IA)^3 keeps only lora_B, shaped (out, 1)
+            out[prefix + _bottleneck_param(rest, member)] = tensor
+        elif member.composition_mode == "scale" and rest != "gate.weight" and rest != "gate.bias":  # (IA)^3 keeps only lora_B, shaped (out, 1)
             if rest != "lora_B":
                 raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
             out[prefix + "ia3_l"] = tensor.reshape(-1)
         else:
             out[prefix + rest] = tensor
     return out
+
+
+def _member(config: AdapterConfig, cls: type) -> AdapterConfig:
+    """`config` itself, or its union member of type `cls` (the one a weight belongs to)."""
+    if isinstance(config, ConfigUnion):
+        for member in config:
+            if isinstance(member, cls):
+                return member
+        raise AdapterConfigError(f"the union config has no {cls.__name__} member for these weights")
+    return config
