@@ -210,10 +210,11 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
             + "; ".join(p for p in (f"missing {missing}" if missing else "",
                                     f"unexpected {unexpected}" if unexpected else "") if p)
         )
-    for key, tensor in weights.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise AdapterError(f"{source}: {key} has shape {tuple(tensor.shape)}, head {head.name!r} expects "
-                               f"{tuple(expected[key].shape)} (a head of another size or model?)")
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})" for k, v in sorted(weights.items())
+             if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise AdapterError(f"{source}: weight shapes do not fit head {head.name!r} (a head of another size or "
+                           f"model?): {', '.join(wrong)}")
     head.load_state_dict(weights, strict=False)
 
 
