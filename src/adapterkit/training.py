@@ -76,7 +76,10 @@ def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
     file; otherwise nothing is loaded and the error names the file and the keys.
     """
     directory = Path(directory)
-    read_json(directory / CHECKPOINT_CONFIG_NAME, "adapterkit training checkpoint")
+    meta = read_json(directory / CHECKPOINT_CONFIG_NAME, "adapterkit training checkpoint")
+    if meta.get("format") != "adapterkit.training":
+        raise AdapterError(f"{directory / CHECKPOINT_CONFIG_NAME}: not an adapterkit training checkpoint "
+                           f"(format {meta.get('format')!r})")
     path = directory / CHECKPOINT_WEIGHTS_NAME
     if not path.is_file():
         raise AdapterError(f"{path}: missing adapter/head weights of the checkpoint")

@@ -61,14 +61,15 @@ class AdapterModel(AdapterModelMixin):
                 f"a head named {head.name!r} already exists; pick another name, delete_head it first, "
                 "or pass overwrite_ok=True"
             )
-        if head.name in self.heads:
-            self.delete_head(head.name)
         param = next(self.base_model.parameters(), None)
         if param is not None:
             head.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
-        embeddings = self.tied_input_embeddings()
-        if hasattr(head, "tie_to") and embeddings is not None:
-            head.tie_to(embeddings)
+        embeddings = self.tied_input_embeddings() if hasattr(head, "tie_to") else None
+        if embeddings is not None:
+            head.tie_to(embeddings)  # raises on a size mismatch, before the model changes
+        if head.name in self.heads:
+            self.delete_head(head.name)
+        if embeddings is not None:
             self._register_tied(head)
         head.train(self.training)
         self.heads[head.name] = head

@@ -50,10 +50,11 @@ def has_head(directory: str | os.PathLike) -> bool:
 # -- saving --------------------------------------------------------------------------------------------
 def save_head(model, directory: str | os.PathLike, name: str) -> None:
     """Write head `name` of an AdapterModel to `directory` (created if needed), atomically per file."""
-    head = _heads_of(model)[name] if name in _heads_of(model) else None
-    if head is None:
+    heads = _heads_of(model)
+    if name not in heads:
         raise AdapterError(f"cannot save head {name!r}: the model has no such head; heads: "
-                           f"{', '.join(map(repr, _heads_of(model))) or '(none)'}")
+                           f"{', '.join(map(repr, heads)) or '(none)'}")
+    head = heads[name]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tied = set(head.tied_parameters())
