@@ -118,6 +118,24 @@ def test_from_config_and_from_pretrained_round_trip(tmp_path, batch):
     assert set(loaded.state_dict()) == set(model.state_dict())
 
 
+def test_unconvertible_task_checkpoint_loads_its_base_and_says_so(tmp_path, batch, caplog):
+    from transformers import BertForPreTraining
+    torch.manual_seed(0)
+    original = BertForPreTraining(tiny_config("bert")).eval()
+    original.save_pretrained(tmp_path)
+    model = AutoAdapterModel.from_pretrained(tmp_path).eval()
+    assert "BertForPreTraining checkpoint; adapterkit has no conversion for its head" in caplog.text
+    assert len(model.heads) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).last_hidden_state, original.bert(**batch).last_hidden_state)
+
+
+def test_architectures_without_an_interface_are_named(batch):
+    from transformers import GPT2Config
+    with pytest.raises(AdapterError, match="no adapter interface for model_type 'gpt2'"):
+        AutoAdapterModel.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=99))
+
+
 def test_bare_base_checkpoint_loads(tmp_path, batch):
     from transformers import BertModel
     torch.manual_seed(0)

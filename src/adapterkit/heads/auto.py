@@ -8,6 +8,7 @@ flexible head "default", converted by the interface's `task_heads` table.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import transformers
@@ -21,6 +22,7 @@ from .conversion import rename_task_weights, task_head_config, task_head_for
 from .io import load_head_weights
 from .registry import build_head
 
+logger = logging.getLogger(__name__)
 _CLASSES: dict[type, type] = {}
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder",
                "trust_remote_code", "proxies")
@@ -68,6 +70,10 @@ class AutoAdapterModel:
         architecture = (getattr(config, "architectures", None) or [None])[0]
         task = task_head_for(interface, architecture)
         if task is None:
+            if architecture and architecture not in (model_cls.__name__, model_cls._base_model_class.__name__):
+                logger.warning("%s is a %s checkpoint; adapterkit has no conversion for its head (known: %s), so "
+                               "only the base model is loaded", pretrained_model_name_or_path, architecture,
+                               ", ".join(interface.task_heads) or "none")
             return model_cls.from_pretrained(pretrained_model_name_or_path, *model_args, interface=interface,
                                              **kwargs)
         task_model = getattr(transformers, architecture).from_pretrained(pretrained_model_name_or_path,
