@@ -9,7 +9,6 @@ key) so a saved model rebuilds them.
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 import torch.nn as nn
@@ -20,8 +19,6 @@ from ..errors import AdapterError
 from ..model import AdapterModelMixin, _check_name, init
 from .base import PredictionHead, label2id_from
 from .registry import build_head
-
-logger = logging.getLogger(__name__)
 
 _SETTINGS = "adapterkit"  # config attribute holding adapter configs and the active setup for save_pretrained
 

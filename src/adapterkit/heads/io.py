@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import pickle
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -72,15 +72,21 @@ def save_head(model, directory: str | os.PathLike, name: str) -> None:
 
 
 def atomic_write(target: Path, write: Callable[[str], Any]) -> None:
-    """`write(tmp_path)` into a temp file next to `target`, then replace `target` with it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    """`write(tmp_path)` into a temp file next to `target`, flush it to disk, then replace `target` with it.
+
+    A crash or error at any point leaves `target` as it was (and no temp file behind on errors).
+    """
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
-        write(tmp)
+        write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -92,7 +98,7 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
     head, weights_path = _head_from_saved(model, saved, directory, load_as)
     weights = read_weights(weights_path)
-    weights = _head_keys(model, saved, head, weights, weights_path)
+    weights = _head_keys(model, saved, weights, weights_path)
     load_head_weights(head, weights, source=str(weights_path), embeddings=model.tied_input_embeddings())
     model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
     return head.name
@@ -173,7 +179,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
-def _head_keys(model, saved: Mapping[str, Any], head: PredictionHead, weights: dict, path: Path) -> dict:
+def _head_keys(model, saved: Mapping[str, Any], weights: dict, path: Path) -> dict:
     """Weights keyed relative to the head, whatever the format named them."""
     if saved.get("format") == FORMAT:
         return weights
