@@ -33,6 +33,8 @@ def test_adapter_model_is_a_transformers_model_with_the_adapter_api(model):
     assert isinstance(model, PreTrainedModel) and isinstance(model, adapterkit.AdapterModelMixin)
     assert type(model).__name__ == "BertAdapterModel" and isinstance(model.bert, BertModel)
     assert model.adapter_state.base is model.bert
+    state = model.adapter_state
+    assert adapterkit.init(model) is model and model.adapter_state is state  # init is idempotent here too
 
 
 def test_no_head_returns_base_outputs(model, batch):

@@ -141,6 +141,13 @@ def test_task_model_checkpoints_keep_its_head_but_no_base_weights(tmp_path):
     assert meta["adapters"]["task"]["architecture"] == "lora" and meta["heads"] == {}
 
 
+def test_trainable_state_of_a_bare_base_model_is_the_adapters_only():
+    from transformers import BertModel
+    model = adapterkit.init(BertModel(BertConfig(**CONFIG)))
+    model.add_adapter("a", config="seq_bn")
+    assert set(trainable_state_dict(model)) == {f"adapterkit.{k}" for k in model.adapterkit.state_dict()}
+
+
 def test_trainer_needs_an_adapterkit_model_and_reads_label_names_from_the_head(tmp_path):
     with pytest.raises(AdapterError, match=r"call adapterkit\.init\(model\)"):
         AdapterTrainer(model=BertForSequenceClassification(BertConfig(**CONFIG)), args=args(tmp_path))
