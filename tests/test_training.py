@@ -16,7 +16,7 @@ from adapterkit import AdapterError, AdapterTrainer, AutoAdapterModel
 from adapterkit.training import CHECKPOINT_WEIGHTS_NAME, trainable_state_dict
 
 # Bigger than the other tests' tiny model, so that "far below the base model's size" means something.
-CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=2000,
+CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=6000,
               max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
@@ -62,7 +62,7 @@ def test_checkpoints_hold_only_adapters_and_heads(tmp_path):
     for ckpt in checkpoints:
         files = {p.name: p.stat().st_size for p in ckpt.iterdir()}
         total = sum(files.values())
-        assert total < 0.15 * base_bytes, (files, base_bytes)  # ~0.1 MB of a 0.6 MB base
+        assert total < 0.1 * base_bytes, (files, base_bytes)  # ~0.11 MB of a 1.8 MB base
         for name in files:
             if name.endswith(".safetensors"):
                 with safe_open(ckpt / name, "pt") as f:
