@@ -30,3 +30,4 @@ bench: install
 
 fixtures:
 	bash tools/make_reference_fixtures.sh
+	bash tools/make_head_fixtures.sh

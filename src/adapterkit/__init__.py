@@ -13,7 +13,8 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError
-from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
+from .heads import AdapterModel, AutoAdapterModel
+from .interfaces import ModelInterface, ResidualSite, TaskHead, register_interface, supported_model_types
 from .model import AdapterModelMixin, init
 
 __version__ = "0.1.0"
@@ -25,5 +26,14 @@ __all__ = [
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
-    "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
+    "ModelInterface", "ResidualSite", "TaskHead", "register_interface", "supported_model_types",
+    "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
 ]
+
+
+def __getattr__(name):
+    # The Trainer pulls in accelerate & co.; import it only when asked for.
+    if name == "AdapterTrainer":
+        from .training import AdapterTrainer
+        return AdapterTrainer
+    raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -196,7 +196,7 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
     `interface` describes an architecture adapterkit does not ship; by default it is looked up by
     `model.config.model_type`.
     """
-    if isinstance(model, AdapterModelMixin):
+    if _STATE_ATTR in model.__dict__:
         return model
     if interface is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -206,7 +206,8 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
             )
         interface = get_interface(model_type)
     state = AdapterState(model, interface)
-    model.__class__ = _with_mixin(type(model))
+    if not isinstance(model, AdapterModelMixin):  # AdapterModel classes carry the mixin already
+        model.__class__ = _with_mixin(type(model))
     model.__dict__[_STATE_ATTR] = state
     forward_hooks.install(model, state)
     return model

@@ -8,7 +8,7 @@ one layer module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,20 @@ class ResidualSite:
 
 
 @dataclass(frozen=True)
+class TaskHead:
+    """How a transformers task model's own head maps onto a flexible head (`adapterkit.heads`).
+
+    `head_type` and `config` give the flexible head (e.g. 1 layer, no activation, pooled output); `weights` maps
+    a module or parameter path of the task model (outside the base model) to its place in the flexible head
+    (`"classifier": "1"` renames `classifier.weight` to `1.weight`). Used to convert task-model checkpoints.
+    """
+
+    head_type: str
+    config: Mapping[str, Any]
+    weights: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class ModelInterface:
     """Where everything is in one architecture.
 
@@ -37,6 +51,7 @@ class ModelInterface:
     - `residual_sites`: bottleneck location ("mh_adapter", "output_adapter") -> `ResidualSite`.
     - `self_attention`: the self-attention module of a layer (for prefix tuning).
     - `lm_heads`: attribute names on a task model of LM heads, before which an invertible adapter is inverted.
+    - `task_heads`: task-model class name (`config.architectures[0]`) -> `TaskHead`, for head conversion.
     """
 
     model_types: tuple[str, ...]
@@ -48,6 +63,7 @@ class ModelInterface:
     residual_sites: Mapping[str, ResidualSite]
     self_attention: str | None = None
     lm_heads: tuple[str, ...] = field(default_factory=tuple)
+    task_heads: Mapping[str, TaskHead] = field(default_factory=dict)
 
     def linear_locations(self, *, attn_matrices=(), intermediate: bool = False, output: bool = False
                          ) -> list[tuple[str, str]]:
