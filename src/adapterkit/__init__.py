@@ -11,14 +11,14 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig, IA3Config, LoRAConfig, ParallelConfig,
                       ParBnConfig, PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig, resolve_config)
 from .context import AdapterSetup
-from .errors import AdapterConfigError, AdapterError
+from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
 from .model import AdapterModelMixin, init
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError",
+    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError", "CheckpointError",
     "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
     "LoRAConfig", "IA3Config", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
