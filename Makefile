@@ -31,3 +31,4 @@ bench: install
 fixtures:
 	bash tools/make_reference_fixtures.sh
 	bash tools/make_head_fixtures.sh
+	.venv-ref/bin/python tools/make_adapterhub_fixtures.py

@@ -12,7 +12,7 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       HoulsbyInvConfig, IA3Config, LoRAConfig, MAMConfig, ParallelConfig, ParBnConfig, PfeifferConfig,
                       PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
-from .errors import AdapterConfigError, AdapterError
+from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .heads import AdapterModel, AutoAdapterModel
 from .interfaces import ModelInterface, ResidualSite, TaskHead, register_interface, supported_model_types
 from .model import AdapterModelMixin, init
@@ -20,7 +20,7 @@ from .model import AdapterModelMixin, init
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError",
+    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError", "CheckpointError",
     "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",

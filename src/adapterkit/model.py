@@ -75,6 +75,8 @@ class AdapterModelMixin:
             if adapter_name in state.container:
                 state.drop_adapter_modules(adapter_name)
             raise
+        # new modules start in train mode; follow the model's mode (dropout must be off in an eval model)
+        state.container[adapter_name].train(self.training)
         state.invalidate()
         if set_active:
             self.set_active_adapters(adapter_name)
@@ -172,6 +174,30 @@ class AdapterModelMixin:
         if self.adapter_state.module_at(adapter_name, ("model", "prefix")) is None:
             raise AdapterError(f"adapter {adapter_name!r} has no prefix tuning to eject")
         eject_prefix(self.adapter_state, adapter_name)
+
+    # -- saving and loading (io/ does the work) ----------------------------------------------------
+    def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
+                     safetensors: bool = True) -> None:
+        """Save one adapter (and its head, if any) to a directory, atomically.
+
+        `format`: "adapterkit" (adapter_config.json + adapter.safetensors), "adapterhub" (loadable by the
+        `adapters` package; `safetensors=False` writes pytorch_adapter.bin) or "peft" (LoRA and (IA)^3).
+        """
+        from .io import save_adapter
+        save_adapter(self, save_directory, adapter_name, with_head=with_head, format=format, safetensors=safetensors)
+
+    def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
+                     with_head: bool = True, overwrite_ok: bool = False) -> str:
+        """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
+        name. Everything is validated first: on any error the model is unchanged."""
+        from .io import load_adapter
+        return load_adapter(self, path, load_as=load_as, set_active=set_active, format=format, with_head=with_head,
+                            overwrite_ok=overwrite_ok)
+
+    def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
+        """Save every adapter to `save_directory/<name>`; returns the names."""
+        from .io import save_all_adapters
+        return save_all_adapters(self, save_directory, with_head=with_head, format=format)
 
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):

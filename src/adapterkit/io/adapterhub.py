@@ -1,21 +1,36 @@
-"""Translate AdapterHub configs and weight names (adapter-transformers 3.x, `adapters` 1.x) into adapterkit's.
+"""The AdapterHub format (adapter-transformers 3.x, `adapters` 1.x): configs, weight names, directories.
 
-AdapterHub keys name the model's own modules (`encoder.layer.3.output.adapters.<name>.adapter_down.0.weight`,
-`...attention.self.query.loras.<name>.lora_A`, `invertible_adapters.<name>.F.0.weight`); adapterkit groups them
-per adapter (`layers.3.output_adapter.down.weight`). The architecture interface supplies the module paths, so
-this file has no per-model knowledge.
+A directory holds `adapter_config.json` (keys config, hidden_size, model_type, model_name, model_class, name,
+version) and `adapter.safetensors` or `pytorch_adapter.bin`. AdapterHub keys name the model's own modules
+(`encoder.layer.3.output.adapters.<name>.adapter_down.0.weight`, `...attention.self.query.loras.<name>.lora_A`,
+`invertible_adapters.<name>.F.0.weight`); adapterkit groups them per adapter (`layers.3.output_adapter.down.weight`).
+The architecture interface supplies the module paths, so this file has no per-model knowledge.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from ..configs import AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig
-from ..errors import AdapterConfigError
+from ..errors import AdapterConfigError, CheckpointError
 from ..interfaces.base import ModelInterface
+from .common import CONFIG_NAME, Checkpoint, check_compatible, linear_paths, model_facts, name_from, parse_config
+from .files import StagedWrite, read_safetensors, read_torch_bin
+
+FORMAT = "adapterhub"
+WEIGHTS_NAME = "pytorch_adapter.bin"
+SAFE_WEIGHTS_NAME = "adapter.safetensors"
+# adapter-transformers 2.x weight names -> current ones (as the `adapters` loader renames them)
+_LEGACY_KEYS = {"attention_text_task_adapters": "adapters", "attention_text_lang_adapters": "adapters",
+                "layer_text_task_adapters": "adapters", "layer_text_lang_adapters": "adapters",
+                "invertible_lang_adapters": "invertible_adapters"}
+# activation names of configs written before versions were recorded (adapter-transformers 2.x)
+_LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
@@ -49,9 +64,7 @@ def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
 def _locations(interface: ModelInterface) -> dict[str, str]:
     """Model-relative module path (within a layer) -> adapterkit location key."""
     out = {site.module: location for location, site in interface.residual_sites.items()}
-    for location, path in interface.linear_locations(attn_matrices=("q", "k", "v", "o"), intermediate=True,
-                                                     output=True):
-        out[path] = location
+    out.update(linear_paths(interface))
     return out
 
 
@@ -125,3 +138,137 @@ def _member(config: AdapterConfig, cls: type) -> AdapterConfig:
                 return member
         raise AdapterConfigError(f"the union config has no {cls.__name__} member for these weights")
     return config
+
+
+# -- writing: adapterkit -> AdapterHub ---------------------------------------------------------------
+def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
+    """adapterkit config -> the `config` dict AdapterHub's `AdapterConfig.load` accepts (same field names)."""
+    if isinstance(config, LoRAConfig) and "o" in config.attn_matrices:
+        raise AdapterConfigError(
+            "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
+            "package silently ignores it); save in adapterkit or PEFT format instead"
+        )
+    if not isinstance(config, (BnConfig, LoRAConfig)):
+        raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, (IA)^3")
+    out = config.to_dict()
+    if out["architecture"] == "bottleneck":
+        out["architecture"] = None  # AdapterHub's name for its bottleneck config class
+    return out
+
+
+def _bottleneck_key(param: str, config: BnConfig) -> str:
+    head, _, tail = param.partition(".")
+    if head == "down":
+        return f"adapter_down.{1 if config.ln_before else 0}.{tail}"
+    if head == "norm_before":
+        return f"adapter_down.0.{tail}"
+    inverse = {v: k for k, v in _BOTTLENECK_PARAM.items()}
+    if head in inverse:
+        return f"{inverse[head]}.{tail}"
+    if head == "scaling":
+        return "scaling"
+    raise KeyError(param)  # pragma: no cover - BottleneckAdapter has no other parameters
+
+
+def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
+                             config: AdapterConfig) -> dict[str, torch.Tensor]:
+    """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model."""
+    residual = {location: site.module for location, site in interface.residual_sites.items()}
+    linear = {location: path for path, location in linear_paths(interface).items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        scope, rest = key.split(".", 1)
+        if scope == "shared":
+            module, _, param = rest.partition(".")
+            if module != "invertible":  # pragma: no cover - no other model-level modules yet
+                raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
+            out[f"invertible_adapters.{name}.{param}"] = tensor
+            continue
+        layer_id, location, param = rest.split(".", 2)
+        prefix = f"{interface.layers}.{layer_id}."
+        if location in residual:
+            out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
+        elif param == "ia3_l":
+            out[f"{prefix}{linear[location]}.loras.{name}.lora_B"] = tensor.reshape(-1, 1)
+        else:
+            out[f"{prefix}{linear[location]}.loras.{name}.{param}"] = tensor
+    return out
+
+
+def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> None:
+    from .. import __version__
+    state = model.adapter_state
+    config = state.configs[name]
+    hub_config = config_to_adapterhub(config)
+    tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config)
+    facts = model_facts(model)
+    if safetensors:
+        stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    else:
+        stage.write_torch(WEIGHTS_NAME, tensors)
+    stage.write_json(CONFIG_NAME, {
+        "config": hub_config, "hidden_size": facts["hidden_size"], "model_type": facts["model_type"],
+        "model_name": getattr(model.config, "_name_or_path", None) or None, "model_class": facts["model_class"],
+        "name": name, "version": f"adapterkit.{__version__}",
+    })
+
+
+# -- reading a directory -------------------------------------------------------------------------------
+def is_adapterhub(data: Mapping[str, Any]) -> bool:
+    return "config" in data and "peft_type" not in data and "format" not in data
+
+
+def _fix_legacy_config(source: Path, data: dict) -> dict:
+    """Version fixes the `adapters` loader applies, so old checkpoints behave as they were trained."""
+    config = dict(data["config"])
+    version = str(data.get("version") or "")
+    if not version and config.get("non_linearity") in _LEGACY_ACTIVATIONS:
+        config["non_linearity"] = _LEGACY_ACTIVATIONS[config["non_linearity"]]
+    if version.startswith("adapters.") and config.get("architecture") == "lora" and config.get("r") != config.get("alpha"):
+        parts = version[len("adapters."):].split(".")
+        if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
+            # adapters < 1.1.0 applied LoRA with scaling 1 whatever alpha said (adapters PR #770)
+            warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={config['r']}",
+                          stacklevel=3)
+            config["alpha"] = config["r"]
+    return config
+
+
+def read(model, directory: Path, data: dict) -> Checkpoint:
+    source = directory / CONFIG_NAME
+    check_compatible(model, source, model_type=data.get("model_type"), hidden_size=data.get("hidden_size"))
+    if not isinstance(data.get("config"), Mapping):
+        raise CheckpointError(
+            f"{source}: 'config' must be the adapter config as a JSON object, found {data.get('config')!r}"
+        )
+    name = name_from(source, data)
+    if not name:
+        raise CheckpointError(f"{source}: no adapter 'name'")
+    config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
+    weights_file = directory / SAFE_WEIGHTS_NAME
+    if weights_file.is_file():
+        weights = read_safetensors(weights_file)
+    else:
+        weights_file = directory / WEIGHTS_NAME
+        if not weights_file.is_file():
+            raise CheckpointError(
+                f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} is there"
+            )
+        weights = read_torch_bin(weights_file)
+    weights = {_rename_legacy(k): v for k, v in weights.items()}
+    if (isinstance(config, BnConfig) and config.inv_adapter and data.get("type") == "text_task"
+            and not any(f"invertible_adapters.{name}." in k for k in weights)):
+        # old task adapters named an invertible adapter in their config without having one (as `adapters` fixes)
+        config = config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
+    try:
+        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config)
+    except AdapterConfigError as e:
+        raise CheckpointError(f"{weights_file}: {e}") from None
+    return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
+                      format=FORMAT)
+
+
+def _rename_legacy(key: str) -> str:
+    for old, new in _LEGACY_KEYS.items():
+        key = key.replace(old, new)
+    return key
