@@ -14,6 +14,8 @@ import importlib
 import os
 from pathlib import Path
 
+import torch
+
 from ..errors import AdapterError, CheckpointError
 from . import adapterhub, native, peft
 from .common import CONFIG_NAME, Checkpoint
@@ -30,14 +32,11 @@ def _check_format(format: str | None, allow_none: bool) -> None:
                            + (" or None (detect)" if allow_none else ""))
 
 
-def _head_io():
-    """`adapterkit.heads.io` if it exists (heads are another module's business), else None."""
-    try:
-        return importlib.import_module("adapterkit.heads.io")
-    except ModuleNotFoundError as e:
-        if e.name in ("adapterkit.heads", "adapterkit.heads.io"):
-            return None
-        raise
+def _head_io(model):
+    """`adapterkit.heads.io` for a model with flexible heads (an AdapterModel), else None."""
+    if not isinstance(getattr(model, "heads", None), torch.nn.ModuleDict):
+        return None
+    return importlib.import_module("adapterkit.heads.io")
 
 
 # -- saving --------------------------------------------------------------------------------------------
@@ -56,9 +55,9 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, wi
             if not safetensors:
                 raise AdapterError(f"the {format} format is written as safetensors only (safetensors=True)")
             FORMATS[format].write(model, stage, adapter_name)
-    heads = _head_io() if with_head and format != peft.FORMAT else None
-    if heads is not None:
-        heads.save_head(model, directory, adapter_name, format=format)
+    heads = _head_io(model) if with_head and format != peft.FORMAT else None
+    if heads is not None and adapter_name in model.heads:
+        heads.save_head(model, directory, adapter_name)
 
 
 def save_all_adapters(model, save_directory: str | os.PathLike, with_head: bool = True,
@@ -107,9 +106,9 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
             f"an adapter named {name!r} already exists; pass load_as=<another name> or overwrite_ok=True"
         )
     check_state_dict(state, name, ckpt.config, ckpt.tensors, str(ckpt.weights_file))
-    heads = _head_io() if with_head and ckpt.format != peft.FORMAT else None
-    if heads is not None and hasattr(heads, "check_head"):
-        heads.check_head(model, Path(path), ckpt.name, format=ckpt.format)
+    heads = _head_io(model) if with_head and ckpt.format != peft.FORMAT else None
+    if heads is not None and not heads.has_head(path):
+        heads = None
     model.add_adapter(name, config=ckpt.config, overwrite_ok=overwrite_ok)
     try:
         model.adapterkit[name].load_state_dict(ckpt.tensors, strict=True)
@@ -117,7 +116,11 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
         model.delete_adapter(name)
         raise
     if heads is not None:
-        heads.load_head(model, Path(path), ckpt.name, load_as=name, format=ckpt.format)
+        try:  # the head is validated before it is added; on failure, take the adapter out again
+            heads.load_head(model, Path(path), load_as=name, set_active=set_active)
+        except Exception:
+            model.delete_adapter(name)
+            raise
     if set_active:
         model.set_active_adapters(name)
     return name

@@ -49,8 +49,12 @@ class _DryRunState:
             layers[str(layer_id)] = nn.ModuleDict()
         layers[str(layer_id)][location] = module
 
-    def add_model_module(self, name, key, module, *, site) -> None:
+    def add_model_module(self, name, key, module, *, site=None):
         self.modules.shared[key] = module
+        return module
+
+    def ensure_layer_site(self, layer_id, kind) -> None:
+        """Sites are not installed in a dry run."""
 
 
 def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> AdapterModules:
