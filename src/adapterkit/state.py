@@ -14,8 +14,9 @@ import torch.nn as nn
 from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
-from .interfaces.base import ModelInterface
-from .sites import InvertibleSite, LinearSite, ResidualSite, Site
+from .interfaces.base import FusedSlice, ModelInterface, is_optional, resolve
+from .projection import Projection
+from .sites import Site, make_site
 from .utils import get_submodule
 
 CONTAINER = "adapterkit"
@@ -35,9 +36,11 @@ class AdapterState:
         self.model = model
         self.interface = interface
         self.base = getattr(model, "base_model", model)
-        self.layers = get_submodule(self.base, interface.layers)
+        self.layers, self.stacks = _layer_stacks(self.base, interface)
         config = getattr(model, "config", None)
-        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model")
+        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        if not self.hidden_size:
+            raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
         self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
         self.configs: dict = {}
         self.active: AdapterCompositionBlock | None = None
@@ -58,7 +61,55 @@ class AdapterState:
     def layer_submodule(self, layer_id: int, path: str) -> nn.Module:
         return get_submodule(self.layers[layer_id], path)
 
-    def _placed(self, module: nn.Module, reference: nn.Module) -> nn.Module:
+    def embeddings_module(self) -> nn.Module:
+        return get_submodule(self.base, self.interface.embeddings)
+
+    # -- where a location exists -------------------------------------------------------------------
+    def _present(self, what: str, path: str, found: dict) -> dict:
+        """Keep `found` ({layer_id: thing}); if nothing was found anywhere, a clear error (unless optional)."""
+        if not found and not is_optional(path):
+            raise AdapterError(
+                f"{what} '{path}' exists in no layer of {type(self.model).__name__}; the architecture interface "
+                "does not match this model"
+            )
+        return found
+
+    def site_layers(self, location: str, leave_out=()) -> list[int]:
+        """Layer ids (not left out) where the bottleneck location `location` exists."""
+        spec = self.interface.residual_sites.get(location)
+        if spec is None:
+            raise AdapterError(
+                f"{type(self.model).__name__} has no {location!r} site in its interface; "
+                f"available: {', '.join(self.interface.residual_sites)}"
+            )
+        found = {i: True for i, layer in enumerate(self.layers)
+                 if resolve(layer, spec.anchor) is not None
+                 and (getattr(spec, "guard", None) is None or resolve(layer, spec.guard) is not None)}
+        self._present(f"the {location} site", spec.anchor, found)
+        return [i for i in self.layer_ids(leave_out) if i in found]
+
+    def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:
+        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer."""
+        config = getattr(self.model, "config", None)
+        found: dict[str, dict[int, Projection]] = {}
+        for location, spec in locations:
+            path = spec.module if isinstance(spec, FusedSlice) else spec
+            hits = {}
+            for i, layer in enumerate(self.layers):
+                module = resolve(layer, path)
+                if module is None:
+                    continue
+                if isinstance(spec, FusedSlice):
+                    heads = getattr(config, spec.per_head) if spec.per_head else None
+                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
+                else:
+                    hits[i] = Projection(module)
+            found[location] = self._present(f"the {location} projection", path, hits)
+        return [(i, location, found[location][i]) for i in self.layer_ids(leave_out)
+                for location, _ in locations if i in found[location]]
+
+    def _placed(self, module: nn.Module, reference) -> nn.Module:
+        reference = getattr(reference, "module", reference)  # a Projection: its module
         param = next(reference.parameters(), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
@@ -72,8 +123,10 @@ class AdapterState:
         layers = self._entry(name).layers
         if str(layer_id) not in layers:
             layers[str(layer_id)] = nn.ModuleDict()
-        layers[str(layer_id)][location] = self._placed(module, target if target is not None else self.layers[layer_id])
+        placed = self._placed(module, target if target is not None else self.layers[layer_id])
         self._ensure_site((layer_id, location), site, target)
+        self.sites[(layer_id, location)].accept(placed)
+        layers[str(layer_id)][location] = placed
 
     def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str) -> None:
         self._entry(name).shared[key] = self._placed(module, self.base)
@@ -93,25 +146,10 @@ class AdapterState:
                 yield (int(layer_id), location), module
 
     # -- sites -------------------------------------------------------------------------------------
-    def _ensure_site(self, key: tuple, kind: str, target: nn.Module | None) -> None:
+    def _ensure_site(self, key: tuple, kind: str, target) -> None:
         if key in self.sites:
             return
-        if kind == "linear":
-            site: Site = LinearSite(self, key, target)
-        elif kind == "residual":
-            layer_id, location = key
-            spec = self.interface.residual_sites.get(location)
-            if spec is None:
-                raise AdapterError(
-                    f"{type(self.model).__name__} has no {location!r} site in its interface; "
-                    f"available: {', '.join(self.interface.residual_sites)}"
-                )
-            site = ResidualSite(self, key, self.layer_submodule(layer_id, spec.module), spec)
-        elif kind == "invertible":
-            heads = [getattr(self.model, h) for h in self.interface.lm_heads if hasattr(self.model, h)]
-            site = InvertibleSite(self, key, get_submodule(self.base, self.interface.embeddings), heads)
-        else:  # pragma: no cover - programming error
-            raise AdapterError(f"unknown site kind {kind!r}")
+        site = make_site(self, key, kind, target)
         site.install()
         self.sites[key] = site
 
@@ -162,6 +200,24 @@ class AdapterState:
                     plan[key] = modules
         self._plans[setup] = plan
         return plan
+
+
+def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.Module], list[tuple[str, int, int]]]:
+    """All layers of the interface's stacks, numbered one stack after the other; (path, first id, count) each."""
+    layers: list[nn.Module] = []
+    stacks = []
+    for path in interface.layers:
+        stack = resolve(base, path)
+        if stack is None:
+            if is_optional(path):
+                continue
+            get_submodule(base, path.rstrip("?"))  # raises the clear error
+        stacks.append((path.rstrip("?"), len(layers), len(stack)))
+        layers += list(stack)
+    if not stacks:
+        raise AdapterError(f"{type(base).__name__} has none of the layer stacks {list(interface.layers)}; "
+                           "the architecture interface does not match this model")
+    return layers, stacks
 
 
 def _check_supported(block: AdapterCompositionBlock) -> None:

@@ -12,14 +12,16 @@ import re
 from typing import Any, Mapping
 
 import torch
+import torch.nn as nn
 
 from ..configs import AdapterConfig, BnConfig, LoRAConfig
 from ..errors import AdapterConfigError
-from ..interfaces.base import ModelInterface
+from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite
+from ..utils import find_submodule
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
-    "init_weights_seed": None, "use_gating": False, "cross_adapter": False, "phm_layer": False,
+    "init_weights_seed": None, "use_gating": False, "phm_layer": False,
     "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None, "dtype": None,
 }
 # Fields that only matter when an inert feature is on (e.g. PHM settings with phm_layer=False).
@@ -48,13 +50,56 @@ def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
     return cls.from_dict(data)
 
 
-def _locations(interface: ModelInterface) -> dict[str, str]:
-    """Model-relative module path (within a layer) -> adapterkit location key."""
-    out = {site.module: location for location, site in interface.residual_sites.items()}
-    for location, path in interface.linear_locations(attn_matrices=("q", "k", "v", "o"), intermediate=True,
-                                                     output=True):
-        out[path] = location
-    return out
+def _hub_path(interface: ModelInterface, location: str, spec, layer: nn.Module | None) -> str | None:
+    """Where AdapterHub keeps `location`'s weights within a layer (negative indices made concrete if a layer
+    is given), or None for a location AdapterHub has no name for."""
+    path = interface.adapterhub.get(location)
+    if path is None:
+        if isinstance(spec, ResidualSite):
+            path = spec.module
+        elif isinstance(spec, FusedSlice):
+            path = spec.module
+        elif isinstance(spec, str):
+            alternatives = spec.rstrip("?").split("|")
+            path = next((a for a in alternatives if layer is None or find_submodule(layer, a) is not None),
+                        alternatives[0])
+        else:
+            return None
+    return path if layer is None else _concrete(layer, path)
+
+
+def _concrete(layer: nn.Module, path: str) -> str:
+    parts, module = [], layer
+    for part in path.split("."):
+        if module is not None and part.lstrip("-").isdigit() and isinstance(module, (nn.ModuleList, nn.Sequential)):
+            part = str(int(part) % len(module))
+        module = find_submodule(module, part) if module is not None else None
+        parts.append(part)
+    return ".".join(parts)
+
+
+def _layer_maps(interface: ModelInterface, state) -> tuple[dict[str, int], list[dict[str, list[str]]] | None,
+                                                              dict[str, list[str]]]:
+    """(hub stack path -> first layer id, per-layer {hub path: [locations]} if `state` is given, global map)."""
+    specs = list(interface.residual_sites.items()) + interface.all_linear_locations()
+
+    def mapping(layer):
+        out: dict[str, list[str]] = {}
+        for location, spec in specs:
+            path = _hub_path(interface, location, spec, layer)
+            if path is not None:
+                out.setdefault(path, []).append(location)
+        return out
+
+    hub_layers = interface.hub_layers()
+    if state is None:
+        return {hub_layers[0].rstrip("?"): 0}, None, mapping(None)
+    offsets = {}
+    for ours, hub in zip(interface.layers, hub_layers):
+        for path, first, _ in state.stacks:
+            if path == ours.rstrip("?"):
+                offsets[hub.rstrip("?")] = first
+    return offsets, [mapping(layer) for layer in state.layers], {}
 
 
 _BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before"}
@@ -75,15 +120,26 @@ def _bottleneck_param(rest: str, config: BnConfig) -> str:
 
 
 def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
-                               config: AdapterConfig) -> dict[str, torch.Tensor]:
+                               config: AdapterConfig, state=None) -> dict[str, torch.Tensor]:
     """AdapterHub weights of adapter `name` -> the state dict of `model.adapterkit[name]`.
 
-    Unknown keys raise, naming the key: a checkpoint is never loaded half-understood.
+    Module names come from the interface (`adapterhub_layers`, `adapterhub`); pass the model's `state`
+    (`model.adapter_state`) for models with several layer stacks or sublayers addressed from the end. A fused
+    projection's LoRA weights (GPT-2's `c_attn`) are split into its q / k / v parts. Unknown keys raise, naming
+    the key: a checkpoint is never loaded half-understood.
     """
-    locations = _locations(interface)
-    layers = re.escape(interface.layers)
-    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
+    offsets, per_layer, global_map = _layer_maps(interface, state)
+    if state is None and len(interface.layers) > 1:
+        raise AdapterConfigError("this architecture has several layer stacks; pass state=model.adapter_state")
+    stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
+    pattern = re.compile(
+        rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
     inv = re.compile(rf"^(?:.*\.)?invertible_adapters\.{re.escape(name)}\.(.+)$")
+    enabled = []
+    if isinstance(config, LoRAConfig):
+        enabled = [loc for loc, _ in interface.linear_locations(
+            attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+            intermediate=config.intermediate_lora, output=config.output_lora)]
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
         m = inv.match(key)
@@ -91,17 +147,29 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
             out[f"shared.invertible.{m.group(1)}"] = tensor
             continue
         m = pattern.match(key)
-        location = locations.get(m.group(2)) if m else None
-        if m is None or location is None:
+        locations = None
+        if m:
+            layer_id = offsets[m.group(1)] + int(m.group(2))
+            table = global_map if per_layer is None else (per_layer[layer_id] if layer_id < len(per_layer) else {})
+            locations = table.get(m.group(3))
+        if m is None or not locations:
             raise AdapterConfigError(f"AdapterHub weight {key!r} of adapter {name!r} has no adapterkit counterpart")
-        layer_id, kind, rest = m.group(1), m.group(3), m.group(4)
-        prefix = f"layers.{layer_id}.{location}."
+        kind, rest = m.group(4), m.group(5)
         if kind == "adapters":
-            out[prefix + _bottleneck_param(rest, config)] = tensor
-        elif config.composition_mode == "scale":  # (IA)^3 keeps only lora_B, shaped (out, 1)
-            if rest != "lora_B":
-                raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
-            out[prefix + "ia3_l"] = tensor.reshape(-1)
-        else:
-            out[prefix + rest] = tensor
+            location = next((loc for loc in locations if loc in interface.residual_sites), None)
+            if location is None:
+                raise AdapterConfigError(f"AdapterHub weight {key!r}: no bottleneck location at {m.group(3)!r}")
+            out[f"layers.{layer_id}.{location}.{_bottleneck_param(rest, config)}"] = tensor
+            continue
+        parts = [loc for loc in enabled if loc in locations]  # a fused projection holds several, in order
+        if not parts:
+            raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {m.group(3)!r}")
+        scale = config.composition_mode == "scale"  # (IA)^3 keeps only lora_B, shaped (out, 1)
+        if scale and rest != "lora_B":
+            raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
+        for location, chunk in zip(parts, tensor.chunk(len(parts), dim=0)):
+            if scale:
+                out[f"layers.{layer_id}.{location}.ia3_l"] = chunk.reshape(-1)
+            else:
+                out[f"layers.{layer_id}.{location}.{rest}"] = chunk.contiguous()
     return out
