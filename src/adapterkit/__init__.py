@@ -12,7 +12,8 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       ParBnConfig, PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig, resolve_config)
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError
-from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
+from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite, register_interface,
+                         supported_model_types)
 from .model import AdapterModelMixin, init
 
 __version__ = "0.1.0"
@@ -23,5 +24,5 @@ __all__ = [
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
     "LoRAConfig", "IA3Config", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
-    "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
+    "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "register_interface", "supported_model_types",
 ]
