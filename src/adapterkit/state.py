@@ -14,7 +14,7 @@ import torch.nn as nn
 from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
-from .interfaces.base import FusedSlice, ModelInterface, is_optional, resolve
+from .interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
 from .projection import Projection
 from .sites import Site, make_site
 from .utils import get_submodule
@@ -82,9 +82,7 @@ class AdapterState:
                 f"{type(self.model).__name__} has no {location!r} site in its interface; "
                 f"available: {', '.join(self.interface.residual_sites)}"
             )
-        found = {i: True for i, layer in enumerate(self.layers)
-                 if resolve(layer, spec.anchor) is not None
-                 and (getattr(spec, "guard", None) is None or resolve(layer, spec.guard) is not None)}
+        found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
         self._present(f"the {location} site", spec.anchor, found)
         return [i for i in self.layer_ids(leave_out) if i in found]
 

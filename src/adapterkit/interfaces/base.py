@@ -179,3 +179,11 @@ def resolve(root: nn.Module, path: str) -> nn.Module | None:
         if module is not None:
             return module
     return None
+
+
+def present(layer: nn.Module, spec) -> bool:
+    """Whether a site spec or projection exists in this layer (cross-attention exists in decoder layers only)."""
+    if isinstance(spec, (ResidualSite, SublayerSite)):
+        guard = getattr(spec, "guard", None)
+        return resolve(layer, spec.anchor) is not None and (guard is None or resolve(layer, guard) is not None)
+    return resolve(layer, spec.module if isinstance(spec, FusedSlice) else spec) is not None

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..configs import AdapterConfig, BnConfig, LoRAConfig
 from ..errors import AdapterConfigError
-from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite
+from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite, present
 from ..utils import find_submodule
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
@@ -86,6 +86,8 @@ def _layer_maps(interface: ModelInterface, state) -> tuple[dict[str, int], list[
     def mapping(layer):
         out: dict[str, list[str]] = {}
         for location, spec in specs:
+            if layer is not None and not present(layer, spec):
+                continue
             path = _hub_path(interface, location, spec, layer)
             if path is not None:
                 out.setdefault(path, []).append(location)
