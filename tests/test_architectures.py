@@ -268,3 +268,20 @@ def test_pre_ln_original_ln_after_false_drops_the_residual_as_the_anchors(arch):
     with torch.no_grad():
         expected = adapter.delta(seen["h"] + seen["x"]) + seen["h"]  # Pfeiffer without the final residual add
     torch.testing.assert_close(seen["out"], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "vit"])
+def test_invertible_adapter_is_inverted_before_the_lm_head(arch):
+    import transformers as tf
+    kind = "seq2seq" if arch in archs.SEQ2SEQ else "causal" if arch in archs.DECODERS else "masked"
+    auto = {"seq2seq": tf.AutoModelForSeq2SeqLM, "causal": tf.AutoModelForCausalLM,
+            "masked": tf.AutoModelForMaskedLM}[kind]
+    model = adapterkit.init(archs.model(arch, cls=auto._model_mapping[type(archs.config(arch))]))
+    model.add_adapter("a", config="seq_bn_inv", set_active=True)
+    calls = []
+    inv = model.adapterkit["a"].shared["invertible"]
+    inv.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs.get("rev", False)), with_kwargs=True)
+    with torch.no_grad():
+        logits = model(**archs.inputs(arch)).logits
+    assert logits.shape[-1] == archs.VOCAB
+    assert calls == [False, True]  # once forward after the embeddings, once inverse before the head
