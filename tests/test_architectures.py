@@ -285,3 +285,29 @@ def test_invertible_adapter_is_inverted_before_the_lm_head(arch):
         logits = model(**archs.inputs(arch)).logits
     assert logits.shape[-1] == archs.VOCAB
     assert calls == [False, True]  # once forward after the embeddings, once inverse before the head
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "t5", "bart", "distilbert"])
+def test_gradient_checkpointing_gives_the_same_gradients(arch):
+    import transformers as tf
+    auto = tf.AutoModelForSeq2SeqLM if arch in archs.SEQ2SEQ else (
+        tf.AutoModelForCausalLM if arch in archs.DECODERS else tf.AutoModelForMaskedLM)
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        model = adapterkit.init(archs.model(arch, cls=auto._model_mapping[type(archs.config(arch))]))
+        model.add_adapter("a", config="double_seq_bn")
+        model.add_adapter("b", config="lora")
+        model.train_adapter(["a", "b"])
+        randomize(model.adapterkit, scale=0.1)
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        count = []
+        model.adapterkit["b"].layers["0"]["attn_q"].register_forward_pre_hook(lambda m, a: count.append(1))
+        batch = archs.inputs(arch)
+        labels = batch["decoder_input_ids"] if arch in archs.SEQ2SEQ else batch["input_ids"]
+        model(**batch, labels=labels).loss.backward()
+        grads.append({n: p.grad for n, p in model.adapterkit.named_parameters()})
+        calls.append(len(count))
+    assert calls == [1, 2]  # the layer (and its adapters) ran again in the backward pass
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=0)

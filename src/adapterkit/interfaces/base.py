@@ -151,18 +151,6 @@ class ModelInterface:
     def hub_layers(self) -> tuple[str, ...]:
         return self.adapterhub_layers or self.layers  # type: ignore[return-value]
 
-    def hub_path(self, location: str) -> str | None:
-        """The AdapterHub module path (within a layer) holding this location's adapter weights, if known."""
-        if location in self.adapterhub:
-            return self.adapterhub[location]
-        site = self.residual_sites.get(location)
-        if isinstance(site, ResidualSite):
-            return site.module
-        for key, spec in self.all_linear_locations():
-            if key == location:
-                return spec.module if isinstance(spec, FusedSlice) else spec.split("|")[0].rstrip("?")
-        return None
-
     def with_model_types(self, *model_types: str) -> "ModelInterface":
         """The same layout under other model types (RoBERTa, XLM-R and ELECTRA share BERT's)."""
         return replace(self, model_types=tuple(model_types))
