@@ -311,3 +311,32 @@ def test_gradient_checkpointing_gives_the_same_gradients(arch):
     assert calls == [1, 2]  # the layer (and its adapters) ran again in the backward pass
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=0)
+
+
+def _task_models():
+    import transformers as tf
+    out = [(arch, tf.AutoModelForSequenceClassification._model_mapping[type(archs.config(arch))])
+           for arch in ARCHS if arch not in archs.SEQ2SEQ and arch != "vit"]
+    return out + [("bart", tf.BartForCausalLM), ("t5", tf.T5EncoderModel), ("vit", tf.ViTForImageClassification)]
+
+
+@pytest.mark.parametrize("arch,cls", _task_models(), ids=lambda v: getattr(v, "__name__", v))
+def test_task_models_and_partial_stacks(arch, cls):
+    model = adapterkit.init(archs.model(arch, cls=cls, pad_token_id=0))
+    batch = archs.inputs(arch)
+    if cls.__name__ in ("BartForCausalLM", "T5EncoderModel"):
+        batch.pop("decoder_input_ids")
+    with torch.no_grad():
+        before = model(**batch)[0]
+    model.add_adapter("h", config="double_seq_bn")
+    model.add_adapter("l", config=METHODS["lora_full"])
+    model.train_adapter(["h", "l"])
+    randomize(model.adapterkit)
+    n_layers = len(model.adapter_state.layers)
+    assert {layer for (layer, _), _ in model.adapter_state.layer_modules("h")} == set(range(n_layers))
+    out = model(**batch)[0]
+    assert not torch.equal(out.detach(), before)
+    out.float().pow(2).mean().backward()
+    unused = {n for n, p in model.adapterkit.named_parameters() if p.grad is None}
+    # BartForCausalLM's decoder keeps its (here unused) cross-attention, and LoRA there, for encoder outputs
+    assert all(".cross_attn_" in n for n in unused) and (not unused or cls.__name__ == "BartForCausalLM")

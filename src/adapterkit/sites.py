@@ -11,6 +11,7 @@ module, `SublayerSite` -> hooks around a sublayer). Adding an architecture never
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch.nn as nn
@@ -134,8 +135,9 @@ class ResidualSite(Site):
 class SublayerHookSite(Site):
     """Hooks around a sublayer whose residual add is in the layer's own forward.
 
-    A forward pre-hook on the `residual` module keeps x; a forward hook on the `output` module replaces h by
-    h' such that the layer's own `h' + x` (then its norm, in post-LN layers) gives what the adapters want.
+    A forward pre-hook on the `residual` module keeps x (per thread); a forward hook on the `output` module
+    replaces h by h' such that the layer's own `h' + x` (then its norm, in post-LN layers) gives what the
+    adapters want.
     """
 
     def __init__(self, state, key, layer: nn.Module, spec: "SublayerSpec"):
@@ -144,7 +146,7 @@ class SublayerHookSite(Site):
         self.output = get_submodule(layer, spec.output)
         self.residual = get_submodule(layer, spec.residual)
         self.layer_norm = get_submodule(layer, spec.layer_norm) if spec.layer_norm else None
-        self._x = None
+        self._kept = threading.local()
         self._handles: list = []
 
     def accept(self, module: nn.Module) -> None:
@@ -163,14 +165,15 @@ class SublayerHookSite(Site):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._x = None
+        self._kept = threading.local()
 
     def _keep(self, module, args, kwargs):
         if self.state.active_at(self.key):
-            self._x = kwargs[self.spec.residual_arg] if self.spec.residual_arg in kwargs else args[0]
+            self._kept.x = kwargs[self.spec.residual_arg] if self.spec.residual_arg in kwargs else args[0]
 
     def _replace(self, module, args, output):
-        x, self._x = self._x, None
+        x = getattr(self._kept, "x", None)
+        self._kept.x = None
         modules = self.state.active_at(self.key)
         if not modules or x is None:
             return None

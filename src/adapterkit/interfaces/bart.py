@@ -9,8 +9,8 @@ from .base import ModelInterface, SublayerSite
 from .registry import register_interface
 
 
-def _attention(prefix: str) -> dict:
-    return {"q": f"{prefix}.q_proj", "k": f"{prefix}.k_proj", "v": f"{prefix}.v_proj", "o": f"{prefix}.out_proj"}
+def _attention(prefix: str, optional: str = "") -> dict:
+    return {m: f"{prefix}.{name}{optional}" for m, name in zip("qkvo", ("q_proj", "k_proj", "v_proj", "out_proj"))}
 
 
 BART = register_interface(ModelInterface(
@@ -18,7 +18,7 @@ BART = register_interface(ModelInterface(
     embeddings="encoder.layernorm_embedding",
     layers=("encoder.layers?", "decoder.layers?"),
     attention=_attention("self_attn"),
-    cross_attention_projections=_attention("encoder_attn"),
+    cross_attention_projections=_attention("encoder_attn", "?"),  # "?": absent from encoder-only stacks
     intermediate=("fc1",),
     output=("fc2",),
     residual_sites={

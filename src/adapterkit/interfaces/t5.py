@@ -9,8 +9,8 @@ from .base import ModelInterface, SublayerSite
 from .registry import register_interface
 
 
-def _attention(prefix: str) -> dict:
-    return {m: f"{prefix}.{m}" for m in ("q", "k", "v", "o")}
+def _attention(prefix: str, optional: str = "") -> dict:
+    return {m: f"{prefix}.{m}{optional}" for m in ("q", "k", "v", "o")}
 
 
 T5 = register_interface(ModelInterface(
@@ -19,7 +19,7 @@ T5 = register_interface(ModelInterface(
     embeddings_tap="input",
     layers=("encoder.block?", "decoder.block?"),
     attention=_attention("layer.0.SelfAttention"),
-    cross_attention_projections=_attention("layer.1.EncDecAttention"),
+    cross_attention_projections=_attention("layer.1.EncDecAttention", "?"),  # "?": T5EncoderModel has none
     intermediate=("layer.-1.DenseReluDense.wi|layer.-1.DenseReluDense.wi_0", "layer.-1.DenseReluDense.wi_1?"),
     output=("layer.-1.DenseReluDense.wo",),
     residual_sites={
