@@ -164,7 +164,7 @@ def owner_type(model, key: str) -> str:
     return type(model.get_submodule(key.rsplit(".", 1)[0])).__name__
 
 
-def is_scale_param(key: str, model, config) -> bool:
+def is_scale_param(key: str, config) -> bool:
     """(IA)^3 vectors and learned bottleneck `scaling` scalars are randomised around 1."""
     return key.endswith(".scaling") or (key.endswith(".lora_B") and getattr(config, "composition_mode", "") == "scale")
 
@@ -234,7 +234,7 @@ def main() -> None:
             with torch.no_grad():
                 for k in new_keys:
                     params[k].normal_(0.0, INIT_STD)
-                    if is_scale_param(k, model, adapter_cfg):
+                    if is_scale_param(k, adapter_cfg):
                         params[k].add_(1.0)
             out = forward(model, inputs)
             diff = (out - base_out).abs().max().item()
