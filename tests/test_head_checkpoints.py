@@ -89,8 +89,10 @@ def test_task_model_checkpoint_loads_with_its_head_converted(tmp_path, batch, ar
     # saved again, it reloads as an AdapterModel with the same head
     model.save_pretrained(tmp_path / "again")
     again = AutoAdapterModel.from_pretrained(tmp_path / "again").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(again(**batch)[keys[0]], out[keys[0]], atol=0, rtol=0)
+    reloaded, before = again.state_dict(), model.state_dict()
+    assert set(before) <= set(reloaded) and all(torch.equal(reloaded[k], before[k]) for k in before)
+    with torch.no_grad():  # identical weights; two instances may still differ in the last float bit (seen: 3e-8)
+        torch.testing.assert_close(again(**batch)[keys[0]], out[keys[0]], atol=1e-6, rtol=0)
 
 
 def test_from_config_and_from_pretrained_round_trip(tmp_path, batch):
@@ -131,9 +133,10 @@ def test_unconvertible_task_checkpoint_loads_its_base_and_says_so(tmp_path, batc
 
 
 def test_architectures_without_an_interface_are_named(batch):
-    from transformers import GPT2Config
-    with pytest.raises(AdapterError, match="no adapter interface for model_type 'gpt2'"):
-        AutoAdapterModel.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=99))
+    from transformers import OPTConfig
+    with pytest.raises(AdapterError, match="no adapter interface for model_type 'opt'"):
+        AutoAdapterModel.from_config(OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                               ffn_dim=64, vocab_size=99, word_embed_proj_dim=32))
 
 
 def test_bare_base_checkpoint_loads(tmp_path, batch):

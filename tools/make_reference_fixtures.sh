@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate tests/fixtures/adapters_ref/ with the real `adapters` package
+# Regenerate tests/fixtures/adapters_ref/ and adapters_ref_archs/ with the real `adapters` package
 # (AdapterHub) on transformers 4.57.x, inside an isolated venv at .venv-ref/.
 set -euo pipefail
 
@@ -19,3 +19,4 @@ PIP=("$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS")
 
 "$VENV/bin/python" "$ROOT/tools/make_reference_fixtures.py" "$@"
 "$VENV/bin/python" "$ROOT/tools/make_method_fixtures.py"
+"$VENV/bin/python" "$ROOT/tools/make_arch_fixtures.py"

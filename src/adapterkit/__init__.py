@@ -14,7 +14,8 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .heads import AdapterModel, AutoAdapterModel
-from .interfaces import ModelInterface, ResidualSite, TaskHead, register_interface, supported_model_types
+from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite, TaskHead, register_interface,
+                         supported_model_types)
 from .model import AdapterModelMixin, init
 
 __version__ = "0.1.0"
@@ -26,8 +27,8 @@ __all__ = [
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
-    "ModelInterface", "ResidualSite", "TaskHead", "register_interface", "supported_model_types",
-    "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
+    "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
+    "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
 ]
 
 

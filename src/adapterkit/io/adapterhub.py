@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torch.nn as nn
 
 from ..configs import AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig
 from ..errors import AdapterConfigError, CheckpointError
-from ..interfaces.base import ModelInterface
-from .common import CONFIG_NAME, Checkpoint, check_compatible, linear_paths, model_facts, name_from, parse_config
+from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite, present
+from ..utils import find_submodule
+from .common import (CONFIG_NAME, Checkpoint, check_compatible, linear_paths, model_facts, name_from, parse_config,
+                     single_stack)
 from .files import StagedWrite, read_safetensors, read_torch_bin
 
 FORMAT = "adapterhub"
@@ -34,8 +37,8 @@ _LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
-    "init_weights_seed": None, "cross_adapter": False, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None,
-    "vera_b": None, "dtype": None,
+    "init_weights_seed": None, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None,
+    "dtype": None,
 }
 _CLASSES = {"bottleneck": BnConfig, "lora": LoRAConfig, "prefix_tuning": PrefixTuningConfig}
 
@@ -67,6 +70,59 @@ def _locations(interface: ModelInterface) -> dict[str, str]:
     out.update(linear_paths(interface))
     return out
 
+def _hub_path(interface: ModelInterface, location: str, spec, layer: nn.Module | None) -> str | None:
+    """Where AdapterHub keeps `location`'s weights within a layer (negative indices made concrete if a layer
+    is given), or None for a location AdapterHub has no name for."""
+    path = interface.adapterhub.get(location)
+    if path is None:
+        if isinstance(spec, ResidualSite):
+            path = spec.module
+        elif isinstance(spec, FusedSlice):
+            path = spec.module
+        elif isinstance(spec, str):
+            alternatives = spec.rstrip("?").split("|")
+            path = next((a for a in alternatives if layer is None or find_submodule(layer, a) is not None),
+                        alternatives[0])
+        else:
+            return None
+    return path if layer is None else _concrete(layer, path)
+
+
+def _concrete(layer: nn.Module, path: str) -> str:
+    parts, module = [], layer
+    for part in path.split("."):
+        if module is not None and part.lstrip("-").isdigit() and isinstance(module, (nn.ModuleList, nn.Sequential)):
+            part = str(int(part) % len(module))
+        module = find_submodule(module, part) if module is not None else None
+        parts.append(part)
+    return ".".join(parts)
+
+
+def _layer_maps(interface: ModelInterface, state) -> tuple[dict[str, int], list[dict[str, list[str]]] | None,
+                                                              dict[str, list[str]]]:
+    """(hub stack path -> first layer id, per-layer {hub path: [locations]} if `state` is given, global map)."""
+    specs = list(interface.residual_sites.items()) + interface.all_linear_locations()
+
+    def mapping(layer):
+        out: dict[str, list[str]] = {}
+        for location, spec in specs:
+            if layer is not None and not present(layer, spec):
+                continue
+            path = _hub_path(interface, location, spec, layer)
+            if path is not None:
+                out.setdefault(path, []).append(location)
+        return out
+
+    hub_layers = interface.hub_layers()
+    if state is None:
+        return {hub_layers[0].rstrip("?"): 0}, None, mapping(None)
+    offsets = {}
+    for ours, hub in zip(interface.layers, hub_layers):
+        for path, first, _ in state.stacks:
+            if path == ours.rstrip("?"):
+                offsets[hub.rstrip("?")] = first
+    return offsets, [mapping(layer) for layer in state.layers], {}
+
 
 _BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before",
                      "gate": "gate"}
@@ -87,21 +143,33 @@ def _bottleneck_param(rest: str, config: BnConfig) -> str:
 
 
 def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
-                               config: AdapterConfig) -> dict[str, torch.Tensor]:
+                               config: AdapterConfig, state=None) -> dict[str, torch.Tensor]:
     """AdapterHub weights of adapter `name` -> the state dict of `model.adapterkit[name]`.
 
-    Unknown keys raise, naming the key: a checkpoint is never loaded half-understood.
+    Module names come from the interface (`adapterhub_layers`, `adapterhub`); pass the model's `state`
+    (`model.adapter_state`) for models with several layer stacks or sublayers addressed from the end. A fused
+    projection's LoRA weights (GPT-2's `c_attn`) are split into its q / k / v parts. Unknown keys raise, naming
+    the key: a checkpoint is never loaded half-understood.
     """
-    locations = _locations(interface)
-    layers = re.escape(interface.layers)
-    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
+    offsets, per_layer, global_map = _layer_maps(interface, state)
+    if state is None and len(interface.layers) > 1:
+        raise AdapterConfigError("this architecture has several layer stacks; pass state=model.adapter_state")
+    stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
+    pattern = re.compile(
+        rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
+    lora = _member(config, LoRAConfig, required=False)
+    enabled = []
+    if lora is not None:
+        enabled = [loc for loc, _ in interface.linear_locations(
+            attn_matrices=lora.attn_matrices if lora.selfattn_lora else (),
+            intermediate=lora.intermediate_lora, output=lora.output_lora)]
     n = re.escape(name)
     model_level = [  # (pattern, our key prefix) for modules that belong to the whole model
         (re.compile(rf"^(?:.*\.)?invertible_adapters\.{n}\.(.+)$"), "shared.invertible."),
         (re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.self_prefix\.(.+)$"), "shared.prefix."),
         (re.compile(rf"^(?:.*\.)?shared_parameters\.{n}\.(.+)$"), "shared.phm."),
     ]
-    prefix_gate = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\..+?\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
+    prefix_gate = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\..+?\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
         hit = next(((p.match(key), ours) for p, ours in model_level if p.match(key)), None)
@@ -110,34 +178,49 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
             continue
         m = prefix_gate.match(key)
         if m:
-            out[f"layers.{m.group(1)}.prefix_gate.{m.group(2)}"] = tensor
+            out[f"layers.{offsets[m.group(1)] + int(m.group(2))}.prefix_gate.{m.group(3)}"] = tensor
             continue
         m = pattern.match(key)
-        location = locations.get(m.group(2)) if m else None
-        if m is None or location is None:
+        locations = None
+        if m:
+            layer_id = offsets[m.group(1)] + int(m.group(2))
+            table = global_map if per_layer is None else (per_layer[layer_id] if layer_id < len(per_layer) else {})
+            locations = table.get(m.group(3))
+        if m is None or not locations:
             raise AdapterConfigError(f"AdapterHub weight {key!r} of adapter {name!r} has no adapterkit counterpart")
-        layer_id, kind, rest = m.group(1), m.group(3), m.group(4)
-        prefix = f"layers.{layer_id}.{location}."
-        member = _member(config, BnConfig if kind == "adapters" else LoRAConfig)
+        kind, rest = m.group(4), m.group(5)
         if kind == "adapters":
-            out[prefix + _bottleneck_param(rest, member)] = tensor
-        elif member.composition_mode == "scale" and rest != "gate.weight" and rest != "gate.bias":  # (IA)^3 keeps only lora_B, shaped (out, 1)
-            if rest != "lora_B":
-                raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
-            out[prefix + "ia3_l"] = tensor.reshape(-1)
-        else:
-            out[prefix + rest] = tensor
+            location = next((loc for loc in locations if loc in interface.residual_sites), None)
+            if location is None:
+                raise AdapterConfigError(f"AdapterHub weight {key!r}: no bottleneck location at {m.group(3)!r}")
+            out[f"layers.{layer_id}.{location}.{_bottleneck_param(rest, _member(config, BnConfig))}"] = tensor
+            continue
+        parts = [loc for loc in enabled if loc in locations]  # a fused projection holds several, in order
+        if not parts:
+            raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {m.group(3)!r}")
+        if rest.startswith("gate."):  # a gated LoRA's gate reads the projection's input: one per part
+            for location in parts:
+                out[f"layers.{layer_id}.{location}.{rest}"] = tensor
+            continue
+        scale = lora.composition_mode == "scale"  # (IA)^3 keeps only lora_B, shaped (out, 1)
+        if scale and rest != "lora_B":
+            raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
+        for location, chunk in zip(parts, tensor.chunk(len(parts), dim=0)):
+            if scale:
+                out[f"layers.{layer_id}.{location}.ia3_l"] = chunk.reshape(-1)
+            else:
+                out[f"layers.{layer_id}.{location}.{rest}"] = chunk.contiguous()
     return out
 
 
-def _member(config: AdapterConfig, cls: type) -> AdapterConfig:
+def _member(config: AdapterConfig, cls: type, required: bool = True) -> AdapterConfig | None:
     """`config` itself, or its union member of type `cls` (the one a weight belongs to)."""
-    if isinstance(config, ConfigUnion):
-        for member in config:
-            if isinstance(member, cls):
-                return member
-        raise AdapterConfigError(f"the union config has no {cls.__name__} member for these weights")
-    return config
+    for member in (config if isinstance(config, ConfigUnion) else [config]):
+        if isinstance(member, cls):
+            return member
+    if required:
+        raise AdapterConfigError(f"the adapter config has no {cls.__name__} part for these weights")
+    return None
 
 
 # -- writing: adapterkit -> AdapterHub ---------------------------------------------------------------
@@ -185,7 +268,10 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
             out[f"invertible_adapters.{name}.{param}"] = tensor
             continue
         layer_id, location, param = rest.split(".", 2)
-        prefix = f"{interface.layers}.{layer_id}."
+        prefix = f"{single_stack(interface, 'AdapterHub export')}.{layer_id}."
+        if location not in residual and location not in linear:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection) has no "
+                                     "AdapterHub name here; save in the adapterkit format")
         if location in residual:
             out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
         elif param == "ia3_l":

@@ -63,9 +63,27 @@ def parse_config(source: Path, make, data) -> AdapterConfig:
 
 
 def linear_paths(interface: ModelInterface) -> dict[str, str]:
-    """Layer-relative path of every projection LoRA / (IA)^3 can target -> adapterkit location key."""
-    return {path: location for location, path in
-            interface.linear_locations(attn_matrices=("q", "k", "v", "o"), intermediate=True, output=True)}
+    """Layer-relative path of every plain projection LoRA / (IA)^3 can target -> adapterkit location key.
+
+    Slices of fused projections (GPT-2's c_attn) have no per-part name in these formats and are left out.
+    """
+    out = {}
+    for location, spec in interface.linear_locations(attn_matrices=("q", "k", "v", "o"), intermediate=True,
+                                                     output=True):
+        if isinstance(spec, str):
+            for path in spec.rstrip("?").split("|"):
+                out[path] = location
+    return out
+
+
+def single_stack(interface: ModelInterface, what: str) -> str:
+    """The one layer list of an encoder-only / decoder-only interface (these formats name one stack)."""
+    if len(interface.layers) != 1:
+        raise AdapterConfigError(
+            f"{what} for models with several layer stacks ({', '.join(interface.layers)}) is not supported yet; "
+            "use the adapterkit format"
+        )
+    return interface.layers[0].rstrip("?")
 
 
 def base_prefix(model: nn.Module) -> str:

@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..configs import IA3Config, LoRAConfig
 from ..errors import AdapterConfigError, CheckpointError
 from ..methods.lora import IA3
-from .common import CONFIG_NAME, Checkpoint, base_prefix, linear_paths, parse_config
+from .common import CONFIG_NAME, Checkpoint, base_prefix, linear_paths, parse_config, single_stack
 from .files import StagedWrite, read_safetensors, read_torch_bin
 
 FORMAT = "peft"
@@ -58,7 +58,7 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
     """PEFT weights -> {(layer_id, location): {param: tensor}}; any key adapterkit cannot place is an error."""
     interface = model.adapter_state.interface
     paths = linear_paths(interface)
-    pattern = re.compile(rf"^(?:.*?\.)?{re.escape(interface.layers)}\.(\d+)\.(.+)\.({'|'.join(map(re.escape, _PARAMS))})$")
+    pattern = re.compile(rf"^(?:.*?\.)?{re.escape(single_stack(interface, 'PEFT checkpoints'))}\.(\d+)\.(.+)\.({'|'.join(map(re.escape, _PARAMS))})$")
     out: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     unknown = []
     for key, tensor in sorted(weights.items()):
@@ -178,7 +178,7 @@ def target_modules(model: nn.Module, wanted: set[str]) -> list[str] | str:
     def selects(targets: list[str]) -> set[str]:
         return {n for n in names if n in targets or any(n.endswith("." + t) for t in targets)}
 
-    layers = model.adapter_state.interface.layers
+    layers = single_stack(model.adapter_state.interface, "PEFT export")
     short = sorted({re.sub(rf"^.*?{re.escape(layers)}\.\d+\.", "", n) for n in wanted})
     for candidate in (short, sorted(wanted)):
         if selects(candidate) == wanted:
@@ -193,7 +193,7 @@ def write(model, stage: StagedWrite, name: str) -> None:
         raise AdapterConfigError(
             f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 adapters"
         )
-    prefix = base_prefix(model) + state.interface.layers
+    prefix = base_prefix(model) + single_stack(state.interface, "PEFT export")
     paths = {loc: path for path, loc in linear_paths(state.interface).items()}
     tensors: dict[str, torch.Tensor] = {}
     wanted = set()

@@ -28,8 +28,8 @@ class _DryRunState:
     the real model from a dry run.
     """
 
-    _READ_ONLY = ("model", "interface", "base", "layers", "hidden_size", "embedding_size", "layer_ids",
-                  "layer_submodule", "configs")
+    _READ_ONLY = ("model", "interface", "base", "layers", "stacks", "hidden_size", "embedding_size", "layer_ids",
+                  "layer_submodule", "configs", "site_layers", "projections", "embeddings_module")
 
     def __init__(self, state: AdapterState):
         self._state = state

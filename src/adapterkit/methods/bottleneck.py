@@ -140,15 +140,26 @@ class BottleneckAdapter(nn.Module):
 
 
 def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torch.Tensor,
-                 layer_norm: Callable | None) -> torch.Tensor:
-    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active."""
+                 layer_norm: Callable | None, *, layer_adds_residual: bool = False) -> torch.Tensor:
+    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active.
+
+    `layer_adds_residual`: the layer itself goes on to compute `h' + x` (and its norm, if any), so return the h'
+    that makes this equal to the adapters' result (sublayer hooks of pre-LN and inline post-LN layers).
+    """
     if not adapters:
+        if layer_adds_residual:
+            return h
         out = h + x
         return layer_norm(out) if layer_norm is not None else out
     out = h
     for adapter in adapters:
         out = adapter.step(out, x, layer_norm)
-    return adapters[-1].finish(out, h, x, layer_norm)
+    if not layer_adds_residual:
+        return adapters[-1].finish(out, h, x, layer_norm)
+    if adapters[-1].is_parallel:
+        out = out + h
+    # original_ln_after=False would skip the layer's residual add; with no norm in the way, take it back out
+    return out if adapters[-1].config.original_ln_after else out - x
 
 
 class BottleneckMethod(Method):
@@ -160,9 +171,11 @@ class BottleneckMethod(Method):
         if config.phm_layer and (config.shared_phm_rule or config.shared_W_phm):
             shared_width = int(hidden // config.reduction_factor_for(0))
             phm = state.add_model_module(name, "phm", PHMShared(hidden, shared_width, config))
+        locations = [loc for loc in ("mh_adapter", "output_adapter", "cross_adapter") if getattr(config, loc)]
+        where = {loc: set(state.site_layers(loc, config.leave_out)) for loc in locations}
         for layer_id in state.layer_ids(config.leave_out):
-            for location in ("mh_adapter", "output_adapter"):
-                if not getattr(config, location):
+            for location in locations:
+                if layer_id not in where[location]:
                     continue
                 width = int(hidden // config.reduction_factor_for(layer_id))
                 module = BottleneckAdapter(hidden, width, config, phm)
