@@ -340,3 +340,36 @@ def test_task_models_and_partial_stacks(arch, cls):
     unused = {n for n, p in model.adapterkit.named_parameters() if p.grad is None}
     # BartForCausalLM's decoder keeps its (here unused) cross-attention, and LoRA there, for encoder outputs
     assert all(".cross_attn_" in n for n in unused) and (not unused or cls.__name__ == "BartForCausalLM")
+
+
+PREFIX_METHODS = ["prefix_tuning[prefix_length=3,bottleneck_size=8]", "prefix_tuning_flat[prefix_length=2]", "mam",
+                  "unipelt"]
+NO_REGISTRY = {"deberta", "deberta-v2"}  # attention not routed through transformers' registry
+
+
+@pytest.mark.parametrize("method", PREFIX_METHODS)
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NO_REGISTRY])
+def test_prefix_methods_on_every_architecture(arch, method):
+    model = fresh(arch)
+    base = forward(model, arch)
+    impls = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
+    model.add_adapter("a", config=method)
+    model.train_adapter("a")
+    randomize(model.adapterkit["a"])
+    model.eval()
+    out = first(model(**archs.inputs(arch)))
+    assert (out - base).abs().max() > 1e-3
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for name, p in model.adapterkit["a"].named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} gets no gradient"
+    model.delete_adapter("a")
+    assert torch.equal(forward(model, arch), base)
+    assert {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")} == impls
+
+
+@pytest.mark.parametrize("arch", sorted(NO_REGISTRY & set(ARCHS)))
+def test_prefix_tuning_refused_where_attention_is_not_registry_based(arch):
+    model = fresh(arch)
+    with pytest.raises(adapterkit.AdapterError, match="attention-function registry"):
+        model.add_adapter("a", config="prefix_tuning")
+    assert model.adapters_config == {}

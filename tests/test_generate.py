@@ -17,6 +17,7 @@ import archs
 MODELS = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "bart": BartForConditionalGeneration,
           "t5": T5ForConditionalGeneration}
 CONFIGS = {
+    "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=8]",
     "lora": "lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "ia3": "ia3",
     "seq_bn": "seq_bn",

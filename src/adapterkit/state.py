@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch.nn as nn
+from transformers import PretrainedConfig
 
 from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .context import AdapterSetup, current_override
@@ -161,10 +162,15 @@ class AdapterState:
         self._ensure_site((layer_id, kind), kind, None)
 
     def use_prefix_attention(self, on: bool) -> None:
-        """Route the model's attention through (or back out of) the prefix-aware wrapper."""
-        config = self.model.config
-        current = config._attn_implementation
-        config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
+        """Route the model's attention through (or back out of) the prefix-aware wrapper.
+
+        Every config object the model's modules hold is switched: some models copy theirs (T5's encoder and
+        decoder stacks each own a deep copy)."""
+        configs = {id(c): c for c in (getattr(m, "config", None) for m in self.model.modules())
+                   if isinstance(c, PretrainedConfig)}
+        for config in configs.values():
+            current = config._attn_implementation
+            config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
 
     def _ensure_site(self, key: tuple, kind: str, target) -> Site:
         if kind == "prefix":  # one prefix site per layer, whatever per-layer module (a gate) asked for it

@@ -130,6 +130,9 @@ class ModelInterface:
     task_heads: Mapping[str, TaskHead] = field(default_factory=dict)
     # False where the model's attention does not call transformers' ALL_ATTENTION_FUNCTIONS (prefix tuning needs it)
     attention_registry: bool = True
+    # keyword arguments of the attention function that add a bias over keys (T5's position_bias): prefix tuning
+    # pads them with zeros for the prefix positions
+    attention_bias_kwargs: tuple[str, ...] = ()
     embeddings_tap: str = "output"
     adapterhub_layers: Union[str, tuple[str, ...], None] = None
     adapterhub: Mapping[str, str] = field(default_factory=dict)

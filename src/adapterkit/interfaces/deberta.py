@@ -26,6 +26,7 @@ DEBERTA = register_interface(ModelInterface(
     residual_sites={"mh_adapter": ResidualSite("attention.output"), "output_adapter": ResidualSite("output")},
     self_attention="attention.self",
     lm_heads=("cls", "lm_predictions"),
+    attention_registry=False,  # DeBERTa's disentangled attention is its own code: no prefix tuning
 ))
 
 DEBERTA_ADAPTERHUB_QKV = replace(DEBERTA, attention={

@@ -31,5 +31,6 @@ T5 = register_interface(ModelInterface(
     self_attention="layer.0.SelfAttention",
     cross_attention="layer.1.EncDecAttention",
     lm_heads=("lm_head",),
+    attention_bias_kwargs=("position_bias",),
     adapterhub={"mh_adapter": "layer.0", "cross_adapter": "layer.1", "output_adapter": "layer.-1"},
 ))
