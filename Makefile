@@ -12,11 +12,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,demo]'
+	$(PIP) install -q -c constraints.txt -e '.[test,demo,train]'
 	touch $@
 
 demo: install
-	$(PY) examples/quickstart.py $(ARGS)
+	$(VENV)/bin/adapterkit train $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--method", default="lora[r=8,alpha=16]", help=METHOD_HELP)
     p.add_argument("--name", default=None, help="adapter name (default: the task name or 'demo')")
     add_data_arguments(p)
-    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 for adapters, 3e-5 full)")
@@ -39,6 +39,7 @@ def run(args) -> int:
     offline()
     import torch
     from transformers import AutoTokenizer, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     import adapterkit
 
@@ -93,7 +94,8 @@ def run(args) -> int:
                 history.append({"step": state.global_step, "loss": logs["loss"]})
                 print(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  {speed:.1f} examples/s",
                       flush=True)
-            if f"eval_{metric}" in logs:
+            if f"eval_{metric}" in logs and not any(h.get("step") == state.global_step and metric in h
+                                                     for h in history):
                 history.append({"step": state.global_step, "epoch": logs.get("epoch"), metric: logs[f"eval_{metric}"]})
                 print(f"epoch {logs.get('epoch', 0):.2f}  dev {metric} {logs[f'eval_{metric}']:.4f}", flush=True)
 
@@ -101,7 +103,7 @@ def run(args) -> int:
     targs = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=max(64, args.batch_size), learning_rate=args.lr or (3e-5 if full else 1e-3),
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, num_train_epochs=args.epochs,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio, num_train_epochs=args.epochs,
         max_steps=args.max_steps, eval_strategy="epoch" if args.max_steps < 0 else "steps",
         eval_steps=None if args.max_steps < 0 else max(1, args.max_steps), save_strategy="no",
         logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
@@ -110,6 +112,7 @@ def run(args) -> int:
         model=model, args=targs, train_dataset=Encoded(train, tokenizer, args.max_length),
         eval_dataset=Encoded(dev, tokenizer, args.max_length), data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(train.is_regression), callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)  # Progress prints one readable line per log instead
     start = time.perf_counter()
     result = trainer.train()
     final = trainer.evaluate()
