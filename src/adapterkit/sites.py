@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from .methods.bottleneck import run_residual
+from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
+from .compose import lora as compose_lora, prefix as compose_prefix
 from .utils import get_submodule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,10 +68,7 @@ class LinearSite(Site):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        x = args[0]
-        for m in modules:
-            output = m(x, output)
-        return output
+        return compose_lora.run(modules, args[0], output)
 
 
 class ResidualSite(Site):
@@ -95,7 +93,7 @@ class ResidualSite(Site):
 
     def __call__(self, hidden_states, input_tensor, *args, **kwargs):
         h = self.dropout(self.dense(hidden_states))
-        return run_residual(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
+        return compose_bottleneck.run(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
 
 
 class InvertibleSite(Site):
@@ -122,13 +120,13 @@ class InvertibleSite(Site):
 
     def _forward(self, module, args, output):
         modules = self.state.active_at(self.key)
-        return modules[0](output) if modules else None
+        return compose_invertible.apply(modules, output, rev=False) if modules else None
 
     def _inverse(self, module, args):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        return (modules[0](args[0], rev=True),) + tuple(args[1:])
+        return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:])
 
 
 class PrefixRef:
@@ -187,6 +185,8 @@ class PrefixSite(Site):
         refs = self.state.active_at(self.key)
         if not refs:
             return key, value, mask
+        if type(refs) is not tuple:  # a composition block or per-example routing
+            return compose_prefix.extend(self, refs, module, query, key, value, mask)
         batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
         for ref in refs:
             pk, pv = ref.prefix.key_values(self.key[0])
