@@ -13,6 +13,7 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError
+from .fusion import AdapterFusionConfig, DynamicAdapterFusionConfig, StaticAdapterFusionConfig
 from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
 from .model import AdapterModelMixin, init
 
@@ -25,5 +26,6 @@ __all__ = [
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
+    "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
 ]
