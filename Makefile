@@ -30,3 +30,4 @@ bench: install
 
 fixtures:
 	bash tools/make_reference_fixtures.sh
+	.venv-ref/bin/python tools/make_composition_fixtures.py
