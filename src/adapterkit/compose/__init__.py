@@ -1,7 +1,8 @@
 """How composition blocks run at each kind of attach point.
 
 A setup (`Stack`, `Fuse`, `Split`, `BatchSplit`, `Parallel`, `Average`) is compiled once per site into a small
-tree of the modules found there (`tree.py`); each site kind evaluates it with its own rules:
+tree of the modules found there (`plan.py`, `tree.py`; cached per setup by the state); each site kind evaluates
+it with its own rules:
 
 - `bottleneck.py`: residual sites (bottleneck adapters, AdapterFusion): all blocks, the anchors' semantics.
 - `lora.py`: projections (LoRA, (IA)^3): Stack, BatchSplit, Parallel, Average.
