@@ -134,6 +134,21 @@ def test_batch_split_rows_equal_their_adapter_alone(arch, kind, configs, setup):
     assert (out - run(model, inputs, None)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_prefix_rows_of_different_lengths_without_an_attention_mask(attn):
+    """No mask from the caller: the shorter prefix's padding must still be masked out."""
+    model = adapterkit.init(tiny_model(attn_implementation=attn))
+    for i, (name, config) in enumerate(PREFIX.items()):
+        model.add_adapter(name, config=config)
+        randomize(model.adapterkit[name], i)
+    inputs = {"input_ids": batch(rows=3)["input_ids"]}
+    setup = BatchSplit("p3", "p5", "p3", batch_sizes=1)
+    for out, names in ((run(model, inputs, setup), setup.children),
+                       (run(model, inputs, adapter_names=["p5", None, "p3"]), ["p5", None, "p3"])):
+        for row, name in enumerate(names):
+            torch.testing.assert_close(out[row], alone(model, inputs, name, row), atol=1e-6, rtol=0)
+
+
 def test_batch_split_inside_a_stack_and_absent_children():
     """Stack(c, BatchSplit(a, l)): rows of the LoRA child get c alone at the bottleneck sites, and vice versa."""
     model = model_with(configs={"c": "pfeiffer", "a": "houlsby", "l": "lora"})
