@@ -32,3 +32,4 @@ fixtures:
 	bash tools/make_reference_fixtures.sh
 	bash tools/make_head_fixtures.sh
 	.venv-ref/bin/python tools/make_adapterhub_fixtures.py
+	.venv-ref/bin/python tools/make_composition_fixtures.py

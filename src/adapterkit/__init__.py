@@ -13,6 +13,7 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError, CheckpointError
+from .fusion import AdapterFusionConfig, DynamicAdapterFusionConfig, StaticAdapterFusionConfig
 from .heads import AdapterModel, AutoAdapterModel
 from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite, TaskHead, register_interface,
                          supported_model_types)
@@ -27,6 +28,7 @@ __all__ = [
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
+    "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
     "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
 ]

@@ -11,9 +11,10 @@ from typing import Any
 import torch.nn as nn
 
 from . import forward_hooks, methods  # noqa: F401  (methods: registers the method families)
-from .composition import AdapterCompositionBlock, parse_composition
+from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
+from .fusion.model import FusionMixin, freeze_fusions, fusion_parameter_ids
 from .interfaces import ModelInterface, get_interface
 from .methods.base import method_for
 from .methods.prefix_tuning import eject as eject_prefix
@@ -30,8 +31,8 @@ def _check_name(name: Any) -> None:
         )
 
 
-class AdapterModelMixin:
-    """Methods added to a model by `adapterkit.init`."""
+class AdapterModelMixin(FusionMixin):
+    """Methods added to a model by `adapterkit.init` (AdapterFusion's in fusion/model.py)."""
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -88,8 +89,10 @@ class AdapterModelMixin:
         if adapter_name in state.merged:
             self.reset_adapter(adapter_name)
         if state.active is not None and adapter_name in state.active.flatten():
+            # a Stack of names loses the name; any other block without it would mean something else: deactivate
             remaining = [n for n in state.active.flatten() if n != adapter_name]
-            state.active = parse_composition(remaining) if remaining else None
+            plain = isinstance(state.active, Stack) and all(isinstance(c, str) for c in state.active.children)
+            state.active = parse_composition(remaining) if remaining and plain else None
         del state.configs[adapter_name]
         state.drop_adapter_modules(adapter_name)
 
@@ -115,7 +118,7 @@ class AdapterModelMixin:
     def freeze_model(self, freeze: bool = True) -> None:
         """Freeze (or unfreeze) the base model's own weights; adapters and task heads are left as they are."""
         state = self.adapter_state
-        adapter_ids = {id(p) for p in state.container.parameters()}
+        adapter_ids = {id(p) for p in state.container.parameters()} | fusion_parameter_ids(self)
         for p in state.base.parameters():
             if id(p) not in adapter_ids:
                 p.requires_grad_(not freeze)
@@ -143,6 +146,7 @@ class AdapterModelMixin:
             self.get_input_embeddings().weight.requires_grad_(True)
         for name, modules in state.container.items():
             modules.requires_grad_(name in names)
+        freeze_fusions(self)
         self.set_active_adapters(setup)
         self.train()
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn as nn
 
+from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
+from .compose import lora as compose_lora, prefix as compose_prefix
 from .errors import AdapterError
 from .methods.bottleneck import run_residual
 from .interfaces.base import resolve
@@ -103,14 +105,7 @@ class LinearSite(Site):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        x = args[0]
-
-        def run(out):
-            for m in modules:
-                out = m(x, out)
-            return out
-
-        return self.target.apply(output, run)
+        return self.target.apply(output, lambda out: compose_lora.run(modules, args[0], out))
 
 
 class ResidualSite(Site):
@@ -135,7 +130,7 @@ class ResidualSite(Site):
 
     def __call__(self, hidden_states, input_tensor, *args, **kwargs):
         h = self.dropout(self.dense(hidden_states))
-        return run_residual(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
+        return compose_bottleneck.run(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
 
 
 class SublayerHookSite(Site):
@@ -183,6 +178,11 @@ class SublayerHookSite(Site):
         modules = self.state.active_at(self.key)
         if not modules or x is None:
             return None
+        if type(modules) is not tuple:
+            raise AdapterError(
+                f"composition blocks other than Stack (and per-example routing) are not supported yet at {self.key[1]} "
+                f"of {type(self.state.model).__name__}, whose layers add the residual themselves; use a Stack"
+            )
         h = output[0] if isinstance(output, tuple) else output
         new = run_residual(modules, h, x, self.layer_norm, layer_adds_residual=True)
         return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
@@ -220,7 +220,7 @@ class InvertibleSite(Site):
 
     def _forward(self, module, args, output):
         modules = self.state.active_at(self.key)
-        return modules[0](output) if modules else None
+        return compose_invertible.apply(modules, output, rev=False) if modules else None
 
     def _forward_input(self, module, args, kwargs):
         modules = self.state.active_at(self.key)
@@ -235,7 +235,7 @@ class InvertibleSite(Site):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        return (modules[0](args[0], rev=True),) + tuple(args[1:])
+        return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:])
 
 
 class PrefixRef:
@@ -294,6 +294,8 @@ class PrefixSite(Site):
         refs = self.state.active_at(self.key)
         if not refs:
             return key, value, mask
+        if type(refs) is not tuple:  # a composition block or per-example routing
+            return compose_prefix.extend(self, refs, module, query, key, value, mask)
         batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
         for ref in refs:
             pk, pv = ref.prefix.key_values(self.key[0])

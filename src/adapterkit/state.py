@@ -12,7 +12,9 @@ from typing import Iterator
 import torch.nn as nn
 from transformers import PretrainedConfig
 
-from .composition import AdapterCompositionBlock, Stack, parse_composition
+from .composition import AdapterCompositionBlock, parse_composition
+from .compose.plan import compile_site
+from .compose.support import check_supported
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
 from .attention import unwrapped_implementation, wrapped_implementation
@@ -52,6 +54,9 @@ class AdapterState:
         self._plans: dict = {}
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
         self.gating_scores: dict | None = None
+        # composition (adapterkit.compose): per-example routing of the running forward, fusion attentions
+        self.routing = None
+        self.fusion_attentions: dict | None = None
         model.add_module(CONTAINER, nn.ModuleDict())
 
     # -- the container -----------------------------------------------------------------------------
@@ -194,7 +199,7 @@ class AdapterState:
         self._plans.clear()
 
     def check_setup(self, setup: AdapterCompositionBlock | None) -> None:
-        """Every name must exist; only blocks whose dispatch is implemented are accepted."""
+        """Every name must exist; nesting and each method's supported blocks are checked (compose/support.py)."""
         if setup is None:
             return
         missing = [n for n in setup.flatten() if n not in self.configs]
@@ -203,7 +208,7 @@ class AdapterState:
                 f"adapter(s) {', '.join(map(repr, missing))} do not exist on this model; "
                 f"added adapters: {', '.join(map(repr, self.configs)) or '(none)'}"
             )
-        _check_supported(setup)
+        check_supported(self, setup)
 
     def current_setup(self) -> AdapterCompositionBlock | None:
         override = current_override()
@@ -211,23 +216,25 @@ class AdapterState:
             return self.active
         return None if override is AdapterSetup._NONE else override
 
-    def active_at(self, key: tuple) -> tuple:
+    def active_at(self, key: tuple):
+        """What the site at `key` runs now: a tuple of modules, a compiled composition, or ()."""
+        if self.routing is not None:
+            return self.routing.at(key)
         override = current_override()
-        setup = self.active if override is None else override
+        return self.plan_for(self.active if override is None else override).get(key, ())
+
+    def plan_for(self, setup) -> dict:
         plan = self._plans.get(setup)
-        if plan is None:
-            plan = self._build_plan(setup)
-        return plan.get(key, ())
+        return self._build_plan(setup) if plan is None else plan
 
     def _build_plan(self, setup) -> dict:
         plan: dict = {}
         if setup is not None and setup is not AdapterSetup._NONE:
             self.check_setup(setup)
-            names = setup.flatten()
             for key, site in self.sites.items():
-                modules = site.collect(names)
-                if modules:
-                    plan[key] = modules
+                compiled = compile_site(self, site, setup)
+                if compiled:
+                    plan[key] = compiled
         self._plans[setup] = plan
         return plan
 
@@ -248,17 +255,6 @@ def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.M
         raise AdapterError(f"{type(base).__name__} has none of the layer stacks {list(interface.layers)}; "
                            "the architecture interface does not match this model")
     return layers, stacks
-
-
-def _check_supported(block: AdapterCompositionBlock) -> None:
-    if not isinstance(block, Stack):
-        raise AdapterError(
-            f"composition block {type(block).__name__} is not supported yet; supported: Stack "
-            "(a single adapter name or a list of names)"
-        )
-    for child in block.children:
-        if not isinstance(child, str):
-            _check_supported(child)
 
 
 __all__ = ["AdapterState", "AdapterModules", "CONTAINER", "parse_composition"]

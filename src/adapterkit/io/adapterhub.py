@@ -358,3 +358,21 @@ def _rename_legacy(key: str) -> str:
     for old, new in _LEGACY_KEYS.items():
         key = key.replace(old, new)
     return key
+
+
+def fusion_state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], fusion_name: str,
+                                      interface: ModelInterface) -> dict[str, torch.Tensor]:
+    """AdapterHub AdapterFusion weights (`...layer.3.output.adapter_fusion_layer.<a,b>.query.weight`) -> the state
+    dict of `model.adapterkit_fusion[<a,b>]` (`layers.3.output_adapter.query.weight`). Unknown keys raise."""
+    locations = _locations(interface)
+    layers = re.escape(single_stack(interface, "AdapterHub fusion loading"))
+    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.adapter_fusion_layer\.{re.escape(fusion_name)}\.(.+)$")
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        m = pattern.match(key)
+        location = locations.get(m.group(2)) if m else None
+        if location is None:
+            raise AdapterConfigError(f"AdapterHub weight {key!r} of fusion {fusion_name!r} has no adapterkit "
+                                     "counterpart")
+        out[f"layers.{m.group(1)}.{location}.{m.group(3)}"] = tensor
+    return out

@@ -91,24 +91,33 @@ class BottleneckAdapter(nn.Module):
 
     def delta(self, z: torch.Tensor) -> torch.Tensor:
         """`dropout(s * up(act(down(norm_before(z)))))`, times the gate of `z` when gated."""
-        x = z
-        if self.norm_before is not None:
-            z = self.norm_before(z)
-        up = self.up(self.act(self.down(z)))
+        return self._gated(self.up_projection(z), z)
+
+    def up_projection(self, z: torch.Tensor) -> torch.Tensor:
+        """`s * up(act(down(norm_before(z))))`: what AdapterFusion attends over (before dropout and gate)."""
+        up = self.up(self.act(self.down(self.norm_before(z) if self.norm_before is not None else z)))
         if not (isinstance(self.scaling, float) and self.scaling == 1.0):
             up = up * self.scaling
+        return up
+
+    def _gated(self, up: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         out = self.dropout(up)
         if self.gate is not None:
-            out = out * self.gate(x).unsqueeze(-1)
+            out = out * self.gate(z).unsqueeze(-1)
         return out
 
-    def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
-        """One adapter of a stack: the anchors' pre_forward + forward. `hidden` is the running sublayer output."""
+    def pre(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None,
+            query_before_ln: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The anchors' pre_forward: (adapter input, adapter residual, fusion query).
+
+        `hidden` is the running sublayer output, `x` the sublayer input; `query_before_ln` (a fusion setting)
+        picks the query for AdapterFusion, None when no fusion asks for one.
+        """
+        if self.is_parallel:  # a parallel adapter reads the sublayer input
+            return x, x, (x if query_before_ln is not None else None)
         cfg = self.config
-        if self.is_parallel:
-            out = self.delta(x)
-            return self.norm_after(out) if self.norm_after is not None else out
         residual = hidden if cfg.residual_before_ln is True else None
+        query = hidden if query_before_ln else None
         z = hidden
         if cfg.original_ln_before:
             z = z + x
@@ -118,14 +127,28 @@ class BottleneckAdapter(nn.Module):
                 z = layer_norm(z)
         if cfg.residual_before_ln is False:
             residual = z
-        out = self.delta(z)
-        if cfg.adapter_residual_before_ln:
+        if query_before_ln is False:
+            query = z
+        return z, residual, query
+
+    def adapt(self, z: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchors' forward: (adapter output, the up-projection for fusion)."""
+        up = self.up_projection(z)
+        out = self._gated(up, z)
+        if self.is_parallel:
+            return (self.norm_after(out) if self.norm_after is not None else out), up
+        if self.config.adapter_residual_before_ln:
             out = out + residual
         if self.norm_after is not None:
             out = self.norm_after(out)
-        if not cfg.adapter_residual_before_ln:
+        if not self.config.adapter_residual_before_ln:
             out = out + residual
-        return out
+        return out, up
+
+    def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
+        """One adapter of a stack: pre + adapt. `hidden` is the running sublayer output."""
+        z, residual, _ = self.pre(hidden, x, layer_norm)
+        return self.adapt(z, residual)[0]
 
     def finish(self, out: torch.Tensor, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None
                ) -> torch.Tensor:

@@ -47,6 +47,13 @@ class LoRA(nn.Module):
             return out + delta * self.gate(x).unsqueeze(-1)
         return torch.add(out, delta, alpha=self.scaling)
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The update alone, `(alpha / r) B A x` (or gated); what an `Average` of LoRA adapters weighs."""
+        delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        if self.gate is not None:
+            return delta * self.gate(x).unsqueeze(-1)
+        return delta * self.scaling
+
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
 
@@ -77,9 +84,13 @@ class IA3(nn.Module):
         return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out * self.scale(x)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The factor on the output, `alpha * l` (times the gate when gated); what an `Average` weighs."""
         if self.gate is not None:
-            return out * (self.vector() * self.gate(x).unsqueeze(-1))
-        return out * self.vector()
+            return self.vector() * self.gate(x).unsqueeze(-1)
+        return self.vector()
 
     def merge_into(self, projection: Projection) -> None:
         v, bias = self.vector().detach(), projection.bias()
