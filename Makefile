@@ -12,11 +12,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,demo,bench]'
+	$(PIP) install -q -c constraints.txt -e '.[test,demo,train]'
 	touch $@
 
 demo: install
-	$(PY) examples/quickstart.py $(ARGS)
+	$(VENV)/bin/adapterkit train $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
@@ -32,3 +32,6 @@ bench-smoke: install
 
 fixtures:
 	bash tools/make_reference_fixtures.sh
+	bash tools/make_head_fixtures.sh
+	.venv-ref/bin/python tools/make_adapterhub_fixtures.py
+	.venv-ref/bin/python tools/make_composition_fixtures.py

@@ -243,8 +243,11 @@ def test_unknown_config_name_on_add():
 def test_unsupported_block_is_refused_clearly():
     model = adapterkit.init(tiny_model())
     model.add_adapter("a")
-    model.add_adapter("b")
-    with pytest.raises(AdapterError, match="Fuse is not supported yet"):
+    model.add_adapter("b", config="lora")
+    model.add_adapter("c")
+    with pytest.raises(AdapterError, match="no AdapterFusion named 'a,c'"):
+        model.set_active_adapters(Fuse("a", "c"))
+    with pytest.raises(AdapterError, match="Fuse is not supported for LoRA / \\(IA\\)\\^3 adapter 'b'"):
         model.set_active_adapters(Fuse("a", "b"))
 
 

@@ -19,7 +19,12 @@ from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref"
 CASES = ["seq_bn", "double_seq_bn", "par_bn", "scaled_par_bn", "seq_bn_inv", "double_seq_bn_inv",
-         "seq_bn_rf4_swish", "lora", "lora_qkv_ffn", "ia3", "ia3_attn_only"]
+         "seq_bn_rf4_swish", "lora", "lora_qkv_ffn", "ia3", "ia3_attn_only",
+         # tools/make_method_fixtures.py
+         "prefix_tuning", "prefix_tuning_flat", "prefix_tuning_gated", "mam", "unipelt", "compacter", "compacter_pp",
+         "seq_bn_gated", "lora_gated"]
+# The anchors' gating-score locations -> ours (their "selfattn_lora" column-stacks q and v, in call order).
+GATING_LOCATIONS = {"self_prefix": ["prefix"], "selfattn_lora": ["attn_q", "attn_v"], "output_adapter": ["output_adapter"]}
 MODEL_CLASSES = {"bert": BertModel, "roberta": RobertaModel}
 
 
@@ -51,10 +56,8 @@ def test_base_model_matches(arch):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("arch", sorted(MODEL_CLASSES))
-def test_matches_adapters_package(arch, case, attn):
+def reference_model(arch: str, case: str, attn: str = "eager"):
+    """Our model with the case's adapter, its weights converted from the reference's names, active."""
     model = adapterkit.init(load_base(arch, attn))
     ref_config = json.loads((FIXTURES / arch / case / "adapter_config.json").read_text())
     config = config_from_adapterhub(ref_config)
@@ -65,6 +68,14 @@ def test_matches_adapters_package(arch, case, attn):
     assert set(weights) == set(ours), set(weights) ^ set(ours)
     model.adapterkit[case].load_state_dict(weights)
     model.set_active_adapters(case)
+    return model
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("arch", sorted(MODEL_CLASSES))
+def test_matches_adapters_package(arch, case, attn):
+    model = reference_model(arch, case, attn)
     inputs = load_file(FIXTURES / arch / "inputs.safetensors")
     expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
     with torch.no_grad():
@@ -75,3 +86,34 @@ def test_matches_adapters_package(arch, case, attn):
     assert (base - expected).abs().max() > 1e-3  # the adapter matters on this fixture
     mask = inputs["attention_mask"].bool()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["prefix_tuning_gated", "unipelt", "seq_bn_gated", "lora_gated"])
+@pytest.mark.parametrize("arch", sorted(MODEL_CLASSES))
+def test_gating_scores_match(arch, case):
+    model = reference_model(arch, case)
+    inputs = load_file(FIXTURES / arch / "inputs.safetensors")
+    expected = load_file(FIXTURES / arch / case / "expected.safetensors")
+    with torch.no_grad():
+        scores = model(**inputs, output_adapter_gating_scores=True).adapter_gating_scores[case]
+    keys = [k for k in expected if k.startswith("gating.")]
+    assert keys
+    for key in keys:
+        _, _, layer, location = key.split(".")
+        ours = [torch.from_numpy(scores[int(layer)][loc]) for loc in GATING_LOCATIONS[location]]
+        ours = torch.cat([o.reshape(o.shape[0], -1) for o in ours], dim=1)
+        torch.testing.assert_close(ours.reshape(expected[key].shape), expected[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("arch", sorted(MODEL_CLASSES))
+def test_eject_matches_adapters_package(arch):
+    model = reference_model(arch, "prefix_tuning")
+    model.eject_prefix_tuning("prefix_tuning")
+    ejected = load_file(FIXTURES / arch / "prefix_tuning" / "ejected.safetensors")
+    flat = [v for k, v in ejected.items() if k != "last_hidden_state"]
+    assert len(flat) == 1
+    torch.testing.assert_close(model.adapterkit["prefix_tuning"].shared["prefix"].control_trans, flat[0].reshape(-1),
+                               atol=1e-6, rtol=0)
+    with torch.no_grad():
+        out = model(**load_file(FIXTURES / arch / "inputs.safetensors")).last_hidden_state
+    torch.testing.assert_close(out, ejected["last_hidden_state"], atol=1e-5, rtol=0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate tests/fixtures/adapters_ref/ with the real `adapters` package
+# Regenerate tests/fixtures/adapters_ref/ and adapters_ref_archs/ with the real `adapters` package
 # (AdapterHub) on transformers 4.57.x, inside an isolated venv at .venv-ref/.
 set -euo pipefail
 
@@ -17,4 +17,6 @@ PIP=("$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS")
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" "adapters==1.3.0" "transformers==4.57.6" safetensors
 
-exec "$VENV/bin/python" "$ROOT/tools/make_reference_fixtures.py" "$@"
+"$VENV/bin/python" "$ROOT/tools/make_reference_fixtures.py" "$@"
+"$VENV/bin/python" "$ROOT/tools/make_method_fixtures.py"
+"$VENV/bin/python" "$ROOT/tools/make_arch_fixtures.py"

@@ -12,18 +12,31 @@ from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig,
                       HoulsbyInvConfig, IA3Config, LoRAConfig, MAMConfig, ParallelConfig, ParBnConfig, PfeifferConfig,
                       PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
 from .context import AdapterSetup
-from .errors import AdapterConfigError, AdapterError
-from .interfaces import ModelInterface, ResidualSite, register_interface, supported_model_types
+from .errors import AdapterConfigError, AdapterError, CheckpointError
+from .fusion import AdapterFusionConfig, DynamicAdapterFusionConfig, StaticAdapterFusionConfig
+from .heads import AdapterModel, AutoAdapterModel
+from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite, TaskHead, register_interface,
+                         supported_model_types)
 from .model import AdapterModelMixin, init
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError",
+    "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError", "CheckpointError",
     "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
-    "ModelInterface", "ResidualSite", "register_interface", "supported_model_types",
+    "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
+    "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
+    "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
 ]
+
+
+def __getattr__(name):
+    # The Trainer pulls in accelerate & co.; import it only when asked for.
+    if name == "AdapterTrainer":
+        from .training import AdapterTrainer
+        return AdapterTrainer
+    raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -37,7 +37,12 @@ def _make_wrapper(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         site = module.__dict__.get(SITE_ATTR)
         if site is not None:
+            k_len = key.shape[2]
             key, value, attention_mask = site.extend(module, query, key, value, attention_mask)
+            for name in site.state.interface.attention_bias_kwargs:  # e.g. T5's position_bias: none for prefixes
+                bias = kwargs.get(name)
+                if bias is not None and key.shape[2] > k_len and bias.shape[-1] == k_len:
+                    kwargs[name] = torch.cat([bias.new_zeros(*bias.shape[:-1], key.shape[2] - k_len), bias], dim=-1)
             if base == "eager" and attention_mask is not None and attention_mask.dtype == torch.bool:
                 attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
                     ~attention_mask, torch.finfo(query.dtype).min)

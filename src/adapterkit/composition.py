@@ -1,8 +1,8 @@
 """Composition blocks: how several adapters combine in one forward pass.
 
 The blocks are plain data; `parse_composition` normalises what users pass (a name, a list, a block) into a
-block, and each method's layer decides how to run it. `Stack` runs everywhere today; the other blocks are the
-next milestone and are rejected with a clear error until their dispatch lands.
+block, and `check_nesting` enforces which block may sit inside which (the rules of adapter-transformers). How a
+block runs at each kind of attach point lives in `adapterkit.compose`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from .errors import AdapterError
 
 class AdapterCompositionBlock:
     """A node of the composition tree; children are adapter names or nested blocks."""
-
-    name = "block"
 
     def __init__(self, *children: Union[str, "AdapterCompositionBlock"]):
         if not children:
@@ -35,6 +33,15 @@ class AdapterCompositionBlock:
         child = self.children[0]
         return child if isinstance(child, str) else child.first()
 
+    def last(self) -> str:
+        child = self.children[-1]
+        return child if isinstance(child, str) else child.last()
+
+    @property
+    def parallel_channels(self) -> int:
+        """How many copies of the batch the setup needs (`Parallel` replicates it once per branch)."""
+        return max(1 if isinstance(c, str) else c.parallel_channels for c in self.children)
+
     def __len__(self) -> int:
         return len(self.children)
 
@@ -44,14 +51,23 @@ class AdapterCompositionBlock:
     def __contains__(self, name: object) -> bool:
         return name in self.flatten()
 
+    def _key(self):
+        """The block's parameters beyond its children (sizes, weights), for equality and hashing."""
+        return ()
+
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.children == other.children  # type: ignore[attr-defined]
+        return (type(self) is type(other) and self.children == other.children  # type: ignore[attr-defined]
+                and self._key() == other._key())  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(self.children)))
+        return hash((type(self).__name__, tuple(self.children), self._key()))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(repr(c) for c in self.children)})"
+        extra = "".join(f", {k}={v!r}" for k, v in self._repr_kwargs().items())
+        return f"{type(self).__name__}({', '.join(repr(c) for c in self.children)}{extra})"
+
+    def _repr_kwargs(self) -> dict:
+        return {}
 
 
 class Stack(AdapterCompositionBlock):
@@ -59,7 +75,27 @@ class Stack(AdapterCompositionBlock):
 
 
 class Fuse(AdapterCompositionBlock):
-    """AdapterFusion: attention over the outputs of several adapters."""
+    """AdapterFusion: attention over the outputs of several adapters (add the fusion with `add_adapter_fusion`).
+
+    `name`: the fusion's name; by default the children's (last) adapter names joined by commas, e.g. "a,b".
+    """
+
+    def __init__(self, *children, name: str | None = None):
+        super().__init__(*children)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name or ",".join(c if isinstance(c, str) else c.last() for c in self.children)
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other) and self.name == other.name  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(("Fuse", tuple(self.children), self.name))
+
+    def _repr_kwargs(self) -> dict:
+        return {"name": self._name} if self._name else {}
 
 
 class Split(AdapterCompositionBlock):
@@ -67,7 +103,13 @@ class Split(AdapterCompositionBlock):
 
     def __init__(self, *children, splits: Union[int, Sequence[int]]):
         super().__init__(*children)
-        self.splits = [splits] * len(children) if isinstance(splits, int) else list(splits)
+        self.splits = _sizes(self, "splits", splits)
+
+    def _key(self):
+        return tuple(self.splits)
+
+    def _repr_kwargs(self) -> dict:
+        return {"splits": self.splits}
 
 
 class BatchSplit(AdapterCompositionBlock):
@@ -75,21 +117,86 @@ class BatchSplit(AdapterCompositionBlock):
 
     def __init__(self, *children, batch_sizes: Union[int, Sequence[int]]):
         super().__init__(*children)
-        self.batch_sizes = [batch_sizes] * len(children) if isinstance(batch_sizes, int) else list(batch_sizes)
+        self.batch_sizes = _sizes(self, "batch_sizes", batch_sizes)
+
+    def _key(self):
+        return tuple(self.batch_sizes)
+
+    def _repr_kwargs(self) -> dict:
+        return {"batch_sizes": self.batch_sizes}
 
 
 class Parallel(AdapterCompositionBlock):
-    """Replicate the batch through each adapter; one output per branch."""
+    """Run the batch through each branch: the model's inputs are replicated once per branch, so the output has
+    N x batch rows in branch order (rows [i*B, (i+1)*B) are branch i)."""
+
+    @property
+    def parallel_channels(self) -> int:
+        return len(self.children)
 
 
 class Average(AdapterCompositionBlock):
-    """Weighted average of the adapters' outputs (weights normalised to sum to 1)."""
+    """Weighted sum of the adapters' outputs, `sum_i w_i * output_i`; weights are normalised to sum to 1 unless
+    `normalize_weights=False` (what "output" is per method: see `adapterkit.compose`)."""
 
-    def __init__(self, *children, weights: Sequence[float] | None = None):
+    def __init__(self, *children, weights: Sequence[float] | None = None, normalize_weights: bool = True):
         super().__init__(*children)
-        weights = [1.0] * len(children) if weights is None else list(weights)
-        total = sum(weights)
-        self.weights = [w / total for w in weights]
+        weights = [1.0] * len(children) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(children):
+            raise AdapterError(f"Average has {len(children)} children but {len(weights)} weights")
+        if normalize_weights:
+            total = sum(weights)
+            if total == 0:
+                raise AdapterError(f"Average weights {weights} sum to 0 and cannot be normalised")
+            weights = [w / total for w in weights]
+        self.weights = weights
+
+    def _key(self):
+        return tuple(self.weights)
+
+    def _repr_kwargs(self) -> dict:
+        return {"weights": self.weights}
+
+
+def _sizes(block: AdapterCompositionBlock, field: str, value) -> list[int]:
+    sizes = [value] * len(block.children) if isinstance(value, int) else list(value)
+    if len(sizes) != len(block.children) or not all(isinstance(v, int) and v >= 0 for v in sizes):
+        raise AdapterError(
+            f"{type(block).__name__}: {field}={value!r} must be one int >= 0 or one per child "
+            f"({len(block.children)} children)"
+        )
+    return sizes
+
+
+# Which blocks (or names, `str`) may be nested in which: the rules of adapter-transformers / `adapters`.
+ALLOWED_NESTINGS: dict[type, tuple[type, ...]] = {
+    Stack: (str, Fuse, Split, Parallel, BatchSplit, Average),
+    Fuse: (str, Stack),
+    Split: (str, Split, Stack, BatchSplit, Average),
+    Parallel: (str, Stack, BatchSplit, Average),
+    BatchSplit: (str, Stack, Split, BatchSplit, Average),
+    Average: (str, Stack, Split, BatchSplit),
+}
+
+
+def check_nesting(block: AdapterCompositionBlock, level: int = 0) -> None:
+    """Raise AdapterError for a nesting the rules above do not allow, or a setup nested too deep.
+
+    As in the anchors, below the second level only names and Stacks of names may appear.
+    """
+    if level > 1 and not isinstance(block, Stack):
+        raise AdapterError(f"adapter setup is too deep: {block!r} at nesting level {level}; below level 1 only "
+                           "adapter names and Stacks of names are allowed")
+    allowed = ALLOWED_NESTINGS[type(block)]
+    for child in block.children:
+        if type(child) not in allowed:
+            kinds = ", ".join("adapter names" if t is str else t.__name__ for t in allowed)
+            raise AdapterError(f"cannot nest {type(child).__name__} {child!r} inside {type(block).__name__}; "
+                               f"{type(block).__name__} may contain: {kinds}")
+        if isinstance(child, AdapterCompositionBlock):
+            if isinstance(block, Stack) and level >= 1:
+                raise AdapterError(f"adapter setup is too deep: {child!r} inside a nested Stack")
+            check_nesting(child, level + 1)
 
 
 def parse_composition(setup: Union[str, Iterable, AdapterCompositionBlock, None]):

@@ -7,3 +7,7 @@ class AdapterError(ValueError):
 
 class AdapterConfigError(AdapterError):
     """An invalid adapter configuration: the message names the field and the allowed values."""
+
+
+class CheckpointError(AdapterError):
+    """A checkpoint on disk that cannot be loaded: the message names the file and what is wrong with it."""

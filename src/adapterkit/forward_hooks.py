@@ -1,31 +1,87 @@
 """Extra forward arguments on an adapter model, handled around the model's own forward.
 
-`model(..., output_adapter_gating_scores=True)` is popped before the model sees it (its forward does not know it),
-gates record their values while the forward runs, and the output gains `adapter_gating_scores`:
-`{adapter_name: {layer_id: {location: np.ndarray (batch, gate heads)}}}`.
+Popped before the model sees them (its forward does not know them):
+- `output_adapter_gating_scores=True`: gates record their values; the output gains `adapter_gating_scores`,
+  `{adapter_name: {layer_id: {location: np.ndarray (batch, gate heads)}}}`.
+- `output_adapter_fusion_attentions=True`: fusion layers record their attention; the output gains
+  `adapter_fusion_attentions`, `{fusion_name: {layer_id: {location: np.ndarray (batch, seq, n_adapters)}}}`.
+- `adapter_names=[...]`: one adapter name / setup (or None: the plain model) per row (compose/routing.py).
+Tuple outputs get the dicts appended, gating scores first.
+
+A setup with `Parallel` replicates the batch here, once per branch (branch-major: rows [i*B, (i+1)*B) are
+branch i): every tensor argument whose first dimension is the batch size is repeated.
 """
 
 from __future__ import annotations
 
+import torch
 from transformers.utils import ModelOutput
 
+from .compose.routing import Routing
+from .errors import AdapterError
+
 OUTPUT_GATING = "output_adapter_gating_scores"
+OUTPUT_FUSION = "output_adapter_fusion_attentions"
+ADAPTER_NAMES = "adapter_names"
+# tensor arguments whose first dimension is not the batch
+_NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
+
+
+def _batch_tensor(args, kwargs):
+    for name in ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features"):
+        if isinstance(kwargs.get(name), torch.Tensor):
+            return kwargs[name]
+    return args[0] if args and isinstance(args[0], torch.Tensor) else None
+
+
+def _replicate(args, kwargs, channels: int):
+    reference = _batch_tensor(args, kwargs)
+    if reference is None:
+        return args, kwargs
+    batch = reference.shape[0]
+
+    def rep(value, name=None):
+        if (isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch
+                and name not in _NOT_BATCHED):
+            return value.repeat(channels, *([1] * (value.dim() - 1)))
+        return value
+    return tuple(rep(a) for a in args), {k: rep(v, k) for k, v in kwargs.items()}
 
 
 def install(model, state) -> None:
     def before(module, args, kwargs):
         state.gating_scores = {} if kwargs.pop(OUTPUT_GATING, False) else None
+        state.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
+        names = kwargs.pop(ADAPTER_NAMES, None)
+        state.routing = None
+        if names is not None:
+            reference = _batch_tensor(args, kwargs)
+            if reference is None:
+                raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
+            state.routing = Routing(state, names, reference.shape[0], reference.device)
+        else:
+            setup = state.current_setup()
+            channels = setup.parallel_channels if setup is not None else 1
+            if channels > 1:
+                args, kwargs = _replicate(args, kwargs, channels)
         return args, kwargs
 
     def after(module, args, kwargs, output):
-        scores, state.gating_scores = state.gating_scores, None
-        if scores is None:
+        state.routing = None
+        extras = []
+        for key, value in (("adapter_gating_scores", state.gating_scores),
+                           ("adapter_fusion_attentions", state.fusion_attentions)):
+            if value is not None:
+                extras.append((key, value))
+        state.gating_scores = state.fusion_attentions = None
+        if not extras:
             return None
         if isinstance(output, ModelOutput):
-            output["adapter_gating_scores"] = scores
+            for key, value in extras:
+                output[key] = value
             return output
         if isinstance(output, tuple):
-            return output + (scores,)
+            return output + tuple(value for _, value in extras)
         return output
 
     model.register_forward_pre_hook(before, with_kwargs=True)

@@ -11,9 +11,10 @@ from typing import Any
 import torch.nn as nn
 
 from . import forward_hooks, methods  # noqa: F401  (methods: registers the method families)
-from .composition import AdapterCompositionBlock, parse_composition
+from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
+from .fusion.model import FusionMixin, freeze_fusions, fusion_parameter_ids
 from .interfaces import ModelInterface, get_interface
 from .methods.base import method_for
 from .methods.prefix_tuning import eject as eject_prefix
@@ -30,8 +31,8 @@ def _check_name(name: Any) -> None:
         )
 
 
-class AdapterModelMixin:
-    """Methods added to a model by `adapterkit.init`."""
+class AdapterModelMixin(FusionMixin):
+    """Methods added to a model by `adapterkit.init` (AdapterFusion's in fusion/model.py)."""
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -75,6 +76,8 @@ class AdapterModelMixin:
             if adapter_name in state.container:
                 state.drop_adapter_modules(adapter_name)
             raise
+        # new modules start in train mode; follow the model's mode (dropout must be off in an eval model)
+        state.container[adapter_name].train(self.training)
         state.invalidate()
         if set_active:
             self.set_active_adapters(adapter_name)
@@ -86,8 +89,10 @@ class AdapterModelMixin:
         if adapter_name in state.merged:
             self.reset_adapter(adapter_name)
         if state.active is not None and adapter_name in state.active.flatten():
+            # a Stack of names loses the name; any other block without it would mean something else: deactivate
             remaining = [n for n in state.active.flatten() if n != adapter_name]
-            state.active = parse_composition(remaining) if remaining else None
+            plain = isinstance(state.active, Stack) and all(isinstance(c, str) for c in state.active.children)
+            state.active = parse_composition(remaining) if remaining and plain else None
         del state.configs[adapter_name]
         state.drop_adapter_modules(adapter_name)
 
@@ -113,7 +118,7 @@ class AdapterModelMixin:
     def freeze_model(self, freeze: bool = True) -> None:
         """Freeze (or unfreeze) the base model's own weights; adapters and task heads are left as they are."""
         state = self.adapter_state
-        adapter_ids = {id(p) for p in state.container.parameters()}
+        adapter_ids = {id(p) for p in state.container.parameters()} | fusion_parameter_ids(self)
         for p in state.base.parameters():
             if id(p) not in adapter_ids:
                 p.requires_grad_(not freeze)
@@ -141,6 +146,7 @@ class AdapterModelMixin:
             self.get_input_embeddings().weight.requires_grad_(True)
         for name, modules in state.container.items():
             modules.requires_grad_(name in names)
+        freeze_fusions(self)
         self.set_active_adapters(setup)
         self.train()
 
@@ -173,6 +179,30 @@ class AdapterModelMixin:
             raise AdapterError(f"adapter {adapter_name!r} has no prefix tuning to eject")
         eject_prefix(self.adapter_state, adapter_name)
 
+    # -- saving and loading (io/ does the work) ----------------------------------------------------
+    def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
+                     safetensors: bool = True) -> None:
+        """Save one adapter (and its head, if any) to a directory, atomically.
+
+        `format`: "adapterkit" (adapter_config.json + adapter.safetensors), "adapterhub" (loadable by the
+        `adapters` package; `safetensors=False` writes pytorch_adapter.bin) or "peft" (LoRA and (IA)^3).
+        """
+        from .io import save_adapter
+        save_adapter(self, save_directory, adapter_name, with_head=with_head, format=format, safetensors=safetensors)
+
+    def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
+                     with_head: bool = True, overwrite_ok: bool = False) -> str:
+        """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
+        name. Everything is validated first: on any error the model is unchanged."""
+        from .io import load_adapter
+        return load_adapter(self, path, load_as=load_as, set_active=set_active, format=format, with_head=with_head,
+                            overwrite_ok=overwrite_ok)
+
+    def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
+        """Save every adapter to `save_directory/<name>`; returns the names."""
+        from .io import save_all_adapters
+        return save_all_adapters(self, save_directory, with_head=with_head, format=format)
+
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):
         """The release notes' table: name, architecture, #param, %param (of the base model), active, train."""
@@ -196,7 +226,7 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
     `interface` describes an architecture adapterkit does not ship; by default it is looked up by
     `model.config.model_type`.
     """
-    if isinstance(model, AdapterModelMixin):
+    if _STATE_ATTR in model.__dict__:
         return model
     if interface is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -206,7 +236,8 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
             )
         interface = get_interface(model_type)
     state = AdapterState(model, interface)
-    model.__class__ = _with_mixin(type(model))
+    if not isinstance(model, AdapterModelMixin):  # AdapterModel classes carry the mixin already
+        model.__class__ = _with_mixin(type(model))
     model.__dict__[_STATE_ATTR] = state
     forward_hooks.install(model, state)
     return model

@@ -3,20 +3,30 @@
 A site is installed once per (layer, location) the first time an adapter needs it and removed when the last
 adapter there is deleted. At call time it asks the state for the modules the active setup wants there
 (a cached tuple), so an inactive or merged adapter costs one dict lookup.
+
+Site kinds form a small registry (`register_site_kind`): a method asks for a kind by name ("linear", "residual",
+"invertible"); "residual" dispatches once more on the interface's site spec (`ResidualSite` -> a post-LN output
+module, `SublayerSite` -> hooks around a sublayer). Adding an architecture never adds a branch here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
 
+from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
+from .compose import lora as compose_lora, prefix as compose_prefix
+from .errors import AdapterError
 from .methods.bottleneck import run_residual
+from .interfaces.base import resolve
 from .utils import get_submodule
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .interfaces.base import ResidualSite as ResidualSpec
+    from .interfaces.base import ResidualSite as ResidualSpec, SublayerSite as SublayerSpec
+    from .projection import Projection
     from .state import AdapterState
 
 
@@ -40,6 +50,9 @@ class Site:
         """Whether any of these adapters has something at this site (else the site is removed)."""
         return any(self.state.module_at(name, self.key) is not None for name in names)
 
+    def accept(self, module: nn.Module) -> None:
+        """Raise a clear error if `module` cannot run at this site (checked when an adapter is added)."""
+
     def install(self) -> None:
         raise NotImplementedError
 
@@ -47,16 +60,41 @@ class Site:
         raise NotImplementedError
 
 
-class LinearSite(Site):
-    """A forward hook on an nn.Linear: LoRA adds to, (IA)^3 scales, its output."""
+_SITE_KINDS: dict[str, Callable[..., Site]] = {}
+_RESIDUAL_KINDS: dict[str, type] = {}
 
-    def __init__(self, state, key, target: nn.Linear):
+
+def register_site_kind(kind: str, factory: Callable[..., Site]) -> None:
+    """`factory(state, key, target) -> Site` builds the site a method asks for as `site=kind`."""
+    _SITE_KINDS[kind] = factory
+
+
+def register_residual_kind(kind: str, site_cls: type) -> None:
+    """`site_cls(state, key, layer, spec)` serves interface residual specs whose `kind` is `kind`."""
+    _RESIDUAL_KINDS[kind] = site_cls
+
+
+def make_site(state: "AdapterState", key: tuple, kind: str, target: Any) -> Site:
+    try:
+        factory = _SITE_KINDS[kind]
+    except KeyError:
+        raise AdapterError(f"unknown site kind {kind!r}; registered: {', '.join(sorted(_SITE_KINDS))}") from None
+    return factory(state, key, target)
+
+
+class LinearSite(Site):
+    """A forward hook on a projection: LoRA adds to, (IA)^3 scales, its output (or its slice of a fused output).
+
+    The hook is prepended, so a projection's own adapters run before any sublayer hook on the same module.
+    """
+
+    def __init__(self, state, key, target: "Projection"):
         super().__init__(state, key)
         self.target = target
         self._handle = None
 
     def install(self) -> None:
-        self._handle = self.target.register_forward_hook(self)
+        self._handle = self.target.module.register_forward_hook(self, prepend=True)
 
     def remove(self) -> None:
         if self._handle is not None:
@@ -67,10 +105,7 @@ class LinearSite(Site):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        x = args[0]
-        for m in modules:
-            output = m(x, output)
-        return output
+        return self.target.apply(output, lambda out: compose_lora.run(modules, args[0], out))
 
 
 class ResidualSite(Site):
@@ -79,12 +114,12 @@ class ResidualSite(Site):
     The interface names the module's dense / dropout / layer norm; nothing else of the model's code is repeated.
     """
 
-    def __init__(self, state, key, module: nn.Module, spec: "ResidualSpec"):
+    def __init__(self, state, key, layer: nn.Module, spec: "ResidualSpec"):
         super().__init__(state, key)
-        self.module = module
-        self.dense = get_submodule(module, spec.dense)
-        self.dropout = get_submodule(module, spec.dropout)
-        self.layer_norm = get_submodule(module, spec.layer_norm)
+        self.module = get_submodule(layer, spec.module)
+        self.dense = get_submodule(self.module, spec.dense)
+        self.dropout = get_submodule(self.module, spec.dropout) if spec.dropout else nn.Identity()
+        self.layer_norm = get_submodule(self.module, spec.layer_norm) if spec.layer_norm else None
 
     def install(self) -> None:
         # An instance attribute shadows the class's forward; nn.Module.__call__ picks it up.
@@ -95,16 +130,76 @@ class ResidualSite(Site):
 
     def __call__(self, hidden_states, input_tensor, *args, **kwargs):
         h = self.dropout(self.dense(hidden_states))
-        return run_residual(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
+        return compose_bottleneck.run(self.state.active_at(self.key), h, input_tensor, self.layer_norm)
+
+
+class SublayerHookSite(Site):
+    """Hooks around a sublayer whose residual add is in the layer's own forward.
+
+    A forward pre-hook on the `residual` module keeps x (per thread); a forward hook on the `output` module
+    replaces h by h' such that the layer's own `h' + x` (then its norm, in post-LN layers) gives what the
+    adapters want.
+    """
+
+    def __init__(self, state, key, layer: nn.Module, spec: "SublayerSpec"):
+        super().__init__(state, key)
+        self.spec = spec
+        self.output = get_submodule(layer, spec.output)
+        self.residual = get_submodule(layer, spec.residual)
+        self.layer_norm = get_submodule(layer, spec.layer_norm) if spec.layer_norm else None
+        self._kept = threading.local()
+        self._handles: list = []
+
+    def accept(self, module: nn.Module) -> None:
+        config = getattr(module, "config", None)
+        if self.layer_norm is not None and config is not None and not getattr(config, "original_ln_after", True):
+            raise AdapterError(
+                f"original_ln_after=False cannot run at {self.key[1]} of layer {self.key[0]}: this layer applies its "
+                "own norm to the sublayer output plus the residual; use original_ln_after=True here"
+            )
+
+    def install(self) -> None:
+        self._handles = [self.residual.register_forward_pre_hook(self._keep, with_kwargs=True),
+                         self.output.register_forward_hook(self._replace)]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._kept = threading.local()
+
+    def _keep(self, module, args, kwargs):
+        if self.state.active_at(self.key):
+            self._kept.x = kwargs[self.spec.residual_arg] if self.spec.residual_arg in kwargs else args[0]
+
+    def _replace(self, module, args, output):
+        x = getattr(self._kept, "x", None)
+        self._kept.x = None
+        modules = self.state.active_at(self.key)
+        if not modules or x is None:
+            return None
+        if type(modules) is not tuple:
+            raise AdapterError(
+                f"composition blocks other than Stack (and per-example routing) are not supported yet at {self.key[1]} "
+                f"of {type(self.state.model).__name__}, whose layers add the residual themselves; use a Stack"
+            )
+        h = output[0] if isinstance(output, tuple) else output
+        new = run_residual(modules, h, x, self.layer_norm, layer_adds_residual=True)
+        return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
 
 
 class InvertibleSite(Site):
-    """NICE adapter of the first active adapter: forward after the embeddings, inverse before LM heads."""
+    """NICE adapter of the first active adapter: forward on the embeddings, inverse before LM heads.
 
-    def __init__(self, state, key, embeddings: nn.Module, lm_heads: list[nn.Module]):
+    `tap="output"` transforms the embeddings module's output, `"input"` its first input (T5: the encoder's
+    first block, after the embedding dropout, as the anchors do).
+    """
+
+    def __init__(self, state, key, embeddings: nn.Module, lm_heads: list[nn.Module], tap: str = "output"):
         super().__init__(state, key)
         self.embeddings = embeddings
         self.lm_heads = lm_heads
+        self.tap = tap
         self._handles: list = []
 
     def collect(self, names: list[str]) -> tuple:
@@ -112,7 +207,10 @@ class InvertibleSite(Site):
         return super().collect(names[:1])
 
     def install(self) -> None:
-        self._handles = [self.embeddings.register_forward_hook(self._forward)]
+        if self.tap == "input":
+            self._handles = [self.embeddings.register_forward_pre_hook(self._forward_input, with_kwargs=True)]
+        else:
+            self._handles = [self.embeddings.register_forward_hook(self._forward)]
         self._handles += [head.register_forward_pre_hook(self._inverse) for head in self.lm_heads]
 
     def remove(self) -> None:
@@ -122,13 +220,22 @@ class InvertibleSite(Site):
 
     def _forward(self, module, args, output):
         modules = self.state.active_at(self.key)
-        return modules[0](output) if modules else None
+        return compose_invertible.apply(modules, output, rev=False) if modules else None
+
+    def _forward_input(self, module, args, kwargs):
+        modules = self.state.active_at(self.key)
+        if not modules:
+            return None
+        if args:
+            return (modules[0](args[0]),) + tuple(args[1:]), kwargs
+        kwargs = dict(kwargs, hidden_states=modules[0](kwargs["hidden_states"]))
+        return args, kwargs
 
     def _inverse(self, module, args):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        return (modules[0](args[0], rev=True),) + tuple(args[1:])
+        return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:])
 
 
 class PrefixRef:
@@ -187,6 +294,8 @@ class PrefixSite(Site):
         refs = self.state.active_at(self.key)
         if not refs:
             return key, value, mask
+        if type(refs) is not tuple:  # a composition block or per-example routing
+            return compose_prefix.extend(self, refs, module, query, key, value, mask)
         batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
         for ref in refs:
             pk, pv = ref.prefix.key_values(self.key[0])
@@ -217,3 +326,48 @@ def _extend_mask(mask, n_prefix: int, q_len: int, k_len: int, query, module):
     else:
         prefix = mask.new_zeros(*mask.shape[:-1], n_prefix)
     return torch.cat([prefix, mask], dim=-1)
+
+
+def _residual_site(state, key, target) -> Site:
+    layer_id, location = key
+    spec = state.interface.residual_sites.get(location)
+    if spec is None:
+        raise AdapterError(
+            f"{type(state.model).__name__} has no {location!r} site in its interface; "
+            f"available: {', '.join(state.interface.residual_sites)}"
+        )
+    try:
+        site_cls = _RESIDUAL_KINDS[spec.kind]
+    except KeyError:
+        raise AdapterError(f"unknown residual site kind {spec.kind!r}; registered: "
+                           f"{', '.join(sorted(_RESIDUAL_KINDS))}") from None
+    return site_cls(state, key, state.layers[layer_id], spec)
+
+
+def _invertible_site(state, key, target) -> Site:
+    interface = state.interface
+    heads = [getattr(state.model, h) for h in interface.lm_heads if isinstance(getattr(state.model, h, None),
+                                                                              nn.Module)]
+    return InvertibleSite(state, key, state.embeddings_module(), heads, interface.embeddings_tap)
+
+
+register_site_kind("linear", LinearSite)
+register_site_kind("residual", _residual_site)
+register_site_kind("invertible", _invertible_site)
+register_residual_kind("post_ln", ResidualSite)
+register_residual_kind("sublayer", SublayerHookSite)
+
+
+def _prefix_site(state, key, target) -> Site:
+    path = state.interface.self_attention
+    module = resolve(state.layers[key[0]], path) if path else None
+    if module is None or not state.interface.attention_registry:
+        raise AdapterError(
+            f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
+            + ("its interface names no self_attention module" if module is None else
+               "its attention does not go through transformers' attention-function registry")
+        )
+    return PrefixSite(state, key, module)
+
+
+register_site_kind("prefix", _prefix_site)

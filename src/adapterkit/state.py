@@ -10,13 +10,17 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch.nn as nn
+from transformers import PretrainedConfig
 
-from .composition import AdapterCompositionBlock, Stack, parse_composition
+from .composition import AdapterCompositionBlock, parse_composition
+from .compose.plan import compile_site
+from .compose.support import check_supported
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
-from .interfaces.base import ModelInterface
 from .attention import unwrapped_implementation, wrapped_implementation
-from .sites import InvertibleSite, LinearSite, PrefixSite, ResidualSite, Site
+from .interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
+from .projection import Projection
+from .sites import Site, make_site
 from .utils import get_submodule
 
 CONTAINER = "adapterkit"
@@ -36,9 +40,11 @@ class AdapterState:
         self.model = model
         self.interface = interface
         self.base = getattr(model, "base_model", model)
-        self.layers = get_submodule(self.base, interface.layers)
+        self.layers, self.stacks = _layer_stacks(self.base, interface)
         config = getattr(model, "config", None)
-        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model")
+        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        if not self.hidden_size:
+            raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
         self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
         self.configs: dict = {}
         self.active: AdapterCompositionBlock | None = None
@@ -48,6 +54,9 @@ class AdapterState:
         self._plans: dict = {}
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
         self.gating_scores: dict | None = None
+        # composition (adapterkit.compose): per-example routing of the running forward, fusion attentions
+        self.routing = None
+        self.fusion_attentions: dict | None = None
         model.add_module(CONTAINER, nn.ModuleDict())
 
     # -- the container -----------------------------------------------------------------------------
@@ -61,7 +70,53 @@ class AdapterState:
     def layer_submodule(self, layer_id: int, path: str) -> nn.Module:
         return get_submodule(self.layers[layer_id], path)
 
-    def _placed(self, module: nn.Module, reference: nn.Module) -> nn.Module:
+    def embeddings_module(self) -> nn.Module:
+        return get_submodule(self.base, self.interface.embeddings)
+
+    # -- where a location exists -------------------------------------------------------------------
+    def _present(self, what: str, path: str, found: dict) -> dict:
+        """Keep `found` ({layer_id: thing}); if nothing was found anywhere, a clear error (unless optional)."""
+        if not found and not is_optional(path):
+            raise AdapterError(
+                f"{what} '{path}' exists in no layer of {type(self.model).__name__}; the architecture interface "
+                "does not match this model"
+            )
+        return found
+
+    def site_layers(self, location: str, leave_out=()) -> list[int]:
+        """Layer ids (not left out) where the bottleneck location `location` exists."""
+        spec = self.interface.residual_sites.get(location)
+        if spec is None:
+            raise AdapterError(
+                f"{type(self.model).__name__} has no {location!r} site in its interface; "
+                f"available: {', '.join(self.interface.residual_sites)}"
+            )
+        found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
+        self._present(f"the {location} site", spec.anchor, found)
+        return [i for i in self.layer_ids(leave_out) if i in found]
+
+    def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:
+        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer."""
+        config = getattr(self.model, "config", None)
+        found: dict[str, dict[int, Projection]] = {}
+        for location, spec in locations:
+            path = spec.module if isinstance(spec, FusedSlice) else spec
+            hits = {}
+            for i, layer in enumerate(self.layers):
+                module = resolve(layer, path)
+                if module is None:
+                    continue
+                if isinstance(spec, FusedSlice):
+                    heads = getattr(config, spec.per_head) if spec.per_head else None
+                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
+                else:
+                    hits[i] = Projection(module)
+            found[location] = self._present(f"the {location} projection", path, hits)
+        return [(i, location, found[location][i]) for i in self.layer_ids(leave_out)
+                for location, _ in locations if i in found[location]]
+
+    def _placed(self, module: nn.Module, reference) -> nn.Module:
+        reference = getattr(reference, "module", reference)  # a Projection: its module
         param = next(reference.parameters(), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
@@ -75,8 +130,9 @@ class AdapterState:
         layers = self._entry(name).layers
         if str(layer_id) not in layers:
             layers[str(layer_id)] = nn.ModuleDict()
-        layers[str(layer_id)][location] = self._placed(module, target if target is not None else self.layers[layer_id])
-        self._ensure_site((layer_id, location), site, target)
+        placed = self._placed(module, target if target is not None else self.layers[layer_id])
+        self._ensure_site((layer_id, location), site, target).accept(placed)
+        layers[str(layer_id)][location] = placed
 
     def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
         """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
@@ -111,39 +167,25 @@ class AdapterState:
         self._ensure_site((layer_id, kind), kind, None)
 
     def use_prefix_attention(self, on: bool) -> None:
-        """Route the model's attention through (or back out of) the prefix-aware wrapper."""
-        config = self.model.config
-        current = config._attn_implementation
-        config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
+        """Route the model's attention through (or back out of) the prefix-aware wrapper.
 
-    def _ensure_site(self, key: tuple, kind: str, target: nn.Module | None) -> None:
+        Every config object the model's modules hold is switched: some models copy theirs (T5's encoder and
+        decoder stacks each own a deep copy)."""
+        configs = {id(c): c for c in (getattr(m, "config", None) for m in self.model.modules())
+                   if isinstance(c, PretrainedConfig)}
+        for config in configs.values():
+            current = config._attn_implementation
+            config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
+
+    def _ensure_site(self, key: tuple, kind: str, target) -> Site:
         if kind == "prefix":  # one prefix site per layer, whatever per-layer module (a gate) asked for it
             key = (key[0], "prefix")
         if key in self.sites:
-            return
-        if kind == "linear":
-            site: Site = LinearSite(self, key, target)
-        elif kind == "residual":
-            layer_id, location = key
-            spec = self.interface.residual_sites.get(location)
-            if spec is None:
-                raise AdapterError(
-                    f"{type(self.model).__name__} has no {location!r} site in its interface; "
-                    f"available: {', '.join(self.interface.residual_sites)}"
-                )
-            site = ResidualSite(self, key, self.layer_submodule(layer_id, spec.module), spec)
-        elif kind == "prefix":
-            if self.interface.self_attention is None:
-                raise AdapterError(f"the {type(self.model).__name__} interface names no self_attention module; "
-                                   "prefix tuning cannot attach")
-            site = PrefixSite(self, key, self.layer_submodule(key[0], self.interface.self_attention))
-        elif kind == "invertible":
-            heads = [getattr(self.model, h) for h in self.interface.lm_heads if hasattr(self.model, h)]
-            site = InvertibleSite(self, key, get_submodule(self.base, self.interface.embeddings), heads)
-        else:  # pragma: no cover - programming error
-            raise AdapterError(f"unknown site kind {kind!r}")
+            return self.sites[key]
+        site = make_site(self, key, kind, target)
         site.install()
         self.sites[key] = site
+        return site
 
     def drop_adapter_modules(self, name: str) -> None:
         del self.container[name]
@@ -157,7 +199,7 @@ class AdapterState:
         self._plans.clear()
 
     def check_setup(self, setup: AdapterCompositionBlock | None) -> None:
-        """Every name must exist; only blocks whose dispatch is implemented are accepted."""
+        """Every name must exist; nesting and each method's supported blocks are checked (compose/support.py)."""
         if setup is None:
             return
         missing = [n for n in setup.flatten() if n not in self.configs]
@@ -166,7 +208,7 @@ class AdapterState:
                 f"adapter(s) {', '.join(map(repr, missing))} do not exist on this model; "
                 f"added adapters: {', '.join(map(repr, self.configs)) or '(none)'}"
             )
-        _check_supported(setup)
+        check_supported(self, setup)
 
     def current_setup(self) -> AdapterCompositionBlock | None:
         override = current_override()
@@ -174,36 +216,45 @@ class AdapterState:
             return self.active
         return None if override is AdapterSetup._NONE else override
 
-    def active_at(self, key: tuple) -> tuple:
+    def active_at(self, key: tuple):
+        """What the site at `key` runs now: a tuple of modules, a compiled composition, or ()."""
+        if self.routing is not None:
+            return self.routing.at(key)
         override = current_override()
-        setup = self.active if override is None else override
+        return self.plan_for(self.active if override is None else override).get(key, ())
+
+    def plan_for(self, setup) -> dict:
         plan = self._plans.get(setup)
-        if plan is None:
-            plan = self._build_plan(setup)
-        return plan.get(key, ())
+        return self._build_plan(setup) if plan is None else plan
 
     def _build_plan(self, setup) -> dict:
         plan: dict = {}
         if setup is not None and setup is not AdapterSetup._NONE:
             self.check_setup(setup)
-            names = setup.flatten()
             for key, site in self.sites.items():
-                modules = site.collect(names)
-                if modules:
-                    plan[key] = modules
+                compiled = compile_site(self, site, setup)
+                if compiled:
+                    plan[key] = compiled
         self._plans[setup] = plan
         return plan
 
 
-def _check_supported(block: AdapterCompositionBlock) -> None:
-    if not isinstance(block, Stack):
-        raise AdapterError(
-            f"composition block {type(block).__name__} is not supported yet; supported: Stack "
-            "(a single adapter name or a list of names)"
-        )
-    for child in block.children:
-        if not isinstance(child, str):
-            _check_supported(child)
+def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.Module], list[tuple[str, int, int]]]:
+    """All layers of the interface's stacks, numbered one stack after the other; (path, first id, count) each."""
+    layers: list[nn.Module] = []
+    stacks = []
+    for path in interface.layers:
+        stack = resolve(base, path)
+        if stack is None:
+            if is_optional(path):
+                continue
+            get_submodule(base, path.rstrip("?"))  # raises the clear error
+        stacks.append((path.rstrip("?"), len(layers), len(stack)))
+        layers += list(stack)
+    if not stacks:
+        raise AdapterError(f"{type(base).__name__} has none of the layer stacks {list(interface.layers)}; "
+                           "the architecture interface does not match this model")
+    return layers, stacks
 
 
 __all__ = ["AdapterState", "AdapterModules", "CONTAINER", "parse_composition"]

@@ -5,14 +5,34 @@ from __future__ import annotations
 import torch.nn as nn
 
 
+def _child(module: nn.Module, part: str) -> nn.Module | None:
+    """`module.<part>`; an integer part (negative too) indexes a ModuleList / Sequential (`layer.-1`)."""
+    if part.lstrip("-").isdigit() and isinstance(module, (nn.ModuleList, nn.Sequential)):
+        index = int(part)
+        return module[index] if -len(module) <= index < len(module) else None
+    child = getattr(module, part, None)
+    return child if isinstance(child, nn.Module) else None
+
+
+def find_submodule(root: nn.Module, path: str) -> nn.Module | None:
+    """`root.<path>` for a dotted path, or None where a part is missing. An empty path is the root itself."""
+    module = root
+    for part in filter(None, path.split(".")):
+        module = _child(module, part)
+        if module is None:
+            return None
+    return module
+
+
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
     """`root.<path>` for a dotted path; an empty path is the root itself. Clear error when a part is missing."""
     module = root
     for part in filter(None, path.split(".")):
-        if not hasattr(module, part):
+        child = _child(module, part)
+        if child is None:
             raise AttributeError(
                 f"{type(root).__name__} has no submodule at '{path}' (missing '{part}' on {type(module).__name__}); "
                 "the architecture interface does not match this model"
             )
-        module = getattr(module, part)
+        module = child
     return module

@@ -98,25 +98,23 @@ class AdapterConfig:
         return target._from_fields(data)
 
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any]) -> "AdapterConfig":
+    def _check_keys(cls, keys) -> None:
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(keys) - names)
         if unknown:
             raise AdapterConfigError(
                 f"unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
                 f"allowed keys: {', '.join(sorted(names))}"
             )
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> "AdapterConfig":
+        cls._check_keys(data)
         return cls(**data)
 
     def replace(self, **changes: Any) -> "AdapterConfig":
         """A copy with some fields changed (validated like a fresh config)."""
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise AdapterConfigError(
-                f"unknown key(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
-                f"allowed keys: {', '.join(sorted(names))}"
-            )
+        self._check_keys(changes)
         return dataclasses.replace(self, **changes)
 
     def __eq__(self, other: object) -> bool:

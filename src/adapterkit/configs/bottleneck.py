@@ -20,7 +20,8 @@ INV_ADAPTERS = (None, "nice")
 @AdapterConfig.register_architecture
 @dataclass(eq=False)
 class BnConfig(AdapterConfig):
-    """A bottleneck adapter `h -> h + U f(D h)` placed after attention (`mh_adapter`) and/or FFN (`output_adapter`).
+    """A bottleneck adapter `h -> h + U f(D h)` placed after attention (`mh_adapter`), the FFN (`output_adapter`)
+    and/or the cross-attention of encoder-decoder layers (`cross_adapter`).
 
     `reduction_factor` gives the width `hidden // reduction_factor`; a mapping gives it per layer
     (keys are layer indices as strings, plus "default").
@@ -32,6 +33,7 @@ class BnConfig(AdapterConfig):
     output_adapter: bool = True
     reduction_factor: Union[float, Mapping] = 16
     non_linearity: str = "relu"
+    cross_adapter: bool = False
     original_ln_before: bool = False
     original_ln_after: bool = True
     ln_before: bool = False
@@ -61,11 +63,12 @@ class BnConfig(AdapterConfig):
     phm_bias: bool = True
 
     def validate(self) -> None:
-        self._check_bool("mh_adapter", "output_adapter", "original_ln_before", "original_ln_after", "ln_before",
+        self._check_bool("mh_adapter", "output_adapter", "cross_adapter", "original_ln_before", "original_ln_after", "ln_before",
                          "ln_after", "is_parallel", "adapter_residual_before_ln")
-        if not (self.mh_adapter or self.output_adapter or self.inv_adapter):
+        if not (self.mh_adapter or self.output_adapter or self.cross_adapter or self.inv_adapter):
             raise AdapterConfigError(
-                f"{type(self).__name__} adds nothing: set mh_adapter=True, output_adapter=True or inv_adapter='nice'"
+                f"{type(self).__name__} adds nothing: set mh_adapter=True, output_adapter=True, cross_adapter=True "
+                "or inv_adapter='nice'"
             )
         self._check_reduction_factor()
         self.non_linearity = str(self.non_linearity).lower()

@@ -1,63 +1,198 @@
 """The declarative description of an architecture: where adapters attach, as module paths.
 
 One small `ModelInterface` per architecture; methods read it and never look at model code. Paths are dotted
-attribute paths: `layers` relative to the base model (`model.base_model`), the per-layer entries relative to
-one layer module.
+attribute paths: `layers` and `embeddings` relative to the base model (`model.base_model`), the per-layer entries
+relative to one layer module. In a path, an integer part indexes a ModuleList (`layer.-1` is the last sublayer),
+`a|b` takes the first alternative that exists, and a trailing `?` marks a path that may be missing from the model
+altogether (e.g. the decoder stack of an encoder-only T5). A per-layer path that exists in some layers only (the
+cross-attention of encoder-decoder models) attaches where it exists.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Any, Mapping, Union
+
+import torch.nn as nn
+
+from ..utils import find_submodule
+
+ATTN_KEYS = ("q", "k", "v", "o")
 
 
 @dataclass(frozen=True)
 class ResidualSite:
-    """A sublayer output where a bottleneck adapter sits.
+    """A post-LN output module where a bottleneck adapter sits (BERT's `BertSelfOutput` / `BertOutput`).
 
-    kind "post_ln": `module` computes `layer_norm(dropout(dense(h)) + x)` from `(h, x)` (BERT-style output
-    modules); the adapter runs between the dropout and the layer norm, with `x` as the residual.
+    `module` computes `layer_norm(dropout(dense(h)) + x)` from `(h, x)`; the adapter runs between the dropout and
+    the layer norm, with `x` as the residual. `layer_norm=None`: the module only adds the residual (ViT 4.x).
     """
 
     module: str
     dense: str = "dense"
-    dropout: str = "dropout"
-    layer_norm: str = "LayerNorm"
+    dropout: str | None = "dropout"
+    layer_norm: str | None = "LayerNorm"
     kind: str = "post_ln"
+
+    @property
+    def anchor(self) -> str:
+        """The path whose presence in a layer means the site exists there."""
+        return self.module
+
+
+@dataclass(frozen=True)
+class SublayerSite:
+    """A sublayer whose residual add happens in the layer's own forward: pre-LN layers (GPT-2, Llama, T5, ViT)
+    and post-LN layers that add inline (DistilBERT's `sa_layer_norm(attn_out + x)`, BART).
+
+    - `output`: the module whose output (or the first element of its output tuple) is the sublayer output h,
+      taken where the layer adds it to the residual (after the sublayer's dropout when that is a module).
+    - `residual`: the module whose input (positional argument 0 or keyword `residual_arg`) is the residual x.
+    - `layer_norm`: post-LN layers only, the norm the layer applies to `h + x`; None for pre-LN layers.
+    - `guard`: a path that must also exist in a layer for the site to exist there (T5's cross-attention
+      sublayer and its FFN sublayer share module names).
+    """
+
+    output: str
+    residual: str
+    layer_norm: str | None = None
+    residual_arg: str = "hidden_states"
+    guard: str | None = None
+    kind: str = "sublayer"
+
+    @property
+    def anchor(self) -> str:
+        return self.output
+
+
+@dataclass(frozen=True)
+class FusedSlice:
+    """Part `index` of a fused projection's output split into `parts` (GPT-2's `c_attn` = [q | k | v]).
+
+    `per_head`: the config attribute holding the head count when the parts are interleaved per head
+    (DeBERTa's `in_proj`: [q_0 k_0 v_0 q_1 k_1 v_1 ...]); None when they are contiguous blocks.
+    """
+
+    module: str
+    index: int
+    parts: int = 3
+    per_head: str | None = None
+
+
+Projection = Union[str, FusedSlice]
+Residual = Union[ResidualSite, SublayerSite]
+
+
+@dataclass(frozen=True)
+class TaskHead:
+    """How a transformers task model's own head maps onto a flexible head (`adapterkit.heads`).
+
+    `head_type` and `config` give the flexible head (e.g. 1 layer, no activation, pooled output); `weights` maps
+    a module or parameter path of the task model (outside the base model) to its place in the flexible head
+    (`"classifier": "1"` renames `classifier.weight` to `1.weight`). Used to convert task-model checkpoints.
+    """
+
+    head_type: str
+    config: Mapping[str, Any]
+    weights: Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class ModelInterface:
     """Where everything is in one architecture.
 
-    - `embeddings`: module whose output the invertible adapter transforms (relative to the base model).
-    - `layers`: the list of transformer layers (relative to the base model).
-    - `attention`: projection name ("q", "k", "v", "o") -> path of its nn.Linear in a layer.
-    - `intermediate` / `output`: paths of the FFN input and output projections in a layer.
-    - `residual_sites`: bottleneck location ("mh_adapter", "output_adapter") -> `ResidualSite`.
-    - `self_attention`: the self-attention module of a layer (for prefix tuning).
+    - `embeddings`: module whose output (`embeddings_tap="output"`) or first input (`"input"`) the invertible
+      adapter transforms, relative to the base model.
+    - `layers`: the layer list(s), relative to the base model; several stacks (encoder, decoder) are numbered
+      one after the other, as the anchors do.
+    - `attention`: projection name ("q", "k", "v", "o") -> path of its linear (or a `FusedSlice`) in a layer.
+    - `cross_attention_projections`: the same for the cross-attention of encoder-decoder layers.
+    - `intermediate` / `output`: paths of the FFN input projections (up and gate) and output projections (down).
+    - `residual_sites`: bottleneck location ("mh_adapter", "output_adapter", "cross_adapter") -> site spec.
+    - `self_attention` / `cross_attention`: the attention modules of a layer (for prefix tuning).
     - `lm_heads`: attribute names on a task model of LM heads, before which an invertible adapter is inverted.
+    - `task_heads`: task-model class name (`config.architectures[0]`) -> `TaskHead`, for head conversion.
+    - `adapterhub_layers` / `adapterhub`: how AdapterHub checkpoints name the layer list(s) and, per location,
+      the module holding the adapter within a layer, where that differs from the paths above.
     """
 
     model_types: tuple[str, ...]
     embeddings: str
-    layers: str
-    attention: Mapping[str, str]
+    layers: Union[str, tuple[str, ...]]
+    attention: Mapping[str, Projection]
     intermediate: tuple[str, ...]
     output: tuple[str, ...]
-    residual_sites: Mapping[str, ResidualSite]
+    residual_sites: Mapping[str, Residual]
     self_attention: str | None = None
+    cross_attention: str | None = None
+    cross_attention_projections: Mapping[str, Projection] = field(default_factory=dict)
     lm_heads: tuple[str, ...] = field(default_factory=tuple)
+    task_heads: Mapping[str, TaskHead] = field(default_factory=dict)
+    # False where the model's attention does not call transformers' ALL_ATTENTION_FUNCTIONS (prefix tuning needs it)
+    attention_registry: bool = True
+    # keyword arguments of the attention function that add a bias over keys (T5's position_bias): prefix tuning
+    # pads them with zeros for the prefix positions
+    attention_bias_kwargs: tuple[str, ...] = ()
+    embeddings_tap: str = "output"
+    adapterhub_layers: Union[str, tuple[str, ...], None] = None
+    adapterhub: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            object.__setattr__(self, "layers", (self.layers,))
+        if isinstance(self.adapterhub_layers, str):
+            object.__setattr__(self, "adapterhub_layers", (self.adapterhub_layers,))
+        for name in ("intermediate", "output", "lm_heads"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+        if self.embeddings_tap not in ("output", "input"):
+            raise ValueError(f"embeddings_tap={self.embeddings_tap!r}; allowed: 'output', 'input'")
+        unknown = set(self.attention) - set(ATTN_KEYS) | set(self.cross_attention_projections) - set(ATTN_KEYS)
+        if unknown:
+            raise ValueError(f"unknown attention projection(s) {sorted(unknown)}; allowed: {list(ATTN_KEYS)}")
 
     def linear_locations(self, *, attn_matrices=(), intermediate: bool = False, output: bool = False
-                         ) -> list[tuple[str, str]]:
-        """(location key, path) of the projections a LoRA-family config targets, in a fixed order."""
-        out = [(f"attn_{m}", self.attention[m]) for m in ("q", "k", "v", "o") if m in attn_matrices]
+                         ) -> list[tuple[str, Projection]]:
+        """(location key, projection) of the projections a LoRA-family config targets, in a fixed order.
+
+        The attention matrices apply to self- and cross-attention alike (as the anchors do).
+        """
+        out: list[tuple[str, Projection]] = []
+        for prefix, projections in (("attn", self.attention), ("cross_attn", self.cross_attention_projections)):
+            out += [(f"{prefix}_{m}", projections[m]) for m in ATTN_KEYS if m in attn_matrices and m in projections]
         for group, paths in (("intermediate", self.intermediate if intermediate else ()),
                              ("output", self.output if output else ())):
             out += [(group if i == 0 else f"{group}_{i}", p) for i, p in enumerate(paths)]
         return out
 
+    def all_linear_locations(self) -> list[tuple[str, Projection]]:
+        return self.linear_locations(attn_matrices=ATTN_KEYS, intermediate=True, output=True)
+
+    def hub_layers(self) -> tuple[str, ...]:
+        return self.adapterhub_layers or self.layers  # type: ignore[return-value]
+
     def with_model_types(self, *model_types: str) -> "ModelInterface":
         """The same layout under other model types (RoBERTa, XLM-R and ELECTRA share BERT's)."""
         return replace(self, model_types=tuple(model_types))
+
+
+def is_optional(path: str) -> bool:
+    return path.endswith("?")
+
+
+def resolve(root: nn.Module, path: str) -> nn.Module | None:
+    """The module at `path` (first existing alternative of `a|b`), or None."""
+    for alternative in path.rstrip("?").split("|"):
+        module = find_submodule(root, alternative)
+        if module is not None:
+            return module
+    return None
+
+
+def present(layer: nn.Module, spec) -> bool:
+    """Whether a site spec or projection exists in this layer (cross-attention exists in decoder layers only)."""
+    if isinstance(spec, (ResidualSite, SublayerSite)):
+        guard = getattr(spec, "guard", None)
+        return resolve(layer, spec.anchor) is not None and (guard is None or resolve(layer, guard) is not None)
+    return resolve(layer, spec.module if isinstance(spec, FusedSlice) else spec) is not None

@@ -1,7 +1,22 @@
 """BERT: post-LN encoder; bottleneck adapters sit in BertSelfOutput / BertOutput before their LayerNorm."""
 
-from .base import ModelInterface, ResidualSite
+from .base import ModelInterface, ResidualSite, TaskHead
 from .registry import register_interface
+
+# Task heads of the transformers BERT models, as flexible heads (a "config.<attr>" value is read from the model
+# config). One linear layer after dropout sits at index 1; LM heads are dense -> act -> LayerNorm -> decoder.
+_LINEAR = {"layers": 1, "activation_function": None}
+_LM = {"layers": 2, "activation_function": "config.hidden_act", "layer_norm": True, "bias": True}
+_LM_WEIGHTS = {"cls.predictions.transform.dense": "0", "cls.predictions.transform.LayerNorm": "2",
+               "cls.predictions.decoder": "3", "cls.predictions.bias": "3.bias"}
+BERT_TASK_HEADS = {
+    "BertForSequenceClassification": TaskHead("classification", {**_LINEAR, "use_pooler": True}, {"classifier": "1"}),
+    "BertForMultipleChoice": TaskHead("multiple_choice", {**_LINEAR, "use_pooler": True}, {"classifier": "1"}),
+    "BertForTokenClassification": TaskHead("tagging", _LINEAR, {"classifier": "1"}),
+    "BertForQuestionAnswering": TaskHead("question_answering", _LINEAR, {"qa_outputs": "1"}),
+    "BertForMaskedLM": TaskHead("masked_lm", _LM, _LM_WEIGHTS),
+    "BertLMHeadModel": TaskHead("causal_lm", _LM, _LM_WEIGHTS),
+}
 
 BERT = register_interface(ModelInterface(
     model_types=("bert",),
@@ -14,4 +29,5 @@ BERT = register_interface(ModelInterface(
     residual_sites={"mh_adapter": ResidualSite("attention.output"), "output_adapter": ResidualSite("output")},
     self_attention="attention.self",
     lm_heads=("cls",),
+    task_heads=BERT_TASK_HEADS,
 ))

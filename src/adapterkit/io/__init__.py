@@ -1,5 +1,13 @@
-"""Checkpoint formats: AdapterHub (adapter-transformers / `adapters`) conversion today; ours and PEFT next."""
+"""Checkpoint formats: adapterkit's own (native.py), AdapterHub (adapterhub.py) and PEFT (peft.py).
 
-from .adapterhub import config_from_adapterhub, state_dict_from_adapterhub
+`checkpoint.py` picks the format and validates before changing a model; `files.py` holds atomic writes and safe
+reads; `validate.py` checks weights against the modules a config builds.
+"""
 
-__all__ = ["config_from_adapterhub", "state_dict_from_adapterhub"]
+from .adapterhub import (config_from_adapterhub, config_to_adapterhub, fusion_state_dict_from_adapterhub,
+                         state_dict_from_adapterhub)
+from .checkpoint import FORMATS, load_adapter, read_checkpoint, save_adapter, save_all_adapters
+
+__all__ = ["config_from_adapterhub", "config_to_adapterhub", "fusion_state_dict_from_adapterhub",
+           "state_dict_from_adapterhub", "FORMATS",
+           "load_adapter", "read_checkpoint", "save_adapter", "save_all_adapters"]

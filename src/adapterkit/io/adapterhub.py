@@ -1,49 +1,65 @@
-"""Translate AdapterHub configs and weight names (adapter-transformers 3.x, `adapters` 1.x) into adapterkit's.
+"""The AdapterHub format (adapter-transformers 3.x, `adapters` 1.x): configs, weight names, directories.
 
-AdapterHub keys name the model's own modules (`encoder.layer.3.output.adapters.<name>.adapter_down.0.weight`,
-`...attention.self.query.loras.<name>.lora_A`, `invertible_adapters.<name>.F.0.weight`); adapterkit groups them
-per adapter (`layers.3.output_adapter.down.weight`). The architecture interface supplies the module paths, so
-this file has no per-model knowledge.
+A directory holds `adapter_config.json` (keys config, hidden_size, model_type, model_name, model_class, name,
+version) and `adapter.safetensors` or `pytorch_adapter.bin`. AdapterHub keys name the model's own modules
+(`encoder.layer.3.output.adapters.<name>.adapter_down.0.weight`, `...attention.self.query.loras.<name>.lora_A`,
+`invertible_adapters.<name>.F.0.weight`); adapterkit groups them per adapter (`layers.3.output_adapter.down.weight`).
+The architecture interface supplies the module paths, so this file has no per-model knowledge.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torch.nn as nn
 
-from ..configs import AdapterConfig, BnConfig, LoRAConfig
-from ..errors import AdapterConfigError
-from ..interfaces.base import ModelInterface
+from ..configs import AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig
+from ..errors import AdapterConfigError, CheckpointError
+from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite, present
+from ..utils import find_submodule
+from .common import (CONFIG_NAME, Checkpoint, check_compatible, linear_paths, model_facts, name_from, parse_config,
+                     single_stack)
+from .files import StagedWrite, read_safetensors, read_torch_bin
+
+FORMAT = "adapterhub"
+WEIGHTS_NAME = "pytorch_adapter.bin"
+SAFE_WEIGHTS_NAME = "adapter.safetensors"
+# adapter-transformers 2.x weight names -> current ones (as the `adapters` loader renames them)
+_LEGACY_KEYS = {"attention_text_task_adapters": "adapters", "attention_text_lang_adapters": "adapters",
+                "layer_text_task_adapters": "adapters", "layer_text_lang_adapters": "adapters",
+                "invertible_lang_adapters": "invertible_adapters"}
+# activation names of configs written before versions were recorded (adapter-transformers 2.x)
+_LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
-    "init_weights_seed": None, "use_gating": False, "cross_adapter": False, "phm_layer": False,
-    "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None, "dtype": None,
+    "init_weights_seed": None, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None,
+    "dtype": None,
 }
-# Fields that only matter when an inert feature is on (e.g. PHM settings with phm_layer=False).
-_IGNORED_FIELDS = {"phm_dim", "factorized_phm_W", "shared_W_phm", "shared_phm_rule", "factorized_phm_rule",
-                   "phm_c_init", "phm_init_range", "learn_phm", "hypercomplex_nonlinearity", "phm_rank", "phm_bias"}
+_CLASSES = {"bottleneck": BnConfig, "lora": LoRAConfig, "prefix_tuning": PrefixTuningConfig}
 
 
 def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
     """An AdapterHub config dict (`config.to_dict()`, or `adapter_config.json["config"]`) as an adapterkit config."""
     data = dict(data.get("config", data)) if "config" in data and isinstance(data["config"], Mapping) else dict(data)
     architecture = data.pop("architecture", None) or "bottleneck"
+    if architecture == "union":
+        return ConfigUnion(*[config_from_adapterhub(member) for member in data.get("configs", [])])
     for key, off in _INERT_FIELDS.items():
         if key in data and data.pop(key) != off:
             raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
-    for key in _IGNORED_FIELDS:
-        data.pop(key, None)
     if "invertible_adapter" in data:  # adapter-transformers 2.x/3.x nested form
         inv = data.pop("invertible_adapter") or {}
         data.setdefault("inv_adapter", inv.get("block_type"))
         data.setdefault("inv_adapter_reduction_factor", inv.get("reduction_factor"))
-    cls = {"bottleneck": BnConfig, "lora": LoRAConfig}.get(architecture)
+    cls = _CLASSES.get(architecture)
     if cls is None:
         raise AdapterConfigError(
-            f"AdapterHub architecture {architecture!r} is not supported yet; supported: bottleneck, lora"
+            f"AdapterHub architecture {architecture!r} is not supported yet; supported: {', '.join(_CLASSES)}, union"
         )
     return cls.from_dict(data)
 
@@ -51,20 +67,72 @@ def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
 def _locations(interface: ModelInterface) -> dict[str, str]:
     """Model-relative module path (within a layer) -> adapterkit location key."""
     out = {site.module: location for location, site in interface.residual_sites.items()}
-    for location, path in interface.linear_locations(attn_matrices=("q", "k", "v", "o"), intermediate=True,
-                                                     output=True):
-        out[path] = location
+    out.update(linear_paths(interface))
     return out
 
+def _hub_path(interface: ModelInterface, location: str, spec, layer: nn.Module | None) -> str | None:
+    """Where AdapterHub keeps `location`'s weights within a layer (negative indices made concrete if a layer
+    is given), or None for a location AdapterHub has no name for."""
+    path = interface.adapterhub.get(location)
+    if path is None:
+        if isinstance(spec, ResidualSite):
+            path = spec.module
+        elif isinstance(spec, FusedSlice):
+            path = spec.module
+        elif isinstance(spec, str):
+            alternatives = spec.rstrip("?").split("|")
+            path = next((a for a in alternatives if layer is None or find_submodule(layer, a) is not None),
+                        alternatives[0])
+        else:
+            return None
+    return path if layer is None else _concrete(layer, path)
 
-_BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before"}
+
+def _concrete(layer: nn.Module, path: str) -> str:
+    parts, module = [], layer
+    for part in path.split("."):
+        if module is not None and part.lstrip("-").isdigit() and isinstance(module, (nn.ModuleList, nn.Sequential)):
+            part = str(int(part) % len(module))
+        module = find_submodule(module, part) if module is not None else None
+        parts.append(part)
+    return ".".join(parts)
+
+
+def _layer_maps(interface: ModelInterface, state) -> tuple[dict[str, int], list[dict[str, list[str]]] | None,
+                                                              dict[str, list[str]]]:
+    """(hub stack path -> first layer id, per-layer {hub path: [locations]} if `state` is given, global map)."""
+    specs = list(interface.residual_sites.items()) + interface.all_linear_locations()
+
+    def mapping(layer):
+        out: dict[str, list[str]] = {}
+        for location, spec in specs:
+            if layer is not None and not present(layer, spec):
+                continue
+            path = _hub_path(interface, location, spec, layer)
+            if path is not None:
+                out.setdefault(path, []).append(location)
+        return out
+
+    hub_layers = interface.hub_layers()
+    if state is None:
+        return {hub_layers[0].rstrip("?"): 0}, None, mapping(None)
+    offsets = {}
+    for ours, hub in zip(interface.layers, hub_layers):
+        for path, first, _ in state.stacks:
+            if path == ours.rstrip("?"):
+                offsets[hub.rstrip("?")] = first
+    return offsets, [mapping(layer) for layer in state.layers], {}
+
+
+_BOTTLENECK_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before",
+                     "gate": "gate"}
 
 
 def _bottleneck_param(rest: str, config: BnConfig) -> str:
     head, _, tail = rest.partition(".")
     if head == "adapter_down":
         index, _, tail = tail.partition(".")
-        # adapter_down is Sequential([LayerNorm if ln_before], Linear, activation)
+        # adapter_down is Sequential([LayerNorm if ln_before], Linear or PHMLayer, activation)
         linear_index = 1 if config.ln_before else 0
         return ("down." if int(index) == linear_index else "norm_before.") + tail
     if head in _BOTTLENECK_PARAM:
@@ -75,33 +143,236 @@ def _bottleneck_param(rest: str, config: BnConfig) -> str:
 
 
 def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
-                               config: AdapterConfig) -> dict[str, torch.Tensor]:
+                               config: AdapterConfig, state=None) -> dict[str, torch.Tensor]:
     """AdapterHub weights of adapter `name` -> the state dict of `model.adapterkit[name]`.
 
-    Unknown keys raise, naming the key: a checkpoint is never loaded half-understood.
+    Module names come from the interface (`adapterhub_layers`, `adapterhub`); pass the model's `state`
+    (`model.adapter_state`) for models with several layer stacks or sublayers addressed from the end. A fused
+    projection's LoRA weights (GPT-2's `c_attn`) are split into its q / k / v parts. Unknown keys raise, naming
+    the key: a checkpoint is never loaded half-understood.
     """
-    locations = _locations(interface)
-    layers = re.escape(interface.layers)
-    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
-    inv = re.compile(rf"^(?:.*\.)?invertible_adapters\.{re.escape(name)}\.(.+)$")
+    offsets, per_layer, global_map = _layer_maps(interface, state)
+    if state is None and len(interface.layers) > 1:
+        raise AdapterConfigError("this architecture has several layer stacks; pass state=model.adapter_state")
+    stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
+    pattern = re.compile(
+        rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
+    lora = _member(config, LoRAConfig, required=False)
+    enabled = []
+    if lora is not None:
+        enabled = [loc for loc, _ in interface.linear_locations(
+            attn_matrices=lora.attn_matrices if lora.selfattn_lora else (),
+            intermediate=lora.intermediate_lora, output=lora.output_lora)]
+    n = re.escape(name)
+    model_level = [  # (pattern, our key prefix) for modules that belong to the whole model
+        (re.compile(rf"^(?:.*\.)?invertible_adapters\.{n}\.(.+)$"), "shared.invertible."),
+        (re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.self_prefix\.(.+)$"), "shared.prefix."),
+        (re.compile(rf"^(?:.*\.)?shared_parameters\.{n}\.(.+)$"), "shared.phm."),
+    ]
+    prefix_gate = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\..+?\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
-        m = inv.match(key)
+        hit = next(((p.match(key), ours) for p, ours in model_level if p.match(key)), None)
+        if hit:
+            out[hit[1] + hit[0].group(1)] = tensor
+            continue
+        m = prefix_gate.match(key)
         if m:
-            out[f"shared.invertible.{m.group(1)}"] = tensor
+            out[f"layers.{offsets[m.group(1)] + int(m.group(2))}.prefix_gate.{m.group(3)}"] = tensor
             continue
         m = pattern.match(key)
-        location = locations.get(m.group(2)) if m else None
-        if m is None or location is None:
+        locations = None
+        if m:
+            layer_id = offsets[m.group(1)] + int(m.group(2))
+            table = global_map if per_layer is None else (per_layer[layer_id] if layer_id < len(per_layer) else {})
+            locations = table.get(m.group(3))
+        if m is None or not locations:
             raise AdapterConfigError(f"AdapterHub weight {key!r} of adapter {name!r} has no adapterkit counterpart")
-        layer_id, kind, rest = m.group(1), m.group(3), m.group(4)
-        prefix = f"layers.{layer_id}.{location}."
+        kind, rest = m.group(4), m.group(5)
         if kind == "adapters":
-            out[prefix + _bottleneck_param(rest, config)] = tensor
-        elif config.composition_mode == "scale":  # (IA)^3 keeps only lora_B, shaped (out, 1)
-            if rest != "lora_B":
-                raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
-            out[prefix + "ia3_l"] = tensor.reshape(-1)
+            location = next((loc for loc in locations if loc in interface.residual_sites), None)
+            if location is None:
+                raise AdapterConfigError(f"AdapterHub weight {key!r}: no bottleneck location at {m.group(3)!r}")
+            out[f"layers.{layer_id}.{location}.{_bottleneck_param(rest, _member(config, BnConfig))}"] = tensor
+            continue
+        parts = [loc for loc in enabled if loc in locations]  # a fused projection holds several, in order
+        if not parts:
+            raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {m.group(3)!r}")
+        if rest.startswith("gate."):  # a gated LoRA's gate reads the projection's input: one per part
+            for location in parts:
+                out[f"layers.{layer_id}.{location}.{rest}"] = tensor
+            continue
+        scale = lora.composition_mode == "scale"  # (IA)^3 keeps only lora_B, shaped (out, 1)
+        if scale and rest != "lora_B":
+            raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
+        for location, chunk in zip(parts, tensor.chunk(len(parts), dim=0)):
+            if scale:
+                out[f"layers.{layer_id}.{location}.ia3_l"] = chunk.reshape(-1)
+            else:
+                out[f"layers.{layer_id}.{location}.{rest}"] = chunk.contiguous()
+    return out
+
+
+def _member(config: AdapterConfig, cls: type, required: bool = True) -> AdapterConfig | None:
+    """`config` itself, or its union member of type `cls` (the one a weight belongs to)."""
+    for member in (config if isinstance(config, ConfigUnion) else [config]):
+        if isinstance(member, cls):
+            return member
+    if required:
+        raise AdapterConfigError(f"the adapter config has no {cls.__name__} part for these weights")
+    return None
+
+
+# -- writing: adapterkit -> AdapterHub ---------------------------------------------------------------
+def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
+    """adapterkit config -> the `config` dict AdapterHub's `AdapterConfig.load` accepts (same field names)."""
+    if isinstance(config, LoRAConfig) and "o" in config.attn_matrices:
+        raise AdapterConfigError(
+            "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
+            "package silently ignores it); save in adapterkit or PEFT format instead"
+        )
+    if not isinstance(config, (BnConfig, LoRAConfig)):
+        raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, (IA)^3")
+    out = config.to_dict()
+    if out["architecture"] == "bottleneck":
+        out["architecture"] = None  # AdapterHub's name for its bottleneck config class
+    return out
+
+
+def _bottleneck_key(param: str, config: BnConfig) -> str:
+    head, _, tail = param.partition(".")
+    if head == "down":
+        return f"adapter_down.{1 if config.ln_before else 0}.{tail}"
+    if head == "norm_before":
+        return f"adapter_down.0.{tail}"
+    inverse = {v: k for k, v in _BOTTLENECK_PARAM.items()}
+    if head in inverse:
+        return f"{inverse[head]}.{tail}"
+    if head == "scaling":
+        return "scaling"
+    raise KeyError(param)  # pragma: no cover - BottleneckAdapter has no other parameters
+
+
+def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
+                             config: AdapterConfig) -> dict[str, torch.Tensor]:
+    """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model."""
+    residual = {location: site.module for location, site in interface.residual_sites.items()}
+    linear = {location: path for path, location in linear_paths(interface).items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        scope, rest = key.split(".", 1)
+        if scope == "shared":
+            module, _, param = rest.partition(".")
+            if module != "invertible":  # pragma: no cover - no other model-level modules yet
+                raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
+            out[f"invertible_adapters.{name}.{param}"] = tensor
+            continue
+        layer_id, location, param = rest.split(".", 2)
+        prefix = f"{single_stack(interface, 'AdapterHub export')}.{layer_id}."
+        if location not in residual and location not in linear:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection) has no "
+                                     "AdapterHub name here; save in the adapterkit format")
+        if location in residual:
+            out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
+        elif param == "ia3_l":
+            out[f"{prefix}{linear[location]}.loras.{name}.lora_B"] = tensor.reshape(-1, 1)
         else:
-            out[prefix + rest] = tensor
+            out[f"{prefix}{linear[location]}.loras.{name}.{param}"] = tensor
+    return out
+
+
+def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> None:
+    from .. import __version__
+    state = model.adapter_state
+    config = state.configs[name]
+    hub_config = config_to_adapterhub(config)
+    tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config)
+    facts = model_facts(model)
+    if safetensors:
+        stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    else:
+        stage.write_torch(WEIGHTS_NAME, tensors)
+    stage.write_json(CONFIG_NAME, {
+        "config": hub_config, "hidden_size": facts["hidden_size"], "model_type": facts["model_type"],
+        "model_name": getattr(model.config, "_name_or_path", None) or None, "model_class": facts["model_class"],
+        "name": name, "version": f"adapterkit.{__version__}",
+    })
+
+
+# -- reading a directory -------------------------------------------------------------------------------
+def is_adapterhub(data: Mapping[str, Any]) -> bool:
+    return "config" in data and "peft_type" not in data and "format" not in data
+
+
+def _fix_legacy_config(source: Path, data: dict) -> dict:
+    """Version fixes the `adapters` loader applies, so old checkpoints behave as they were trained."""
+    config = dict(data["config"])
+    version = str(data.get("version") or "")
+    if not version and config.get("non_linearity") in _LEGACY_ACTIVATIONS:
+        config["non_linearity"] = _LEGACY_ACTIVATIONS[config["non_linearity"]]
+    if version.startswith("adapters.") and config.get("architecture") == "lora" and config.get("r") != config.get("alpha"):
+        parts = version[len("adapters."):].split(".")
+        if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
+            # adapters < 1.1.0 applied LoRA with scaling 1 whatever alpha said (adapters PR #770)
+            warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={config['r']}",
+                          stacklevel=3)
+            config["alpha"] = config["r"]
+    return config
+
+
+def read(model, directory: Path, data: dict) -> Checkpoint:
+    source = directory / CONFIG_NAME
+    check_compatible(model, source, model_type=data.get("model_type"), hidden_size=data.get("hidden_size"))
+    if not isinstance(data.get("config"), Mapping):
+        raise CheckpointError(
+            f"{source}: 'config' must be the adapter config as a JSON object, found {data.get('config')!r}"
+        )
+    name = name_from(source, data)
+    if not name:
+        raise CheckpointError(f"{source}: no adapter 'name'")
+    config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
+    weights_file = directory / SAFE_WEIGHTS_NAME
+    if weights_file.is_file():
+        weights = read_safetensors(weights_file)
+    else:
+        weights_file = directory / WEIGHTS_NAME
+        if not weights_file.is_file():
+            raise CheckpointError(
+                f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} is there"
+            )
+        weights = read_torch_bin(weights_file)
+    weights = {_rename_legacy(k): v for k, v in weights.items()}
+    if (isinstance(config, BnConfig) and config.inv_adapter and data.get("type") == "text_task"
+            and not any(f"invertible_adapters.{name}." in k for k in weights)):
+        # old task adapters named an invertible adapter in their config without having one (as `adapters` fixes)
+        config = config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
+    try:
+        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config)
+    except AdapterConfigError as e:
+        raise CheckpointError(f"{weights_file}: {e}") from None
+    return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
+                      format=FORMAT)
+
+
+def _rename_legacy(key: str) -> str:
+    for old, new in _LEGACY_KEYS.items():
+        key = key.replace(old, new)
+    return key
+
+
+def fusion_state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], fusion_name: str,
+                                      interface: ModelInterface) -> dict[str, torch.Tensor]:
+    """AdapterHub AdapterFusion weights (`...layer.3.output.adapter_fusion_layer.<a,b>.query.weight`) -> the state
+    dict of `model.adapterkit_fusion[<a,b>]` (`layers.3.output_adapter.query.weight`). Unknown keys raise."""
+    locations = _locations(interface)
+    layers = re.escape(single_stack(interface, "AdapterHub fusion loading"))
+    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.adapter_fusion_layer\.{re.escape(fusion_name)}\.(.+)$")
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in weights.items():
+        m = pattern.match(key)
+        location = locations.get(m.group(2)) if m else None
+        if location is None:
+            raise AdapterConfigError(f"AdapterHub weight {key!r} of fusion {fusion_name!r} has no adapterkit "
+                                     "counterpart")
+        out[f"layers.{m.group(1)}.{location}.{m.group(3)}"] = tensor
     return out

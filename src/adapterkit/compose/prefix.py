@@ -1,0 +1,86 @@
+"""Composition of prefix tuning in attention: Stack, BatchSplit, Parallel and per-example routing.
+
+Rows fall into groups, each with its own ordered prefixes (a Stack puts the last adapter's outermost, as without
+composition). Groups with shorter prefixes are padded on the left and the padding is masked out, so every row
+attends exactly to what it would attend to alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .routing import Routed
+from .tree import row_segments
+
+
+def row_groups(plan, rows: int) -> list[tuple]:
+    """[(row index: slice or LongTensor, prefix refs)] for a compiled tree or a routed plan."""
+    if not isinstance(plan, Routed):
+        return row_segments(plan, rows)
+    out = []
+    for sub, index in plan.groups:
+        if type(sub) is tuple:
+            out.append((index, sub))
+        else:
+            out += [(index[part], refs) for part, refs in row_segments(sub, len(index))]
+    return out
+
+
+def extend(site, plan, module, query, key, value, mask):
+    """Prepend each row's prefix keys/values; mask what a row does not have."""
+    batch, heads, k_len, head_dim = key.shape
+    q_len = query.shape[2]
+    layer_id = site.key[0]
+    groups = []
+    for rows, refs in row_groups(plan, batch):
+        n = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
+        if not refs or not n:
+            continue
+        pk = pv = None
+        for ref in refs:
+            k, v = ref.prefix.key_values(layer_id)
+            k = k.to(key.dtype).unsqueeze(0).expand(n, -1, -1, -1)
+            v = v.to(value.dtype).unsqueeze(0).expand(n, -1, -1, -1)
+            if ref.gate is not None:
+                gate = ref.gate(site._input[rows]).to(key.dtype)
+                k = k * gate[:, 0].view(-1, 1, 1, 1)
+                v = v * gate[:, -1].view(-1, 1, 1, 1)
+            pk = k if pk is None else torch.cat([k, pk], dim=2)
+            pv = v if pv is None else torch.cat([v, pv], dim=2)
+        groups.append((rows, n, pk, pv))
+    if not groups:
+        return key, value, mask
+    longest = max(pk.shape[2] for _, _, pk, _ in groups)
+    prefix_k = key.new_zeros(batch, heads, longest, head_dim)
+    prefix_v = value.new_zeros(batch, heads, longest, head_dim)
+    visible = torch.zeros(batch, longest, dtype=torch.bool, device=key.device)
+    for rows, _, pk, pv in groups:
+        length = pk.shape[2]
+        prefix_k[rows, :, longest - length:] = pk
+        prefix_v[rows, :, longest - length:] = pv
+        visible[rows, longest - length:] = True
+    everywhere = sum(n for _, n, _, _ in groups) == batch and all(pk.shape[2] == longest for _, _, pk, _ in groups)
+    key = torch.cat([prefix_k, key], dim=2)
+    value = torch.cat([prefix_v, value], dim=2)
+    if everywhere:
+        from ..sites import _extend_mask
+        return key, value, _extend_mask(mask, longest, q_len, k_len, query, module)
+    return key, value, _mask_rows(mask, visible, q_len, k_len, query, module)
+
+
+def _mask_rows(mask, visible: torch.Tensor, q_len: int, k_len: int, query, module):
+    """The mask with a prefix part that shows each row only its own prefix positions."""
+    batch, n_prefix = visible.shape
+    if mask is None:
+        base = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device)
+        if getattr(module, "is_causal", False) and q_len > 1:
+            base = torch.ones_like(base).tril(k_len - q_len)
+        mask = base[None, None]
+    mask = mask.expand(batch, *mask.shape[1:])
+    shown = visible[:, None, None, :].expand(batch, mask.shape[1], mask.shape[2], n_prefix)
+    if mask.dtype == torch.bool:
+        prefix = shown
+    else:
+        prefix = torch.zeros(shown.shape, dtype=mask.dtype, device=mask.device).masked_fill(
+            ~shown, torch.finfo(mask.dtype).min)
+    return torch.cat([prefix, mask], dim=-1)

@@ -1,0 +1,106 @@
+"""Saving and loading AdapterFusion layers.
+
+Ours: `adapter_fusion_config.json` (name, fused adapters, config, model type, hidden size) and
+`adapter_fusion.safetensors` (keys `layers.<i>.<location>.<param>`), each written to a temporary file in the
+directory and then renamed over the old one, so a failed save leaves the previous files intact.
+AdapterHub's (adapter-transformers / `adapters`): the same config file and `pytorch_model_adapter_fusion.bin`
+(read with `torch.load(weights_only=True)`) or `model_adapter_fusion.safetensors`, keys named after the model's
+modules (converted by `io.adapterhub`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..composition import Fuse
+from ..errors import AdapterError
+from ..io.adapterhub import fusion_state_dict_from_adapterhub
+from .config import resolve_fusion_config
+from .model import get_fusion
+
+CONFIG_NAME = "adapter_fusion_config.json"
+WEIGHTS_NAME = "adapter_fusion.safetensors"
+HUB_WEIGHTS = ("model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_fusion(model, directory: Path, name: str, meta_dict: dict | None) -> None:
+    fusion = get_fusion(model, name)
+    if fusion is None:
+        raise AdapterError(f"no AdapterFusion named {name!r} on this model")
+    directory.mkdir(parents=True, exist_ok=True)
+    from .. import __version__
+    config = {
+        "format": "adapterkit", "version": __version__, "name": name, "adapter_names": fusion.adapter_names,
+        "config": fusion.config.to_dict(), "model_type": getattr(model.config, "model_type", None),
+        "hidden_size": model.adapter_state.hidden_size, **(meta_dict or {}),
+    }
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in fusion.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def _read_weights(directory: Path) -> tuple[dict, bool]:
+    """(weights, whether they are AdapterHub-named)."""
+    if (directory / WEIGHTS_NAME).is_file():
+        return load_file(directory / WEIGHTS_NAME), False
+    for file in HUB_WEIGHTS:
+        path = directory / file
+        if path.is_file():
+            if path.suffix == ".safetensors":
+                return load_file(path), True
+            return torch.load(path, map_location="cpu", weights_only=True), True
+    raise AdapterError(f"{directory} holds no AdapterFusion weights; expected {WEIGHTS_NAME} (adapterkit) or "
+                       f"{' / '.join(HUB_WEIGHTS)} (AdapterHub)")
+
+
+def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -> str:
+    if not (directory / CONFIG_NAME).is_file():
+        raise AdapterError(f"{directory} is not an AdapterFusion directory: {CONFIG_NAME} is missing")
+    data = json.loads((directory / CONFIG_NAME).read_text())
+    saved_name = data.get("name")
+    names = data.get("adapter_names") or (saved_name.split(",") if saved_name else None)
+    if not saved_name or not names:
+        raise AdapterError(f"{directory / CONFIG_NAME} names no fusion ('name') or fused adapters ('adapter_names')")
+    hidden = data.get("hidden_size")
+    if hidden is not None and hidden != model.adapter_state.hidden_size:
+        raise AdapterError(f"the fusion in {directory} was saved for hidden size {hidden}, this model has "
+                           f"{model.adapter_state.hidden_size}")
+    weights, from_hub = _read_weights(directory)
+    if from_hub:
+        weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface)
+    name = load_as or saved_name
+    model.add_adapter_fusion(names, resolve_fusion_config(data["config"]), name=name, overwrite_ok=True)
+    fusion = get_fusion(model, name)
+    expected = fusion.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        model.delete_adapter_fusion(name)
+        raise AdapterError(f"the AdapterFusion weights in {directory} do not fit fusion {names} on this model: "
+                           f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+                           f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+    try:
+        fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    except RuntimeError as exc:  # shapes that do not fit
+        model.delete_adapter_fusion(name)
+        raise AdapterError(f"the AdapterFusion weights in {directory} do not fit this model: {exc}") from None
+    if set_active:
+        model.set_active_adapters(Fuse(*names, name=name))
+    return name

@@ -1,0 +1,230 @@
+"""Saving and loading prediction heads.
+
+Ours: `head_config.json` (`format: "adapterkit.head"`, the head config under `config`) + `head.safetensors`
+(keys relative to the head: `1.weight`). Read as well: AdapterHub heads as the `adapters` package and
+adapter-transformers write them: `head_config.json` + `model_head.safetensors` or `pytorch_model_head.bin`,
+keyed `heads.<name>.1.weight` (flexible heads) or by the task model's names (`classifier.weight`, converted via
+the interface's `task_heads`). `.bin` files are read with `torch.load(weights_only=True)` only.
+
+Loading validates everything (config, file, keys, shapes) on a head built off the model before it touches the
+model; saving writes temp files in the target directory and `os.replace`s them, so a failed save leaves the
+previous files intact. LM decoders tied to the input embeddings are never saved (they are the base's weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import AdapterError
+from .base import PredictionHead
+from .conversion import rename_task_weights, task_head_config, task_head_for
+from .registry import build_head
+
+logger = logging.getLogger(__name__)
+
+HEAD_CONFIG_NAME = "head_config.json"
+HEAD_WEIGHTS_NAME = "head.safetensors"
+HUB_SAFE_WEIGHTS_NAME = "model_head.safetensors"
+HUB_WEIGHTS_NAME = "pytorch_model_head.bin"
+FORMAT = "adapterkit.head"
+FORMAT_VERSION = 1
+
+
+def has_head(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a head (ours or AdapterHub's) that `load_head` can read."""
+    d = Path(directory)
+    return (d / HEAD_CONFIG_NAME).is_file() and any(
+        (d / n).is_file() for n in (HEAD_WEIGHTS_NAME, HUB_SAFE_WEIGHTS_NAME, HUB_WEIGHTS_NAME))
+
+
+# -- saving --------------------------------------------------------------------------------------------
+def save_head(model, directory: str | os.PathLike, name: str) -> None:
+    """Write head `name` of an AdapterModel to `directory` (created if needed), atomically per file."""
+    heads = _heads_of(model)
+    if name not in heads:
+        raise AdapterError(f"cannot save head {name!r}: the model has no such head; heads: "
+                           f"{', '.join(map(repr, heads)) or '(none)'}")
+    head = heads[name]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tied = set(head.tied_parameters())
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items() if k not in tied}
+    config = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "config": head.config,
+        "model_type": getattr(model.config, "model_type", None),
+        "hidden_size": getattr(model.config, "hidden_size", None), "model_class": type(model).__name__,
+        "tied_weights": sorted(tied),
+    }
+    # Weights first, config last: a crash in between leaves a config that still names the old layout.
+    atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(weights, path, metadata={"format": "pt"}))
+    atomic_write(directory / HEAD_CONFIG_NAME,
+                 lambda path: Path(path).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+
+
+def atomic_write(target: Path, write: Callable[[str], Any]) -> None:
+    """`write(tmp_path)` into a temp file next to `target`, flush it to disk, then replace `target` with it.
+
+    A crash or error at any point leaves `target` as it was (and no temp file behind on errors).
+    """
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# -- loading -------------------------------------------------------------------------------------------
+def load_head(model, directory: str | os.PathLike, load_as: str | None = None, set_active: bool = True) -> str:
+    """Add the head saved in `directory` to an AdapterModel (replacing one of the same name); returns its name."""
+    _heads_of(model)
+    directory = Path(directory)
+    saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
+    head, weights_path = _head_from_saved(model, saved, directory, load_as)
+    weights = read_weights(weights_path)
+    weights = _head_keys(model, saved, weights, weights_path)
+    load_head_weights(head, weights, source=str(weights_path), embeddings=model.tied_input_embeddings())
+    model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
+    return head.name
+
+
+def _heads_of(model):
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, torch.nn.ModuleDict):
+        raise AdapterError(
+            f"{type(model).__name__} has no flexible heads; load the model with adapterkit.AutoAdapterModel "
+            "to save or load prediction heads"
+        )
+    return heads
+
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise AdapterError(f"{path}: missing {what} file ({path.name})")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterError(f"{path}: {what} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise AdapterError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: str | None
+                     ) -> tuple[PredictionHead, Path]:
+    """Check the saved config against the model and build the (not yet installed) head."""
+    config_path = directory / HEAD_CONFIG_NAME
+    candidates = ([HEAD_WEIGHTS_NAME] if saved.get("format") == FORMAT
+                  else [HUB_SAFE_WEIGHTS_NAME, HUB_WEIGHTS_NAME])
+    weights_path = next((directory / n for n in candidates if (directory / n).is_file()), None)
+    if weights_path is None:
+        raise AdapterError(f"{directory}: missing head weights; expected {' or '.join(candidates)}")
+    model_type = getattr(model.config, "model_type", None)
+    if saved.get("model_type") not in (None, model_type):
+        raise AdapterError(f"{config_path}: head was saved for model_type {saved['model_type']!r}, "
+                           f"this model is {model_type!r}")
+    hidden = getattr(model.config, "hidden_size", None)
+    if saved.get("hidden_size") not in (None, hidden):
+        raise AdapterError(f"{config_path}: head was saved for hidden_size {saved['hidden_size']}, "
+                           f"this model has {hidden}")
+    head_config = saved.get("config")
+    if head_config is None:  # AdapterHub: the head of a transformers task model, by its own key names
+        task = task_head_for(model.adapter_state.interface, saved.get("model_class"))
+        if task is None:
+            raise AdapterError(f"{config_path}: no flexible-head config and no conversion for model_class "
+                               f"{saved.get('model_class')!r}")
+        head_config = task_head_config(task, model.config, label2id=saved.get("label2id"),
+                                       num_labels=saved.get("num_labels"))
+    name = load_as or saved.get("name") or "default"
+    try:
+        head = build_head(name, head_config, model.config)
+    except AdapterError as e:
+        raise AdapterError(f"{config_path}: {e}") from None
+    return head, weights_path
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors or a `.bin` file; never runs pickled code."""
+    try:
+        if path.suffix == ".safetensors":
+            weights = load_file(str(path))
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+    except SafetensorError as e:
+        raise AdapterError(f"{path}: not a readable safetensors file ({e})") from None
+    except pickle.UnpicklingError as e:
+        raise AdapterError(f"{path}: refused to load; the file holds more than plain tensors, which would "
+                           f"run code on unpickling ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise AdapterError(f"{path}: not a readable weights file, truncated or corrupted? "
+                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise AdapterError(f"{path}: expected a mapping of names to tensors")
+    return dict(weights)
+
+
+def _head_keys(model, saved: Mapping[str, Any], weights: dict, path: Path) -> dict:
+    """Weights keyed relative to the head, whatever the format named them."""
+    if saved.get("format") == FORMAT:
+        return weights
+    if saved.get("config") is None:
+        task = task_head_for(model.adapter_state.interface, saved.get("model_class"))
+        return rename_task_weights(task, weights, source=str(path))
+    prefix = f"heads.{saved.get('name')}."
+    wrong = [k for k in weights if not k.startswith(prefix)]
+    if wrong:
+        raise AdapterError(f"{path}: weight(s) {wrong[:3]} are not under {prefix!r}, the head named in "
+                           f"{HEAD_CONFIG_NAME}")
+    return {k[len(prefix):]: v for k, v in weights.items()}
+
+
+def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor], *, source: str,
+                      embeddings: torch.nn.Module | None = None) -> None:
+    """Load `weights` into a head not yet on a model; keys and shapes must match exactly (errors name `source`).
+
+    A tied LM decoder weight in the file (AdapterHub saves it) is skipped: the head uses the model's embeddings.
+    """
+    weights = dict(weights)
+    tied = _tied_keys(head, embeddings)
+    for key in tied:
+        saved = weights.pop(key, None)
+        if saved is not None and embeddings is not None and not torch.equal(
+                saved.to(embeddings.weight.dtype), embeddings.weight.detach().cpu()):
+            logger.warning("%s: %s differs from the model's input embeddings it is tied to; the embeddings are "
+                           "kept", source, key)
+    expected = {k: v for k, v in head.state_dict().items() if k not in tied}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(
+            f"{source}: weights do not fit head {head.name!r} ({head.config['head_type']}): "
+            + "; ".join(p for p in (f"missing {missing}" if missing else "",
+                                    f"unexpected {unexpected}" if unexpected else "") if p)
+        )
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})" for k, v in sorted(weights.items())
+             if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise AdapterError(f"{source}: weight shapes do not fit head {head.name!r} (a head of another size or "
+                           f"model?): {', '.join(wrong)}")
+    head.load_state_dict(weights, strict=False)
+
+
+def _tied_keys(head: PredictionHead, embeddings) -> list[str]:
+    """Decoder keys that will be tied once the head is installed (LM heads on models that tie embeddings)."""
+    return [f"{len(head) - 1}.weight"] if embeddings is not None and hasattr(head, "tie_to") else []

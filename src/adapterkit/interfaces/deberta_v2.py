@@ -1,0 +1,13 @@
+"""DeBERTa-v2/v3: BERT-style post-LN output modules, separate q/k/v projections named `*_proj`."""
+
+from dataclasses import replace
+
+from .deberta import DEBERTA
+from .registry import register_interface
+
+DEBERTA_V2 = register_interface(replace(
+    DEBERTA,
+    model_types=("deberta-v2",),
+    attention={"q": "attention.self.query_proj", "k": "attention.self.key_proj", "v": "attention.self.value_proj",
+               "o": "attention.output.dense"},
+))

@@ -1,0 +1,24 @@
+"""Llama: pre-LN (RMSNorm) decoder with a gated FFN `down(act(gate(x)) * up(x))`.
+
+"intermediate" means the up and gate projections and "output" the down projection (`adapters` 1.x swaps
+them, putting its "intermediate" LoRA on `down_proj`).
+"""
+
+from .base import ModelInterface, SublayerSite
+from .registry import register_interface
+
+LLAMA = register_interface(ModelInterface(
+    model_types=("llama",),
+    embeddings="embed_tokens",
+    layers="layers",
+    attention={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj"},
+    intermediate=("mlp.up_proj", "mlp.gate_proj"),
+    output=("mlp.down_proj",),
+    residual_sites={
+        "mh_adapter": SublayerSite(output="self_attn", residual="input_layernorm"),
+        "output_adapter": SublayerSite(output="mlp", residual="post_attention_layernorm"),
+    },
+    self_attention="self_attn",
+    lm_heads=("lm_head",),
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
+))

@@ -1,0 +1,126 @@
+"""save_adapter / load_adapter / save_all_adapters: format choice, validation before any change, head seam.
+
+Loading reads and converts everything, then checks it against the modules its config would build (io.validate)
+and only then adds the adapter: on any error the model is exactly as before. Heads are owned by
+`adapterkit.heads.io` (when that module exists): `save_head(model, directory, name, format=...) -> bool` (False
+when the model has no head of that name), `load_head(model, directory, name, load_as=..., format=...)` (a no-op
+when the directory holds no head) and, optionally, `check_head(model, directory, name, format=...)`, called with
+the adapter's validation, before anything changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import AdapterError, CheckpointError
+from . import adapterhub, native, peft
+from .common import CONFIG_NAME, Checkpoint
+from .files import StagedWrite, read_json
+from .validate import check_state_dict
+
+FORMATS = {native.FORMAT: native, adapterhub.FORMAT: adapterhub, peft.FORMAT: peft}
+_DETECT = ((native.FORMAT, native.is_native), (peft.FORMAT, peft.is_peft), (adapterhub.FORMAT, adapterhub.is_adapterhub))
+
+
+def _check_format(format: str | None, allow_none: bool) -> None:
+    if (format is None and not allow_none) or (format is not None and format not in FORMATS):
+        raise AdapterError(f"unknown checkpoint format {format!r}; allowed: {', '.join(FORMATS)}"
+                           + (" or None (detect)" if allow_none else ""))
+
+
+def _head_io(model):
+    """`adapterkit.heads.io` for a model with flexible heads (an AdapterModel), else None."""
+    if not isinstance(getattr(model, "heads", None), torch.nn.ModuleDict):
+        return None
+    return importlib.import_module("adapterkit.heads.io")
+
+
+# -- saving --------------------------------------------------------------------------------------------
+def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, with_head: bool = True,
+                 format: str = native.FORMAT, safetensors: bool = True) -> None:
+    """Write one adapter to `save_directory` atomically (all files staged, then moved into place)."""
+    model._require(adapter_name)
+    _check_format(format, allow_none=False)
+    directory = Path(save_directory)
+    if directory.exists() and not directory.is_dir():
+        raise AdapterError(f"{directory} exists and is not a directory; save_adapter writes a directory")
+    with StagedWrite(directory) as stage:
+        if format == adapterhub.FORMAT:
+            adapterhub.write(model, stage, adapter_name, safetensors=safetensors)
+        else:
+            if not safetensors:
+                raise AdapterError(f"the {format} format is written as safetensors only (safetensors=True)")
+            FORMATS[format].write(model, stage, adapter_name)
+    heads = _head_io(model) if with_head and format != peft.FORMAT else None
+    if heads is not None and adapter_name in model.heads:
+        heads.save_head(model, directory, adapter_name)
+
+
+def save_all_adapters(model, save_directory: str | os.PathLike, with_head: bool = True,
+                      format: str = native.FORMAT) -> list[str]:
+    """Each adapter in its own subfolder `save_directory/<name>`; returns the names."""
+    names = list(model.adapter_state.configs)
+    for name in names:
+        save_adapter(model, Path(save_directory) / name, name, with_head=with_head, format=format)
+    return names
+
+
+# -- loading -------------------------------------------------------------------------------------------
+def detect_format(data: dict, source: Path) -> str:
+    for name, test in _DETECT:
+        if test(data):
+            return name
+    raise CheckpointError(
+        f"{source}: not a recognised adapter config: expected 'format': 'adapterkit' (adapterkit), 'peft_type' "
+        "(PEFT) or 'config' with the adapter config (AdapterHub)"
+    )
+
+
+def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -> Checkpoint:
+    """Read and convert a checkpoint directory; the model is only consulted, never changed."""
+    _check_format(format, allow_none=True)
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such adapter directory")
+    data = read_json(directory / CONFIG_NAME, "adapter config")
+    found = detect_format(data, directory / CONFIG_NAME)
+    if format is not None and format != found:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: is in {found} format, not {format}")
+    return FORMATS[found].read(model, directory, data)
+
+
+def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set_active: bool = False,
+                 format: str | None = None, with_head: bool = True, overwrite_ok: bool = False) -> str:
+    """Read, validate, then add the adapter (and its head); returns the adapter's name on the model."""
+    from ..model import _check_name
+    ckpt = read_checkpoint(model, path, format)
+    name = load_as or ckpt.name
+    _check_name(name)
+    state = model.adapter_state
+    if name in state.configs and not overwrite_ok:
+        raise AdapterError(
+            f"an adapter named {name!r} already exists; pass load_as=<another name> or overwrite_ok=True"
+        )
+    check_state_dict(state, name, ckpt.config, ckpt.tensors, str(ckpt.weights_file))
+    heads = _head_io(model) if with_head and ckpt.format != peft.FORMAT else None
+    if heads is not None and not heads.has_head(path):
+        heads = None
+    model.add_adapter(name, config=ckpt.config, overwrite_ok=overwrite_ok)
+    try:
+        model.adapterkit[name].load_state_dict(ckpt.tensors, strict=True)
+    except Exception:  # pragma: no cover - validated above; keep the model consistent regardless
+        model.delete_adapter(name)
+        raise
+    if heads is not None:
+        try:  # the head is validated before it is added; on failure, take the adapter out again
+            heads.load_head(model, Path(path), load_as=name, set_active=set_active)
+        except Exception:
+            model.delete_adapter(name)
+            raise
+    if set_active:
+        model.set_active_adapters(name)
+    return name

@@ -1,0 +1,222 @@
+"""The PEFT format: `adapter_config.json` (with `peft_type`) + `adapter_model.safetensors`, for LoRA and (IA)^3.
+
+PEFT keys name the wrapped model's modules: `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight`
+(LoRA) and `.ia3_l` (IA3, shape (out, 1)). The module paths come from the architecture interface, so this file
+has no per-model knowledge. Semantics are checked, not assumed:
+
+- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) converts to an alpha.
+- (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
+  `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`, which adapterkit has no form of: such
+  checkpoints are refused, and exports always write `feedforward_modules=[]`.
+- Prefix tuning (peft_type PREFIX_TUNING) comes later: add a reader/writer pair to `_READERS` / `write`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from ..configs import IA3Config, LoRAConfig
+from ..errors import AdapterConfigError, CheckpointError
+from ..methods.lora import IA3
+from .common import CONFIG_NAME, Checkpoint, base_prefix, linear_paths, parse_config, single_stack
+from .files import StagedWrite, read_safetensors, read_torch_bin
+
+FORMAT = "peft"
+SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
+WEIGHTS_NAME = "adapter_model.bin"
+PEFT_PREFIX = "base_model.model."
+_PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"}
+# LoRA options that change the computation in ways adapterkit does not implement ("off" values)
+_LORA_UNSUPPORTED = {"use_dora": False, "lora_bias": False, "use_qalora": False, "layer_replication": None,
+                     "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+
+
+def is_peft(data: Mapping[str, Any]) -> bool:
+    return "peft_type" in data
+
+
+# -- reading -------------------------------------------------------------------------------------------
+def _check_architecture(model: nn.Module, source: Path, data: Mapping[str, Any]) -> None:
+    """PEFT records the base model's class module (`transformers.models.<type>.modeling_<type>`) when it can."""
+    library = (data.get("auto_mapping") or {}).get("parent_library") or ""
+    m = re.fullmatch(r"transformers\.models\.([\w]+)\.modeling_\1", library)
+    ours = str(getattr(model.config, "model_type", "")).replace("-", "_")
+    if m and m.group(1) != ours:
+        raise CheckpointError(
+            f"{source}: the adapter was made for model_type {m.group(1)!r} (another architecture; base class "
+            f"{(data.get('auto_mapping') or {}).get('base_model_class')}), but this model is {ours!r}"
+        )
+
+
+def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: Path, data) -> dict:
+    """PEFT weights -> {(layer_id, location): {param: tensor}}; any key adapterkit cannot place is an error."""
+    interface = model.adapter_state.interface
+    paths = linear_paths(interface)
+    pattern = re.compile(rf"^(?:.*?\.)?{re.escape(single_stack(interface, 'PEFT checkpoints'))}\.(\d+)\.(.+)\.({'|'.join(map(re.escape, _PARAMS))})$")
+    out: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, tensor in sorted(weights.items()):
+        m = pattern.match(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key)
+        location = paths.get(m.group(2)) if m else None
+        if location is None:
+            unknown.append(key)
+            continue
+        out.setdefault((int(m.group(1)), location), {})[_PARAMS[m.group(3)]] = tensor
+    if unknown:
+        extra = f" (modules_to_save: {data.get('modules_to_save')})" if data.get("modules_to_save") else ""
+        raise CheckpointError(
+            f"{weights_file}: holds weights adapterkit cannot place{extra}: {', '.join(sorted(unknown)[:6])}"
+            + (f", ... ({len(unknown)} in all)" if len(unknown) > 6 else "")
+            + f"; adapterkit reads LoRA / (IA)^3 weights on the projections {', '.join(sorted(paths))}"
+        )
+    if not out:
+        raise CheckpointError(f"{weights_file}: holds no LoRA / (IA)^3 weights")
+    return out
+
+
+def _targets(sites: dict, num_layers: int, source: Path) -> dict[str, Any]:
+    """Config fields (attn_matrices, intermediate_lora, output_lora, leave_out) that select exactly these sites."""
+    per_layer: dict[int, set[str]] = {}
+    for layer_id, location in sites:
+        per_layer.setdefault(layer_id, set()).add(location)
+    shapes = {frozenset(v) for v in per_layer.values()}
+    if len(shapes) > 1:
+        detail = "; ".join(f"layer {i}: {', '.join(sorted(v))}" for i, v in sorted(per_layer.items()))
+        raise CheckpointError(
+            f"{source}: the adapter targets different projections in different layers ({detail}); adapterkit "
+            "adapters target the same projections in every layer they touch"
+        )
+    locations = next(iter(shapes))
+    attn = [m for m in ("q", "k", "v", "o") if f"attn_{m}" in locations]
+    return {"selfattn_lora": bool(attn), "attn_matrices": attn or ["q", "v"],
+            "intermediate_lora": any(loc.startswith("intermediate") for loc in locations),
+            "output_lora": any(loc.startswith("output") for loc in locations),
+            "leave_out": [i for i in range(num_layers) if i not in per_layer]}
+
+
+def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, num_layers: int):
+    for key, off in _LORA_UNSUPPORTED.items():
+        if data.get(key, off) not in (off, None, [], {}):
+            raise CheckpointError(f"{source}: PEFT LoRA option {key}={data[key]!r} is not supported by adapterkit")
+    if data.get("bias", "none") != "none":
+        raise CheckpointError(f"{source}: PEFT bias={data['bias']!r} (trained base-model biases) is not supported; "
+                              "allowed: 'none'")
+    r, alpha = data.get("r"), data.get("lora_alpha")
+    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
+        if any(v != base for v in (data.get(key) or {}).values()):
+            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
+                                  "LoRA has one r and alpha per adapter")
+    if data.get("use_rslora") and isinstance(r, int) and isinstance(alpha, (int, float)):
+        alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r); ours by alpha / r
+    fields = dict(_targets(sites, num_layers, source), r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
+    config = parse_config(source, lambda d: LoRAConfig(**d), fields)
+    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    return config, tensors
+
+
+def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, num_layers: int):
+    tensors = {}
+    for (i, loc), params in sorted(sites.items()):
+        for p, t in params.items():
+            if p == "ia3_l" and t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1:
+                raise CheckpointError(
+                    f"{source}: layer {i} {loc} is a PEFT feedforward module (feedforward_modules="
+                    f"{data.get('feedforward_modules')!r}): peft scales its input, W(l*x)+b, while adapterkit (IA)^3 "
+                    "scales outputs, l*(Wx+b); no exact conversion exists. Train the peft adapter with "
+                    "feedforward_modules=[] to move it to adapterkit"
+                )
+            tensors[f"layers.{i}.{loc}.{p}"] = t.reshape(-1) if p == "ia3_l" else t
+    fields = _targets(sites, num_layers, source)
+    config = parse_config(source, lambda d: IA3Config(**d), fields)
+    return config, tensors
+
+
+_READERS: dict[str, Callable] = {"LORA": _read_lora, "IA3": _read_ia3}
+
+
+def read(model, directory: Path, data: dict) -> Checkpoint:
+    source = directory / CONFIG_NAME
+    peft_type = data.get("peft_type")
+    if peft_type not in _READERS:
+        raise CheckpointError(
+            f"{source}: PEFT type {peft_type!r} is not supported; supported: {', '.join(_READERS)}"
+        )
+    _check_architecture(model, source, data)
+    weights_file = directory / SAFE_WEIGHTS_NAME
+    if weights_file.is_file():
+        weights = read_safetensors(weights_file)
+    else:
+        weights_file = directory / WEIGHTS_NAME
+        if not weights_file.is_file():
+            raise CheckpointError(f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} "
+                                  "is there")
+        weights = read_torch_bin(weights_file)
+    sites = _sites(model, weights, weights_file, data)
+    config, tensors = _READERS[peft_type](source, data, sites, len(model.adapter_state.layers))
+    name = directory.name if _valid_name(directory.name) else "default"
+    return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
+                      format=FORMAT)
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and "." not in name and not any(c.isspace() for c in name)
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def target_modules(model: nn.Module, wanted: set[str]) -> list[str] | str:
+    """The shortest `target_modules` that selects exactly `wanted` (module names in `model`) under peft's rule
+    (a list entry matches a module named it or ending in "." + it): layer-relative paths when unambiguous,
+    else full names, else an exact regex."""
+    names = [n for n, m in model.named_modules() if n and not n.startswith("adapterkit.")]
+
+    def selects(targets: list[str]) -> set[str]:
+        return {n for n in names if n in targets or any(n.endswith("." + t) for t in targets)}
+
+    layers = single_stack(model.adapter_state.interface, "PEFT export")
+    short = sorted({re.sub(rf"^.*?{re.escape(layers)}\.\d+\.", "", n) for n in wanted})
+    for candidate in (short, sorted(wanted)):
+        if selects(candidate) == wanted:
+            return candidate
+    return "|".join(re.escape(n) for n in sorted(wanted))  # pragma: no cover - needs a pathological model
+
+
+def write(model, stage: StagedWrite, name: str) -> None:
+    state = model.adapter_state
+    config = state.configs[name]
+    if not isinstance(config, LoRAConfig):
+        raise AdapterConfigError(
+            f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 adapters"
+        )
+    prefix = base_prefix(model) + single_stack(state.interface, "PEFT export")
+    paths = {loc: path for path, loc in linear_paths(state.interface).items()}
+    tensors: dict[str, torch.Tensor] = {}
+    wanted = set()
+    for (layer_id, location), module in state.layer_modules(name):
+        module_name = f"{prefix}.{layer_id}.{paths[location]}"
+        wanted.add(module_name)
+        if isinstance(module, IA3):  # alpha folded in: peft's IA3 has none
+            tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(-1, 1)
+        else:
+            tensors[f"{PEFT_PREFIX}{module_name}.lora_A.weight"] = module.lora_A.detach()
+            tensors[f"{PEFT_PREFIX}{module_name}.lora_B.weight"] = module.lora_B.detach()
+    common = {
+        "target_modules": target_modules(model, wanted), "fan_in_fan_out": False, "modules_to_save": None,
+        "task_type": None, "inference_mode": True, "revision": None, "exclude_modules": None,
+        "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
+        "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
+    }
+    if config.composition_mode == "scale":
+        peft_config = {"peft_type": "IA3", "feedforward_modules": [], "init_ia3_weights": True, **common}
+    else:
+        peft_config = {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+                       "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+                       "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
+                       **common}
+    stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    stage.write_json(CONFIG_NAME, peft_config)

@@ -1,0 +1,98 @@
+"""Check a checkpoint against the modules its config would build, without touching the model.
+
+`expected_modules` runs the method's own `build` against a stand-in for `AdapterState` that hands out the
+model's geometry (layers, projections, sizes) but collects the new modules in a detached container instead of
+attaching them. The checkpoint's tensors are then loaded into that container with `strict=True`: missing and
+unexpected keys and wrong shapes are found before the model is changed at all.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+from ..configs import AdapterConfig
+from ..errors import AdapterError, CheckpointError
+from ..methods.base import method_for
+from ..state import AdapterModules, AdapterState
+
+_LIST_MAX = 6
+
+
+class _DryRunState:
+    """What `Method.build` may read from an AdapterState; module registration goes to a private container.
+
+    Anything else is refused loudly, so a method that starts using more of the state cannot silently reach
+    the real model from a dry run.
+    """
+
+    _READ_ONLY = ("model", "interface", "base", "layers", "stacks", "hidden_size", "embedding_size", "layer_ids",
+                  "layer_submodule", "configs", "site_layers", "projections", "embeddings_module")
+
+    def __init__(self, state: AdapterState):
+        self._state = state
+        self.modules = AdapterModules()
+
+    def __getattr__(self, attr: str):
+        if attr in _DryRunState._READ_ONLY:
+            return getattr(self._state, attr)
+        raise AttributeError(
+            f"checkpoint validation (dry run) does not support AdapterState.{attr}; "
+            "add it to io.validate._DryRunState"
+        )
+
+    def add_layer_module(self, name, layer_id, location, module, *, site, target=None) -> None:
+        layers = self.modules.layers
+        if str(layer_id) not in layers:
+            layers[str(layer_id)] = nn.ModuleDict()
+        layers[str(layer_id)][location] = module
+
+    def add_model_module(self, name, key, module, *, site=None):
+        self.modules.shared[key] = module
+        return module
+
+    def ensure_layer_site(self, layer_id, kind) -> None:
+        """Sites are not installed in a dry run."""
+
+
+def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> AdapterModules:
+    """The modules `add_adapter(name, config)` would create, detached from the model."""
+    dry = _DryRunState(state)
+    method_for(config).build(dry, name, config)
+    return dry.modules
+
+
+def _short(items) -> str:
+    items = sorted(items)
+    text = ", ".join(items[:_LIST_MAX])
+    return text + (f", ... ({len(items)} in all)" if len(items) > _LIST_MAX else "")
+
+
+def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor],
+                     source: str) -> None:
+    """Raise CheckpointError (naming `source`) unless `tensors` is exactly the state dict of the adapter."""
+    try:
+        modules = expected_modules(state, name, config)
+    except AdapterError as e:
+        raise CheckpointError(f"{source}: its adapter config does not fit this model: {e}") from None
+    expected = modules.state_dict()
+    missing = set(expected) - set(tensors)
+    unexpected = set(tensors) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing weights: {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected weights: {_short(unexpected)}")
+    wrong = [f"{k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}"
+             for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
+    if wrong:
+        problems.append("wrong shapes: " + "; ".join(wrong[:_LIST_MAX])
+                        + (f"; ... ({len(wrong)} in all)" if len(wrong) > _LIST_MAX else ""))
+    not_float = [k for k, v in tensors.items() if k in expected and not v.is_floating_point()]
+    if not_float:
+        problems.append(f"non-floating-point weights: {_short(not_float)}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match the adapter its config describes ({'; '.join(problems)})")
+    modules.load_state_dict(tensors, strict=True)

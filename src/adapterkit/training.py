@@ -1,0 +1,134 @@
+"""`AdapterTrainer`: the transformers `Trainer`, with checkpoints that hold only adapters and heads.
+
+The base model is frozen and identical before and after training, so a checkpoint needs only what trains:
+the adapter container, flexible heads, and any task-head modules outside the base model (e.g. the
+`classifier` of a `BertForSequenceClassification`). Everything else the Trainer saves (optimizer, scheduler,
+RNG, trainer state) is unchanged, so resuming, `load_best_model_at_end` and multi-process runs (`torchrun`,
+`accelerate launch`) work as with any model: the Trainer's own distributed logic is untouched.
+
+All checkpoint writing and reading of weights goes through `save_trainable` / `load_trainable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+
+from .errors import AdapterError
+from .heads.io import atomic_write, read_json, read_weights
+from .model import AdapterModelMixin
+
+CHECKPOINT_CONFIG_NAME = "adapterkit_checkpoint.json"
+CHECKPOINT_WEIGHTS_NAME = "adapterkit_checkpoint.safetensors"
+
+
+def _base_prefix(model: nn.Module) -> str:
+    base = model.adapter_state.base
+    if base is model:
+        return ""
+    return next(name for name, module in model.named_modules() if module is base) + "."
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Model-keyed tensors of everything but the base model: adapters, heads, task-head modules.
+
+    Tensors shared with the base model (an LM decoder tied to the embeddings) are left out, as are base keys.
+    """
+    state = model.adapter_state
+    prefix = _base_prefix(model)
+    container = {id(t) for t in state.container.state_dict(keep_vars=True).values()}
+    base = {id(t) for t in state.base.state_dict(keep_vars=True).values()} - container
+    out = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        in_base = id(tensor) in base or (key.startswith(prefix) if prefix else id(tensor) not in container)
+        if not in_base:
+            out[key] = tensor.detach()
+    return out
+
+
+def save_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write adapters + heads (+ their configs, for a readable check on load) into `directory`, atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.to("cpu").contiguous() for k, v in trainable_state_dict(model).items()}
+    state = model.adapter_state
+    meta = {
+        "format": "adapterkit.training", "format_version": 1,
+        "adapters": {name: config.to_dict() for name, config in state.configs.items()},
+        "heads": {name: head.config for name, head in getattr(model, "heads", {}).items()},
+        "keys": sorted(weights),
+    }
+    atomic_write(directory / CHECKPOINT_WEIGHTS_NAME, lambda p: save_file(weights, p, metadata={"format": "pt"}))
+    atomic_write(directory / CHECKPOINT_CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Load what `save_trainable` wrote into a model set up the same way (same adapters and heads).
+
+    Every saved key must exist on the model with the same shape and every adapter/head tensor must be in the
+    file; otherwise nothing is loaded and the error names the file and the keys.
+    """
+    directory = Path(directory)
+    meta = read_json(directory / CHECKPOINT_CONFIG_NAME, "adapterkit training checkpoint")
+    if meta.get("format") != "adapterkit.training":
+        raise AdapterError(f"{directory / CHECKPOINT_CONFIG_NAME}: not an adapterkit training checkpoint "
+                           f"(format {meta.get('format')!r})")
+    path = directory / CHECKPOINT_WEIGHTS_NAME
+    if not path.is_file():
+        raise AdapterError(f"{path}: missing adapter/head weights of the checkpoint")
+    weights = read_weights(path)
+    expected = trainable_state_dict(model)
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(f"{path}: checkpoint does not match the model's adapters and heads: "
+                           f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [k for k, v in weights.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise AdapterError(f"{path}: shape mismatch for {wrong[:5]}")
+    with torch.no_grad():
+        for key, tensor in weights.items():
+            expected[key].copy_(tensor)
+
+
+class AdapterTrainer(Trainer):
+    """A `Trainer` for adapterkit models whose checkpoints contain only adapters and heads.
+
+    Use it exactly like `Trainer`, after `model.train_adapter(...)`. With an AdapterModel and no
+    `args.label_names`, the label names come from the active head (QA heads: start/end positions).
+    """
+
+    def __init__(self, model=None, args=None, *pargs, **kwargs):
+        if model is not None and not isinstance(model, AdapterModelMixin):
+            raise AdapterError(f"AdapterTrainer needs an adapterkit model; call adapterkit.init(model) on this "
+                               f"{type(model).__name__} (or load it with AutoAdapterModel) and train_adapter(...)")
+        super().__init__(model, args, *pargs, **kwargs)
+        head = getattr(model, "active_head", None)
+        if self.args.label_names is None and head is not None:
+            self.label_names = list(model.heads[head].label_names)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        save_trainable(self.accelerator.unwrap_model(self.model), output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        load_trainable(self.accelerator.unwrap_model(model if model is not None else self.model),
+                       resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        load_trainable(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+__all__ = ["AdapterTrainer", "save_trainable", "load_trainable", "trainable_state_dict"]

@@ -1,0 +1,143 @@
+"""AdapterHub-format directories written by the real `adapters` package load and match its outputs (1e-5).
+
+Fixtures: tests/fixtures/adapterhub/, made by tools/make_adapterhub_fixtures.py with `model.save_adapter` of
+adapters 1.3.0 (both the older pytorch_adapter.bin and the adapter.safetensors variants, some with a head).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import adapterkit
+from adapterkit import CheckpointError
+
+from test_reference_adapters import load_base
+
+FIXTURES = Path(__file__).parent / "fixtures" / "adapterhub"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+VARIANTS = [(arch, case, variant) for arch, cases in sorted(MANIFEST["cases"].items())
+            for case, info in sorted(cases.items()) for variant in info["variants"]]
+INPUTS = {arch: load_file(Path(__file__).parent / "fixtures" / "adapters_ref" / arch / "inputs.safetensors")
+          for arch in MANIFEST["cases"]}
+
+
+def run(model, arch):
+    with torch.no_grad():
+        return model(**INPUTS[arch]).last_hidden_state
+
+
+def test_fixture_set_covers_methods_and_both_weight_files():
+    assert {v for *_, v in VARIANTS} == {"bin", "safetensors"}
+    assert {case for _, case, _ in VARIANTS} >= {"seq_bn", "double_seq_bn_inv", "scaled_par_bn", "lora", "ia3"}
+    for arch, case, variant in VARIANTS:
+        files = {p.name for p in (FIXTURES / arch / case / variant).iterdir()}
+        assert files >= {"adapter_config.json", "pytorch_adapter.bin" if variant == "bin" else "adapter.safetensors"}
+
+
+@pytest.mark.parametrize("arch,case,variant", VARIANTS)
+def test_adapters_package_checkpoint_matches_its_outputs(arch, case, variant):
+    model = adapterkit.init(load_base(arch))
+    name = model.load_adapter(FIXTURES / arch / case / variant, set_active=True)
+    assert name == case
+    expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
+    out = run(model, arch)
+    with adapterkit.AdapterSetup(None):
+        assert (run(model, arch) - expected).abs().max() > 1e-3  # the adapter matters here
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_format_is_detected_and_can_be_forced():
+    path = FIXTURES / "bert" / "lora" / "safetensors"
+    model = adapterkit.init(load_base("bert"))
+    assert model.load_adapter(path, format="adapterhub", load_as="x") == "x"
+    with pytest.raises(CheckpointError, match="is in adapterhub format, not adapterkit"):
+        model.load_adapter(path, format="adapterkit", load_as="y")
+
+
+def _copy(tmp_path, arch, case, variant):
+    target = tmp_path / case
+    shutil.copytree(FIXTURES / arch / case / variant, target)
+    return target
+
+
+def _expect_same_outputs(path, arch, case, **kwargs):
+    model = adapterkit.init(load_base(arch))
+    name = model.load_adapter(path, set_active=True, **kwargs)
+    expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
+    torch.testing.assert_close(run(model, arch), expected, atol=1e-5, rtol=0)
+    return model, name
+
+
+def test_adapter_transformers_3x_config_form(tmp_path):
+    """3.x wrote `architecture: null` for bottleneck adapters, a bare version and no 1.x-only fields."""
+    path = _copy(tmp_path, "bert", "seq_bn", "bin")
+    data = json.loads((path / "adapter_config.json").read_text())
+    for key in ("dropout", "init_weights_seed", "stochastic_depth", "shared_W_phm", "factorized_phm_W"):
+        data["config"].pop(key, None)
+    data["config"]["architecture"] = None
+    data["version"] = "3.2.1"
+    (path / "adapter_config.json").write_text(json.dumps(data))
+    _expect_same_outputs(path, "bert", "seq_bn")
+
+
+def test_adapter_transformers_2x_weight_names(tmp_path):
+    path = _copy(tmp_path, "bert", "seq_bn", "safetensors")
+    weights = load_file(str(path / "adapter.safetensors"))
+    renamed = {k.replace("output.adapters.", "output.layer_text_task_adapters."): v for k, v in weights.items()}
+    assert renamed.keys() != weights.keys()
+    save_file(renamed, str(path / "adapter.safetensors"))
+    _expect_same_outputs(path, "bert", "seq_bn")
+
+
+def test_lora_from_adapters_before_1_1_runs_with_alpha_equal_r(tmp_path):
+    """adapters < 1.1.0 ran LoRA with scaling 1 whatever alpha said; `adapters` fixes alpha := r on load."""
+    path = _copy(tmp_path, "bert", "lora", "safetensors")
+    data = json.loads((path / "adapter_config.json").read_text())
+    assert data["config"]["r"] != data["config"]["alpha"]
+    data["version"] = "adapters.1.0.1"
+    (path / "adapter_config.json").write_text(json.dumps(data))
+    model = adapterkit.init(load_base("bert"))
+    with pytest.warns(UserWarning, match="ran with alpha == r"):
+        model.load_adapter(path)
+    assert model.adapters_config["lora"].alpha == data["config"]["r"]
+
+
+def test_unsupported_adapterhub_features_are_refused(tmp_path):
+    path = _copy(tmp_path, "bert", "seq_bn", "safetensors")
+    data = json.loads((path / "adapter_config.json").read_text())
+    data["config"]["stochastic_depth"] = 0.1
+    (path / "adapter_config.json").write_text(json.dumps(data))
+    model = adapterkit.init(load_base("bert"))
+    with pytest.raises(CheckpointError, match="adapter_config.json: invalid adapter config: AdapterHub config sets "
+                                              "'stochastic_depth'"):
+        model.load_adapter(path)
+    assert model.adapters_config == {}
+
+
+def test_checkpoint_with_head_loads_its_adapter_without_a_heads_module():
+    """Heads are loaded by adapterkit.heads.io when it exists; without it the adapter still loads, head skipped."""
+    path = FIXTURES / "bert" / "seq_bn_head" / "bin"
+    assert (path / "head_config.json").is_file() and (path / "pytorch_model_head.bin").is_file()
+    _expect_same_outputs(path, "bert", "seq_bn_head")
+
+
+def test_old_task_adapter_naming_an_invertible_adapter_it_does_not_have(tmp_path):
+    """Old AdapterHub task adapters ("type": "text_task") named an invertible adapter without weights for it;
+    like `adapters`, drop it. Without that marker, the missing weights are an error."""
+    path = _copy(tmp_path, "bert", "seq_bn", "safetensors")
+    data = json.loads((path / "adapter_config.json").read_text())
+    data["config"].update(inv_adapter="nice", inv_adapter_reduction_factor=2)
+    (path / "adapter_config.json").write_text(json.dumps(data))
+    model = adapterkit.init(load_base("bert"))
+    with pytest.raises(CheckpointError, match="adapter.safetensors: does not match .*missing weights: "
+                                              "shared.invertible.F.0.bias"):
+        model.load_adapter(path)
+    (path / "adapter_config.json").write_text(json.dumps({**data, "type": "text_task"}))
+    model, name = _expect_same_outputs(path, "bert", "seq_bn")
+    assert model.adapters_config[name].inv_adapter is None

@@ -1,0 +1,128 @@
+"""Adapters move between adapterkit and the real `peft` package both ways, with outputs within 1e-5."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import peft  # a test dependency (pyproject extra "test"): these checks must run, never skip
+import pytest
+import torch
+
+import adapterkit
+from adapterkit import CheckpointError
+
+from ckpt_helpers import assert_unchanged, model_with, outputs, snapshot
+from conftest import tiny_model
+
+ATOL = 1e-5
+
+
+def close(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["lora", "lora_all", "ia3", "ia3_alpha",
+                                    "ia3[intermediate_lora=False,output_lora=True,leave_out=[0]]"])
+def test_export_loads_in_peft(arch, method, batch, tmp_path):
+    model = model_with(arch, method)
+    expected = outputs(model, batch)
+    model.save_adapter(tmp_path, "a", format="peft")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.PeftModel.from_pretrained(tiny_model(arch), tmp_path).eval()
+    with torch.no_grad():
+        got = peft_model(**batch).last_hidden_state
+    with torch.no_grad(), peft_model.disable_adapter():
+        assert close(peft_model(**batch).last_hidden_state, expected) > 1e-2  # peft did load something
+    assert close(got, expected) <= ATOL
+
+
+def _peft_made(arch, config, tmp_path, seed=0):
+    """An adapter made, randomised and saved by peft; returns (its directory, peft's outputs function)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.get_peft_model(tiny_model(arch), config).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name or "ia3_l" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if "ia3_l" in name else 0.0))
+    peft_model.save_pretrained(tmp_path)
+    return tmp_path / "default" if (tmp_path / "default").is_dir() else tmp_path, peft_model
+
+
+PEFT_CONFIGS = {
+    "lora": lambda: peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]),
+    "lora_ffn": lambda: peft.LoraConfig(r=2, lora_alpha=5, lora_dropout=0.1,
+                                        target_modules=["query", "key", "attention.output.dense", "intermediate.dense"]),
+    "lora_layer0": lambda: peft.LoraConfig(r=4, lora_alpha=4, target_modules=["value"], layers_to_transform=[0]),
+    "lora_rslora": lambda: peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_rslora=True),
+    "ia3": lambda: peft.IA3Config(target_modules=["key", "value", "intermediate.dense"], feedforward_modules=[]),
+}
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+@pytest.mark.parametrize("kind", sorted(PEFT_CONFIGS))
+def test_peft_made_adapter_loads_in_adapterkit(arch, kind, batch, tmp_path):
+    path, peft_model = _peft_made(arch, PEFT_CONFIGS[kind](), tmp_path)
+    with torch.no_grad():
+        expected = peft_model(**batch).last_hidden_state
+    model = adapterkit.init(tiny_model(arch))
+    name = model.load_adapter(path, load_as="p", set_active=True)
+    got = outputs(model, batch)
+    with adapterkit.AdapterSetup(None):
+        assert close(outputs(model, batch), expected) > 1e-2
+    assert close(got, expected) <= ATOL
+    if kind == "lora_layer0":
+        assert model.adapters_config[name].leave_out == [1]
+
+
+def test_peft_round_trip_back_to_adapterkit_is_exact(batch, tmp_path):
+    path, _ = _peft_made("bert", PEFT_CONFIGS["lora_ffn"](), tmp_path / "in")
+    model = adapterkit.init(tiny_model("bert"))
+    model.load_adapter(path, load_as="p", set_active=True)
+    expected = outputs(model, batch)
+    model.save_adapter(tmp_path / "out", "p", format="peft")
+    other = adapterkit.init(tiny_model("bert"))
+    other.load_adapter(tmp_path / "out", load_as="p", set_active=True)
+    assert torch.equal(outputs(other, batch), expected)
+
+
+def test_peft_feedforward_ia3_is_refused(tmp_path):
+    """peft's default IA3 for BERT scales the *input* of output.dense (a feedforward module); ours scales outputs."""
+    path, _ = _peft_made("bert", peft.IA3Config(), tmp_path)
+    assert json.loads((path / "adapter_config.json").read_text())["feedforward_modules"]
+    model = model_with("bert", "lora", name="existing")
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match=r"adapter_config.json: layer 0 (attn_o|output) is a PEFT feedforward module"
+                                              r".*scales its input.*no exact conversion"):
+        model.load_adapter(path)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("use_dora", True, "use_dora=True is not supported"),
+    ("bias", "all", "bias='all'"),
+    ("rank_pattern", {"query": 2}, "rank_pattern=.* gives layers different values"),
+])
+def test_unsupported_peft_lora_options_are_refused(option, value, message, tmp_path):
+    path, _ = _peft_made("bert", PEFT_CONFIGS["lora"](), tmp_path)
+    data = json.loads((path / "adapter_config.json").read_text())
+    data[option] = value
+    (path / "adapter_config.json").write_text(json.dumps(data))
+    model = model_with("bert", "lora", name="existing")
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match=message):
+        model.load_adapter(path)
+    assert_unchanged(model, before)
+
+
+def test_unsupported_peft_type(tmp_path):
+    path, _ = _peft_made("bert", PEFT_CONFIGS["lora"](), tmp_path)
+    data = json.loads((path / "adapter_config.json").read_text())
+    (path / "adapter_config.json").write_text(json.dumps({**data, "peft_type": "LOHA"}))
+    model = adapterkit.init(tiny_model("bert"))
+    with pytest.raises(CheckpointError, match="PEFT type 'LOHA' is not supported; supported: LORA, IA3"):
+        model.load_adapter(path)

@@ -1,0 +1,122 @@
+"""Composition blocks and AdapterFusion equal the `adapters` package's outputs (tools/make_composition_fixtures.py).
+
+Each fixture: the tiny base model and padded inputs of tests/fixtures/adapters_ref/, randomised adapters (and
+"trained-looking" fusion weights), a setup, and the reference's last_hidden_state (and fusion attentions).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import adapterkit
+from adapterkit import composition
+from adapterkit.configs import PrefixTuningConfig
+from adapterkit.io import config_from_adapterhub, fusion_state_dict_from_adapterhub, state_dict_from_adapterhub
+
+from test_reference_adapters import FIXTURES as BASE, load_base
+
+FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_composition"
+CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
+         "stack_parallel", "lora_batch_split", "prefix_single", "prefix_batch_split", "prefix_parallel"]
+ARCHS = ["bert", "roberta"]
+
+
+def block_from_dict(data):
+    """The anchors' `AdapterCompositionBlock.to_dict()` form as an adapterkit block."""
+    if data["type"] == "single":
+        return data["children"][0]
+    cls = getattr(composition, data["type"])
+    return cls(*[block_from_dict(c) for c in data["children"]], **data.get("kwargs", {}))
+
+
+def _adapter_config(data: dict):
+    if data.get("architecture") == "prefix_tuning":  # the AdapterHub converter reads bottleneck / LoRA configs only
+        fields = {k: v for k, v in data.items() if k not in ("architecture", "init_weights_seed")}
+        return PrefixTuningConfig(**fields)
+    return config_from_adapterhub(data)
+
+
+def _adapter_weights(weights: dict, name: str, model, config) -> dict:
+    prefix = re.compile(rf"prefix_tunings\.{re.escape(name)}\.self_prefix\.(.+)$")
+    out = {f"shared.prefix.{m.group(1)}": v for k, v in weights.items() if (m := prefix.search(k))}
+    mine = {k: v for k, v in weights.items() if f".adapters.{name}." in k or f".loras.{name}." in k}
+    if mine:
+        out.update(state_dict_from_adapterhub(mine, name, model.adapter_state.interface, config))
+    return out
+
+
+def build(arch: str, case: str, attn: str = "eager"):
+    """The fixture's model with its adapters, fusions and weights, the setup active."""
+    model = adapterkit.init(load_base(arch, attn))
+    spec = json.loads((FIXTURES / arch / case / "setup.json").read_text())
+    weights = load_file(FIXTURES / arch / case / "weights.safetensors")
+    used = 0
+    for name, data in spec["adapters"].items():
+        config = _adapter_config(data)
+        model.add_adapter(name, config=config)
+        state = _adapter_weights(weights, name, model, config)
+        ours = model.adapterkit[name].state_dict()
+        assert set(state) == set(ours), set(state) ^ set(ours)
+        model.adapterkit[name].load_state_dict(state)
+        used += len(state)
+    for name, fusion in spec["fusions"].items():
+        model.add_adapter_fusion(fusion["adapter_names"], config=fusion["config"], name=name)
+        hub = {k: v for k, v in weights.items() if f".adapter_fusion_layer.{name}." in k}
+        model.adapterkit_fusion[name].load_state_dict(
+            fusion_state_dict_from_adapterhub(hub, name, model.adapter_state.interface))
+        used += len(hub)
+    assert used == len(weights)  # every reference parameter found its place
+    model.set_active_adapters(block_from_dict(spec["setup"]))
+    return model
+
+
+def test_fixture_set_is_complete():
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    assert set(manifest["archs"]) == set(ARCHS)
+    for arch in ARCHS:
+        assert set(manifest["archs"][arch]) == set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_matches_adapters_package(arch, case):
+    model = build(arch, case)
+    inputs = load_file(BASE / arch / "inputs.safetensors")
+    expected = load_file(FIXTURES / arch / case / "expected.safetensors")
+    with torch.no_grad():
+        out = model(**inputs, output_adapter_fusion_attentions=True)
+    torch.testing.assert_close(out.last_hidden_state, expected["last_hidden_state"], atol=1e-5, rtol=0)
+    attentions = {f"fusion_attentions.{layer}.{location}": torch.from_numpy(value)
+                  for fusion in out.adapter_fusion_attentions.values()
+                  for layer, locations in fusion.items() for location, value in locations.items()}
+    assert set(attentions) == {k for k in expected if k.startswith("fusion_attentions.")}
+    for key, value in attentions.items():
+        torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["fuse_dynamic", "parallel", "prefix_batch_split"])
+def test_matches_with_sdpa(case):
+    model = build("bert", case, attn="sdpa")
+    inputs = load_file(BASE / "bert" / "inputs.safetensors")
+    expected = load_file(FIXTURES / "bert" / case / "expected.safetensors")["last_hidden_state"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=1e-5, rtol=0)
+
+
+def test_loads_adapterhub_fusion_directory():
+    """`save_adapter_fusion` output of the `adapters` package (pytorch_model_adapter_fusion.bin) loads and runs."""
+    model = build("bert", "fuse_dynamic")
+    model.delete_adapter_fusion("a,b")
+    assert model.active_adapters is None  # the deleted fusion left the active setup
+    name = model.load_adapter_fusion(FIXTURES / "bert" / "fuse_hub", set_active=True)
+    assert name == "a,b" and model.active_adapters == adapterkit.Fuse("a", "b")
+    inputs = load_file(BASE / "bert" / "inputs.safetensors")
+    expected = load_file(FIXTURES / "bert" / "fuse_dynamic" / "expected.safetensors")["last_hidden_state"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=1e-5, rtol=0)

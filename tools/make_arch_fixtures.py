@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""Generate reference fixtures for more architectures from the real AdapterHub `adapters` package.
+
+Run inside the reference venv (`.venv-ref`, adapters 1.3.0 / transformers 4.57.x; see make_reference_fixtures.sh):
+
+    .venv-ref/bin/python tools/make_arch_fixtures.py
+
+It writes tests/fixtures/adapters_ref_archs/:
+
+  manifest.json                       versions, configs, seeds, and which cases `adapters` supports per arch
+  <arch>/base/                        `save_pretrained` of the tiny base model (config.json, model.safetensors)
+  <arch>/base/expected.safetensors    last_hidden_state of the base model (no adapter)
+  <arch>/inputs.safetensors           input_ids + attention_mask (padded rows) or pixel_values
+  <arch>/<case>/adapter_config.json   the `adapters` config .to_dict()
+  <arch>/<case>/adapter.safetensors   all parameters of adapter <case>, full model.state_dict() key names
+  <arch>/<case>/expected.safetensors  last_hidden_state with adapter <case> active (eval mode)
+
+`adapters`' LoRAMergedLinear adds a random bias to DeBERTa's bias-free `in_proj` on `adapters.init` (the model's
+output changes with no adapter at all); the generator removes it and checks the plain output is reproduced.
+Cases `adapters` does not support for an architecture (an error on add_adapter, or no parameters added) are
+listed in the manifest with the reason and get no directory. Deterministic; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import adapters
+import safetensors
+import torch
+import transformers
+from adapters import (DoubleSeqBnConfig, DoubleSeqBnInvConfig, IA3Config, LoRAConfig, ParBnConfig, SeqBnConfig,
+                      SeqBnInvConfig)
+from safetensors.torch import save_file
+from transformers import (BartConfig, BartModel, DebertaConfig, DebertaModel, DebertaV2Config, DebertaV2Model,
+                          DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model, T5Config, T5Model, ViTConfig,
+                          ViTModel)
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "adapters_ref_archs"
+
+BATCH, SEQ = 3, 7
+PAD_TAIL = [0, 2, 3]  # trailing padded positions per row (text models)
+MIN_DIFF = 1e-3
+INIT_STD = 0.2
+H, LAYERS, HEADS, FF, VOCAB, POS = 32, 2, 4, 48, 50, 32
+
+# initializer_range 0.2 (not 0.02): at 0.02 a 32-wide model is almost the identity and attention-path bugs hide.
+_BERTLIKE = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FF,
+                 vocab_size=VOCAB, max_position_embeddings=POS, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0, initializer_range=0.2)
+_DEBERTA = dict(_BERTLIKE, relative_attention=True, pos_att_type=["c2p", "p2c"], max_relative_positions=8)
+
+ARCHS = {
+    "distilbert": dict(config_cls=DistilBertConfig, model_cls=DistilBertModel, kind="text", model_kwargs={},
+                       config=dict(dim=H, hidden_dim=FF, n_layers=LAYERS, n_heads=HEADS, vocab_size=VOCAB,
+                                   max_position_embeddings=POS, dropout=0.0, attention_dropout=0.0,
+                                   initializer_range=0.2, pad_token_id=0)),
+    "deberta": dict(config_cls=DebertaConfig, model_cls=DebertaModel, kind="text", model_kwargs={},
+                    config=dict(_DEBERTA, pad_token_id=0)),
+    "deberta-v2": dict(config_cls=DebertaV2Config, model_cls=DebertaV2Model, kind="text", model_kwargs={},
+                       config=dict(_DEBERTA, pad_token_id=0, position_biased_input=False)),
+    "vit": dict(config_cls=ViTConfig, model_cls=ViTModel, kind="image", model_kwargs={"add_pooling_layer": False},
+                config=dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FF,
+                            image_size=8, patch_size=4, num_channels=3, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0, initializer_range=0.2)),
+    "gpt2": dict(config_cls=GPT2Config, model_cls=GPT2Model, kind="text", model_kwargs={},
+                 config=dict(n_embd=H, n_layer=LAYERS, n_head=HEADS, n_inner=FF, vocab_size=VOCAB, n_positions=POS,
+                             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.2,
+                             bos_token_id=1, eos_token_id=1, pad_token_id=0)),
+    # encoder-decoder models, narrower (16) to keep the fixtures small; a subset of the cases (SEQ2SEQ_CASES)
+    "bart": dict(config_cls=BartConfig, model_cls=BartModel, kind="seq2seq", model_kwargs={},
+                 config=dict(d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                             decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, vocab_size=VOCAB,
+                             max_position_embeddings=POS, dropout=0.0, attention_dropout=0.0,
+                             activation_dropout=0.0, init_std=0.2, pad_token_id=0, bos_token_id=1,
+                             eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)),
+    "t5": dict(config_cls=T5Config, model_cls=T5Model, kind="seq2seq", model_kwargs={},
+               config=dict(d_model=16, d_kv=8, d_ff=24, num_layers=2, num_decoder_layers=2, num_heads=2,
+                           vocab_size=VOCAB, dropout_rate=0.0, initializer_factor=1.0, pad_token_id=0,
+                           eos_token_id=1, decoder_start_token_id=0)),
+}
+
+# (case name, config class, kwargs); the index seeds the randomisation: torch.manual_seed(1234 + index)
+CASES = [
+    ("seq_bn", SeqBnConfig, {}),
+    ("double_seq_bn", DoubleSeqBnConfig, {}),
+    ("par_bn", ParBnConfig, {}),
+    ("scaled_par_bn", ParBnConfig, {"scaling": "learned"}),
+    ("seq_bn_inv", SeqBnInvConfig, {}),
+    ("double_seq_bn_inv", DoubleSeqBnInvConfig, {}),
+    ("seq_bn_rf4_swish", SeqBnConfig, {"reduction_factor": 4, "non_linearity": "swish"}),
+    ("lora", LoRAConfig, {}),
+    ("lora_qkv_ffn", LoRAConfig,
+     {"r": 4, "alpha": 16, "attn_matrices": ["q", "k", "v"], "intermediate_lora": True, "output_lora": True}),
+    ("ia3", IA3Config, {}),
+    ("ia3_attn_only", IA3Config, {"intermediate_lora": False}),
+    ("double_seq_bn_cross", DoubleSeqBnConfig, {"cross_adapter": True, "reduction_factor": 4}),
+]
+SEQ2SEQ_CASES = {"seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "lora_qkv_ffn", "ia3", "double_seq_bn_cross"}
+
+
+def generated_for(kind: str, case: str) -> bool:
+    """Encoder-decoder models get SEQ2SEQ_CASES; the cross-attention case only they have."""
+    return case in SEQ2SEQ_CASES if kind == "seq2seq" else case != "double_seq_bn_cross"
+
+
+def make_config(arch: str):
+    spec = ARCHS[arch]
+    cfg = spec["config_cls"](**spec["config"])
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def build(arch: str, state_dict=None):
+    spec = ARCHS[arch]
+    model = spec["model_cls"](make_config(arch), **spec["model_kwargs"])
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def make_inputs(arch: str, cfg) -> dict:
+    g = torch.Generator().manual_seed(42)
+    if ARCHS[arch]["kind"] == "image":
+        return {"pixel_values": torch.randn(BATCH, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)}
+    pad = cfg.pad_token_id
+    ids = torch.randint(0, cfg.vocab_size - 1, (BATCH, SEQ), generator=g, dtype=torch.int64)
+    ids = ids + (ids >= pad).to(torch.int64)  # never the pad id in real positions
+    mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
+    for row, n in enumerate(PAD_TAIL):
+        if n:
+            ids[row, SEQ - n:] = pad
+            mask[row, SEQ - n:] = 0
+    out = {"input_ids": ids, "attention_mask": mask}
+    if ARCHS[arch]["kind"] == "seq2seq":
+        out["decoder_input_ids"] = torch.randint(3, cfg.vocab_size, (BATCH, 5), generator=g, dtype=torch.int64)
+    return out
+
+
+@torch.no_grad()
+def forward(model, inputs):
+    return model(**inputs).last_hidden_state.detach().clone().contiguous()
+
+
+def drop_spurious_biases(model, base_keys) -> list[str]:
+    """`adapters`' LoRAMergedLinear.wrap gives a bias-free projection (DeBERTa's `in_proj`) a randomly initialised
+    bias, so even with no adapter the model's output changes. Remove such biases (the reference's defect, not a
+    part of its adapter math) and return their names."""
+    dropped = []
+    for name, module in model.named_modules():
+        if getattr(module, "bias", None) is not None and f"{name}.bias" not in base_keys \
+                and f"{name}.weight" in base_keys:
+            module.bias = None
+            dropped.append(name)
+    return dropped
+
+
+def owner_type(model, key: str) -> str:
+    return type(model.get_submodule(key.rsplit(".", 1)[0])).__name__
+
+
+def is_scale_param(key: str, config) -> bool:
+    """(IA)^3 vectors and learned bottleneck `scaling` scalars are randomised around 1."""
+    return key.endswith(".scaling") or (key.endswith(".lora_B") and getattr(config, "composition_mode", "") == "scale")
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def main() -> None:
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    logging.getLogger("adapters").setLevel(logging.ERROR)
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    manifest = {
+        "generator": "tools/make_arch_fixtures.py",
+        "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
+                     "torch": torch.__version__, "safetensors": safetensors.__version__,
+                     "python": sys.version.split()[0]},
+        "inputs": {"batch": BATCH, "seq": SEQ, "padded_tail_per_row": PAD_TAIL, "seed": 42},
+        "randomisation": {"seed": "torch.manual_seed(1234 + case_index), params in state_dict order",
+                          "default": f"normal(0, {INIT_STD})",
+                          "scale_params": f"1 + normal(0, {INIT_STD}) ((IA)^3 vectors, learned scaling)"},
+        "min_abs_diff_vs_base": MIN_DIFF,
+        "archs": {},
+    }
+    for arch, spec in ARCHS.items():
+        torch.manual_seed(0)
+        base = build(arch)
+        base_sd = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items()}
+        arch_dir = OUT / arch
+        base.save_pretrained(arch_dir / "base", safe_serialization=True)
+        inputs = make_inputs(arch, base.config)
+        save_file(inputs, str(arch_dir / "inputs.safetensors"))
+        base_out = forward(base, inputs)
+        save_file({"last_hidden_state": base_out}, str(arch_dir / "base" / "expected.safetensors"))
+        entry = {"model_class": spec["model_cls"].__name__, "config": spec["config"], "kind": spec["kind"],
+                 "model_kwargs": spec["model_kwargs"], "cases": {}, "unsupported": {}}
+        print(f"== {arch}")
+        for index, (name, cfg_cls, kwargs) in enumerate(CASES):
+            if not generated_for(spec["kind"], name):
+                continue  # kept out for size (not a reference limitation)
+            adapter_cfg = cfg_cls(**kwargs)
+            model = build(arch, base_sd)
+            adapters.init(model)
+            dropped = drop_spurious_biases(model, base_sd)
+            if dropped:
+                entry["spurious_biases_removed"] = dropped
+            assert (forward(model, inputs) - base_out).abs().max().item() == 0, f"{arch}: adapters.init changes output"
+            before = set(model.state_dict())
+            try:
+                model.add_adapter(name, config=adapter_cfg)
+            except Exception as exc:  # noqa: BLE001 - recorded: `adapters` does not support this case here
+                reason = f"{type(exc).__name__}: {str(exc).split('(')[0]}... {str(exc).split(')')[-1].strip()}"
+                entry["unsupported"][name] = reason
+                print(f"-- {arch}/{name}: unsupported ({reason})")
+                continue
+            model.set_active_adapters(name)
+            model.eval()
+            new_keys = [k for k in model.state_dict() if k not in before]
+            if not new_keys:
+                entry["unsupported"][name] = "add_adapter added no parameters"
+                continue
+            params = dict(model.named_parameters())
+            torch.manual_seed(1234 + index)
+            with torch.no_grad():
+                for k in new_keys:
+                    params[k].normal_(0.0, INIT_STD)
+                    if is_scale_param(k, adapter_cfg):
+                        params[k].add_(1.0)
+            out = forward(model, inputs)
+            diff = (out - base_out).abs().max().item()
+            if diff <= MIN_DIFF:
+                entry["unsupported"][name] = f"the adapter does not change the output (max diff {diff:.2e})"
+                print(f"-- {arch}/{name}: no effect ({diff:.2e})")
+                continue
+            model.set_active_adapters(None)
+            off = (forward(model, inputs) - base_out).abs().max().item()
+            assert off < 1e-5, f"{arch}/{name}: the inactive adapter changes the output ({off})"
+            case_dir = arch_dir / name
+            write_json(case_dir / "adapter_config.json", adapter_cfg.to_dict())
+            save_file({k: model.state_dict()[k].detach().clone().contiguous() for k in new_keys},
+                      str(case_dir / "adapter.safetensors"))
+            save_file({"last_hidden_state": out}, str(case_dir / "expected.safetensors"))
+            entry["cases"][name] = {"seed": 1234 + index, "config_class": cfg_cls.__name__, "config_kwargs": kwargs,
+                                    "max_abs_diff_vs_base": diff,
+                                    "params": {k: [list(params[k].shape), owner_type(model, k)] for k in new_keys}}
+            print(f"-- {arch}/{name}: max|adapter-base|={diff:.4f}, {len(new_keys)} tensors")
+        manifest["archs"][arch] = entry
+    write_json(OUT / "manifest.json", manifest)
+    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    print(f"total fixture size: {total} bytes ({total / 1024:.1f} KiB)")
+    assert total < 1.5 * 1024 * 1024, "fixtures exceed 1.5 MB"
+
+
+if __name__ == "__main__":
+    main()
