@@ -5,7 +5,7 @@ subprocess with the python of its own venv (created on demand, see refenv.py). E
 plain forward of its own process. Writes results.json, report.md and chart.png to --out.
 
     python benchmarks/run_all.py                        # speed, memory, scaling at bert-base shape (long)
-    python benchmarks/run_all.py --tiny --rounds 1      # a tiny model: a smoke run in about a minute
+    python benchmarks/run_all.py --tiny --rounds 1      # a tiny model: a smoke run of a few minutes
     python benchmarks/run_all.py --parts quality        # quality parity at the default (small) budget
 """
 
