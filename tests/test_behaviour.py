@@ -261,3 +261,22 @@ def test_unknown_architecture():
     import torch.nn as nn
     with pytest.raises(AdapterError, match="no config.model_type"):
         adapterkit.init(nn.Linear(2, 2))
+
+
+def test_merged_projection_runs_without_hook(batch):
+    model = adapterkit.init(tiny_model())
+    query = model.encoder.layer[0].attention.self.query
+    hooks = len(query._forward_hooks)
+    model.add_adapter("a", config="lora", set_active=True)
+    assert len(query._forward_hooks) == hooks + 1
+    randomize(model.adapterkit["a"], scale=0.3)
+    unmerged = forward(model, batch)
+    model.merge_adapter("a")
+    assert len(query._forward_hooks) == hooks  # merged: the plain forward path
+    torch.testing.assert_close(forward(model, batch), unmerged, atol=1e-5, rtol=0)
+    model.add_adapter("b", config="lora")  # a new unmerged adapter at the same projection brings the hook back
+    assert len(query._forward_hooks) == hooks + 1
+    model.delete_adapter("b")
+    model.reset_adapter("a")
+    assert len(query._forward_hooks) == hooks + 1
+    torch.testing.assert_close(forward(model, batch), unmerged, atol=1e-5, rtol=0)

@@ -79,6 +79,7 @@ class AdapterModelMixin(FusionMixin):
         # new modules start in train mode; follow the model's mode (dropout must be off in an eval model)
         state.container[adapter_name].train(self.training)
         state.invalidate()
+        state.sync_sites()
         if set_active:
             self.set_active_adapters(adapter_name)
 
@@ -160,6 +161,7 @@ class AdapterModelMixin(FusionMixin):
         method_for(config).merge(state, adapter_name, config)
         state.merged.add(adapter_name)
         state.invalidate()
+        state.sync_sites()
 
     def reset_adapter(self, adapter_name: str) -> None:
         """Undo `merge_adapter`: restore the base weights; the adapter runs unmerged again. No-op if not merged."""
@@ -170,6 +172,7 @@ class AdapterModelMixin(FusionMixin):
         method_for(config).reset(state, adapter_name, config)
         state.merged.discard(adapter_name)
         state.invalidate()
+        state.sync_sites()
 
     def eject_prefix_tuning(self, adapter_name: str) -> None:
         """Turn a prefix-tuning adapter's MLP into the flat prefixes it computes: same outputs, fewer parameters

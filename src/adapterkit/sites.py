@@ -94,12 +94,21 @@ class LinearSite(Site):
         self._handle = None
 
     def install(self) -> None:
-        self._handle = self.target.module.register_forward_hook(self, prepend=True)
+        if self._handle is None:
+            self._handle = self.target.module.register_forward_hook(self, prepend=True)
 
     def remove(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+    def sync(self, unmerged: list[str]) -> None:
+        """Keep the hook only while an unmerged adapter is here: fully merged projections run exactly as plain
+        ones (no Python hook on the forward path)."""
+        if self.in_use(unmerged):
+            self.install()
+        else:
+            self.remove()
 
     def __call__(self, module: nn.Module, args: tuple, output: Any):
         modules = self.state.active_at(self.key)

@@ -187,12 +187,21 @@ class AdapterState:
         self.sites[key] = site
         return site
 
+    def sync_sites(self) -> None:
+        """After a merge or reset: sites that can detach while only merged adapters sit there do so."""
+        unmerged = [n for n in self.container if n not in self.merged]
+        for site in self.sites.values():
+            sync = getattr(site, "sync", None)
+            if sync is not None:
+                sync(unmerged)
+
     def drop_adapter_modules(self, name: str) -> None:
         del self.container[name]
         names = list(self.container)
         for key in [k for k, site in self.sites.items() if not site.in_use(names)]:
             self.sites.pop(key).remove()
         self.invalidate()
+        self.sync_sites()
 
     # -- the active setup --------------------------------------------------------------------------
     def invalidate(self) -> None:
