@@ -32,6 +32,6 @@ bench-smoke: install
 
 fixtures:
 	bash tools/make_reference_fixtures.sh
-	bash tools/make_head_fixtures.sh
+	.venv-ref/bin/python tools/make_head_fixtures.py
 	.venv-ref/bin/python tools/make_adapterhub_fixtures.py
 	.venv-ref/bin/python tools/make_composition_fixtures.py

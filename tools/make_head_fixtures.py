@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate prediction-head fixtures from the real AdapterHub `adapters` package (flexible-head models).
 
-Run inside the reference venv (tools/make_head_fixtures.sh). It writes tests/fixtures/adapters_heads/:
+Run inside the reference venv that tools/make_reference_fixtures.sh creates (`make fixtures` runs it). It writes tests/fixtures/adapters_heads/:
 
   manifest.json
   <arch>/base/config.json            tiny model config
