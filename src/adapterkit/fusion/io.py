@@ -11,8 +11,6 @@ modules (converted by `io.adapterhub`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,23 +20,12 @@ from ..composition import Fuse
 from ..errors import AdapterError
 from ..io.adapterhub import fusion_state_dict_from_adapterhub
 from .config import resolve_fusion_config
+from ..io.files import atomic_write
 from .model import get_fusion
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
 HUB_WEIGHTS = ("model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_fusion(model, directory: Path, name: str, meta_dict: dict | None) -> None:
@@ -53,8 +40,8 @@ def save_fusion(model, directory: Path, name: str, meta_dict: dict | None) -> No
         "hidden_size": model.adapter_state.hidden_size, **(meta_dict or {}),
     }
     weights = {k: v.detach().to("cpu").contiguous() for k, v in fusion.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
 
 
 def _read_weights(directory: Path) -> tuple[dict, bool]:

@@ -17,15 +17,15 @@ import json
 import logging
 import os
 import pickle
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterError
+from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .registry import build_head
@@ -69,25 +69,6 @@ def save_head(model, directory: str | os.PathLike, name: str) -> None:
     atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(weights, path, metadata={"format": "pt"}))
     atomic_write(directory / HEAD_CONFIG_NAME,
                  lambda path: Path(path).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
-
-
-def atomic_write(target: Path, write: Callable[[str], Any]) -> None:
-    """`write(tmp_path)` into a temp file next to `target`, flush it to disk, then replace `target` with it.
-
-    A crash or error at any point leaves `target` as it was (and no temp file behind on errors).
-    """
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # -- loading -------------------------------------------------------------------------------------------

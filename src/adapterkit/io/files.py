@@ -15,7 +15,7 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -92,6 +92,27 @@ class StagedWrite:
             except FileNotFoundError:
                 pass
         self._staged = []
+
+
+def atomic_write(target: Path, write: Callable[[str], Any]) -> None:
+    """`write(tmp_path)` into a temp file next to `target`, flush it to disk, then replace `target` with it.
+
+    A crash or error at any point leaves `target` as it was (and no temp file behind on errors).
+    """
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
