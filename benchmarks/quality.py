@@ -1,10 +1,14 @@
 """Quality parity: the same fine-tuning run in adapterkit and in `adapters` (MiniLM on RTE, MRPC, STS-B dev).
 
 Everything but the adapter library is shared: the tokenized data (tokenized once by run_all.py and saved as
-tensors, so both venvs train on identical ids), the example order (a seeded `random.Random`, not torch's RNG), the
-classification head's initial weights (drawn from a seeded generator after loading), the optimizer, schedule and
-hyperparameters, and the torch seed for dropout. The adapters' initial weights come from each library's own init
-under the same seed, so at small budgets part of the difference is seed noise, not a library difference.
+tensors, so both processes train on identical ids), the example order (a seeded `random.Random`, not torch's RNG),
+the classification head's initial weights (drawn from a seeded generator after loading), the optimizer, schedule and
+hyperparameters, and the torch seed for dropout, set right before the first step.
+
+Initial adapter weights: with `shared_init` (the default of run_all.py) adapterkit draws them once per method and
+seed and writes them in the AdapterHub format; both libraries load that directory, so a run differs between the
+libraries only by their forward/backward arithmetic (and dropout masks, where the two transformers versions draw
+them differently). Without it each library uses its own init under the same seed, which adds seed noise.
 
 The GLUE files are read from their place (e.g. /work/shared/data/glue, see its SOURCE.md); nothing is copied.
 """
@@ -136,28 +140,61 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(ranks)
 
 
-def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: Budget, data: dict,
-                       model_path: str, device: str = "cpu") -> dict:
-    """One run: MiniLM + a fresh task head + one adapter of `method`, trained on the task, scored on dev."""
+def _load_model(model_path: str, num_labels: int):
     from transformers import BertForSequenceClassification
     from transformers.utils import logging
 
+    logging.set_verbosity_error()  # the "classifier weights are newly initialised" report: expected here
+    logging.disable_progress_bar()
+    return BertForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+
+
+def init_key(method: str, seed: int) -> str:
+    return f"{method}-seed{seed}"
+
+
+def make_initial_adapters(model_path: str, runs: list, out_dir: Path) -> dict:
+    """adapterkit's initial adapter of each (method, seed) in `runs`, saved in the AdapterHub format (no head);
+    returns {init_key: directory}. Drawn under `torch.manual_seed(seed)` as an own-init run would draw it."""
+    import adapterkit
+
+    from cases_hub import method_config
+
+    dirs = {}
+    for method, seed in sorted({(r["method"], r["seed"]) for r in runs}):
+        model = adapterkit.init(_load_model(model_path, 2))
+        torch.manual_seed(seed)
+        model.add_adapter(method, config=method_config(adapterkit, method))
+        path = Path(out_dir) / init_key(method, seed)
+        model.save_adapter(path, method, with_head=False, format="adapterhub")
+        dirs[init_key(method, seed)] = str(path)
+    return dirs
+
+
+def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: Budget, data: dict,
+                       model_path: str, device: str = "cpu", init_dir: Optional[str] = None) -> dict:
+    """One run: MiniLM + a fresh task head + one adapter of `method` (drawn by the library, or loaded from
+    `init_dir`), trained on the task, scored on dev."""
     from cases_hub import method_config
 
     lib = importlib.import_module(library)
     num_labels = TASKS[task][3]
-    logging.set_verbosity_error()  # the "classifier weights are newly initialised" report: expected here
-    logging.disable_progress_bar()
-    model = BertForSequenceClassification.from_pretrained(model_path, num_labels=num_labels)
+    model = _load_model(model_path, num_labels)
     head = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         model.classifier.weight.copy_(torch.randn(model.classifier.weight.shape, generator=head) * 0.02)
         model.classifier.bias.zero_()
     torch.manual_seed(seed)
     lib.init(model)
-    model.add_adapter(method, config=method_config(lib, method))
+    if init_dir is None:
+        model.add_adapter(method, config=method_config(lib, method))
+    elif library == "adapters":
+        model.load_adapter(str(init_dir), load_as=method, use_safetensors=True)
+    else:
+        model.load_adapter(init_dir, load_as=method, format="adapterhub")
     model.train_adapter(method)
     model.to(device)
+    torch.manual_seed(seed)  # dropout draws start from the same state in both libraries
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = len(data["train.labels"])
     steps = budget.epochs * math.ceil(n_train / budget.batch)
@@ -189,18 +226,22 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
     scores = metrics(task, torch.cat(predictions), data["dev.labels"])
     return {"library": library, "task": task, "method": method, "seed": seed, "scores": scores,
             "main": scores[TASKS[task][4]], "metric": TASKS[task][4], "final_loss": loss.item(), "steps": steps,
-            "train_s": train_s, "trainable_params": sum(p.numel() for p in params)}
+            "train_s": train_s, "trainable_params": sum(p.numel() for p in params),
+            "shared_init": init_dir is not None, "device": device}
 
 
 def run_jobs(library: str, spec: dict) -> list:
-    """spec: {budget: {...}, threads, device, model_path, data: {task: tensor file}, runs: [{task, method, seed}]}."""
+    """spec: {budget: {...}, threads, device, model_path, data: {task: tensor file}, runs: [{task, method, seed}],
+    init: {init_key: AdapterHub dir} (optional: shared initial adapters)}."""
     torch.set_num_threads(spec.get("threads", 2))
     budget = Budget(**spec["budget"])
+    init = spec.get("init") or {}
     results, cache = [], {}
     for run in spec["runs"]:
         task = run["task"]
         if task not in cache:
             cache[task] = torch.load(spec["data"][task], weights_only=True)
         results.append(train_and_evaluate(library, task, run["method"], run["seed"], budget, cache[task],
-                                          spec["model_path"], spec.get("device", "cpu")))
+                                          spec["model_path"], spec.get("device", "cpu"),
+                                          init.get(init_key(run["method"], run["seed"]))))
     return results

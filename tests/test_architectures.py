@@ -300,7 +300,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(arch):
         model.train_adapter(["a", "b"])
         randomize(model.adapterkit, scale=0.1)
         if checkpointing:
-            model.activation_checkpointing_enable({"use_reentrant": False})
+            # transformers renamed gradient_ to activation_checkpointing_enable after 5.17; both are supported
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
         count = []
         model.adapterkit["b"].layers["0"]["attn_q"].register_forward_pre_hook(lambda m, a: count.append(1))
         batch = archs.inputs(arch)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import adapterkit
 from adapterkit import CheckpointError
+from adapterkit.errors import AdapterConfigError
 
 from test_reference_adapters import load_base
 
@@ -141,3 +142,44 @@ def test_old_task_adapter_naming_an_invertible_adapter_it_does_not_have(tmp_path
     (path / "adapter_config.json").write_text(json.dumps({**data, "type": "text_task"}))
     model, name = _expect_same_outputs(path, "bert", "seq_bn")
     assert model.adapters_config[name].inv_adapter is None
+
+
+@pytest.mark.parametrize("config", ["prefix_tuning", "prefix_tuning_flat",
+                                    "prefix_tuning[prefix_length=7,bottleneck_size=16,leave_out=[1]]"])
+def test_prefix_tuning_exports_to_adapterhub_and_back(config, tmp_path):
+    """Ungated prefix tuning writes the `adapters` pool's keys (prefix_tuning.prefix_tunings.<name>.self_prefix.*;
+    the real package loads them: tests/test_checkpoint_adapterhub_export.py) and reads back bit for bit."""
+    from ckpt_helpers import randomise
+    model = adapterkit.init(load_base("bert"))
+    model.add_adapter("p", config=config, set_active=True)
+    randomise(model.adapterkit["p"], seed=3)
+    model.save_adapter(tmp_path / "p", "p", format="adapterhub")
+    keys = load_file(str(tmp_path / "p" / "adapter.safetensors")).keys()
+    assert keys and all(k.startswith("prefix_tuning.prefix_tunings.p.self_prefix.") for k in keys)
+    assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["config"]["architecture"] == "prefix_tuning"
+    again = adapterkit.init(load_base("bert"))
+    again.load_adapter(tmp_path / "p", set_active=True)
+    torch.testing.assert_close(run(again, "bert"), run(model, "bert"), atol=0, rtol=0)
+
+
+def test_gated_or_encoder_decoder_prefix_tuning_has_no_adapterhub_form(tmp_path):
+    from archs import model as arch_model
+    model = adapterkit.init(load_base("bert"))
+    model.add_adapter("g", config="prefix_tuning[use_gating=True]")
+    with pytest.raises(AdapterConfigError, match="gated prefix tuning .* has no AdapterHub form"):
+        model.save_adapter(tmp_path / "g", "g", format="adapterhub")
+    assert not (tmp_path / "g").exists()
+    bart = adapterkit.init(arch_model("bart"))
+    bart.add_adapter("p", config="prefix_tuning")
+    with pytest.raises(AdapterConfigError, match="AdapterHub export for models with several layer stacks"):
+        bart.save_adapter(tmp_path / "p", "p", format="adapterhub")
+
+
+def test_bottleneck_at_a_sublayer_hook_site_has_no_adapterhub_name(tmp_path):
+    """Pre-LN decoders (Llama) run bottlenecks through sublayer hooks, which AdapterHub has no key for."""
+    from archs import model as arch_model
+    llama = adapterkit.init(arch_model("llama"))
+    llama.add_adapter("s", config="seq_bn")
+    with pytest.raises(AdapterConfigError, match="'output_adapter' .* has no AdapterHub name here"):
+        llama.save_adapter(tmp_path / "s", "s", format="adapterhub")
+    assert not (tmp_path / "s").exists()

@@ -24,7 +24,9 @@ from test_reference_adapters import FIXTURES as REF_FIXTURES, load_base
 ROOT = Path(__file__).resolve().parent.parent
 REF_PYTHON = next((p for p in [os.environ.get("ADAPTERKIT_REF_PYTHON"), ROOT / ".venv-ref/bin/python",
                                "/work/main/.venv-ref/bin/python"] if p and Path(p).is_file()), None)
-EXPORTED = [m for m in METHODS if m != "lora_all"]  # AdapterHub LoRA cannot target "o"
+EXPORTED = {m: c for m, c in METHODS.items() if m != "lora_all"}  # AdapterHub LoRA cannot target "o"
+EXPORTED.update({"prefix": "prefix_tuning", "prefix_flat": "prefix_tuning_flat",
+                 "prefix_short": "prefix_tuning[prefix_length=7,bottleneck_size=16,leave_out=[1]]"})
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(REF_PYTHON is None, reason="reference venv with the `adapters` package not found")]
@@ -36,7 +38,7 @@ def test_adapters_package_loads_our_export(arch, tmp_path):
     inputs = load_file(REF_FIXTURES / arch / "inputs.safetensors")
     ours, entries = {}, []
     for i, method in enumerate(EXPORTED):
-        model.add_adapter(method, config=METHODS[method], set_active=True)
+        model.add_adapter(method, config=EXPORTED[method], set_active=True)
         randomise(model.adapterkit[method], seed=i)
         with torch.no_grad():
             ours[method] = model(**inputs).last_hidden_state

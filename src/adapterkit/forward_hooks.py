@@ -48,8 +48,15 @@ def _replicate(args, kwargs, channels: int):
     return tuple(rep(a) for a in args), {k: rep(v, k) for k, v in kwargs.items()}
 
 
-def install(model, state) -> None:
-    def before(module, args, kwargs):
+class ModelHooks:
+    """The pre- and post-hook on the model's forward. An object (not closures over `state`), so that
+    `copy.deepcopy(model)` gives hooks that act on the copy's state."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def before(self, module, args, kwargs):
+        state = self.state
         state.gating_scores = {} if kwargs.pop(OUTPUT_GATING, False) else None
         state.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
         names = kwargs.pop(ADAPTER_NAMES, None)
@@ -66,7 +73,8 @@ def install(model, state) -> None:
                 args, kwargs = _replicate(args, kwargs, channels)
         return args, kwargs
 
-    def after(module, args, kwargs, output):
+    def after(self, module, args, kwargs, output):
+        state = self.state
         state.routing = None
         extras = []
         for key, value in (("adapter_gating_scores", state.gating_scores),
@@ -84,5 +92,8 @@ def install(model, state) -> None:
             return output + tuple(value for _, value in extras)
         return output
 
-    model.register_forward_pre_hook(before, with_kwargs=True)
-    model.register_forward_hook(after, with_kwargs=True, always_call=True)
+
+def install(model, state) -> None:
+    hooks = ModelHooks(state)
+    model.register_forward_pre_hook(hooks.before, with_kwargs=True)
+    model.register_forward_hook(hooks.after, with_kwargs=True, always_call=True)

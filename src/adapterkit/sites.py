@@ -159,6 +159,13 @@ class SublayerHookSite(Site):
         self._kept = threading.local()
         self._handles: list = []
 
+    def __getstate__(self) -> dict:  # copy.deepcopy / pickle of the model: the per-thread slot is not state
+        return {k: v for k, v in self.__dict__.items() if k != "_kept"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._kept = threading.local()
+
     def accept(self, module: nn.Module) -> None:
         config = getattr(module, "config", None)
         if self.layer_norm is not None and config is not None and not getattr(config, "original_ln_after", True):

@@ -231,8 +231,12 @@ def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
             "package silently ignores it); save in adapterkit or PEFT format instead"
         )
-    if not isinstance(config, (BnConfig, LoRAConfig)):
-        raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, (IA)^3")
+    if isinstance(config, PrefixTuningConfig) and config.use_gating:
+        raise AdapterConfigError("a gated prefix tuning (use_gating=True) has no AdapterHub form here; save it in "
+                                 "the adapterkit format (ungated prefix tuning exports)")
+    if not isinstance(config, (BnConfig, LoRAConfig, PrefixTuningConfig)):
+        raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, "
+                                 "(IA)^3, prefix tuning")
     out = config.to_dict()
     if out["architecture"] == "bottleneck":
         out["architecture"] = None  # AdapterHub's name for its bottleneck config class
@@ -253,25 +257,32 @@ def _bottleneck_key(param: str, config: BnConfig) -> str:
     raise KeyError(param)  # pragma: no cover - BottleneckAdapter has no other parameters
 
 
+# model-level modules: adapterkit's `shared.<module>.` -> the AdapterHub key prefix (relative to the base model).
+# A single-stack model's prefix tuning lives in the `adapters` pool as its "self_prefix" group.
+_SHARED_KEYS = {"invertible": "invertible_adapters.{name}.",
+                "prefix": "prefix_tuning.prefix_tunings.{name}.self_prefix."}
+
+
 def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
                              config: AdapterConfig) -> dict[str, torch.Tensor]:
     """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model."""
-    residual = {location: site.module for location, site in interface.residual_sites.items()}
+    stack = single_stack(interface, "AdapterHub export")  # its names (and prefix groups) assume one stack
+    residual = {location: getattr(site, "module", None) for location, site in interface.residual_sites.items()}
     linear = {location: path for path, location in linear_paths(interface).items()}
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         scope, rest = key.split(".", 1)
         if scope == "shared":
             module, _, param = rest.partition(".")
-            if module != "invertible":  # pragma: no cover - no other model-level modules yet
+            if module not in _SHARED_KEYS:
                 raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
-            out[f"invertible_adapters.{name}.{param}"] = tensor
+            out[_SHARED_KEYS[module].format(name=name) + param] = tensor
             continue
         layer_id, location, param = rest.split(".", 2)
-        prefix = f"{single_stack(interface, 'AdapterHub export')}.{layer_id}."
-        if location not in residual and location not in linear:
-            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection) has no "
-                                     "AdapterHub name here; save in the adapterkit format")
+        prefix = f"{stack}.{layer_id}."
+        if residual.get(location) is None and location not in linear:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection, or a "
+                                     "sublayer-hook site) has no AdapterHub name here; save in the adapterkit format")
         if location in residual:
             out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
         elif param == "ia3_l":
