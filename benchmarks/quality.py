@@ -16,6 +16,7 @@ The GLUE files are read from their place (e.g. /work/shared/data/glue, see its S
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import random
 import time
@@ -230,9 +231,10 @@ def train_and_evaluate(library: str, task: str, method: str, seed: int, budget: 
             "shared_init": init_dir is not None, "device": device}
 
 
-def run_jobs(library: str, spec: dict) -> list:
+def run_jobs(library: str, spec: dict, progress: Optional[Path] = None) -> list:
     """spec: {budget: {...}, threads, device, model_path, data: {task: tensor file}, runs: [{task, method, seed}],
-    init: {init_key: AdapterHub dir} (optional: shared initial adapters)}."""
+    init: {init_key: AdapterHub dir} (optional: shared initial adapters)}. Each result is also appended to
+    `progress` (JSON lines) as it comes, so a run cut short keeps what it finished."""
     torch.set_num_threads(spec.get("threads", 2))
     budget = Budget(**spec["budget"])
     init = spec.get("init") or {}
@@ -244,4 +246,7 @@ def run_jobs(library: str, spec: dict) -> list:
         results.append(train_and_evaluate(library, task, run["method"], run["seed"], budget, cache[task],
                                           spec["model_path"], spec.get("device", "cpu"),
                                           init.get(init_key(run["method"], run["seed"]))))
+        if progress is not None:
+            with open(progress, "a", encoding="utf-8") as f:
+                f.write(json.dumps(results[-1]) + "\n")
     return results

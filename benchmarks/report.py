@@ -115,22 +115,35 @@ def targets_table(results: dict) -> str:
 
 
 def quality_table(results: dict) -> str:
+    """Mean dev score per (task, method) and library; with shared initial adapters, also the largest per-seed
+    difference of scores and of the final training loss (the same run in both libraries, seed by seed)."""
     runs = (results.get("quality") or {}).get("results", [])
     groups: dict = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: (r["task"], r["method"], r["seed"])):
         groups.setdefault((r["task"], r["method"], r["metric"]), {}).setdefault(r["library"], []).append(r)
-    lines = ["| task | method | dev metric | adapterkit | adapters | difference (points) | train steps | seeds "
-             "| train s (adapterkit / adapters) |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| task | method | dev metric | adapterkit | adapters | difference (points) | largest per-seed "
+             "difference | final loss (adapterkit / adapters) | train steps | seeds | train s (adapterkit / adapters) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (task, method, metric), by_lib in groups.items():
         mean = {lib: 100 * sum(r["main"] for r in rs) / len(rs) for lib, rs in by_lib.items()}
         a, b = mean.get("adapterkit"), mean.get("adapters")
         diff = f"{a - b:+.2f}" if a is not None and b is not None else NA
+        pairs = _seed_pairs(by_lib)
+        per_seed = _fmt(max(abs(x["main"] - y["main"]) * 100 for x, y in pairs)) if pairs else NA
+        loss = " / ".join(_fmt(sum(r["final_loss"] for r in by_lib[lib]) / len(by_lib[lib]), 4) if lib in by_lib
+                          else NA for lib in ("adapterkit", "adapters"))
         any_run = next(iter(by_lib.values()))[0]
         seconds = " / ".join(_fmt(sum(r["train_s"] for r in by_lib[lib]) / len(by_lib[lib]), 1) if lib in by_lib
                              else NA for lib in ("adapterkit", "adapters"))
-        lines.append(f"| {task} | {method} | {metric} | {_fmt(a)} | {_fmt(b)} | {diff} | {any_run['steps']} | "
-                     f"{len(next(iter(by_lib.values())))} | {seconds} |")
+        seeds = min(len(rs) for rs in by_lib.values())
+        lines.append(f"| {task} | {method} | {metric} | {_fmt(a)} | {_fmt(b)} | {diff} | {per_seed} | {loss} | "
+                     f"{any_run['steps']} | {seeds} | {seconds} |")
     return "\n".join(lines)
+
+
+def _seed_pairs(by_lib: dict) -> list:
+    ours = {r["seed"]: r for r in by_lib.get("adapterkit", [])}
+    return [(ours[r["seed"]], r) for r in by_lib.get("adapters", []) if r["seed"] in ours]
 
 
 def _fmt(value, digits: int = 2) -> str:

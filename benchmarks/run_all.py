@@ -151,8 +151,8 @@ class Runner:
             torch.save(quality.tokenize_task(tokenizer, a.glue_dir, task, budget, seed=0), data[task])
         spec = {"budget": budget.to_dict(), "threads": self.shape.threads, "device": self.shape.device,
                 "model_path": model_path, "data": data,
-                "runs": [{"task": t, "method": m, "seed": s} for t in a.tasks for m in a.methods
-                         for s in range(a.seeds)]}
+                "runs": [{"task": t, "method": m, "seed": s} for s in range(a.seeds) for t in a.tasks
+                         for m in a.methods]}  # seed-major: a run cut short still covers every task and method
         if not a.own_init:
             log("quality: drawing the shared initial adapters (adapterkit, AdapterHub format)")
             spec["init"] = quality.make_initial_adapters(model_path, spec["runs"], self.tmp / "init")

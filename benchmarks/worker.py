@@ -127,7 +127,8 @@ def main(argv=None):
         result = run_scaling(args.libraries, shape, args.rounds, args.warmup)
     else:
         import quality
-        result = quality.run_jobs(args.libraries[0], json.loads(Path(args.quality).read_text()))
+        result = quality.run_jobs(args.libraries[0], json.loads(Path(args.quality).read_text()),
+                                  progress=Path(args.out + ".partial.jsonl"))
     Path(args.out).write_text(json.dumps(result, indent=1))
 
 
