@@ -115,8 +115,8 @@ def targets_table(results: dict) -> str:
 
 
 def quality_table(results: dict) -> str:
-    """Mean dev score per (task, method) and library; with shared initial adapters, also the largest per-seed
-    difference of scores and of the final training loss (the same run in both libraries, seed by seed)."""
+    """Mean dev score per (task, method) and library over the seeds both libraries finished, the largest per-seed
+    difference (with shared initial adapters the same run in both libraries, seed by seed) and the final loss."""
     runs = (results.get("quality") or {}).get("results", [])
     groups: dict = {}
     for r in sorted(runs, key=lambda r: (r["task"], r["method"], r["seed"])):
@@ -125,10 +125,12 @@ def quality_table(results: dict) -> str:
              "difference | final loss (adapterkit / adapters) | train steps | seeds | train s (adapterkit / adapters) |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (task, method, metric), by_lib in groups.items():
+        pairs = _seed_pairs(by_lib)
+        if pairs:  # compare like with like: only the seeds both libraries finished
+            by_lib = {"adapterkit": [x for x, _ in pairs], "adapters": [y for _, y in pairs]}
         mean = {lib: 100 * sum(r["main"] for r in rs) / len(rs) for lib, rs in by_lib.items()}
         a, b = mean.get("adapterkit"), mean.get("adapters")
         diff = f"{a - b:+.2f}" if a is not None and b is not None else NA
-        pairs = _seed_pairs(by_lib)
         per_seed = _fmt(max(abs(x["main"] - y["main"]) * 100 for x, y in pairs)) if pairs else NA
         loss = " / ".join(_fmt(sum(r["final_loss"] for r in by_lib[lib]) / len(by_lib[lib]), 4) if lib in by_lib
                           else NA for lib in ("adapterkit", "adapters"))
