@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from common import Case, inference_step, make_model, train_step
+from common import Case, inference_case, make_model, train_case
 
 # method -> (config class, fields): identical in adapterkit and `adapters`.
 METHODS = {
@@ -55,15 +55,15 @@ class HubCases:
     def build(self, key: str) -> Case:
         method, _, what = key.partition("_")
         if what == "train":
-            return Case(train_step(self._model(method), self.batch))
+            return train_case(self._model(method), self.batch)
         if what == "infer":
-            return Case(inference_step(self._model(method), self.batch))
+            return inference_case(self._model(method), self.batch)
         if key == "lora_merged":
             model = make_model(self.shape)
             self.lib.init(model)
             model.add_adapter("lora", config=method_config(self.lib, "lora"), set_active=True)
             model.to(self.shape.device).merge_adapter("lora")
-            return Case(inference_step(model, self.batch))
+            return inference_case(model, self.batch)
         if key == "add_lora":
             model = make_model(self.shape)
             self.lib.init(model)

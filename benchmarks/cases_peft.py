@@ -7,7 +7,7 @@ through a 512-wide MLP (peft's `prefix_projection`, as adapterkit's and `adapter
 
 from __future__ import annotations
 
-from common import Case, inference_step, make_model, train_step
+from common import Case, inference_case, make_model, train_case
 
 KEYS = ("lora_train", "lora_infer", "lora_merged", "prefix_train", "prefix_infer", "ia3_train", "add_lora",
         "merge_lora")
@@ -41,14 +41,14 @@ class PeftCases:
     def build(self, key: str) -> Case:
         method, _, what = key.partition("_")
         if what == "train":
-            return Case(train_step(self._model(method), self.batch))
+            return train_case(self._model(method), self.batch)
         if what == "infer":
-            return Case(inference_step(self._model(method), self.batch))
+            return inference_case(self._model(method), self.batch)
         if key == "lora_merged":
             import peft
             model = peft.get_peft_model(make_model(self.shape), _config("lora"))
             model.merge_adapter()  # merged in place, the adapter kept (as adapterkit's and adapters' merge)
-            return Case(inference_step(model, self.batch))
+            return inference_case(model, self.batch)
         if key == "add_lora":
             import peft
             model = peft.get_peft_model(make_model(self.shape), _config("lora"))

@@ -92,25 +92,24 @@ def trainable(model) -> list:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def train_step(model, batch, params=None) -> Callable[[], None]:
-    """One optimizer step (train mode: dropout on) on a squared-output loss."""
+def train_case(model, batch, params=None) -> Case:
+    """One optimizer step (train mode: dropout on) on a squared-output loss. The mode is set untimed before each
+    call (`prepare`): a training loop sets it once, not per step, and its cost grows with the module count."""
     optimizer = torch.optim.AdamW(trainable(model) if params is None else params, lr=1e-4)
 
     def step():
-        model.train()
         out = model(**batch).last_hidden_state
         out.float().pow(2).mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return step
+    return Case(step, model.train)
 
 
-def inference_step(model, batch) -> Callable[[], None]:
+def inference_case(model, batch) -> Case:
     def step():
-        model.eval()
         with torch.inference_mode():
             model(**batch)
-    return step
+    return Case(step, model.eval)
 
 
 def base_cases(shape: Shape, batch) -> dict[str, Case]:
@@ -121,9 +120,9 @@ def base_cases(shape: Shape, batch) -> dict[str, Case]:
 def base_case(key: str, shape: Shape, batch) -> Case:
     model = make_model(shape)
     if key == "plain_forward":
-        return Case(inference_step(model, batch))
+        return inference_case(model, batch)
     if key == "full_ft":
-        return Case(train_step(model, batch, list(model.parameters())))
+        return train_case(model, batch, list(model.parameters()))
     if key == "floor":
         # The floor of any exact frozen-base method: the model's own train-mode forward and a backward through
         # every layer (gradients flow from the embeddings' output upwards), with no adapter and no optimizer.
@@ -131,7 +130,6 @@ def base_case(key: str, shape: Shape, batch) -> Case:
         model.embeddings.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
 
         def step():
-            model.train()
             model(**batch).last_hidden_state.float().pow(2).mean().backward()
-        return Case(step)
+        return Case(step, model.train)
     raise KeyError(key)
