@@ -1,0 +1,58 @@
+"""One autograd node for a frozen projection plus one plain LoRA: `y = x W^T + b + s (x A^T) B^T`.
+
+Why: on the hook path (`sites.LinearSite` adding `LoRA.forward` to the projection's output) every LoRA site costs
+four autograd nodes (the base addmm, two mm's, the add) and three extra forward kernels. With a frozen base that
+work is mostly bookkeeping, and at small batches (GPUs, tiny models) the step is bound by launches and autograd
+overhead, not by FLOPs. `FusedLoRA` computes the same thing as one node with a hand-written backward:
+
+    forward:  y = x W^T + b;  t = x A^T;  y += s t B^T                               (3 kernels)
+    backward: u = g B
+              grad_x = g W + s u A            (only if x needs a gradient)
+              grad_A = s u^T x,  grad_B = s g^T t   (t saved from the forward: it is (tokens, r), small)
+
+Leading dimensions of x are flattened. W and b get no gradient: the caller (`LinearSite`) takes this path only
+for a whole (not fused-slice) nn.Linear / GPT-2 Conv1D whose weight and bias are frozen, with exactly one
+ungated LoRA whose dropout is inactive, and no autocast; everything else stays on the hook path.
+
+`grad_x = g (W + s B A)` was measured as well: same kernel count, but it forms an (out, in) matrix each step, which
+costs more than the factored form whenever tokens < out_features (on CPU, 32 tokens x 768: +12% for the site).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class FusedLoRA(torch.autograd.Function):
+    """`apply(x, weight, bias, lora_A, lora_B, scaling, transposed)`; `transposed`: weight stored (in, out)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, transposed: bool):
+        # F.linear gives a fresh (not a view) output of x's leading shape: the caller may modify it in place
+        y = F.linear(x, weight.t() if transposed else weight, bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        t = torch.mm(x2, lora_a.t())
+        y.view(-1, y.shape[-1]).addmm_(t, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x2, weight, lora_a, lora_b, t)
+        ctx.scaling, ctx.transposed = scaling, transposed
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight, lora_a, lora_b, t = ctx.saved_tensors
+        s = ctx.scaling
+        g = grad.reshape(-1, grad.shape[-1])
+        u = torch.mm(g, lora_b)  # (tokens, r)
+        grad_x = grad_a = grad_b = None
+        needs = ctx.needs_input_grad
+        if needs[0]:
+            grad_x = torch.mm(g, weight.t() if ctx.transposed else weight)
+            grad_x.addmm_(u, lora_a, alpha=s)
+            grad_x = grad_x.view(grad.shape[:-1] + (x2.shape[-1],))
+        # beta=0: the first argument only gives the shape and is ignored
+        if needs[3]:
+            grad_a = torch.addmm(lora_a, u.t(), x2, beta=0, alpha=s)
+        if needs[4]:
+            grad_b = torch.addmm(lora_b, g.t(), t, beta=0, alpha=s)
+        return grad_x, None, None, grad_a, grad_b, None, None
