@@ -156,8 +156,10 @@ class LinearSite(Site):
             fused = _fused_args(modules[0], module, x)
             if fused is not None:
                 return FusedLoRA.apply(x, *fused, self.target.transposed)
-        out = self._inner(*args, **kwargs) if self._inner is not None else type(module).forward(module, *args,
-                                                                                                **kwargs)
+        if self._inner is not None:
+            out = self._inner(*args, **kwargs)
+        else:
+            out = type(module).forward(module, *args, **kwargs)
         if not modules:
             return out
         return compose_lora.run(modules, x, out)
@@ -165,8 +167,11 @@ class LinearSite(Site):
 
 def _fused_args(lora, module: nn.Module, x) -> tuple | None:
     """(weight, bias, A, B, scaling) if `lora` at `module` can run fused: one plain LoRA (no gate, no active
-    dropout, no hooks of its own) on a frozen projection, all of one dtype, no autocast; else None. (Parameters are read from the
-    modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.)"""
+    dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast;
+    else None.
+
+    Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
+    """
     if type(lora) is not LoRA or lora.gate is not None:
         return None
     if lora._forward_pre_hooks or lora._forward_hooks or lora._backward_hooks or lora._backward_pre_hooks:
@@ -176,8 +181,8 @@ def _fused_args(lora, module: nn.Module, x) -> tuple | None:
         return None
     params = module._parameters
     weight, bias = params["weight"], params.get("bias")
-    if weight.requires_grad or (bias is not None and bias.requires_grad):
-        return None
+    if (weight.requires_grad or (bias is not None and bias.requires_grad)) and torch.is_grad_enabled():
+        return None  # trainable base weights (no graph is recorded under no_grad / inference_mode)
     lora_params = lora._parameters
     a, b = lora_params["lora_A"], lora_params["lora_B"]
     if (not isinstance(x, torch.Tensor) or x.dtype != weight.dtype or a.dtype != weight.dtype
