@@ -33,14 +33,15 @@ def calls(monkeypatch):
 
 
 @pytest.fixture
-def hook_path(monkeypatch):
+def hook_path():
     """A context in which nothing is fused (the reference: the module's forward, then the composition)."""
     class Unfused:
         def __enter__(self):
-            monkeypatch.setattr(sites, "_fused_args", lambda *a: None)
+            self.patch = pytest.MonkeyPatch()
+            self.patch.setattr(sites, "_fused_args", lambda *a: None)
 
         def __exit__(self, *exc):
-            monkeypatch.undo()
+            self.patch.undo()
     return Unfused()
 
 
@@ -247,7 +248,7 @@ def test_trainable_base_weights_take_the_hook_path(what, calls, hook_path):
     assert_same(fused, reference)
 
 
-def test_other_reasons_not_to_fuse(calls, hook_path):
+def test_other_reasons_not_to_fuse(calls):
     model = build("bert", train="l")
     inputs = archs.inputs("bert")
     full = WHOLE_SITES["bert"] * archs.L
@@ -329,11 +330,17 @@ def test_deepcopy_keeps_the_fast_path_on_the_copy(arch, calls):
 
 
 def test_forward_hooks_on_the_projection_see_the_adapted_output(calls):
-    model = build("bert")
-    model.set_active_adapters("l")
+    """As with the prepended hook before: the projection's adapters run before any forward hook on it, even one
+    registered before the adapter was added."""
+    model = adapterkit.init(archs.model("bert"))
     query = model.encoder.layer[0].attention.self.query
     seen = []
     query.register_forward_hook(lambda m, args, out: seen.append(out))
+    model.add_adapter("l", config=LoRAConfig(**ALL))
+    model.train_adapter("l")
+    with torch.no_grad():
+        for p in model.adapterkit.parameters():
+            p.add_(0.1)
     x = torch.randn(1, 2, archs.H)
     with torch.no_grad():
         y = query(x)
