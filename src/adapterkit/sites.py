@@ -23,7 +23,7 @@ from .compose import lora as compose_lora, prefix as compose_prefix
 from .errors import AdapterError
 from .methods.bottleneck import run_residual
 from .methods.lora import LoRA
-from .methods.lora_fused import FusedLoRA
+from .methods.lora_fused import fused_lora
 from .interfaces.base import resolve
 from .utils import get_submodule
 
@@ -155,7 +155,7 @@ class LinearSite(Site):
         if self._fusable and type(modules) is tuple and len(modules) == 1 and self._inner is None:
             fused = _fused_args(modules[0], module, x)
             if fused is not None:
-                return FusedLoRA.apply(x, *fused, self.target.transposed)
+                return fused_lora(x, *fused, self.target.transposed)
         if self._inner is not None:
             out = self._inner(*args, **kwargs)
         else:
