@@ -397,3 +397,22 @@ def test_other_forward_wrappers_are_kept(calls):
         for p in model.adapterkit.parameters():
             p.add_(0.1)
         torch.testing.assert_close(model(**inputs).last_hidden_state, with_adapter, atol=1e-6, rtol=0)
+
+
+def test_parametrized_or_subclassed_projections_are_not_fused(calls, hook_path):
+    """Only exact nn.Linear / Conv1D are fused (their forward is what the kernels reproduce); a parametrization
+    added after the adapter (it changes the module's class) is noticed at call time."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = build("bert", train="l")
+    inputs = archs.inputs("bert")
+    parametrize.register_parametrization(model.encoder.layer[0].attention.self.query, "weight", Double())
+    model.encoder.layer[0].attention.self.query.parametrizations.weight.original.requires_grad_(False)
+    fused = step(model, inputs)
+    assert len(calls) == WHOLE_SITES["bert"] * archs.L - 1
+    with hook_path:
+        assert_same(fused, step(model, inputs))

@@ -102,9 +102,7 @@ class LinearSite(Site):
         self._installed = False
         self._bypass = False
         self._inner = None  # an instance-level forward that was there before ours (another wrapper), if any
-        module = target.module
-        # fused only for the exact module types whose forward it reproduces (not subclasses: quantised, ...)
-        self._fusable = target.rows is None and type(module) in (nn.Linear, Conv1D)
+        self._whole = target.rows is None
 
     def install(self) -> None:
         if self.target.rows is not None:
@@ -152,7 +150,7 @@ class LinearSite(Site):
         module = self.target.module
         modules = () if self._bypass else self.state.active_at(self.key)
         x = args[0] if args else next(iter(kwargs.values()), None)
-        if self._fusable and type(modules) is tuple and len(modules) == 1 and self._inner is None:
+        if self._whole and type(modules) is tuple and len(modules) == 1 and self._inner is None:
             fused = _fused_args(modules[0], module, x)
             if fused is not None:
                 return fused_lora(x, *fused, self.target.transposed)
@@ -165,6 +163,9 @@ class LinearSite(Site):
         return compose_lora.run(modules, x, out)
 
 
+_FUSABLE = (nn.Linear, Conv1D)
+
+
 def _fused_args(lora, module: nn.Module, x) -> tuple | None:
     """(weight, bias, A, B, scaling) if `lora` at `module` can run fused: one plain LoRA (no gate, no active
     dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast;
@@ -172,7 +173,8 @@ def _fused_args(lora, module: nn.Module, x) -> tuple | None:
 
     Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
     """
-    if type(lora) is not LoRA or lora.gate is not None:
+    # the exact module types whose forward it reproduces (not subclasses: quantised, parametrized, ...)
+    if type(module) not in _FUSABLE or type(lora) is not LoRA or lora.gate is not None:
         return None
     if lora._forward_pre_hooks or lora._forward_hooks or lora._backward_hooks or lora._backward_pre_hooks:
         return None  # hooks on the LoRA module itself: it has to be called
@@ -184,8 +186,8 @@ def _fused_args(lora, module: nn.Module, x) -> tuple | None:
     if (weight.requires_grad or (bias is not None and bias.requires_grad)) and torch.is_grad_enabled():
         return None  # trainable base weights (no graph is recorded under no_grad / inference_mode)
     lora_params = lora._parameters
-    a, b = lora_params["lora_A"], lora_params["lora_B"]
-    if (not isinstance(x, torch.Tensor) or x.dtype != weight.dtype or a.dtype != weight.dtype
+    a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
+    if (a is None or b is None or not isinstance(x, torch.Tensor) or x.dtype != weight.dtype or a.dtype != weight.dtype
             or b.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type)):
         return None
     return weight, bias, a, b, lora.scaling
