@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
+from transformers.pytorch_utils import Conv1D
 
 from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
 from .compose import lora as compose_lora, prefix as compose_prefix
 from .errors import AdapterError
 from .methods.bottleneck import run_residual
+from .methods.lora import LoRA
+from .methods.lora_fused import fused_lora
 from .interfaces.base import resolve
 from .utils import get_submodule
 
@@ -83,28 +86,55 @@ def make_site(state: "AdapterState", key: tuple, kind: str, target: Any) -> Site
 
 
 class LinearSite(Site):
-    """A forward hook on a projection: LoRA adds to, (IA)^3 scales, its output (or its slice of a fused output).
+    """LoRA adds to, (IA)^3 scales, a projection's output (or its slice of a fused output).
 
-    The hook is prepended, so a projection's own adapters run before any sublayer hook on the same module.
+    A whole projection's `forward` is taken over (an instance attribute, a bound method of the site, so
+    `copy.deepcopy(model)` keeps working): one frozen nn.Linear / Conv1D with exactly one plain LoRA active runs
+    as a single fused autograd node (methods/lora_fused.py); anything else runs the module's own forward and then
+    the composition. A fused projection's slice keeps a forward hook (several sites share the module). Either
+    way the projection's own adapters run before any other forward hook on the module.
     """
 
     def __init__(self, state, key, target: "Projection"):
         super().__init__(state, key)
         self.target = target
         self._handle = None
+        self._installed = False
+        self._bypass = False
+        self._inner = None  # an instance-level forward that was there before ours (another wrapper), if any
+        self._whole = target.rows is None
 
     def install(self) -> None:
-        if self._handle is None:
-            self._handle = self.target.module.register_forward_hook(self, prepend=True)
+        if self.target.rows is not None:
+            if self._handle is None:
+                self._handle = self.target.module.register_forward_hook(self, prepend=True)
+        elif not self._installed:
+            module = self.target.module
+            self._inner = module.__dict__.get("forward")
+            module.forward = self._forward
+            self._installed = True
+        self._bypass = False
 
     def remove(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._installed:
+            module = self.target.module
+            if getattr(module.__dict__.get("forward"), "__self__", None) is not self:
+                # another wrapper was put over ours since: we cannot unlink, so we stay as a pass-through
+                self._bypass = True
+                return
+            if self._inner is None:
+                del module.__dict__["forward"]
+            else:
+                module.forward = self._inner
+            self._inner = None
+            self._installed = False
 
     def sync(self, unmerged: list[str]) -> None:
-        """Keep the hook only while an unmerged adapter is here: fully merged projections run exactly as plain
-        ones (no Python hook on the forward path)."""
+        """Keep the hook / forward wrapper only while an unmerged adapter is here: fully merged projections run
+        exactly as plain ones (no Python code of ours on the forward path)."""
         if self.in_use(unmerged):
             self.install()
         else:
@@ -115,6 +145,52 @@ class LinearSite(Site):
         if not modules:
             return None
         return self.target.apply(output, lambda out: compose_lora.run(modules, args[0], out))
+
+    def _forward(self, *args, **kwargs):
+        module = self.target.module
+        modules = () if self._bypass else self.state.active_at(self.key)
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if self._whole and type(modules) is tuple and len(modules) == 1 and self._inner is None:
+            fused = _fused_args(modules[0], module, x)
+            if fused is not None:
+                return fused_lora(x, *fused, self.target.transposed)
+        if self._inner is not None:
+            out = self._inner(*args, **kwargs)
+        else:
+            out = type(module).forward(module, *args, **kwargs)
+        if not modules:
+            return out
+        return compose_lora.run(modules, x, out)
+
+
+_FUSABLE = (nn.Linear, Conv1D)
+
+
+def _fused_args(lora, module: nn.Module, x) -> tuple | None:
+    """(weight, bias, A, B, scaling) if `lora` at `module` can run fused: one plain LoRA (no gate, no active
+    dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast;
+    else None.
+
+    Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
+    """
+    # the exact module types whose forward it reproduces (not subclasses: quantised, parametrized, ...)
+    if type(module) not in _FUSABLE or type(lora) is not LoRA or lora.gate is not None:
+        return None
+    if lora._forward_pre_hooks or lora._forward_hooks or lora._backward_hooks or lora._backward_pre_hooks:
+        return None  # hooks on the LoRA module itself: it has to be called
+    dropout = lora._modules["dropout"]
+    if type(dropout) is not nn.Identity and dropout.training and dropout.p > 0:
+        return None
+    params = module._parameters
+    weight, bias = params["weight"], params.get("bias")
+    if (weight.requires_grad or (bias is not None and bias.requires_grad)) and torch.is_grad_enabled():
+        return None  # trainable base weights (no graph is recorded under no_grad / inference_mode)
+    lora_params = lora._parameters
+    a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
+    if (a is None or b is None or not isinstance(x, torch.Tensor) or x.dtype != weight.dtype or a.dtype != weight.dtype
+            or b.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type)):
+        return None
+    return weight, bias, a, b, lora.scaling
 
 
 class ResidualSite(Site):

@@ -1,7 +1,8 @@
 """LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`) on nn.Linear projections.
 
-Both attach with a forward hook on the projection (see `sites.LinearSite`), so the model's own modules and
-state-dict keys stay untouched; merging folds the update into the weight and the hook then skips it. A
+Both attach at the projection (`sites.LinearSite`: its forward taken over, or a forward hook on a fused slice), so
+the model's own modules and state-dict keys stay untouched; merging folds the update into the weight and the site
+then skips it. One plain LoRA on a frozen whole projection runs as one fused autograd node (lora_fused.py). A
 `Projection` stands for the (out, in) weight whatever the module stores (nn.Linear, Conv1D, a fused slice).
 """
 
