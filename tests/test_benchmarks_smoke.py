@@ -98,6 +98,10 @@ def test_quality_metrics():
     assert quality.Budget.parse("train=all,epochs=2").train is None
     with pytest.raises(ValueError, match="bad budget item"):
         quality.Budget.parse("trian=3")
+    rates = quality.parse_learning_rates("prefix=3e-3")
+    assert rates["prefix"] == 3e-3 and rates["lora"] == quality.LEARNING_RATES["lora"]
+    with pytest.raises(ValueError, match="bad learning rate 'prfix=1'"):
+        quality.parse_learning_rates("prfix=1")
 
 
 GLUE = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
@@ -115,6 +119,10 @@ def test_quality_run_in_process():
     data = quality.tokenize_task(AutoTokenizer.from_pretrained(path), GLUE, "rte", budget, seed=0)
     result = quality.train_and_evaluate("adapterkit", "rte", "lora", 0, budget, data, path)
     assert result["steps"] == 1 and 0 <= result["main"] <= 1 and result["trainable_params"] > 0
+    single = quality.tokenize_task(AutoTokenizer.from_pretrained(path), GLUE, "sst2", budget, seed=0)
+    assert (single["dev.token_type_ids"] == 0).all()  # one sentence per example: no second segment
+    pairs, labels = quality.read_task(GLUE, "sst2", "dev")
+    assert pairs[0][1] is None and set(labels) == {0, 1}
 
 
 def _ref_venv() -> Path:
