@@ -65,3 +65,4 @@ def test_deepcopy_of_a_fused_model():
     clone = copy.deepcopy(model)
     batch = archs.inputs("bert")
     torch.testing.assert_close(_out(clone, batch), _out(model, batch), atol=0, rtol=0)
+

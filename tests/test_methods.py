@@ -231,3 +231,14 @@ def test_train_union_adapter_grads(batch):
     grads = {n: p.grad for n, p in model.adapterkit["u"].named_parameters()}
     assert grads and all(g is not None for g in grads.values())
     assert all(p.grad is None for n, p in model.bert.named_parameters())
+
+
+def test_prefix_sites_keep_no_activation_after_a_forward():
+    """Gated prefixes read the attention input; the site lets it go once the attention ran (else it would pin one
+    activation per layer, and the graph behind it, until the next forward)."""
+    from adapterkit.sites import PrefixSite
+    model = adapterkit.init(tiny_model())
+    model.add_adapter("g", config="prefix_tuning[use_gating=True]", set_active=True)
+    model(input_ids=torch.randint(0, 99, (2, 7))).last_hidden_state.sum().backward()
+    sites = [s for s in model.adapter_state.sites.values() if isinstance(s, PrefixSite)]
+    assert sites and all(s._input is None for s in sites)

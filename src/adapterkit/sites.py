@@ -383,18 +383,21 @@ class PrefixSite(Site):
         self._input = args[0] if args else kwargs.get("hidden_states")
 
     def extend(self, module, query, key, value, mask):
+        # the attention input is for this call's gates only: let it go now, not at the next forward (it would keep
+        # one activation per layer, and the last step's graph behind it, alive between steps)
+        gate_input, self._input = self._input, None
         refs = self.state.active_at(self.key)
         if not refs:
             return key, value, mask
         if type(refs) is not tuple:  # a composition block or per-example routing
-            return compose_prefix.extend(self, refs, module, query, key, value, mask)
+            return compose_prefix.extend(self, refs, module, query, key, value, mask, gate_input)
         batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
         for ref in refs:
             pk, pv = ref.prefix.key_values(self.key[0])
             pk = pk.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
             pv = pv.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
             if ref.gate is not None:
-                gate = ref.gate(self._input).to(key.dtype)  # (batch, 1 or 2): keys, values
+                gate = ref.gate(gate_input).to(key.dtype)  # (batch, 1 or 2): keys, values
                 pk = pk * gate[:, 0].view(batch, 1, 1, 1)
                 pv = pv * gate[:, -1].view(batch, 1, 1, 1)
             key = torch.cat([pk, key], dim=2)

@@ -26,8 +26,9 @@ def row_groups(plan, rows: int) -> list[tuple]:
     return out
 
 
-def extend(site, plan, module, query, key, value, mask):
-    """Prepend each row's prefix keys/values; mask what a row does not have."""
+def extend(site, plan, module, query, key, value, mask, gate_input=None):
+    """Prepend each row's prefix keys/values; mask what a row does not have. `gate_input`: the attention input,
+    for prefix gates."""
     batch, heads, k_len, head_dim = key.shape
     q_len = query.shape[2]
     layer_id = site.key[0]
@@ -42,7 +43,7 @@ def extend(site, plan, module, query, key, value, mask):
             k = k.to(key.dtype).unsqueeze(0).expand(n, -1, -1, -1)
             v = v.to(value.dtype).unsqueeze(0).expand(n, -1, -1, -1)
             if ref.gate is not None:
-                gate = ref.gate(site._input[rows]).to(key.dtype)
+                gate = ref.gate(gate_input[rows]).to(key.dtype)
                 k = k * gate[:, 0].view(-1, 1, 1, 1)
                 v = v * gate[:, -1].view(-1, 1, 1, 1)
             pk = k if pk is None else torch.cat([k, pk], dim=2)
