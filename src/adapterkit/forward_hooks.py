@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .compose.routing import Routing
 from .errors import AdapterError
+from .methods.prefix_tuning import prefill
 
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
@@ -66,11 +67,14 @@ class ModelHooks:
             if reference is None:
                 raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
             state.routing = Routing(state, names, reference.shape[0], reference.device)
+            setups = [setup for setup, _ in state.routing.groups]
         else:
             setup = state.current_setup()
+            setups = [setup]
             channels = setup.parallel_channels if setup is not None else 1
             if channels > 1:
                 args, kwargs = _replicate(args, kwargs, channels)
+        prefill(state, setups)  # prefix MLPs run once here, outside every layer
         return args, kwargs
 
     def after(self, module, args, kwargs, output):

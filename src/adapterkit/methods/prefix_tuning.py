@@ -45,13 +45,55 @@ class PrefixTuning(_PrefixBase):
         )
 
     def key_values(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's keys and values, computing only its rows of the last projection."""
+        """This layer's keys and values: its block of the MLP output `prefill` computed for this forward, or, when
+        there is none (torch.compile tracing, a submodule called on its own), only its own rows."""
         block = 2 * self.n_heads * self.head_dim
         i = self.layer_index[layer_id]
+        rows = None if torch.compiler.is_compiling() else self._valid_rows()
+        if rows is not None:
+            return self._split(rows[:, i * block:(i + 1) * block])
         hidden = self.control_trans[1](self.control_trans[0](self.wte.weight))
         last = self.control_trans[2]
         rows = F.linear(hidden, last.weight[i * block:(i + 1) * block], last.bias[i * block:(i + 1) * block])
         return self._split(rows)
+
+    def prefill(self) -> None:
+        """Compute the MLP output of every layer, (P, n_layers * 2 * H * hd), unless the last one is still valid.
+
+        Called by the model-level pre-forward hook (forward_hooks.py), so outside any layer: a layer never computes
+        it, which keeps what a (non-reentrant) checkpointed layer saves the same in its forward and its recompute.
+        Every layer of a forward, and `generate()`'s steps, then take their block of it: 2 * n_layers fewer small
+        ops and autograd nodes per step, what a GPU step at small batches is bound by. It is reused only while
+        nothing it depends on changed: the parameters (storage and version: an optimizer step or a load bumps
+        them), the grad / inference mode, and, with a graph, only until a backward has reached it (a hook marks
+        it used up), so gradient accumulation and a forward after a backward get a fresh one; under reentrant
+        checkpointing (no grad in the first pass) layers compute their own rows as before.
+        """
+        if torch.compiler.is_compiling() or self._valid_rows() is not None:
+            return
+        rows = self.control_trans(self.wte.weight)
+        entry = [self._cache_key(), rows, False]  # [key, rows, used up by a backward]
+        if rows.requires_grad:
+            def used_up(grad, entry=entry):
+                entry[2] = True
+            rows.register_hook(used_up)
+        self.__dict__["_rows_cache"] = entry
+
+    def _cache_key(self) -> tuple:
+        params = (self.wte.weight, *self.control_trans.parameters())
+        return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                tuple((p.data_ptr(), p._version, p.requires_grad) for p in params))
+
+    def _valid_rows(self) -> torch.Tensor | None:
+        cached = self.__dict__.get("_rows_cache")
+        if cached is None or cached[2] or cached[0] != self._cache_key():
+            return None
+        return cached[1]
+
+    def __getstate__(self):  # copy.deepcopy / pickle: the cached output (a graph's tensor) is not state
+        state = super().__getstate__()
+        state.pop("_rows_cache", None)
+        return state
 
     @torch.no_grad()
     def flat_values(self) -> torch.Tensor:
@@ -70,6 +112,18 @@ class FlatPrefixTuning(_PrefixBase):
         i = self.layer_index[layer_id]
         block = self.control_trans.view(self.prefix_length, self.n_layers * 2, self.n_heads * self.head_dim)
         return self._split(block[:, 2 * i:2 * i + 2].reshape(self.prefix_length, -1))
+
+
+def prefill(state, setups) -> None:
+    """Before a forward: compute the MLP prefixes of the adapters these setups (a composition, a name, None) use."""
+    names = set()
+    for setup in setups:
+        if setup is not None:
+            names.update([setup] if isinstance(setup, str) else setup.flatten())
+    for name in names:
+        module = state.module_at(name, ("model", "prefix"))
+        if isinstance(module, PrefixTuning):
+            module.prefill()
 
 
 def attention_shape(config) -> tuple[int, int]:
