@@ -72,3 +72,18 @@ def inputs(arch: str, batch: int = 3, seq: int = 7, seed: int = 7) -> dict:
     if kind == "seq2seq":
         out["decoder_input_ids"] = torch.randint(2, VOCAB, (batch, 5), generator=g)
     return out
+
+
+def randomised(arch: str, configs: dict, cls=None, seed: int = 0, scale: float = 0.2):
+    """A tiny model with adapterkit and one adapter per `configs` entry (name -> config), every adapter parameter
+    moved by N(0, scale) noise so that identity inits hide nothing."""
+    import adapterkit
+
+    built = adapterkit.init(model(arch, cls=cls))
+    for name, adapter_config in configs.items():
+        built.add_adapter(name, config=adapter_config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in built.adapterkit.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return built

@@ -8,20 +8,8 @@ import copy
 import pytest
 import torch
 
-import adapterkit
 import archs
 from adapterkit import composition as ac
-
-
-def _randomised(arch: str, configs: dict):
-    model = adapterkit.init(archs.model(arch))
-    for name, config in configs.items():
-        model.add_adapter(name, config=config)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.adapterkit.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.2)
-    return model
 
 
 def _out(model, batch, **kwargs):
@@ -36,7 +24,7 @@ CASES.append(("bert", "routed"))
 
 @pytest.mark.parametrize("arch,setup", CASES)
 def test_deepcopy_computes_the_same_and_is_independent(arch, setup):
-    model = _randomised(arch, {"a": "seq_bn", "l": "lora", "p": "prefix_tuning"})
+    model = archs.randomised(arch, {"a": "seq_bn", "l": "lora", "p": "prefix_tuning"})
     clone = copy.deepcopy(model)
     assert clone.adapter_state is not model.adapter_state
     batch = archs.inputs(arch, batch=3)
@@ -60,7 +48,7 @@ def test_deepcopy_computes_the_same_and_is_independent(arch, setup):
 
 
 def test_deepcopy_of_a_fused_model():
-    model = _randomised("bert", {"a": "seq_bn", "b": "seq_bn"})
+    model = archs.randomised("bert", {"a": "seq_bn", "b": "seq_bn"})
     model.add_adapter_fusion(["a", "b"], set_active=True)
     clone = copy.deepcopy(model)
     batch = archs.inputs("bert")

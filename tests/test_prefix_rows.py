@@ -9,18 +9,12 @@ import copy
 import pytest
 import torch
 
-import adapterkit
 import archs
 
 
-def _model(arch="bert", seed=0, config="prefix_tuning[prefix_length=5,bottleneck_size=16]", cls=None):
-    model = adapterkit.init(archs.model(arch, cls=cls))
-    model.add_adapter("p", config=config)
+def _model(arch="bert", config="prefix_tuning[prefix_length=5,bottleneck_size=16]", cls=None):
+    model = archs.randomised(arch, {"p": config}, cls=cls)
     model.train_adapter("p")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.adapterkit.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.2)
     return model
 
 

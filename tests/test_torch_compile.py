@@ -7,19 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import adapterkit
 import archs
 from adapterkit import AdapterSetup
 
 
 def _model(arch: str, config: str):
-    model = adapterkit.init(archs.model(arch))
-    model.add_adapter("a", config=config)
+    model = archs.randomised(arch, {"a": config}, scale=0.1)
     model.train_adapter("a")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.adapterkit.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
     return model
 
 

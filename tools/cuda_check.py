@@ -37,13 +37,6 @@ ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "v
 TOL = 1e-4
 
 
-def randomise(module: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
 def to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -58,10 +51,8 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def pair(arch: str, config: str, device: str, cls=None):
     """The same randomised model on the CPU and on `device`."""
-    cpu = adapterkit.init(archs.model(arch, cls=cls))
-    cpu.add_adapter("a", config=config)
+    cpu = archs.randomised(arch, {"a": config}, cls=cls)
     cpu.train_adapter("a")
-    randomise(cpu.adapterkit)
     return cpu, copy.deepcopy(cpu).to(device)
 
 
@@ -114,11 +105,11 @@ def check_generate(arch: str, config: str, device: str) -> dict:
 
 def check_composition(device: str) -> dict:
     """Stack, Parallel, BatchSplit, Average, Fuse and per-example routing on the device vs the CPU."""
-    cpu = adapterkit.init(archs.model("bert"))
-    for name, cfg in (("a", "seq_bn"), ("b", "seq_bn"), ("l1", "lora"), ("l2", "lora")):
-        cpu.add_adapter(name, config=cfg)
+    cpu = archs.randomised("bert", {"a": "seq_bn", "b": "seq_bn", "l1": "lora", "l2": "lora"})
     cpu.add_adapter_fusion(["a", "b"])
-    randomise(cpu)  # adapters, fusion layers and base alike
+    with torch.no_grad():  # the fusion layers start as an identity-like mix: move them too
+        for p in cpu.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
     dev = copy.deepcopy(cpu).to(device)
     batch = archs.inputs("bert", batch=4)
     setups = {"stack": ac.Stack("a", "b"), "parallel": ac.Parallel("a", "b"),
