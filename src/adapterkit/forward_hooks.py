@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput
 
 from .compose.routing import Routing
 from .errors import AdapterError
-from .methods.prefix_tuning import prefill
+from .methods.base import before_forward
 
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
@@ -74,7 +74,11 @@ class ModelHooks:
             channels = setup.parallel_channels if setup is not None else 1
             if channels > 1:
                 args, kwargs = _replicate(args, kwargs, channels)
-        prefill(state, setups)  # prefix MLPs run once here, outside every layer
+        names = set()
+        for setup in setups:
+            if setup is not None:
+                names.update([setup] if isinstance(setup, str) else setup.flatten())
+        before_forward(state, names)  # e.g. prefix MLPs run once here, outside every layer
         return args, kwargs
 
     def after(self, module, args, kwargs, output):

@@ -28,6 +28,10 @@ class Method:
     def reset(self, state: "AdapterState", name: str, config: "AdapterConfig") -> None:
         self.merge(state, name, config)  # same error: nothing to reset
 
+    def before_forward(self, state: "AdapterState", names: set[str]) -> None:
+        """Called by the model's pre-forward hook with the names of the adapters this forward uses: work shared by
+        all layers goes here, outside every layer (prefix tuning computes its prefixes)."""
+
 
 _METHODS: dict[str, Method] = {}
 
@@ -35,6 +39,12 @@ _METHODS: dict[str, Method] = {}
 def register_method(method: Method) -> Method:
     _METHODS[method.architecture] = method
     return method
+
+
+def before_forward(state: "AdapterState", names: set[str]) -> None:
+    """Every method's `before_forward` (most do nothing)."""
+    for method in _METHODS.values():
+        method.before_forward(state, names)
 
 
 def method_for(config: "AdapterConfig") -> Method:

@@ -114,18 +114,6 @@ class FlatPrefixTuning(_PrefixBase):
         return self._split(block[:, 2 * i:2 * i + 2].reshape(self.prefix_length, -1))
 
 
-def prefill(state, setups) -> None:
-    """Before a forward: compute the MLP prefixes of the adapters these setups (a composition, a name, None) use."""
-    names = set()
-    for setup in setups:
-        if setup is not None:
-            names.update([setup] if isinstance(setup, str) else setup.flatten())
-    for name in names:
-        module = state.module_at(name, ("model", "prefix"))
-        if isinstance(module, PrefixTuning):
-            module.prefill()
-
-
 def attention_shape(config) -> tuple[int, int]:
     """(key/value heads, head dim) of a transformers config."""
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
@@ -136,6 +124,12 @@ def attention_shape(config) -> tuple[int, int]:
 
 class PrefixTuningMethod(Method):
     architecture = "prefix_tuning"
+
+    def before_forward(self, state, names: set[str]) -> None:
+        for name in names:
+            module = state.module_at(name, ("model", "prefix"))
+            if isinstance(module, PrefixTuning):
+                module.prefill()
 
     def build(self, state, name, config: PrefixTuningConfig) -> None:
         layer_ids = state.layer_ids(config.leave_out)
