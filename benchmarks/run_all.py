@@ -220,6 +220,14 @@ def parse_args(argv):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.ref_python is not None and not args.ref_python.is_file():
+        sys.exit(f"run_all.py: error: --ref-python {args.ref_python} is not a file (give a python executable or a "
+                 "script that runs one over the adapters 1.3.0 / transformers 4.57 packages)")
+    try:
+        import quality
+        quality.parse_learning_rates(args.learning_rates)  # checked before anything runs
+    except ValueError as e:
+        sys.exit(f"run_all.py: error: --learning-rates: {e}")
     args.out.mkdir(parents=True, exist_ok=True)
     shape = Shape(batch=args.batch, seq=args.seq, layers=args.layers or (2 if args.tiny else 12),
                   threads=args.threads, device=args.device, tiny=args.tiny)
