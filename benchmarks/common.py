@@ -36,6 +36,9 @@ BASE_KEYS = ("plain_forward", "floor", "full_ft")  # no adapter library involved
 TRAIN_KEYS = [key for key, _, kind in CASES if kind == "train"]
 SCALING_SEQ = (64, 128, 256, 512)
 SCALING_LAYERS = (6, 12, 24)
+# AdamW's `foreach` in every train case: None is torch's own choice (foreach on CUDA, a loop over the parameters on
+# the CPU); the operation count (opcount.py) sets True, to count what a CUDA run dispatches.
+ADAMW_FOREACH: Optional[bool] = None
 
 
 @dataclass
@@ -95,7 +98,7 @@ def trainable(model) -> list:
 def train_case(model, batch, params=None) -> Case:
     """One optimizer step (train mode: dropout on) on a squared-output loss. The mode is set untimed before each
     call (`prepare`): a training loop sets it once, not per step, and its cost grows with the module count."""
-    optimizer = torch.optim.AdamW(trainable(model) if params is None else params, lr=1e-4)
+    optimizer = torch.optim.AdamW(trainable(model) if params is None else params, lr=1e-4, foreach=ADAMW_FOREACH)
 
     def step():
         out = model(**batch).last_hidden_state

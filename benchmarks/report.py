@@ -50,6 +50,30 @@ def speed_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ops_table(results: dict) -> str:
+    """Kernels per step (forward / backward / optimizer) and above the floor of the same process, per library."""
+    rows = _rows(results, "ops")
+    libs = [lib for lib in LIBRARIES if any(k[0] == lib for k in rows)]
+    lines = ["| case | " + " | ".join(f"{lib} kernels (fwd / bwd / opt) | {lib} above floor | {lib} views, "
+                                     f"allocs / syncs" for lib in libs) + " |",
+             "| --- |" + " ---: | ---: | ---: |" * len(libs)]
+    for key, label, kind in CASES:
+        if kind == "op" or not any((lib, key, None, None) in rows for lib in libs):
+            continue
+        cells = []
+        for lib in libs:
+            row, floor = rows.get((lib, key, None, None)), rows.get((lib, "floor", None, None))
+            if not row:
+                cells += [NA, NA, NA]
+                continue
+            cells.append(f"{row['kernels']} ({row['forward_kernels']} / {row['backward_kernels']} / "
+                         f"{row['optimizer_kernels']})")
+            cells.append(f"{row['kernels'] - floor['kernels']:+d}" if floor and kind == "train" else NA)
+            cells.append(f"{row['views_allocations']} / {row['host_syncs']}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def memory_table(results: dict) -> str:
     rows = _rows(results, "memory")
     libs = [lib for lib in LIBRARIES if any(k[0] == lib for k in rows)]
@@ -156,7 +180,7 @@ def markdown(results: dict) -> str:
     meta = results["meta"]
     parts = [f"Date: {meta['date']}. Machine: {meta['machine']}. Device: {meta['device']}.",
              f"Command: `{meta['command']}`"]
-    timed = any(results.get(part) for part in ("speed", "memory", "scaling"))
+    timed = any(results.get(part) for part in ("speed", "ops", "memory", "scaling"))
     parts.append((f"Shape: {meta['shape']}. " if timed else "") + f"Versions: {meta['versions']}.")
     if results.get("speed"):
         parts += ["### Speed (median ms; × = median over rounds of the ratio to the plain forward of the same "
@@ -165,6 +189,10 @@ def markdown(results: dict) -> str:
                   speed_table(results)]
     if results.get("speed") or results.get("memory"):
         parts += ["### adapterkit against the targets of issue 7", targets_table(results)]
+    if results.get("ops"):
+        parts += ["### Operations per step (aten operations of one step, counted on this machine; kernels: those "
+                  "that compute, each at least one launch on a GPU; AdamW with foreach, as on CUDA; see opcount.py)",
+                  ops_table(results)]
     if results.get("memory"):
         parts += ["### Peak memory (a fresh process per case: import, build, then the case "
                   f"{meta.get('memory_steps', '?')} times; in brackets: above the plain forward's peak in the "

@@ -34,7 +34,7 @@ import worker  # noqa: E402
 from common import Shape  # noqa: E402
 
 MAIN_LIBRARIES = ("adapterkit", "peft")  # the transformers 5.x process
-PARTS = ("speed", "memory", "scaling", "quality")
+PARTS = ("speed", "ops", "memory", "scaling", "quality")
 DEFAULT_GLUE = Path(os.environ.get("GLUE_DIR", HERE.parent.parent / "shared" / "data" / "glue"))
 
 
@@ -101,6 +101,18 @@ class Runner:
             extra = ["--libraries", "adapters", "--rounds", str(a.rounds), "--warmup", str(a.warmup)]
             out["adapters"] = self.subprocess(self.ref_python, "speed", extra + (["--cases", *a.cases] if a.cases
                                                                                  else []), "speed-adapters")
+        return out
+
+    def ops(self) -> dict:
+        """Operations per step (opcount.py): one counted step per case, after one untimed step."""
+        out, a = {}, self.args
+        if self.main_libs:
+            log(f"ops: {', '.join(self.main_libs)} (this process)")
+            out["main"] = worker.run_ops(self.main_libs, self.shape, a.cases)
+        if self.ref_python:
+            log("ops: adapters (subprocess)")
+            out["adapters"] = self.subprocess(self.ref_python, "ops", ["--libraries", "adapters"]
+                                              + (["--cases", *a.cases] if a.cases else []), "ops-adapters")
         return out
 
     def memory(self) -> dict:
@@ -177,7 +189,7 @@ class Runner:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1])
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=["speed", "memory", "scaling"])
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=["speed", "ops", "memory", "scaling"])
     p.add_argument("--libraries", nargs="+", choices=("adapterkit", "peft", "adapters"),
                    default=["adapterkit", "peft", "adapters"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -187,7 +199,7 @@ def parse_args(argv):
     p.add_argument("--layers", type=int, default=None, help="default 12 (2 with --tiny)")
     p.add_argument("--tiny", action="store_true", help="a 32-wide model instead of bert-base (smoke runs)")
     p.add_argument("--cases", nargs="+", choices=list(common.LABELS), default=None,
-                   help="speed: only these cases (the plain forward is always timed)")
+                   help="speed, ops: only these cases (the plain forward is always included)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--scaling-rounds", type=int, default=3)

@@ -49,9 +49,9 @@ def environment(libraries) -> dict:
     return versions
 
 
-def run_speed(libraries, shape: Shape, rounds: int, warmup: int, keys=None) -> dict:
-    """Every base case and every case of each library, round-robin in this process; ratios to this process's
-    plain forward. Rows: {library ("base" for cases without an adapter library), case, median_s, ratio, ...}."""
+def build_cases(libraries, shape: Shape, keys=None) -> dict:
+    """(library ("base" for cases without an adapter library), key) -> Case: every base case and every case of
+    each library (only `keys` and the plain forward, if given)."""
     common.setup_process(shape)
     batch = common.make_batch(shape)
     cases = {("base", key): case for key, case in common.base_cases(shape, batch).items()
@@ -61,10 +61,30 @@ def run_speed(libraries, shape: Shape, rounds: int, warmup: int, keys=None) -> d
         for key in library_keys(library):
             if keys is None or key in keys:
                 cases[(library, key)] = builder.build(key)
+    return cases
+
+
+def run_speed(libraries, shape: Shape, rounds: int, warmup: int, keys=None) -> dict:
+    """Every base case and every case of each library, round-robin in this process; ratios to this process's
+    plain forward. Rows: {library, case, median_s, ratio, ...}."""
+    cases = build_cases(libraries, shape, keys)
     times = timing.round_robin(cases, rounds, warmup, shape.device)
     stats = timing.summarise(times, ("base", "plain_forward"))
     rows = [{"library": lib, "case": key, **s} for (lib, key), s in stats.items()]
     return {"shape": shape.to_dict(), "rounds": rounds, "versions": environment(libraries), "rows": rows}
+
+
+def run_ops(libraries, shape: Shape, keys=None) -> dict:
+    """Aten operations dispatched by one step of every case (opcount.py), AdamW with foreach as on CUDA."""
+    import opcount
+    common.ADAMW_FOREACH = True
+    try:
+        cases = build_cases(libraries, shape, keys)
+        rows = [{"library": lib, "case": key, **opcount.count_case(case)} for (lib, key), case in cases.items()
+                if common.KINDS[key] != "op"]
+    finally:
+        common.ADAMW_FOREACH = None
+    return {"shape": shape.to_dict(), "versions": environment(libraries), "rows": rows}
 
 
 def run_memory(library: str, key: str, shape: Shape, steps: int) -> dict:
@@ -107,7 +127,7 @@ def run_scaling(libraries, shape: Shape, rounds: int, warmup: int, points=None) 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["speed", "memory", "scaling", "quality"])
+    parser.add_argument("mode", choices=["speed", "ops", "memory", "scaling", "quality"])
     parser.add_argument("--libraries", nargs="+", default=[])
     parser.add_argument("--case", help="memory: the case key")
     parser.add_argument("--cases", nargs="+", help="speed: only these case keys (and the plain forward)")
@@ -121,6 +141,8 @@ def main(argv=None):
     shape = Shape(**json.loads(args.shape))
     if args.mode == "speed":
         result = run_speed(args.libraries, shape, args.rounds, args.warmup, set(args.cases) if args.cases else None)
+    elif args.mode == "ops":
+        result = run_ops(args.libraries, shape, set(args.cases) if args.cases else None)
     elif args.mode == "memory":
         result = run_memory(args.libraries[0], args.case, shape, args.steps)
     elif args.mode == "scaling":

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import cases_hub  # noqa: E402
 import cases_peft  # noqa: E402
 import common  # noqa: E402
+import opcount  # noqa: E402
 import quality  # noqa: E402
 import report  # noqa: E402
 import worker  # noqa: E402
@@ -81,6 +82,44 @@ def test_scaling_points_and_rows():
         (lib, s, n) for lib in ("adapterkit", "peft") for s, n in [(8, 1), (16, 2)]}
     table = report.scaling_table({"scaling": {"main": result}})
     assert table.count("\n") == 1 + 2 and NA not in table
+
+
+def test_op_counter_splits_kernels_by_phase():
+    import torch
+    w = torch.randn(4, 3, requires_grad=True)
+    x = torch.randn(2, 4)
+    optimizer = torch.optim.AdamW([w], foreach=True)
+    from torch.optim import optimizer as optim_module
+    assert not optim_module._global_optimizer_pre_hooks  # nothing else registers global hooks here
+    with opcount.OpCounter() as counter:
+        y = x @ w  # mm
+        y.t().sum().backward()  # t: a view; sum, the seed gradient (ones_like), then the backward's mm
+        r = counter.result()
+        assert (r["forward_kernels"], r["backward_kernels"], r["optimizer_kernels"]) == (3, 1, 0)
+        assert r["views_allocations"] >= 1 and r["top_kernels"]["mm"] == 2
+        optimizer.step()  # its profiler ops are not kernels, its step-counter reads are not syncs
+        torch.ones(1).item()  # a kernel and a host sync
+    r = counter.result()
+    assert r["forward_kernels"] == 4 and r["backward_kernels"] == 1 and r["optimizer_kernels"] >= 5
+    assert r["host_syncs"] == 1 and r["optimizer_reads"] >= 1
+    assert r["kernels"] == r["forward_kernels"] + r["backward_kernels"] + r["optimizer_kernels"]
+    assert not optim_module._global_optimizer_pre_hooks and not optim_module._global_optimizer_post_hooks
+
+
+def test_ops_part_counts_every_case():
+    result = worker.run_ops(["adapterkit", "peft"], TINY)
+    assert common.ADAMW_FOREACH is None  # restored for the timed parts
+    rows = {(r["library"], r["case"]): r for r in result["rows"]}
+    floor = rows[("base", "floor")]
+    assert floor["backward_kernels"] > 0 and floor["optimizer_kernels"] == 0
+    for lib in ("adapterkit", "peft"):
+        lora = rows[(lib, "lora_train")]
+        assert lora["kernels"] > floor["kernels"] and lora["optimizer_kernels"] > 0
+    assert rows[("adapterkit", "lora_merged")]["kernels"] == rows[("base", "plain_forward")]["kernels"]
+    table = report.ops_table({"ops": {"main": result}})
+    cells = _cells(table, common.LABELS["lora_train"])
+    assert len(cells) == 6 and NA not in cells
+    assert "add a LoRA" not in table  # one-off operations are not steps
 
 
 def test_memory_case_reports_a_peak():

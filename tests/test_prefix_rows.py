@@ -31,7 +31,7 @@ def _uncached(monkeypatch):
     """Every layer computes its own rows (the path torch.compile traces): the reference."""
     from adapterkit.methods.prefix_tuning import PrefixTuning
     monkeypatch.setattr(PrefixTuning, "prefill", lambda self: None)
-    monkeypatch.setattr(PrefixTuning, "_valid_rows", lambda self: None)
+    monkeypatch.setattr(PrefixTuning, "_valid_cache", lambda self: None)
 
 
 @pytest.mark.parametrize("arch", ["bert", "bart", "llama"])
@@ -115,3 +115,42 @@ def test_deepcopy_after_a_forward_with_a_graph():
     assert "_rows_cache" not in clone.adapterkit["p"].shared["prefix"].__dict__
     loss.backward()
     torch.testing.assert_close(_loss(clone, batch), _loss(model, batch), atol=1e-6, rtol=1e-6)
+
+
+class _Names(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_layers_take_views_of_one_unbind_and_the_backward_gathers_them_once():
+    """Per-layer slices/selects of the MLP output would each scatter their gradient into a zero-filled tensor of
+    the whole output, summed layer by layer; one unbind stacks them in one kernel."""
+    model, batch = _model(), archs.inputs("bert")
+    loss = _loss(model, batch)
+    with _Names() as seen:
+        loss.backward()
+    assert "stack" in seen.names
+    assert not {"select_backward", "slice_backward"} & set(seen.names), sorted(set(seen.names))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_prefix_dropout_keeps_the_per_layer_path(dropout):
+    config = f"prefix_tuning[prefix_length=5,bottleneck_size=16,dropout={dropout}]"
+    model, batch = _model(config=config), archs.inputs("bert")
+    model.eval()  # dropout off: both paths must give the same outputs
+    with torch.no_grad():
+        cached = model(**batch).last_hidden_state
+    prefix = model.adapterkit["p"].shared["prefix"]
+    assert (prefix.__dict__["_rows_cache"][3] is None) == (dropout > 0)
+    prefix.__dict__.pop("_rows_cache")
+    prefix.__dict__["prefill"] = lambda: None  # every layer computes its own rows
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).last_hidden_state, cached, atol=1e-6, rtol=1e-6)
+    model.train()
+    _loss(model, batch).backward()  # with dropout active in training
+    assert _grads(model)

@@ -402,25 +402,8 @@ class PrefixSite(Site):
                 pv = pv * gate[:, -1].view(batch, 1, 1, 1)
             key = torch.cat([pk, key], dim=2)
             value = torch.cat([pv, value], dim=2)
-        mask = _extend_mask(mask, key.shape[2] - k_len, q_len, k_len, query, module)
+        mask = compose_prefix.extend_mask(mask, key.shape[2] - k_len, q_len, k_len, query, module)
         return key, value, mask
-
-
-def _extend_mask(mask, n_prefix: int, q_len: int, k_len: int, query, module):
-    """Prefix positions are visible to every query; the rest of the mask is unchanged."""
-    if mask is None:
-        if not getattr(module, "is_causal", False) or q_len == 1:
-            return None
-        # the implementation would have used is_causal=True, which a longer key breaks: build the mask
-        i = torch.arange(q_len, device=query.device)[:, None]
-        j = torch.arange(k_len, device=query.device)[None, :]
-        causal = j <= i + (k_len - q_len)
-        return torch.cat([causal.new_ones(q_len, n_prefix), causal], dim=-1)[None, None]
-    if mask.dtype == torch.bool:
-        prefix = mask.new_ones(*mask.shape[:-1], n_prefix)
-    else:
-        prefix = mask.new_zeros(*mask.shape[:-1], n_prefix)
-    return torch.cat([prefix, mask], dim=-1)
 
 
 def _residual_site(state, key, target) -> Site:

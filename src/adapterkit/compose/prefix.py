@@ -51,6 +51,10 @@ def extend(site, plan, module, query, key, value, mask, gate_input=None):
         groups.append((rows, n, pk, pv))
     if not groups:
         return key, value, mask
+    if len(groups) == 1 and groups[0][1] == batch:  # every row has the same prefix: no padding, no copies
+        _, _, pk, pv = groups[0]
+        return (torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2),
+                extend_mask(mask, pk.shape[2], q_len, k_len, query, module))
     longest = max(pk.shape[2] for _, _, pk, _ in groups)
     prefix_k = key.new_zeros(batch, heads, longest, head_dim)
     prefix_v = value.new_zeros(batch, heads, longest, head_dim)
@@ -64,9 +68,25 @@ def extend(site, plan, module, query, key, value, mask, gate_input=None):
     key = torch.cat([prefix_k, key], dim=2)
     value = torch.cat([prefix_v, value], dim=2)
     if everywhere:
-        from ..sites import _extend_mask
-        return key, value, _extend_mask(mask, longest, q_len, k_len, query, module)
+        return key, value, extend_mask(mask, longest, q_len, k_len, query, module)
     return key, value, _mask_rows(mask, visible, q_len, k_len, query, module)
+
+
+def extend_mask(mask, n_prefix: int, q_len: int, k_len: int, query, module):
+    """Prefix positions are visible to every query; the rest of the mask is unchanged."""
+    if mask is None:
+        if not getattr(module, "is_causal", False) or q_len == 1:
+            return None
+        # the implementation would have used is_causal=True, which a longer key breaks: build the mask
+        i = torch.arange(q_len, device=query.device)[:, None]
+        j = torch.arange(k_len, device=query.device)[None, :]
+        causal = j <= i + (k_len - q_len)
+        return torch.cat([causal.new_ones(q_len, n_prefix), causal], dim=-1)[None, None]
+    if mask.dtype == torch.bool:
+        prefix = mask.new_ones(*mask.shape[:-1], n_prefix)
+    else:
+        prefix = mask.new_zeros(*mask.shape[:-1], n_prefix)
+    return torch.cat([prefix, mask], dim=-1)
 
 
 def _mask_rows(mask, visible: torch.Tensor, q_len: int, k_len: int, query, module):

@@ -49,8 +49,11 @@ class PrefixTuning(_PrefixBase):
         there is none (torch.compile tracing, a submodule called on its own), only its own rows."""
         block = 2 * self.n_heads * self.head_dim
         i = self.layer_index[layer_id]
-        rows = None if torch.compiler.is_compiling() else self._valid_rows()
-        if rows is not None:
+        cached = None if torch.compiler.is_compiling() else self._valid_cache()
+        if cached is not None:
+            rows, pieces = cached
+            if pieces is not None:
+                return pieces[2 * i], pieces[2 * i + 1]
             return self._split(rows[:, i * block:(i + 1) * block])
         hidden = self.control_trans[1](self.control_trans[0](self.wte.weight))
         last = self.control_trans[2]
@@ -69,10 +72,17 @@ class PrefixTuning(_PrefixBase):
         it used up), so gradient accumulation and a forward after a backward get a fresh one; under reentrant
         checkpointing (no grad in the first pass) layers compute their own rows as before.
         """
-        if torch.compiler.is_compiling() or self._valid_rows() is not None:
+        if torch.compiler.is_compiling() or self._valid_cache() is not None:
             return
         rows = self.control_trans(self.wte.weight)
-        entry = [self._cache_key(), rows, False]  # [key, rows, used up by a backward]
+        pieces = None
+        if isinstance(self.dropout, nn.Identity):
+            # every layer's keys and values as views of `rows` made by one unbind: in the backward one node stacks
+            # their gradients, where per-layer slices and selects would each scatter theirs into a zero-filled
+            # tensor of the whole output and sum those (3 * n_layers kernels and n_layers full-size adds)
+            pieces = rows.view(self.prefix_length, 2 * self.n_layers, self.n_heads, self.head_dim).permute(
+                1, 2, 0, 3).unbind(0)
+        entry = [self._cache_key(), rows, False, pieces]  # [key, rows, used up by a backward, per-layer k/v]
         if rows.requires_grad:
             def used_up(grad, entry=entry):
                 entry[2] = True
@@ -84,11 +94,12 @@ class PrefixTuning(_PrefixBase):
         return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
                 tuple((p.data_ptr(), p._version, p.requires_grad) for p in params))
 
-    def _valid_rows(self) -> torch.Tensor | None:
+    def _valid_cache(self) -> tuple | None:
+        """(rows, per-layer k/v views or None) of the last `prefill`, if still valid."""
         cached = self.__dict__.get("_rows_cache")
         if cached is None or cached[2] or cached[0] != self._cache_key():
             return None
-        return cached[1]
+        return cached[1], cached[3]
 
     def __getstate__(self):  # copy.deepcopy / pickle: the cached output (a graph's tensor) is not state
         state = super().__getstate__()
