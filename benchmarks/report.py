@@ -31,10 +31,11 @@ def _rows(results: dict, section: str) -> dict:
     return out
 
 
-def _present(results: dict) -> list:
-    speed = results.get("speed") or {}
-    return [lib for lib in LIBRARIES if PROCESS[lib] in speed
-            and (lib in speed[PROCESS[lib]]["versions"])]
+def _present(results: dict, section: str = "speed") -> list:
+    """The libraries a section ran (its processes list their versions; base rows alone do not count)."""
+    part = results.get(section) or {}
+    return [lib for lib in LIBRARIES if PROCESS[lib] in part
+            and (lib in part[PROCESS[lib]]["versions"])]
 
 
 def speed_table(results: dict) -> str:
@@ -52,8 +53,7 @@ def speed_table(results: dict) -> str:
 
 def ops_table(results: dict) -> str:
     """Kernels per step (forward / backward / optimizer) and above the floor of the same process, per library."""
-    rows = _rows(results, "ops")
-    libs = [lib for lib in LIBRARIES if any(k[0] == lib for k in rows)]
+    rows, libs = _rows(results, "ops"), _present(results, "ops")
     lines = ["| case | " + " | ".join(f"{lib} kernels (fwd / bwd / opt) | {lib} above floor | {lib} views, "
                                      f"allocs / syncs" for lib in libs) + " |",
              "| --- |" + " ---: | ---: | ---: |" * len(libs)]
@@ -201,7 +201,8 @@ def markdown(results: dict) -> str:
         parts += ["### Scaling: LoRA r=8 train step / plain forward", scaling_table(results)]
     if results.get("quality"):
         q = results["quality"]
-        parts += [f"### Quality parity (MiniLM, GLUE dev; budget {q['budget']}; mean over seeds, ×100)",
+        parts += [f"### Quality parity (MiniLM, GLUE dev; budget {q['budget']}; learning rates "
+                  f"{q.get('learning_rates')}; mean over seeds, ×100)",
                   quality_table(results)]
     return "\n\n".join(parts) + "\n"
 
