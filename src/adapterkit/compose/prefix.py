@@ -51,7 +51,8 @@ def extend(site, plan, module, query, key, value, mask, gate_input=None):
         groups.append((rows, n, pk, pv))
     if not groups:
         return key, value, mask
-    if len(groups) == 1 and groups[0][1] == batch:  # every row has the same prefix: no padding, no copies
+    if len(groups) == 1 and isinstance(groups[0][0], slice) and groups[0][1] == batch:
+        # every row, in order, has the same prefixes (e.g. a Stack): no padding, no copies
         _, _, pk, pv = groups[0]
         return (torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2),
                 extend_mask(mask, pk.shape[2], q_len, k_len, query, module))
