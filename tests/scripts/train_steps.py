@@ -58,6 +58,11 @@ def main() -> None:
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     torch.set_num_threads(1)
     save_file(run(out, world), str(out / f"rank{rank}_of_{world}.safetensors"))
+    if torch.distributed.is_initialized():
+        # tear the process group down before the interpreter does: gloo's threads still alive during exit's
+        # static destruction can abort the process (SIGABRT) after all the work is done
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
