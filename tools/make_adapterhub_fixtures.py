@@ -20,25 +20,21 @@ Adapter weights are randomised (identity inits would hide mistakes); everything 
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
-import sys
-from pathlib import Path
 
 import torch
 
 import adapters
-import transformers
 from adapters import BertAdapterModel, IA3Config, LoRAConfig, ParBnConfig, RobertaAdapterModel, SeqBnConfig
 from adapters import DoubleSeqBnInvConfig
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, BertModel, RobertaModel
 
-ROOT = Path(__file__).resolve().parent.parent
-BASE = ROOT / "tests" / "fixtures" / "adapters_ref"
-OUT = ROOT / "tests" / "fixtures" / "adapterhub"
-INIT_STD = 0.2
+import fixture_common as fc
+from fixture_common import INIT_STD, MIN_DIFF
+
+BASE = fc.REF_DIR
+OUT = fc.FIXTURES / "adapterhub"
 MAX_BYTES = 600 * 1024
 
 ARCHS = {"bert": (BertModel, BertAdapterModel), "roberta": (RobertaModel, RobertaAdapterModel)}
@@ -67,15 +63,9 @@ def base_model(arch: str, cls, config):
 
 def randomise(model, name: str, seed: int) -> None:
     """Adapter weights ~ N(0, 0.2); (IA)^3 vectors and learned scalings ~ 1 + N(0, 0.2)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if f".{name}." not in f".{key}." or key.startswith("heads."):
-                continue
-            p.normal_(0.0, INIT_STD)
-            owner = type(model.get_submodule(key.rsplit(".", 1)[0])).__name__
-            if key.endswith(".scaling") or (owner == "IA3" and key.endswith(".lora_B")):
-                p.add_(1.0)
+    params = dict(model.named_parameters())
+    keys = [k for k in params if f".{name}." in f".{k}." and not k.startswith("heads.")]
+    fc.randomise(params, keys, seed, lambda k: fc.is_scale_param(k, fc.owner_type(model, k)))
 
 
 @torch.no_grad()
@@ -88,14 +78,11 @@ def run(model, inputs, head: bool) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    logging.getLogger("adapters").setLevel(logging.ERROR)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
+    fc.deterministic()
     if OUT.exists():
         shutil.rmtree(OUT)
     manifest = {"generator": "tools/make_adapterhub_fixtures.py",
-                "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
-                             "torch": torch.__version__, "python": sys.version.split()[0]},
+                "versions": fc.versions(with_safetensors=False),
                 "base": "tests/fixtures/adapters_ref/<arch>/base (model + inputs reused)",
                 "randomisation": f"torch.manual_seed(100 + case index); adapter params ~ N(0, {INIT_STD}), "
                                  "(IA)^3 vectors and learned scalings 1 + N(0, 0.2); heads keep the package's init",
@@ -123,7 +110,7 @@ def main() -> None:
                 base_out = model(**inputs, output_hidden_states=True).hidden_states[-1]
                 model.set_active_adapters(case)
             diff = (expected["last_hidden_state"] - base_out).abs().max().item()
-            assert diff > 1e-3, f"{arch}/{case}: the adapter does not change the output ({diff})"
+            assert diff > MIN_DIFF, f"{arch}/{case}: the adapter does not change the output ({diff})"
             case_dir = OUT / arch / case
             case_dir.mkdir(parents=True)
             for variant in variants:
@@ -134,8 +121,8 @@ def main() -> None:
                 "config": adapter_config.to_dict(), "variants": list(variants), "head": head,
                 "max_abs_diff_vs_base": diff, "files": files}
             print(f"{arch}/{case}: {', '.join(files)} (adapter changes outputs by {diff:.3f})")
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    fc.write_json(OUT / "manifest.json", manifest)
+    total = fc.tree_size(OUT)
     print(f"total: {total} bytes")
     assert total < MAX_BYTES, f"fixtures too large: {total} bytes"
 

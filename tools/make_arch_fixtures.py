@@ -23,30 +23,21 @@ listed in the manifest with the reason and get no directory. Deterministic; noth
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
-import sys
-from pathlib import Path
 
 import adapters
-import safetensors
 import torch
-import transformers
-from adapters import (DoubleSeqBnConfig, DoubleSeqBnInvConfig, IA3Config, LoRAConfig, ParBnConfig, SeqBnConfig,
-                      SeqBnInvConfig)
+from adapters import DoubleSeqBnConfig
 from safetensors.torch import save_file
 from transformers import (BartConfig, BartModel, DebertaConfig, DebertaModel, DebertaV2Config, DebertaV2Model,
                           DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model, T5Config, T5Model, ViTConfig,
                           ViTModel)
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "adapters_ref_archs"
+import fixture_common as fc
+from fixture_common import BATCH, INIT_STD, MIN_DIFF, PAD_TAIL, SEQ, forward, owner_type, write_json
 
-BATCH, SEQ = 3, 7
-PAD_TAIL = [0, 2, 3]  # trailing padded positions per row (text models)
-MIN_DIFF = 1e-3
-INIT_STD = 0.2
+OUT = fc.FIXTURES / "adapters_ref_archs"
+
 H, LAYERS, HEADS, FF, VOCAB, POS = 32, 2, 4, 48, 50, 32
 
 # initializer_range 0.2 (not 0.02): at 0.02 a 32-wide model is almost the identity and attention-path bugs hide.
@@ -86,19 +77,7 @@ ARCHS = {
 }
 
 # (case name, config class, kwargs); the index seeds the randomisation: torch.manual_seed(1234 + index)
-CASES = [
-    ("seq_bn", SeqBnConfig, {}),
-    ("double_seq_bn", DoubleSeqBnConfig, {}),
-    ("par_bn", ParBnConfig, {}),
-    ("scaled_par_bn", ParBnConfig, {"scaling": "learned"}),
-    ("seq_bn_inv", SeqBnInvConfig, {}),
-    ("double_seq_bn_inv", DoubleSeqBnInvConfig, {}),
-    ("seq_bn_rf4_swish", SeqBnConfig, {"reduction_factor": 4, "non_linearity": "swish"}),
-    ("lora", LoRAConfig, {}),
-    ("lora_qkv_ffn", LoRAConfig,
-     {"r": 4, "alpha": 16, "attn_matrices": ["q", "k", "v"], "intermediate_lora": True, "output_lora": True}),
-    ("ia3", IA3Config, {}),
-    ("ia3_attn_only", IA3Config, {"intermediate_lora": False}),
+CASES = fc.ADAPTER_CASES + [
     ("double_seq_bn_cross", DoubleSeqBnConfig, {"cross_adapter": True, "reduction_factor": 4}),
 ]
 SEQ2SEQ_CASES = {"seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "lora_qkv_ffn", "ia3", "double_seq_bn_cross"}
@@ -111,9 +90,7 @@ def generated_for(kind: str, case: str) -> bool:
 
 def make_config(arch: str):
     spec = ARCHS[arch]
-    cfg = spec["config_cls"](**spec["config"])
-    cfg._attn_implementation = "eager"
-    return cfg
+    return fc.eager_config(spec["config_cls"], **spec["config"])
 
 
 def build(arch: str, state_dict=None):
@@ -128,23 +105,11 @@ def make_inputs(arch: str, cfg) -> dict:
     g = torch.Generator().manual_seed(42)
     if ARCHS[arch]["kind"] == "image":
         return {"pixel_values": torch.randn(BATCH, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)}
-    pad = cfg.pad_token_id
-    ids = torch.randint(0, cfg.vocab_size - 1, (BATCH, SEQ), generator=g, dtype=torch.int64)
-    ids = ids + (ids >= pad).to(torch.int64)  # never the pad id in real positions
-    mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
-    for row, n in enumerate(PAD_TAIL):
-        if n:
-            ids[row, SEQ - n:] = pad
-            mask[row, SEQ - n:] = 0
+    ids, mask = fc.padded_ids(cfg.pad_token_id, cfg.vocab_size, g)
     out = {"input_ids": ids, "attention_mask": mask}
     if ARCHS[arch]["kind"] == "seq2seq":
         out["decoder_input_ids"] = torch.randint(3, cfg.vocab_size, (BATCH, 5), generator=g, dtype=torch.int64)
     return out
-
-
-@torch.no_grad()
-def forward(model, inputs):
-    return model(**inputs).last_hidden_state.detach().clone().contiguous()
 
 
 def drop_spurious_biases(model, base_keys) -> list[str]:
@@ -160,31 +125,18 @@ def drop_spurious_biases(model, base_keys) -> list[str]:
     return dropped
 
 
-def owner_type(model, key: str) -> str:
-    return type(model.get_submodule(key.rsplit(".", 1)[0])).__name__
-
-
 def is_scale_param(key: str, config) -> bool:
     """(IA)^3 vectors and learned bottleneck `scaling` scalars are randomised around 1."""
     return key.endswith(".scaling") or (key.endswith(".lora_B") and getattr(config, "composition_mode", "") == "scale")
 
 
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
 def main() -> None:
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    logging.getLogger("adapters").setLevel(logging.ERROR)
+    fc.deterministic()
     if OUT.exists():
         shutil.rmtree(OUT)
     manifest = {
         "generator": "tools/make_arch_fixtures.py",
-        "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
-                     "torch": torch.__version__, "safetensors": safetensors.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": fc.versions(),
         "inputs": {"batch": BATCH, "seq": SEQ, "padded_tail_per_row": PAD_TAIL, "seed": 42},
         "randomisation": {"seed": "torch.manual_seed(1234 + case_index), params in state_dict order",
                           "default": f"normal(0, {INIT_STD})",
@@ -195,7 +147,7 @@ def main() -> None:
     for arch, spec in ARCHS.items():
         torch.manual_seed(0)
         base = build(arch)
-        base_sd = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items()}
+        base_sd = fc.detached(base.state_dict())
         arch_dir = OUT / arch
         base.save_pretrained(arch_dir / "base", safe_serialization=True)
         inputs = make_inputs(arch, base.config)
@@ -230,12 +182,7 @@ def main() -> None:
                 entry["unsupported"][name] = "add_adapter added no parameters"
                 continue
             params = dict(model.named_parameters())
-            torch.manual_seed(1234 + index)
-            with torch.no_grad():
-                for k in new_keys:
-                    params[k].normal_(0.0, INIT_STD)
-                    if is_scale_param(k, adapter_cfg):
-                        params[k].add_(1.0)
+            fc.randomise(params, new_keys, 1234 + index, lambda k: is_scale_param(k, adapter_cfg))
             out = forward(model, inputs)
             diff = (out - base_out).abs().max().item()
             if diff <= MIN_DIFF:
@@ -247,18 +194,14 @@ def main() -> None:
             assert off < 1e-5, f"{arch}/{name}: the inactive adapter changes the output ({off})"
             case_dir = arch_dir / name
             write_json(case_dir / "adapter_config.json", adapter_cfg.to_dict())
-            save_file({k: model.state_dict()[k].detach().clone().contiguous() for k in new_keys},
-                      str(case_dir / "adapter.safetensors"))
+            save_file(fc.detached(model.state_dict(), new_keys), str(case_dir / "adapter.safetensors"))
             save_file({"last_hidden_state": out}, str(case_dir / "expected.safetensors"))
             entry["cases"][name] = {"seed": 1234 + index, "config_class": cfg_cls.__name__, "config_kwargs": kwargs,
                                     "max_abs_diff_vs_base": diff,
                                     "params": {k: [list(params[k].shape), owner_type(model, k)] for k in new_keys}}
             print(f"-- {arch}/{name}: max|adapter-base|={diff:.4f}, {len(new_keys)} tensors")
         manifest["archs"][arch] = entry
-    write_json(OUT / "manifest.json", manifest)
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"total fixture size: {total} bytes ({total / 1024:.1f} KiB)")
-    assert total < 1.5 * 1024 * 1024, "fixtures exceed 1.5 MB"
+    fc.finish(OUT, manifest, 1.5 * 1024 * 1024, "fixtures exceed 1.5 MB")
 
 
 if __name__ == "__main__":

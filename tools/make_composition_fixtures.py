@@ -24,28 +24,22 @@ tests check it against the formula instead.
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
-import sys
-from pathlib import Path
 
 import torch
 
 import adapters
-import safetensors
-import transformers
 from adapters import DoubleSeqBnConfig, LoRAConfig, PrefixTuningConfig, SeqBnConfig
 from adapters.composition import BatchSplit, Fuse, Parallel, Split, Stack
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-ROOT = Path(__file__).resolve().parent.parent
-BASE = ROOT / "tests" / "fixtures" / "adapters_ref"
-OUT = ROOT / "tests" / "fixtures" / "adapters_ref_composition"
-INIT_STD = 0.2
+import fixture_common as fc
+from fixture_common import INIT_STD, MIN_DIFF
+
+BASE = fc.REF_DIR
+OUT = fc.FIXTURES / "adapters_ref_composition"
 FUSION_QK_STD = 0.1
-MIN_DIFF = 1e-3
 
 ARCHS = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
 SEQ_BN = ("seq_bn", SeqBnConfig, {})
@@ -142,11 +136,11 @@ def run_case(arch: str, index: int, case: str, specs: dict, fusions: dict, setup
         assert peaks and all(0.51 < p < 0.99 for p in peaks) and sum(peaks) / len(peaks) > 0.53, (case, peaks)
     directory = OUT / arch / case
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: model.state_dict()[k].detach().clone().contiguous() for k in new_keys}
+    weights = fc.detached(model.state_dict(), new_keys)
     save_file(weights, str(directory / "weights.safetensors"))
     save_file(expected, str(directory / "expected.safetensors"))
     setup_json = {"setup": setup.to_dict(), "adapters": configs, "fusions": fusion_entries}
-    (directory / "setup.json").write_text(json.dumps(setup_json, indent=2) + "\n")
+    fc.write_json(directory / "setup.json", setup_json)
     if arch == "bert" and case == "fuse_dynamic":
         hub = OUT / arch / "fuse_hub"
         shutil.rmtree(hub, ignore_errors=True)
@@ -157,16 +151,12 @@ def run_case(arch: str, index: int, case: str, specs: dict, fusions: dict, setup
 
 
 def main():
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    logging.getLogger("adapters").setLevel(logging.ERROR)
+    fc.deterministic()
     shutil.rmtree(OUT, ignore_errors=True)
     manifest = {
         "generator": "tools/make_composition_fixtures.py",
         "base": "tests/fixtures/adapters_ref/<arch>/base and inputs.safetensors",
-        "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
-                     "torch": torch.__version__, "safetensors": safetensors.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": fc.versions(),
         "randomisation": {"adapters": f"normal(0, {INIT_STD}); learned scaling 1 + normal(0, {INIT_STD})",
                           "fusion": f"query/key normal(0, {FUSION_QK_STD}), biases normal(0, 0.05), "
                                     "value identity + normal(0, 0.05)",
@@ -178,10 +168,7 @@ def main():
         base_out = load_file(BASE / arch / "base" / "expected.safetensors")["last_hidden_state"]
         manifest["archs"][arch] = {case: run_case(arch, i, case, specs, fusions, setup, inputs, base_out)
                                    for i, (case, specs, fusions, setup) in enumerate(CASES)}
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"total fixture size: {total} bytes ({total / 1024:.1f} KiB)")
-    assert total < 1024 * 1024, "composition fixtures exceed 1 MB"
+    fc.finish(OUT, manifest, 1024 * 1024, "composition fixtures exceed 1 MB")
 
 
 if __name__ == "__main__":

@@ -18,25 +18,18 @@ Static cases save the head of a transformers task model (`BertForSequenceClassif
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from pathlib import Path
 
 import adapters
-import safetensors
 import torch
-import transformers
 from adapters import BertAdapterModel, RobertaAdapterModel
 from safetensors.torch import save_file
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "adapters_heads"
-BATCH, SEQ, PAD_TAIL = 3, 7, [0, 2, 3]
-INIT_STD = 0.2
-COMMON_CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=99,
-                  max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                  initializer_range=0.2)
+import fixture_common as fc
+from fixture_common import BATCH, INIT_STD, SEQ
+
+OUT = fc.FIXTURES / "adapters_heads"
+COMMON_CFG = fc.TINY_BERT
 ARCHS = {
     "bert": dict(config_cls=BertConfig, flex_cls=BertAdapterModel, static_cls=BertForSequenceClassification,
                  extra={}),
@@ -67,21 +60,7 @@ CASES = {
 
 def make_config(arch: str, **overrides):
     spec = ARCHS[arch]
-    cfg = spec["config_cls"](**COMMON_CFG, **spec["extra"], **overrides)
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
-def make_inputs(pad_id: int, vocab_size: int):
-    g = torch.Generator().manual_seed(42)
-    ids = torch.randint(0, vocab_size - 1, (BATCH, SEQ), generator=g, dtype=torch.int64)
-    ids = ids + (ids >= pad_id).to(torch.int64)
-    mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
-    for row, n in enumerate(PAD_TAIL):
-        if n:
-            ids[row, SEQ - n:] = pad_id
-            mask[row, SEQ - n:] = 0
-    return ids, mask
+    return fc.eager_config(spec["config_cls"], **COMMON_CFG, **spec["extra"], **overrides)
 
 
 def randomise(module: torch.nn.Module, shared: set[int], seed: int) -> None:
@@ -101,21 +80,12 @@ def outputs_of(out) -> dict[str, torch.Tensor]:
     return {k: out[k].detach().clone().contiguous() for k in keys if k in out and out[k] is not None}
 
 
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
 @torch.no_grad()
 def main() -> None:
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    logging.getLogger("adapters").setLevel(logging.ERROR)
+    fc.deterministic()
     manifest = {
         "generator": "tools/make_head_fixtures.py",
-        "versions": {"adapters": adapters.__version__, "transformers": transformers.__version__,
-                     "torch": torch.__version__, "safetensors": safetensors.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": fc.versions(),
         "model": dict(COMMON_CFG, attn_implementation="eager"),
         "randomisation": f"head params normal(0, {INIT_STD}) (1-d weights +1) after torch.manual_seed(100 + index); "
                          "parameters tied to the base (LM decoder weight) untouched",
@@ -128,11 +98,12 @@ def main() -> None:
         flex = spec["flex_cls"](cfg).eval()
         base = flex.base_model
         plain_keys = set(type(base)(cfg).state_dict())  # adapters.init adds prompt-tuning aliases: drop them
-        base_sd = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items() if k in plain_keys}
+        base_state = base.state_dict()
+        base_sd = fc.detached(base_state, [k for k in base_state if k in plain_keys])
         (arch_dir / "base").mkdir(parents=True, exist_ok=True)
         cfg.to_json_file(str(arch_dir / "base" / "config.json"))
         save_file(base_sd, str(arch_dir / "base" / "model.safetensors"))
-        ids, mask = make_inputs(cfg.pad_token_id, cfg.vocab_size)
+        ids, mask = fc.padded_ids(cfg.pad_token_id, cfg.vocab_size)
         save_file({"input_ids": ids, "attention_mask": mask}, str(arch_dir / "inputs.safetensors"))
         shared = {p.data_ptr() for p in base.parameters()}
         entry = {}
@@ -161,8 +132,8 @@ def main() -> None:
                            "use_safetensors": use_st, "outputs": {k: list(v.shape) for k, v in expected.items()}}
             print(f"-- {arch}/{case}: {entry[case]['outputs']}")
         manifest["archs"][arch] = entry
-    write_json(OUT / "manifest.json", json.loads(json.dumps(manifest, default=str)))
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    fc.write_json(OUT / "manifest.json", json.loads(json.dumps(manifest, default=str)))
+    total = fc.tree_size(OUT)
     print(f"total fixture size: {total / 1024:.1f} KiB")
     assert total < 1024 * 1024, "head fixtures exceed 1 MB"
 

@@ -24,53 +24,26 @@ PHM rule of Compacter when saving, so nothing goes through save/load). Determini
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import torch
 
 import adapters
-import safetensors
-import transformers
-from adapters import (
-    CompacterConfig,
-    CompacterPlusPlusConfig,
-    LoRAConfig,
-    MAMConfig,
-    ParBnConfig,
-    PrefixTuningConfig,
-    SeqBnConfig,
-    UniPELTConfig,
-)
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_reference_fixtures as ref  # noqa: E402  (shared model/config helpers, no side effects on import)
+import fixture_common as fc  # noqa: E402
+import make_reference_fixtures as ref  # noqa: E402  (its tiny base models; no side effects on import)
+from fixture_common import INIT_STD, MIN_DIFF, shape_of  # noqa: E402
 
 OUT = ref.OUT
-MIN_DIFF = ref.MIN_DIFF
-INIT_STD = ref.INIT_STD
 SEED_BASE = 4321
 SIZE_LIMIT = 1024 * 1024  # all new files together
 
-CONFIG_CLASSES = {
-    c.__name__: c
-    for c in (
-        CompacterConfig,
-        CompacterPlusPlusConfig,
-        LoRAConfig,
-        MAMConfig,
-        ParBnConfig,
-        PrefixTuningConfig,
-        SeqBnConfig,
-        UniPELTConfig,
-    )
-}
-
 PREFIX = {"prefix_length": 5, "bottleneck_size": 16}
 
-# (case name, config class name, kwargs); a kwarg value {"class": ..., "kwargs": ...} is a nested config.
+# (case name, `adapters` config class name, kwargs); a kwarg value {"class": ..., "kwargs": ...} is a nested config.
 # The case index seeds the randomisation: torch.manual_seed(SEED_BASE + index).
 CASES = [
     ("prefix_tuning", "PrefixTuningConfig", dict(PREFIX)),
@@ -111,7 +84,7 @@ def build_config(cls_name: str, kwargs: dict):
         k: build_config(v["class"], v["kwargs"]) if isinstance(v, dict) and "class" in v else v
         for k, v in kwargs.items()
     }
-    return CONFIG_CLASSES[cls_name](**resolved)
+    return getattr(adapters, cls_name)(**resolved)
 
 
 def canonical_rank(key: str) -> int:
@@ -163,19 +136,11 @@ def run(model, inputs, gating: bool = False):
 
 
 def main():
-    torch.use_deterministic_algorithms(True)
-    logging.getLogger("adapters").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    fc.deterministic()
 
     manifest = {
         "generator": "tools/make_method_fixtures.py",
-        "versions": {
-            "adapters": adapters.__version__,
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-            "safetensors": safetensors.__version__,
-            "python": sys.version.split()[0],
-        },
+        "versions": fc.versions(),
         "base": "reuses <arch>/base and <arch>/inputs.safetensors from tools/make_reference_fixtures.py (manifest.json)",
         "randomisation": {
             "seed": f"torch.manual_seed({SEED_BASE} + case_index) after add_adapter",
@@ -208,7 +173,7 @@ def main():
         arch_dir = OUT / arch
         cfg = ref.make_config(arch)
         base_cfg_on_disk = json.loads((arch_dir / "base" / "config.json").read_text())
-        for k, v in ref.COMMON_CFG.items():
+        for k, v in fc.TINY_BERT.items():
             assert base_cfg_on_disk[k] == v, f"{arch}: base config {k} differs from generator"
         base_sd = load_file(str(arch_dir / "base" / "model.safetensors"))
         inputs = load_file(str(arch_dir / "inputs.safetensors"))
@@ -248,17 +213,8 @@ def main():
                     assert id(p) in covered, f"{arch}/{name}: shared param {pname} not covered"
                     assert f"shared_parameters.{name}.{pname}" in {c for c, _ in groups}
 
-            treatments = {}
-            torch.manual_seed(SEED_BASE + case_idx)
-            with torch.no_grad():
-                for canon, _keys in groups:
-                    p = all_params[canon]
-                    if ref.is_scale_param(canon, ref.owner_type(model, canon)):
-                        p.normal_(0.0, INIT_STD).add_(1.0)
-                        treatments[canon] = "1+normal(0,0.2)"
-                    else:
-                        p.normal_(0.0, INIT_STD)
-                        treatments[canon] = "normal(0,0.2)"
+            treatments = fc.randomise(all_params, [c for c, _ in groups], SEED_BASE + case_idx,
+                                      lambda c: fc.is_scale_param(c, fc.owner_type(model, c)))
 
             out, _ = run(model, inputs)
             diff = (out - base_out).abs().max().item()
@@ -272,7 +228,7 @@ def main():
                 # Quirk of adapters 1.3.0: BottleneckLayer.compose_single stores layer_output[-1] as the "gating
                 # score" even without a gate, i.e. the adapter's up-projection output (batch x seq x hidden).
                 # Not saved; recorded in the manifest.
-                bogus = {k: ref.shape_of(v) for k, v in gating.items()}
+                bogus = {k: shape_of(v) for k, v in gating.items()}
                 assert all(s == list(out.shape) for s in bogus.values()), f"{arch}/{name}: unexpected {bogus}"
                 gating = {}
 
@@ -290,23 +246,23 @@ def main():
             model.set_active_adapters(name)
 
             sd = model.state_dict()
-            adapter_sd = {c: sd[c].detach().clone().contiguous() for c, _ in groups}
+            adapter_sd = fc.detached(sd, [c for c, _ in groups])
             case_dir = arch_dir / name
             case_dir.mkdir(parents=True, exist_ok=True)
-            ref.write_json(case_dir / "adapter_config.json", adapter_cfg.to_dict())
+            fc.write_json(case_dir / "adapter_config.json", adapter_cfg.to_dict())
             save_file(adapter_sd, str(case_dir / "adapter.safetensors"))
             save_file({"last_hidden_state": out, **gating}, str(case_dir / "expected.safetensors"))
             written += [case_dir / "adapter_config.json", case_dir / "adapter.safetensors",
                         case_dir / "expected.safetensors"]
             if gating:
-                ref.write_json(case_dir / "gating_locations.json", {k: ref.shape_of(v) for k, v in gating.items()})
+                fc.write_json(case_dir / "gating_locations.json", {k: shape_of(v) for k, v in gating.items()})
                 written.append(case_dir / "gating_locations.json")
 
             print(f"-- {arch}/{name} [{cls_name}] max|adapter-base|={diff:.4f}")
             for canon, keys in groups:
                 extra = f" (+{len(keys) - 1} aliases)" if len(keys) > 1 else ""
                 print(f"     {treatments[canon]:16s} {canon} {tuple(adapter_sd[canon].shape)} "
-                      f"<{ref.owner_type(model, canon)}>{extra}")
+                      f"<{fc.owner_type(model, canon)}>{extra}")
             for k, v in gating.items():
                 print(f"     gating {k} {tuple(v.shape)} {[round(x, 4) for x in v.flatten().tolist()]}")
 
@@ -318,14 +274,14 @@ def main():
                 "max_abs_diff_vs_base": diff,
                 "params": {
                     c: {
-                        "shape": ref.shape_of(adapter_sd[c]),
+                        "shape": shape_of(adapter_sd[c]),
                         "init": treatments[c],
-                        "module": ref.owner_type(model, c),
+                        "module": fc.owner_type(model, c),
                         "aliases": [k for k in keys if k != c],
                     }
                     for c, keys in groups
                 },
-                "gating_scores": {k: ref.shape_of(v) for k, v in gating.items()},
+                "gating_scores": {k: shape_of(v) for k, v in gating.items()},
             }
             if prefix_ids:
                 entry["prefix_ids"] = prefix_ids
@@ -339,8 +295,8 @@ def main():
                 model.eject_prefix_tuning(name)
                 ej_groups = group_new_tensors(model, before)
                 ej_sd = model.state_dict()
-                flat = {c: ej_sd[c].detach().clone().contiguous() for c, _ in ej_groups}
-                assert all(ref.owner_type(model, c) == "FlatPrefixTuning" for c in flat), list(flat)
+                flat = fc.detached(ej_sd, [c for c, _ in ej_groups])
+                assert all(fc.owner_type(model, c) == "FlatPrefixTuning" for c in flat), list(flat)
                 ej_out, _ = run(model, inputs)
                 ej_diff = (ej_out - out).abs().max().item()
                 assert ej_diff < 1e-5, f"{arch}/{name}: ejected prefix changes output ({ej_diff})"
@@ -349,7 +305,7 @@ def main():
                 entry["ejected"] = {
                     "file": "ejected.safetensors",
                     "params": {
-                        c: {"shape": ref.shape_of(flat[c]), "aliases": [k for k in keys if k != c]}
+                        c: {"shape": shape_of(flat[c]), "aliases": [k for k in keys if k != c]}
                         for c, keys in ej_groups
                     },
                     "max_abs_diff_vs_expected": ej_diff,
@@ -362,7 +318,7 @@ def main():
         manifest["archs"][arch] = arch_entry
 
     manifest_path = OUT / "manifest_methods.json"
-    ref.write_json(manifest_path, manifest)
+    fc.write_json(manifest_path, manifest)
     written.append(manifest_path)
 
     total = sum(p.stat().st_size for p in written)

@@ -18,51 +18,16 @@ Everything is deterministic (fixed seeds). No weights are downloaded.
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
-from pathlib import Path
-
-import torch
-
 import adapters
-import safetensors
-import transformers
-from adapters import (
-    DoubleSeqBnConfig,
-    DoubleSeqBnInvConfig,
-    IA3Config,
-    LoRAConfig,
-    ParBnConfig,
-    SeqBnConfig,
-    SeqBnInvConfig,
-)
+import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures" / "adapters_ref"
+import fixture_common as fc
+from fixture_common import BATCH, INIT_STD, MIN_DIFF, PAD_TAIL, SEQ, is_scale_param, owner_type, shape_of, write_json
 
-BATCH, SEQ = 3, 7
-# number of trailing padded positions per batch row
-PAD_TAIL = [0, 2, 3]
-MIN_DIFF = 1e-3
-INIT_STD = 0.2
-
-COMMON_CFG = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    vocab_size=99,
-    max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    # Still the model's default init, but with std 0.2 instead of 0.02: at 0.02 a 32-wide model is
-    # almost the identity (attention ~uniform, padding mask changes outputs by ~0.01 and IA3 key
-    # scaling by ~0.004), which would let attention-path bugs slip through the fixtures.
-    initializer_range=0.2,
-)
+OUT = fc.REF_DIR
+COMMON_CFG = fc.TINY_BERT
 
 ARCHS = {
     "bert": dict(config_cls=BertConfig, model_cls=BertModel, extra={}),
@@ -71,30 +36,12 @@ ARCHS = {
 
 # (case name, config class, kwargs). The case index (position in this list) seeds the
 # parameter randomisation: torch.manual_seed(1234 + index).
-CASES = [
-    ("seq_bn", SeqBnConfig, {}),
-    ("double_seq_bn", DoubleSeqBnConfig, {}),
-    ("par_bn", ParBnConfig, {}),
-    ("scaled_par_bn", ParBnConfig, {"scaling": "learned"}),
-    ("seq_bn_inv", SeqBnInvConfig, {}),
-    ("double_seq_bn_inv", DoubleSeqBnInvConfig, {}),
-    ("seq_bn_rf4_swish", SeqBnConfig, {"reduction_factor": 4, "non_linearity": "swish"}),
-    ("lora", LoRAConfig, {}),
-    (
-        "lora_qkv_ffn",
-        LoRAConfig,
-        {"r": 4, "alpha": 16, "attn_matrices": ["q", "k", "v"], "intermediate_lora": True, "output_lora": True},
-    ),
-    ("ia3", IA3Config, {}),
-    ("ia3_attn_only", IA3Config, {"intermediate_lora": False}),
-]
+CASES = fc.ADAPTER_CASES
 
 
 def make_config(arch: str):
     spec = ARCHS[arch]
-    cfg = spec["config_cls"](**COMMON_CFG, **spec["extra"])
-    cfg._attn_implementation = "eager"
-    return cfg
+    return fc.eager_config(spec["config_cls"], **COMMON_CFG, **spec["extra"])
 
 
 def build_base_model(arch: str, cfg, state_dict=None):
@@ -105,66 +52,12 @@ def build_base_model(arch: str, cfg, state_dict=None):
     return model
 
 
-def make_inputs(pad_id: int, vocab_size: int):
-    g = torch.Generator().manual_seed(42)
-    # draw from vocab minus the pad id, then shift values >= pad_id up by one
-    ids = torch.randint(0, vocab_size - 1, (BATCH, SEQ), generator=g, dtype=torch.int64)
-    ids = ids + (ids >= pad_id).to(torch.int64)
-    mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
-    for row, n in enumerate(PAD_TAIL):
-        if n:
-            ids[row, SEQ - n :] = pad_id
-            mask[row, SEQ - n :] = 0
-    assert not bool(((ids == pad_id) & (mask == 1)).any()), "pad id used in a non-padded position"
-    return ids, mask
-
-
-def is_scale_param(key: str, ptype: str) -> bool:
-    """(IA)^3 scaling vectors and learned bottleneck `scaling` scalars are initialised around 1."""
-    if ptype == "IA3" and key.endswith(".lora_B"):
-        return True
-    if key.endswith(".scaling"):
-        return True
-    return False
-
-
-def owner_type(model, key: str) -> str:
-    module_path = key.rsplit(".", 1)[0]
-    return type(model.get_submodule(module_path)).__name__
-
-
-@torch.no_grad()
-def forward(model, inputs):
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    return out.last_hidden_state.detach().clone().contiguous()
-
-
-def shape_of(t):
-    return list(t.shape)
-
-
-def write_json(path: Path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-
-
 def main():
-    torch.use_deterministic_algorithms(True)
-    # silences "There are adapters available but none are activated" from the inactive-adapter check
-    logging.getLogger("adapters").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    fc.deterministic()
 
     manifest = {
         "generator": "tools/make_reference_fixtures.py",
-        "versions": {
-            "adapters": adapters.__version__,
-            "transformers": transformers.__version__,
-            "torch": torch.__version__,
-            "safetensors": safetensors.__version__,
-            "python": sys.version.split()[0],
-        },
+        "versions": fc.versions(),
         "model": {
             "config": dict(COMMON_CFG, attn_implementation="eager"),
             "per_arch_extra": {a: ARCHS[a]["extra"] for a in ARCHS},
@@ -192,18 +85,18 @@ def main():
         cfg = make_config(arch)
         torch.manual_seed(0)
         base = build_base_model(arch, cfg)
-        base_sd = {k: v.detach().clone().contiguous() for k, v in base.state_dict().items()}
+        base_sd = fc.detached(base.state_dict())
 
         arch_dir = OUT / arch
         (arch_dir / "base").mkdir(parents=True, exist_ok=True)
         cfg.to_json_file(str(arch_dir / "base" / "config.json"))
         save_file(base_sd, str(arch_dir / "base" / "model.safetensors"))
 
-        ids, mask = make_inputs(cfg.pad_token_id, cfg.vocab_size)
+        ids, mask = fc.padded_ids(cfg.pad_token_id, cfg.vocab_size)
         inputs = {"input_ids": ids, "attention_mask": mask}
         save_file(inputs, str(arch_dir / "inputs.safetensors"))
 
-        base_out = forward(base, inputs)
+        base_out = fc.forward(base, inputs)
         save_file({"last_hidden_state": base_out}, str(arch_dir / "base" / "expected.safetensors"))
 
         arch_entry = {
@@ -237,31 +130,21 @@ def main():
                 assert k in params, f"{arch}/{name}: new state_dict entry {k} is not a parameter"
                 assert f".{name}." in f".{k}.", f"{arch}/{name}: key {k} lacks the adapter name"
 
-            treatments = {}
-            torch.manual_seed(1234 + case_idx)
-            with torch.no_grad():
-                for k in new_keys:
-                    p = params[k]
-                    ptype = owner_type(model, k)
-                    if is_scale_param(k, ptype):
-                        p.normal_(0.0, INIT_STD).add_(1.0)
-                        treatments[k] = "1+normal(0,0.2)"
-                    else:
-                        p.normal_(0.0, INIT_STD)
-                        treatments[k] = "normal(0,0.2)"
+            treatments = fc.randomise(params, new_keys, 1234 + case_idx,
+                                      lambda k: is_scale_param(k, owner_type(model, k)))
 
-            out = forward(model, inputs)
+            out = fc.forward(model, inputs)
             diff = (out - base_out).abs().max().item()
             assert diff > MIN_DIFF, f"{arch}/{name}: adapter does not change the output (max diff {diff})"
 
             # sanity: deactivating the adapter reproduces the base output
             model.set_active_adapters(None)
-            off = forward(model, inputs)
+            off = fc.forward(model, inputs)
             off_diff = (off - base_out).abs().max().item()
             assert off_diff < 1e-5, f"{arch}/{name}: inactive adapter changes output ({off_diff})"
             model.set_active_adapters(name)
 
-            adapter_sd = {k: model.state_dict()[k].detach().clone().contiguous() for k in new_keys}
+            adapter_sd = fc.detached(model.state_dict(), new_keys)
             case_dir = arch_dir / name
             case_dir.mkdir(parents=True, exist_ok=True)
             write_json(case_dir / "adapter_config.json", adapter_cfg.to_dict())
@@ -286,11 +169,7 @@ def main():
 
         manifest["archs"][arch] = arch_entry
 
-    write_json(OUT / "manifest.json", manifest)
-
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"total fixture size: {total} bytes ({total / 1024:.1f} KiB)")
-    assert total < 2 * 1024 * 1024, "fixtures exceed 2 MB"
+    fc.finish(OUT, manifest, 2 * 1024 * 1024, "fixtures exceed 2 MB")
 
 
 if __name__ == "__main__":
