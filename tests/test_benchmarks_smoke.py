@@ -122,6 +122,46 @@ def test_ops_part_counts_every_case():
     assert "add a LoRA" not in table  # one-off operations are not steps
 
 
+def test_profile_step_reports_phases_and_operations(tmp_path):
+    import profile_step
+    result = profile_step.run(["adapterkit", "peft"], ["floor", "lora_train", "lora_infer"], TINY, steps=1,
+                              warmup=0, out=tmp_path, traces=True)
+    rows = {(r["library"], r["case"]): r for r in result["rows"]}
+    assert set(rows) == {("base", "floor")} | {(lib, key) for lib in ("adapterkit", "peft")
+                                               for key in ("lora_train", "lora_infer")}
+    train = rows[("adapterkit", "lora_train")]
+    assert set(train["host_ms"]) == set(profile_step.PHASES) and train["wall_ms"] > 0
+    assert any("mm" in op["name"] for op in train["top_host_ops"])
+    assert set(rows[("base", "floor")]["host_ms"]) == {"forward", "backward"}  # no optimizer in the floor
+    assert "device_busy_ms" not in train  # CPU: no device figures
+    table = (tmp_path / "profile.md").read_text()
+    assert table.count("| adapterkit | lora_") == 2 and (tmp_path / "trace-peft-lora_train.json").stat().st_size
+
+
+def test_profile_summary_of_a_cuda_profile():
+    """The CUDA branch of the summary, on a stand-in for a profile of 2 steps (no GPU here)."""
+    import types
+
+    import profile_step
+    import torch
+    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+
+    def avg(key, device_type, count, self_cpu=0.0, self_device=0.0, annotation=False):
+        return types.SimpleNamespace(key=key, device_type=device_type, count=count, self_cpu_time_total=self_cpu,
+                                     self_device_time_total=self_device, is_user_annotation=annotation)
+    averages = [avg("aten::mm", cpu, 8, self_cpu=400.0), avg("cudaLaunchKernel", cpu, 10, self_cpu=100.0),
+                avg("sgemm_kernel", cuda, 8, self_device=3000.0), avg("elementwise", cuda, 2, self_device=1000.0),
+                avg("forward", cuda, 2, self_device=9000.0, annotation=True)]  # the range mirrored on the GPU
+    events = [types.SimpleNamespace(name="forward", cpu_time_total=5000.0),
+              types.SimpleNamespace(name="forward", cpu_time_total=3000.0)]
+    prof = types.SimpleNamespace(key_averages=lambda: averages, events=lambda: events)
+    out = profile_step.summarise(prof, steps=2, wall_s=0.004, device="cuda")
+    assert out["device_busy_ms"] == 2.0 and out["busy_fraction"] == 0.5 and out["launches"] == 5
+    assert out["host_ms"] == {"forward": 4.0}
+    assert [k["name"] for k in out["top_kernels"]] == ["sgemm_kernel", "elementwise"]
+    assert out["top_host_ops"][0] == {"name": "aten::mm", "calls": 4.0, "self_ms": 0.2}
+
+
 def test_memory_case_reports_a_peak():
     row = worker.run_memory("adapterkit", "lora_train", TINY, steps=1)
     assert row["peak_rss_mb"] > 50 and row["peak_device_mb"] is None
