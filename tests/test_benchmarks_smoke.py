@@ -223,4 +223,6 @@ def test_run_all_with_adapters(tmp_path):
     for key in common.TRAIN_KEYS:
         assert NA not in _cells(memory, common.LABELS[key])[2:]
     assert {r["library"] for r in results["scaling"]["adapters"]["rows"]} == {"adapters"}
+    ops = _cells(report.ops_table(results), common.LABELS["lora_train"])
+    assert len(ops) == 9 and NA not in ops  # three libraries, each kernels / above floor / views and syncs
     assert (tmp_path / "chart.png").exists() and (tmp_path / "report.md").exists()
