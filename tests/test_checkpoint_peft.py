@@ -126,3 +126,38 @@ def test_unsupported_peft_type(tmp_path):
     model = adapterkit.init(tiny_model("bert"))
     with pytest.raises(CheckpointError, match="PEFT type 'LOHA' is not supported; supported: LORA, IA3"):
         model.load_adapter(path)
+
+
+def test_peft_prefix_tuning_is_ours_with_shifted_positions(tmp_path):
+    """Why PEFT prefix tuning is refused both ways: with the same prefix values, peft's output is adapterkit's only
+    when adapterkit's positions are offset by the prefix length (peft's prefix is a cache)."""
+    P, seq = 3, 7
+    base = tiny_model("bert")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.get_peft_model(tiny_model("bert"), peft.PrefixTuningConfig(
+            task_type=peft.TaskType.FEATURE_EXTRACTION, num_virtual_tokens=P, prefix_projection=False)).eval()
+    peft_model.base_model.load_state_dict(base.state_dict())
+    encoder = peft_model.prompt_encoder["default"].embedding  # (P, layers * 2 * hidden): layer-major, key first
+    with torch.no_grad():
+        encoder.weight.normal_(0, 1)
+    ours = adapterkit.init(base)
+    ours.add_adapter("p", config=adapterkit.PrefixTuningConfig(prefix_length=P, flat=True), set_active=True)
+    with torch.no_grad():
+        ours.adapterkit["p"].shared["prefix"].control_trans.copy_(encoder.weight.reshape(-1))
+    ids = torch.randint(1, 99, (2, seq), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = peft_model(input_ids=ids).last_hidden_state
+        shifted = ours.eval()(input_ids=ids, position_ids=torch.arange(P, P + seq)[None]).last_hidden_state
+        plain = ours(input_ids=ids).last_hidden_state
+    assert close(theirs, shifted) <= ATOL
+    assert close(theirs, plain) > 1e-2
+    with pytest.raises(adapterkit.AdapterConfigError, match="shifts its position ids by the prefix length"):
+        ours.save_adapter(tmp_path / "out", "p", format="peft")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING",
+                                                                     "num_virtual_tokens": P}))
+    with pytest.raises(CheckpointError, match="PEFT type 'PREFIX_TUNING' is not supported \\(PEFT prefix tuning "
+                                              "feeds its prefix to the model as a key/value cache"):
+        ours.load_adapter(tmp_path / "in")

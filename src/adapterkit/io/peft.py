@@ -8,7 +8,9 @@ has no per-model knowledge. Semantics are checked, not assumed:
 - (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
   `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`, which adapterkit has no form of: such
   checkpoints are refused, and exports always write `feedforward_modules=[]`.
-- Prefix tuning (peft_type PREFIX_TUNING) comes later: add a reader/writer pair to `_READERS` / `write`.
+- Prefix tuning (peft_type PREFIX_TUNING) has no exact conversion: PEFT passes its prefix as a key/value cache,
+  so the model also offsets its position ids by the prefix length; ours (AdapterHub's semantics) keeps them.
+  Both directions are refused with that reason (`NO_CONVERSION`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ _PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
 _LORA_UNSUPPORTED = {"use_dora": False, "lora_bias": False, "use_qalora": False, "layer_replication": None,
                      "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+
+
+# PEFT types that adapterkit has a method for, but whose semantics differ: why no exact conversion exists
+NO_CONVERSION = {
+    "PREFIX_TUNING": "PEFT prefix tuning feeds its prefix to the model as a key/value cache, so the model also "
+                     "shifts its position ids by the prefix length (a PEFT prefix equals an adapterkit prefix "
+                     "only with the positions offset); adapterkit's prefix tuning (AdapterHub's) keeps the "
+                     "positions, so there is no exact conversion",
+}
 
 
 def is_peft(data: Mapping[str, Any]) -> bool:
@@ -144,8 +155,9 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     source = directory / CONFIG_NAME
     peft_type = data.get("peft_type")
     if peft_type not in _READERS:
+        why = f" ({NO_CONVERSION[peft_type]})" if peft_type in NO_CONVERSION else ""
         raise CheckpointError(
-            f"{source}: PEFT type {peft_type!r} is not supported; supported: {', '.join(_READERS)}"
+            f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(_READERS)}"
         )
     _check_architecture(model, source, data)
     weights_file = directory / SAFE_WEIGHTS_NAME
@@ -190,8 +202,10 @@ def write(model, stage: StagedWrite, name: str) -> None:
     state = model.adapter_state
     config = state.configs[name]
     if not isinstance(config, LoRAConfig):
+        why = f" ({NO_CONVERSION['PREFIX_TUNING']})" if config.architecture == "prefix_tuning" else ""
         raise AdapterConfigError(
-            f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 adapters"
+            f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 "
+            f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
     prefix = base_prefix(model) + single_stack(state.interface, "PEFT export")
     paths = {loc: path for path, loc in linear_paths(state.interface).items()}
