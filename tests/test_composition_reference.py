@@ -19,12 +19,26 @@ from adapterkit import composition
 from adapterkit.configs import PrefixTuningConfig
 from adapterkit.io import config_from_adapterhub, fusion_state_dict_from_adapterhub, state_dict_from_adapterhub
 
+import test_reference_archs
 from test_reference_adapters import FIXTURES as BASE, load_base
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_composition"
 CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
          "stack_parallel", "lora_batch_split", "prefix_single", "prefix_batch_split", "prefix_parallel"]
 ARCHS = ["bert", "roberta"]
+# GPT-2: a pre-LN model whose layers add the residual themselves (sublayer-hook sites); bottleneck / fusion cases
+# on tests/fixtures/adapters_ref_archs/gpt2's base model and inputs
+SUBLAYER_CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
+                  "stack_parallel"]
+RUNS = [(arch, case) for arch in ARCHS for case in CASES] + [("gpt2", case) for case in SUBLAYER_CASES]
+
+
+def _base(arch: str, attn: str = "eager"):
+    return test_reference_archs.load_base(arch, attn) if arch == "gpt2" else load_base(arch, attn)
+
+
+def _inputs(arch: str) -> dict:
+    return load_file((test_reference_archs.FIXTURES if arch == "gpt2" else BASE) / arch / "inputs.safetensors")
 
 
 def block_from_dict(data):
@@ -53,7 +67,7 @@ def _adapter_weights(weights: dict, name: str, model, config) -> dict:
 
 def build(arch: str, case: str, attn: str = "eager"):
     """The fixture's model with its adapters, fusions and weights, the setup active."""
-    model = adapterkit.init(load_base(arch, attn))
+    model = adapterkit.init(_base(arch, attn))
     spec = json.loads((FIXTURES / arch / case / "setup.json").read_text())
     weights = load_file(FIXTURES / arch / case / "weights.safetensors")
     used = 0
@@ -78,16 +92,16 @@ def build(arch: str, case: str, attn: str = "eager"):
 
 def test_fixture_set_is_complete():
     manifest = json.loads((FIXTURES / "manifest.json").read_text())
-    assert set(manifest["archs"]) == set(ARCHS)
+    assert set(manifest["archs"]) == {*ARCHS, "gpt2"}
     for arch in ARCHS:
         assert set(manifest["archs"][arch]) == set(CASES)
+    assert set(manifest["archs"]["gpt2"]) == set(SUBLAYER_CASES)
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch,case", RUNS)
 def test_matches_adapters_package(arch, case):
     model = build(arch, case)
-    inputs = load_file(BASE / arch / "inputs.safetensors")
+    inputs = _inputs(arch)
     expected = load_file(FIXTURES / arch / case / "expected.safetensors")
     with torch.no_grad():
         out = model(**inputs, output_adapter_fusion_attentions=True)

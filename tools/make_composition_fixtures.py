@@ -14,6 +14,8 @@ tools/make_reference_fixtures.py) and writes tests/fixtures/adapters_ref_composi
   <arch>/<case>/expected.safetensors last_hidden_state (eval mode) and, for fusion cases,
                                      fusion_attentions.<layer>.<location> (batch, seq, n_adapters)
   bert/fuse_hub/                     the fuse_dynamic fusion as `adapters` saves it (save_adapter_fusion)
+  gpt2/<case>/                       the bottleneck / fusion cases on GPT-2 (pre-LN: the layers add the residual),
+                                     on tests/fixtures/adapters_ref_archs/gpt2's base model and inputs
 
 Parameters are randomised like tools/make_reference_fixtures.py (normal(0, 0.2) after torch.manual_seed(1234 +
 case index)); fusion layers get "trained-looking" weights: query/key normal(0, FUSION_QK_STD), biases
@@ -32,7 +34,7 @@ import adapters
 from adapters import DoubleSeqBnConfig, LoRAConfig, PrefixTuningConfig, SeqBnConfig
 from adapters.composition import BatchSplit, Fuse, Parallel, Split, Stack
 from safetensors.torch import load_file, save_file
-from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+from transformers import BertConfig, BertModel, GPT2Model, RobertaConfig, RobertaModel
 
 import fixture_common as fc
 from fixture_common import INIT_STD, MIN_DIFF
@@ -42,6 +44,10 @@ OUT = fc.FIXTURES / "adapters_ref_composition"
 FUSION_QK_STD = 0.1
 
 ARCHS = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
+# A pre-LN model, whose layers add the residual themselves (adapterkit's sublayer-hook sites): its base model and
+# inputs are tools/make_arch_fixtures.py's; only the bottleneck / fusion cases
+SUBLAYER_ARCHS = {"gpt2": GPT2Model}
+SUBLAYER_BASE = fc.FIXTURES / "adapters_ref_archs"
 SEQ_BN = ("seq_bn", SeqBnConfig, {})
 HOULSBY = ("double_seq_bn", DoubleSeqBnConfig, {})
 LORA = ("lora", LoRAConfig, {})
@@ -68,7 +74,13 @@ CASES = [
 ]
 
 
+SUBLAYER_CASES = ("stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
+                  "stack_parallel")
+
+
 def load_base(arch: str):
+    if arch in SUBLAYER_ARCHS:
+        return SUBLAYER_ARCHS[arch].from_pretrained(SUBLAYER_BASE / arch / "base", attn_implementation="eager").eval()
     config_cls, model_cls = ARCHS[arch]
     config = config_cls.from_pretrained(BASE / arch / "base")
     config._attn_implementation = "eager"
@@ -163,11 +175,13 @@ def main():
                           "seed": "torch.manual_seed(1234 + case_index), parameters in state_dict order"},
         "archs": {},
     }
-    for arch in ARCHS:
-        inputs = load_file(BASE / arch / "inputs.safetensors")
-        base_out = load_file(BASE / arch / "base" / "expected.safetensors")["last_hidden_state"]
+    for arch in (*ARCHS, *SUBLAYER_ARCHS):
+        base = SUBLAYER_BASE if arch in SUBLAYER_ARCHS else BASE
+        inputs = load_file(base / arch / "inputs.safetensors")
+        base_out = load_file(base / arch / "base" / "expected.safetensors")["last_hidden_state"]
         manifest["archs"][arch] = {case: run_case(arch, i, case, specs, fusions, setup, inputs, base_out)
-                                   for i, (case, specs, fusions, setup) in enumerate(CASES)}
+                                   for i, (case, specs, fusions, setup) in enumerate(CASES)
+                                   if arch in ARCHS or case in SUBLAYER_CASES}
     fc.finish(OUT, manifest, 1024 * 1024, "composition fixtures exceed 1 MB")
 
 

@@ -21,7 +21,6 @@ from transformers.pytorch_utils import Conv1D
 from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
 from .compose import lora as compose_lora, prefix as compose_prefix
 from .errors import AdapterError
-from .methods.bottleneck import run_residual
 from .methods.lora import LoRA
 from .methods.lora_fused import fused_lora
 from .interfaces.base import resolve
@@ -270,13 +269,8 @@ class SublayerHookSite(Site):
         modules = self.state.active_at(self.key)
         if not modules or x is None:
             return None
-        if type(modules) is not tuple:
-            raise AdapterError(
-                f"composition blocks other than Stack (and per-example routing) are not supported yet at {self.key[1]} "
-                f"of {type(self.state.model).__name__}, whose layers add the residual themselves; use a Stack"
-            )
         h = output[0] if isinstance(output, tuple) else output
-        new = run_residual(modules, h, x, self.layer_norm, layer_adds_residual=True)
+        new = compose_bottleneck.run(modules, h, x, self.layer_norm, layer_adds_residual=True)
         return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
 
 

@@ -54,14 +54,19 @@ def compile_site(state, site, setup, leaf):
     return compile_tree(setup, leaf, fuse)
 
 
-def run(plan, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None) -> torch.Tensor:
-    """The site's output for `plan`: a tuple (a Stack of names), a compiled tree, or per-example routing."""
+def run(plan, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None, *,
+        layer_adds_residual: bool = False) -> torch.Tensor:
+    """The site's output for `plan`: a tuple (a Stack of names), a compiled tree, or per-example routing.
+
+    `layer_adds_residual`: the layer computes `h' + x` (and its norm) itself after the site (sublayer hooks of
+    pre-LN and inline post-LN layers): return that h' instead of the finished output."""
     if type(plan) is tuple:
-        return run_residual(plan, h, x, layer_norm)
+        return run_residual(plan, h, x, layer_norm, layer_adds_residual=layer_adds_residual)
     if isinstance(plan, Routed):
-        return plan.gather_run(lambda p, rows: run(p, h[rows], x[rows], layer_norm))
+        return plan.gather_run(lambda p, rows: run(p, h[rows], x[rows], layer_norm,
+                                                   layer_adds_residual=layer_adds_residual))
     state = _compose(plan, BnState(h, x, x, None, None), layer_norm)
-    return _post(state, h, x, layer_norm)
+    return _post(state, h, x, None if layer_adds_residual else layer_norm, layer_adds_residual)
 
 
 def _last_module(node):
@@ -169,14 +174,16 @@ def _concat_rows(parts: list[tuple[slice, BnState]]) -> BnState:
                    torch.cat(ups) if all(u is not None for u in ups) else None, last)
 
 
-def _finish(module, hidden, h, x, layer_norm):
+def _finish(module, hidden, h, x, layer_norm, in_layer: bool):
     if module is None:  # rows no adapter touched here: the plain sublayer
+        if in_layer:
+            return hidden
         out = hidden + x
         return layer_norm(out) if layer_norm is not None else out
-    return module.finish(hidden, h, x, layer_norm)
+    return module.finish_in_layer(hidden, h, x) if in_layer else module.finish(hidden, h, x, layer_norm)
 
 
-def _post(st: BnState, h, x, layer_norm) -> torch.Tensor:
+def _post(st: BnState, h, x, layer_norm, in_layer: bool = False) -> torch.Tensor:
     if not isinstance(st.last, list):
-        return _finish(st.last, st.hidden, h, x, layer_norm)
-    return torch.cat([_finish(m, st.hidden[a:b], h[a:b], x[a:b], layer_norm) for a, b, m in st.last])
+        return _finish(st.last, st.hidden, h, x, layer_norm, in_layer)
+    return torch.cat([_finish(m, st.hidden[a:b], h[a:b], x[a:b], layer_norm, in_layer) for a, b, m in st.last])

@@ -11,13 +11,13 @@ from .tree import compile_tree
 def compile_site(state, site, setup):
     if isinstance(setup, Stack) and all(isinstance(c, str) for c in setup.children):
         return site.collect(setup.flatten())
-    from ..sites import InvertibleSite, ResidualSite
+    from ..sites import InvertibleSite, ResidualSite, SublayerHookSite
 
     def leaf(name):
         found = site.collect([name])
         return found[0] if found else None
 
-    if isinstance(site, ResidualSite):
+    if isinstance(site, (ResidualSite, SublayerHookSite)):  # the bottleneck sites (and fusion's)
         node = bottleneck.compile_site(state, site, setup, leaf)
     elif isinstance(site, InvertibleSite):
         node = invertible.compile_site(setup, leaf)

@@ -65,8 +65,13 @@ def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
 
 
 def _locations(interface: ModelInterface) -> dict[str, str]:
-    """Model-relative module path (within a layer) -> adapterkit location key."""
-    out = {site.module: location for location, site in interface.residual_sites.items()}
+    """AdapterHub's module path within a layer (the interface's `adapterhub` name for sublayer-hook sites, e.g.
+    GPT-2's `attention_adapters`) -> adapterkit location key."""
+    out = {}
+    for location, spec in interface.residual_sites.items():
+        path = _hub_path(interface, location, spec, None)
+        if path is not None:
+            out[path] = location
     out.update(linear_paths(interface))
     return out
 

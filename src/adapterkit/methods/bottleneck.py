@@ -161,6 +161,13 @@ class BottleneckAdapter(nn.Module):
                 out = layer_norm(out)
         return out
 
+    def finish_in_layer(self, out: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`finish` for a layer that goes on to compute `h' + x` (and its norm) itself: the h' that gives it."""
+        if self.is_parallel:
+            out = out + h
+        # original_ln_after=False would skip the layer's residual add; with no norm in the way, take it back out
+        return out if self.config.original_ln_after else out - x
+
 
 def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torch.Tensor,
                  layer_norm: Callable | None, *, layer_adds_residual: bool = False) -> torch.Tensor:
@@ -179,10 +186,7 @@ def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torc
         out = adapter.step(out, x, layer_norm)
     if not layer_adds_residual:
         return adapters[-1].finish(out, h, x, layer_norm)
-    if adapters[-1].is_parallel:
-        out = out + h
-    # original_ln_after=False would skip the layer's residual add; with no norm in the way, take it back out
-    return out if adapters[-1].config.original_ln_after else out - x
+    return adapters[-1].finish_in_layer(out, h, x)
 
 
 class BottleneckMethod(Method):
