@@ -21,18 +21,21 @@ import torch
 
 import adapters
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, BertModel, RobertaModel
+from transformers import AutoConfig, AutoModel, BertModel, RobertaModel
 
-CLASSES = {"bert": BertModel, "roberta": RobertaModel}
+CLASSES = {"bert": BertModel, "roberta": RobertaModel}  # built without a pooler; other archs: AutoModel
 
 
 def main(workdir: Path) -> None:
     logging.getLogger("adapters").setLevel(logging.ERROR)
     request = json.loads((workdir / "request.json").read_text())
-    config = AutoConfig.from_pretrained(request["base"])
-    config._attn_implementation = "eager"
-    model = CLASSES[request["arch"]](config, add_pooling_layer=False)
-    model.load_state_dict(load_file(str(Path(request["base"]) / "model.safetensors")), strict=False)
+    if request["arch"] in CLASSES:
+        config = AutoConfig.from_pretrained(request["base"])
+        config._attn_implementation = "eager"
+        model = CLASSES[request["arch"]](config, add_pooling_layer=False)
+        model.load_state_dict(load_file(str(Path(request["base"]) / "model.safetensors")), strict=False)
+    else:
+        model = AutoModel.from_pretrained(request["base"], attn_implementation="eager")
     model.eval()
     adapters.init(model)
     inputs = load_file(request["inputs"])

@@ -21,4 +21,5 @@ LLAMA = register_interface(ModelInterface(
     self_attention="self_attn",
     lm_heads=("lm_head",),
     adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
+    adapterhub_differs=("intermediate", "output"),
 ))

@@ -271,9 +271,12 @@ _SHARED_KEYS = {"invertible": "invertible_adapters.{name}.",
 def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
                              config: AdapterConfig) -> dict[str, torch.Tensor]:
     """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model."""
-    stack = single_stack(interface, "AdapterHub export")  # its names (and prefix groups) assume one stack
-    residual = {location: getattr(site, "module", None) for location, site in interface.residual_sites.items()}
-    linear = {location: path for path, location in linear_paths(interface).items()}
+    single_stack(interface, "AdapterHub export")  # its names (and prefix groups) assume one stack
+    # AdapterHub's names where the interface gives them (ViT: the transformers 4.x layout), else ours
+    stack = interface.hub_layers()[0].rstrip("?")
+    residual = {location: _hub_path(interface, location, site, None)
+                for location, site in interface.residual_sites.items()}
+    linear = {location: interface.adapterhub.get(location, path) for path, location in linear_paths(interface).items()}
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         scope, rest = key.split(".", 1)
@@ -285,9 +288,16 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
             continue
         layer_id, location, param = rest.split(".", 2)
         prefix = f"{stack}.{layer_id}."
+        if location in interface.adapterhub_differs:
+            raise AdapterConfigError(
+                f"adapter {name!r}: its {location!r} projections have an AdapterHub namesake on another module in "
+                f"this architecture (the `adapters` package's {location} LoRA / (IA)^3 sit elsewhere), so the "
+                "export would not load as the same adapter; leave them out (intermediate_lora / output_lora=False) "
+                "or save in the adapterkit format")
         if residual.get(location) is None and location not in linear:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection, or a "
-                                     "sublayer-hook site) has no AdapterHub name here; save in the adapterkit format")
+                                     "sublayer-hook site the interface gives no AdapterHub name) has no AdapterHub "
+                                     "name here; save in the adapterkit format")
         if location in residual:
             out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
         elif param == "ia3_l":
