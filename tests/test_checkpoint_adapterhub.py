@@ -187,3 +187,8 @@ def test_llama_ffn_projections_have_no_adapterhub_equivalent(tmp_path):
     llama.add_adapter("q", config="ia3[intermediate_lora=False]")
     llama.save_adapter(tmp_path / "q", "q", format="adapterhub")
     assert (tmp_path / "q" / "adapter.safetensors").exists()
+    data = json.loads((tmp_path / "q" / "adapter_config.json").read_text())
+    data["config"]["intermediate_lora"] = True  # as the `adapters` package's default IA3 on Llama
+    (tmp_path / "q" / "adapter_config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="has intermediate LoRA / \\(IA\\)\\^3, which the `adapters` package puts"):
+        adapterkit.init(arch_model("llama")).load_adapter(tmp_path / "q", format="adapterhub")

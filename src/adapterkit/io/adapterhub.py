@@ -165,6 +165,13 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     lora = _member(config, LoRAConfig, required=False)
     enabled = []
     if lora is not None:
+        differs = [loc for loc, on in (("intermediate", lora.intermediate_lora), ("output", lora.output_lora))
+                   if on and loc in interface.adapterhub_differs]
+        if differs:
+            raise AdapterConfigError(
+                f"AdapterHub adapter {name!r} has {' and '.join(differs)} LoRA / (IA)^3, which the `adapters` "
+                "package puts on other projections of this architecture than adapterkit (Llama: its intermediate "
+                "is down_proj and its output up_proj alone; ours up + gate and down); no exact conversion exists")
         enabled = [loc for loc, _ in interface.linear_locations(
             attn_matrices=lora.attn_matrices if lora.selfattn_lora else (),
             intermediate=lora.intermediate_lora, output=lora.output_lora)]
