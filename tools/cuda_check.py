@@ -103,15 +103,16 @@ def check_generate(arch: str, config: str, device: str) -> dict:
     return {"out": float((outs[0] != outs[1]).sum().item())}  # differing tokens
 
 
-def check_composition(device: str) -> dict:
-    """Stack, Parallel, BatchSplit, Average, Fuse and per-example routing on the device vs the CPU."""
-    cpu = archs.randomised("bert", {"a": "seq_bn", "b": "seq_bn", "l1": "lora", "l2": "lora"})
+def check_composition(device: str, arch: str = "bert") -> dict:
+    """Stack, Parallel, BatchSplit, Average, Fuse and per-example routing on the device vs the CPU (GPT-2: the
+    bottleneck blocks run at sublayer hooks, where the layer adds the residual itself)."""
+    cpu = archs.randomised(arch, {"a": "seq_bn", "b": "seq_bn", "l1": "lora", "l2": "lora"})
     cpu.add_adapter_fusion(["a", "b"])
     with torch.no_grad():  # the fusion layers start as an identity-like mix: move them too
         for p in cpu.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     dev = copy.deepcopy(cpu).to(device)
-    batch = archs.inputs("bert", batch=4)
+    batch = archs.inputs(arch, batch=4)
     setups = {"stack": ac.Stack("a", "b"), "parallel": ac.Parallel("a", "b"),
               "batchsplit": ac.BatchSplit("l1", "l2", batch_sizes=[1, 3]),
               "average": ac.Average("l1", "l2", weights=[0.3, 0.7]), "fuse": ac.Fuse("a", "b")}
@@ -191,6 +192,7 @@ def main(argv=None) -> int:
     results += [run(f"{arch}/generate {method}", check_generate, arch, method, args.device)
                 for arch in ("gpt2", "llama", "bart", "t5") for method in ("lora", "seq_bn", "prefix_tuning")]
     results.append(run("bert/composition", check_composition, args.device))
+    results.append(run("gpt2/composition", check_composition, args.device, "gpt2"))
     results.append(run("bert/training+checkpoint", check_training_and_checkpoint, args.device))
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "refused", "FAILED")}
     summary = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
