@@ -72,7 +72,9 @@ def test_refused_where_the_package_puts_the_adapter_elsewhere(arch, case):
     model = adapterkit.init(load_base(arch))
     model.add_adapter(case, config=config)
     state = model.adapter_state
-    with pytest.raises(AdapterConfigError, match="which the `adapters` package puts on other projections"):
+    with pytest.raises(AdapterConfigError, match="has intermediate (and output )?LoRA / \\(IA\\)\\^3 on other "
+                                                   "projections than adapterkit's in this architecture: the "
+                                                   "`adapters` package puts its intermediate"):
         state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case, state.interface,
                                    config, state=state)
 

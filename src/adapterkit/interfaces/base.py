@@ -114,8 +114,9 @@ class ModelInterface:
     - `task_heads`: task-model class name (`config.architectures[0]`) -> `TaskHead`, for head conversion.
     - `adapterhub_layers` / `adapterhub`: how AdapterHub checkpoints name the layer list(s) and, per location,
       the module holding the adapter within a layer, where that differs from the paths above.
-    - `adapterhub_differs`: locations whose AdapterHub namesake is another module (Llama: the `adapters`
-      package's "intermediate" LoRA sits on down_proj): AdapterHub exports refuse adapters there.
+    - `adapterhub_differs`: location -> why its AdapterHub namesake is another module (Llama: the `adapters`
+      package's "intermediate" LoRA sits on down_proj); AdapterHub imports and exports refuse adapters there,
+      giving that reason.
     """
 
     model_types: tuple[str, ...]
@@ -138,7 +139,7 @@ class ModelInterface:
     embeddings_tap: str = "output"
     adapterhub_layers: Union[str, tuple[str, ...], None] = None
     adapterhub: Mapping[str, str] = field(default_factory=dict)
-    adapterhub_differs: tuple[str, ...] = ()
+    adapterhub_differs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):

@@ -21,5 +21,8 @@ LLAMA = register_interface(ModelInterface(
     self_attention="self_attn",
     lm_heads=("lm_head",),
     adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
-    adapterhub_differs=("intermediate", "output"),
+    adapterhub_differs={"intermediate": "the `adapters` package puts its intermediate LoRA / (IA)^3 on down_proj "
+                                        "(adapterkit: up_proj and gate_proj)",
+                        "output": "the `adapters` package puts its output LoRA / (IA)^3 on up_proj alone "
+                                  "(adapterkit: down_proj)"},
 ))

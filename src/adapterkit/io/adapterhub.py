@@ -169,9 +169,9 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
                    if on and loc in interface.adapterhub_differs]
         if differs:
             raise AdapterConfigError(
-                f"AdapterHub adapter {name!r} has {' and '.join(differs)} LoRA / (IA)^3, which the `adapters` "
-                "package puts on other projections of this architecture than adapterkit (Llama: its intermediate "
-                "is down_proj and its output up_proj alone; ours up + gate and down); no exact conversion exists")
+                f"AdapterHub adapter {name!r} has {' and '.join(differs)} LoRA / (IA)^3 on other projections than "
+                "adapterkit's in this architecture: "
+                + "; ".join(interface.adapterhub_differs[loc] for loc in differs) + "; no exact conversion exists")
         enabled = [loc for loc, _ in interface.linear_locations(
             attn_matrices=lora.attn_matrices if lora.selfattn_lora else (),
             intermediate=lora.intermediate_lora, output=lora.output_lora)]
@@ -283,7 +283,8 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
     stack = interface.hub_layers()[0].rstrip("?")
     residual = {location: _hub_path(interface, location, site, None)
                 for location, site in interface.residual_sites.items()}
-    linear = {location: interface.adapterhub.get(location, path) for path, location in linear_paths(interface).items()}
+    linear = {location: interface.adapterhub.get(location, path)
+              for path, location in linear_paths(interface).items()}
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         scope, rest = key.split(".", 1)
@@ -298,9 +299,9 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
         if location in interface.adapterhub_differs:
             raise AdapterConfigError(
                 f"adapter {name!r}: its {location!r} projections have an AdapterHub namesake on another module in "
-                f"this architecture (the `adapters` package's {location} LoRA / (IA)^3 sit elsewhere), so the "
-                "export would not load as the same adapter; leave them out (intermediate_lora / output_lora=False) "
-                "or save in the adapterkit format")
+                f"this architecture ({interface.adapterhub_differs[location]}), so the export would not load as "
+                "the same adapter; leave them out (intermediate_lora / output_lora=False) or save in the adapterkit "
+                "format")
         if residual.get(location) is None and location not in linear:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection, or a "
                                      "sublayer-hook site the interface gives no AdapterHub name) has no AdapterHub "
