@@ -385,19 +385,9 @@ class PrefixSite(Site):
             return key, value, mask
         if type(refs) is not tuple:  # a composition block or per-example routing
             return compose_prefix.extend(self, refs, module, query, key, value, mask, gate_input)
-        batch, q_len, k_len = key.shape[0], query.shape[2], key.shape[2]
-        for ref in refs:
-            pk, pv = ref.prefix.key_values(self.key[0])
-            pk = pk.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-            pv = pv.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-            if ref.gate is not None:
-                gate = ref.gate(gate_input).to(key.dtype)  # (batch, 1 or 2): keys, values
-                pk = pk * gate[:, 0].view(batch, 1, 1, 1)
-                pv = pv * gate[:, -1].view(batch, 1, 1, 1)
-            key = torch.cat([pk, key], dim=2)
-            value = torch.cat([pv, value], dim=2)
-        mask = compose_prefix.extend_mask(mask, key.shape[2] - k_len, q_len, k_len, query, module)
-        return key, value, mask
+        pk, pv = compose_prefix.stacked(refs, self.key[0], key.shape[0], key, value, gate_input)
+        mask = compose_prefix.extend_mask(mask, pk.shape[2], query.shape[2], key.shape[2], query, module)
+        return torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2), mask
 
 
 def _residual_site(state, key, target) -> Site:

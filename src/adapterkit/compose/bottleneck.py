@@ -66,7 +66,7 @@ def run(plan, h: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None, *,
         return plan.gather_run(lambda p, rows: run(p, h[rows], x[rows], layer_norm,
                                                    layer_adds_residual=layer_adds_residual))
     state = _compose(plan, BnState(h, x, x, None, None), layer_norm)
-    return _post(state, h, x, None if layer_adds_residual else layer_norm, layer_adds_residual)
+    return _post(state, h, x, layer_norm, layer_adds_residual)
 
 
 def _last_module(node):

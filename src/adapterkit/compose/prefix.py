@@ -26,6 +26,23 @@ def row_groups(plan, rows: int) -> list[tuple]:
     return out
 
 
+def stacked(refs, layer_id: int, n: int, key, value, gate_input=None, rows=None):
+    """The prefix keys and values `refs` put before `n` rows, each (n, heads, prefix, head_dim), the last adapter's
+    outermost (a Stack's order); `gate_input`: the attention input, of these `rows` (None: all), for prefix gates."""
+    pk = pv = None
+    for ref in refs:
+        k, v = ref.prefix.key_values(layer_id)
+        k = k.to(key.dtype).unsqueeze(0).expand(n, -1, -1, -1)
+        v = v.to(value.dtype).unsqueeze(0).expand(n, -1, -1, -1)
+        if ref.gate is not None:
+            gate = ref.gate(gate_input if rows is None else gate_input[rows]).to(key.dtype)  # (n, 1 or 2): k, v
+            k = k * gate[:, 0].view(-1, 1, 1, 1)
+            v = v * gate[:, -1].view(-1, 1, 1, 1)
+        pk = k if pk is None else torch.cat([k, pk], dim=2)
+        pv = v if pv is None else torch.cat([v, pv], dim=2)
+    return pk, pv
+
+
 def extend(site, plan, module, query, key, value, mask, gate_input=None):
     """Prepend each row's prefix keys/values; mask what a row does not have. `gate_input`: the attention input,
     for prefix gates."""
@@ -37,18 +54,7 @@ def extend(site, plan, module, query, key, value, mask, gate_input=None):
         n = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
         if not refs or not n:
             continue
-        pk = pv = None
-        for ref in refs:
-            k, v = ref.prefix.key_values(layer_id)
-            k = k.to(key.dtype).unsqueeze(0).expand(n, -1, -1, -1)
-            v = v.to(value.dtype).unsqueeze(0).expand(n, -1, -1, -1)
-            if ref.gate is not None:
-                gate = ref.gate(gate_input[rows]).to(key.dtype)
-                k = k * gate[:, 0].view(-1, 1, 1, 1)
-                v = v * gate[:, -1].view(-1, 1, 1, 1)
-            pk = k if pk is None else torch.cat([k, pk], dim=2)
-            pv = v if pv is None else torch.cat([v, pv], dim=2)
-        groups.append((rows, n, pk, pv))
+        groups.append((rows, n, *stacked(refs, layer_id, n, key, value, gate_input, rows)))
     if not groups:
         return key, value, mask
     if len(groups) == 1 and isinstance(groups[0][0], slice) and groups[0][1] == batch:
