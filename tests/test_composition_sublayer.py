@@ -71,11 +71,14 @@ def test_per_example_routing(arch):
         torch.testing.assert_close(out[row], _alone(model, inputs, name, row), atol=1e-5, rtol=0)
 
 
-def test_average_of_two_is_between_them_and_trains():
-    """Average at a pre-LN site: w_a * out_a + w_b * out_b (Pfeiffer outputs are affine in the adapter's delta, so
-    equal weights give the midpoint of the two outputs' deltas), and gradients reach both adapters."""
+def test_average_weights_and_training():
+    """Average at a pre-LN site is `sum_i w_i * output_i`: weights (1, 0) give adapter a alone, (0, 1) b alone; in
+    training, gradients reach both adapters."""
     model = _model("gpt2", {"a": "pfeiffer", "b": "pfeiffer"})
     inputs = archs.inputs("gpt2", batch=2)
+    for weights, alone in (([1.0, 0.0], "a"), ([0.0, 1.0], "b")):
+        torch.testing.assert_close(_run(model, inputs, Average("a", "b", weights=weights)), _run(model, inputs, alone),
+                                   atol=1e-5, rtol=0)
     model.set_active_adapters(Average("a", "b", weights=[0.5, 0.5]))
     model.train_adapter(Average("a", "b", weights=[0.5, 0.5]))
     out = model(**inputs).last_hidden_state
