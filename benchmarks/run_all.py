@@ -159,14 +159,14 @@ class Runner:
         model_path = str(a.model_path)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         data = {}
-        for task in a.tasks:
+        for task in dict.fromkeys([r["task"] for r in a.runs] if a.runs else a.tasks):
             data[task] = str(self.tmp / f"data-{task}.pt")
             torch.save(quality.tokenize_task(tokenizer, a.glue_dir, task, budget, seed=0), data[task])
         spec = {"budget": budget.to_dict(), "learning_rates": rates, "threads": self.shape.threads,
                 "device": self.shape.device,
                 "model_path": model_path, "data": data,
-                "runs": [{"task": t, "method": m, "seed": s} for s in range(a.seeds) for t in a.tasks
-                         for m in a.methods]}  # seed-major: a run cut short still covers every task and method
+                "runs": a.runs or [{"task": t, "method": m, "seed": s} for s in range(a.seeds) for t in a.tasks
+                                   for m in a.methods]}  # seed-major: a run cut short still covers every pair
         if not a.own_init:
             log("quality: drawing the shared initial adapters (adapterkit, AdapterHub format)")
             spec["init"] = quality.make_initial_adapters(model_path, spec["runs"], self.tmp / "init")
@@ -184,6 +184,14 @@ class Runner:
         results = [r for chunk in self.subprocesses(jobs) for r in chunk]
         return {"budget": budget.to_dict(), "learning_rates": rates,
                 "shared_init": not a.own_init, "results": results}
+
+
+def parse_run(text: str) -> dict:
+    """'stsb/lora/2' -> {"task": "stsb", "method": "lora", "seed": 2}."""
+    parts = text.split("/")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected TASK/METHOD/SEED, e.g. stsb/lora/2")
+    return {"task": parts[0], "method": parts[1], "seed": int(parts[2])}
 
 
 def parse_args(argv):
@@ -222,6 +230,8 @@ def parse_args(argv):
     p.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb"], help="rte, mrpc, stsb, sst2")
     p.add_argument("--methods", nargs="+", default=["pfeiffer", "lora", "prefix"])
     p.add_argument("--seeds", type=int, default=1, help="quality: seeds 0..N-1 per task and method")
+    p.add_argument("--runs", nargs="+", type=parse_run, default=None, metavar="TASK/METHOD/SEED",
+                   help="quality: exactly these runs (e.g. stsb/lora/2), instead of --tasks x --methods x --seeds")
     p.add_argument("--budget", default="train=1000,epochs=1,seq=128",
                    help="quality: max train examples, epochs, max seq len (also dev=, batch=); see BENCHMARKS.md")
     p.add_argument("--full", action="store_true", help="quality: all train examples, 3 epochs")

@@ -9,6 +9,7 @@ weights through `io.adapterhub` with the names each interface declares.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -19,6 +20,7 @@ import transformers
 from safetensors.torch import load_file
 
 import adapterkit
+import adapterkit.interfaces.t5
 from adapterkit.errors import AdapterConfigError
 from adapterkit.interfaces.deberta import DEBERTA_ADAPTERHUB_QKV
 from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub
@@ -29,7 +31,13 @@ ARCHS = sorted(MANIFEST["archs"])
 # The `adapters` package puts Llama's "intermediate" LoRA / (IA)^3 on down_proj and its "output" on up_proj alone
 # (adapterkit: up + gate, and down): such checkpoints are refused on import, naming why (test below)
 REFUSED = {("llama", "lora_qkv_ffn"), ("llama", "ia3")}
-CASES = [(arch, case) for arch in ARCHS for case in MANIFEST["archs"][arch]["cases"] if (arch, case) not in REFUSED]
+PREFIX_CASES = ("prefix_tuning", "prefix_tuning_gated", "prefix_tuning_dec_self")
+# Its T5 prefix tuning shifts the relative position bias (test below: refused, and equal once that is emulated)
+T5_PREFIX = {("t5", case) for case in PREFIX_CASES}
+# DeBERTa's disentangled attention does not call transformers' attention registry: no prefix tuning there
+NO_PREFIX = {(arch, case) for arch in ("deberta", "deberta-v2") for case in PREFIX_CASES}
+CASES = [(arch, case) for arch in ARCHS for case in MANIFEST["archs"][arch]["cases"]
+         if (arch, case) not in REFUSED | T5_PREFIX | NO_PREFIX]
 
 
 def model_class(arch: str):
@@ -58,9 +66,11 @@ def test_fixture_set_is_complete():
         entry = MANIFEST["archs"][arch]
         # everything the reference supports here was generated; ViT has no invertible adapters there
         assert set(entry["unsupported"]) == ({"seq_bn_inv", "double_seq_bn_inv"} if arch == "vit" else set())
-        # encoder-decoder models: a subset (size), including adapters after the cross-attention
-        expected = 7 if entry["kind"] == "seq2seq" else 11
+        # encoder-decoder models: a subset (size), including adapters after the cross-attention and prefix tuning
+        # of the encoder, decoder and cross-attention
+        expected = 10 if entry["kind"] == "seq2seq" else 13
         assert len(entry["cases"]) + len(entry["unsupported"]) == expected
+        assert {"prefix_tuning", "prefix_tuning_gated"} <= set(entry["cases"])
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     assert total < 1.75 * 1024 * 1024
 
@@ -118,3 +128,61 @@ def test_matches_adapters_package(arch, case, attn):
             base = model(**inputs).last_hidden_state
     assert (base - expected).abs().max() > 1e-3  # the adapter matters on this fixture
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def _load_case(arch: str, case: str, attn: str, interface=None):
+    """Our model with the fixture's adapter loaded and active, its inputs and the reference output."""
+    config = config_from_adapterhub(json.loads((FIXTURES / arch / case / "adapter_config.json").read_text()))
+    model = adapterkit.init(load_base(arch, attn), interface=interface)
+    model.add_adapter(case, config=config)
+    state = model.adapter_state
+    weights = state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case,
+                                         state.interface, config, state=state)
+    model.adapterkit[case].load_state_dict(weights)
+    model.set_active_adapters(case)
+    expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
+    return model, config, load_file(FIXTURES / arch / "inputs.safetensors"), expected
+
+
+@pytest.mark.parametrize("case", PREFIX_CASES)
+def test_t5_prefix_tuning_refused_naming_the_position_shift(case):
+    config = config_from_adapterhub(json.loads((FIXTURES / "t5" / case / "adapter_config.json").read_text()))
+    model = adapterkit.init(load_base("t5"))
+    model.add_adapter(case, config=config)
+    state = model.adapter_state
+    with pytest.raises(AdapterConfigError, match="prefix tuning, which computes another function in this "
+                                                   "architecture: .*relative position bias"):
+        state_dict_from_adapterhub(load_file(FIXTURES / "t5" / case / "adapter.safetensors"), case,
+                                   state.interface, config, state=state)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("case", PREFIX_CASES)
+def test_t5_prefix_tuning_equals_the_package_with_its_position_shift(case, attn):
+    """All that differs is the position bias: with `adapters`' (relative positions computed over prefix + sequence,
+    so real keys sit prefix_length further on) emulated, encoder, decoder and cross-attention prefixes, their gates
+    and masks give the package's output; without it, they do not."""
+    interface = dataclasses.replace(adapterkit.interfaces.t5.T5, adapterhub_differs={})
+    model, config, inputs, expected = _load_case("t5", case, attn, interface)
+    with torch.no_grad():
+        ours = model(**inputs).last_hidden_state
+    assert (ours - expected).abs().max() > 1e-2
+    stacks = [model.encoder, model.decoder] if config.encoder_prefix else [model.decoder]
+    for stack in stacks:  # the first block computes the bias every block of its stack reuses
+        attention = stack.block[0].layer[0].SelfAttention
+        attention.compute_bias = functools.partial(
+            lambda q, k, *args, bias, **kwargs: bias(q, k + config.prefix_length, *args, **kwargs),
+            bias=attention.compute_bias)
+    with torch.no_grad():
+        shifted = model(**inputs).last_hidden_state
+    torch.testing.assert_close(shifted, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["deberta", "deberta-v2"])
+def test_prefix_tuning_refused_where_attention_bypasses_the_registry(arch):
+    config = config_from_adapterhub(json.loads((FIXTURES / arch / "prefix_tuning" / "adapter_config.json")
+                                               .read_text()))
+    model = adapterkit.init(load_base(arch))
+    with pytest.raises(adapterkit.AdapterError, match="prefix tuning cannot attach to layer 0 of Deberta.*attention "
+                                                      "does not go through transformers' attention-function registry"):
+        model.add_adapter("prefix_tuning", config=config)

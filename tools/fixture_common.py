@@ -155,3 +155,36 @@ def finish(out: Path, manifest: dict, max_bytes: float, too_large: str) -> None:
     total = tree_size(out)
     print(f"total fixture size: {total} bytes ({total / 1024:.1f} KiB)")
     assert total < max_bytes, too_large
+
+
+def canonical_rank(key: str) -> int:
+    """Prefer the pool-level prefix name and the base-model shared_parameters name over per-layer aliases."""
+    if key.startswith("prefix_tuning.prefix_tunings.") or key.startswith("shared_parameters."):
+        return 0
+    return 1
+
+
+def group_new_tensors(model, before: set[str]):
+    """New state_dict entries grouped by underlying tensor.
+
+    The PrefixTuningPool is registered both on the base model (`prefix_tuning`) and as `pool` inside every
+    layer's PrefixTuningLayer, so each prefix tensor appears under 1 + n_layers state_dict names.
+    Returns [(canonical key, [all keys])] in order of first appearance in model.state_dict().
+    """
+    sd = model.state_dict(keep_vars=True)
+    groups: dict[int, list[str]] = {}
+    order: list[int] = []
+    for k, v in sd.items():
+        if k in before:
+            continue
+        tid = id(v)
+        if tid not in groups:
+            groups[tid] = []
+            order.append(tid)
+        groups[tid].append(k)
+    out = []
+    for tid in order:
+        keys = groups[tid]
+        canon = sorted(keys, key=lambda k: (canonical_rank(k), keys.index(k)))[0]
+        out.append((canon, keys))
+    return out

@@ -27,7 +27,7 @@ import shutil
 
 import adapters
 import torch
-from adapters import DoubleSeqBnConfig
+from adapters import DoubleSeqBnConfig, PrefixTuningConfig
 from safetensors.torch import save_file
 from transformers import (BartConfig, BartModel, DebertaConfig, DebertaModel, DebertaV2Config, DebertaV2Model,
                           DistilBertConfig, DistilBertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel, T5Config,
@@ -84,15 +84,22 @@ ARCHS = {
 }
 
 # (case name, config class, kwargs); the index seeds the randomisation: torch.manual_seed(1234 + index)
+PREFIX = {"prefix_length": 4, "bottleneck_size": 8}
 CASES = fc.ADAPTER_CASES + [
     ("double_seq_bn_cross", DoubleSeqBnConfig, {"cross_adapter": True, "reduction_factor": 4}),
+    # encoder-decoder models: one prefix MLP per attention kind (encoder, decoder self, cross)
+    ("prefix_tuning", PrefixTuningConfig, PREFIX),
+    ("prefix_tuning_gated", PrefixTuningConfig, {**PREFIX, "use_gating": True, "shared_gating": False}),
+    ("prefix_tuning_dec_self", PrefixTuningConfig, {**PREFIX, "encoder_prefix": False, "cross_prefix": False}),
 ]
-SEQ2SEQ_CASES = {"seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "lora_qkv_ffn", "ia3", "double_seq_bn_cross"}
+SEQ2SEQ_CASES = {"seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "lora_qkv_ffn", "ia3", "double_seq_bn_cross",
+                 "prefix_tuning", "prefix_tuning_gated", "prefix_tuning_dec_self"}
+SEQ2SEQ_ONLY = {"double_seq_bn_cross", "prefix_tuning_dec_self"}
 
 
 def generated_for(kind: str, case: str) -> bool:
-    """Encoder-decoder models get SEQ2SEQ_CASES; the cross-attention case only they have."""
-    return case in SEQ2SEQ_CASES if kind == "seq2seq" else case != "double_seq_bn_cross"
+    """Encoder-decoder models get SEQ2SEQ_CASES; the cross-attention cases only they have."""
+    return case in SEQ2SEQ_CASES if kind == "seq2seq" else case not in SEQ2SEQ_ONLY
 
 
 def make_config(arch: str):
@@ -184,11 +191,12 @@ def main() -> None:
                 continue
             model.set_active_adapters(name)
             model.eval()
-            new_keys = [k for k in model.state_dict() if k not in before]
+            # one name per tensor (a prefix pool is also registered inside every layer): the pool-level one
+            new_keys = [canonical for canonical, _ in fc.group_new_tensors(model, before)]
             if not new_keys:
                 entry["unsupported"][name] = "add_adapter added no parameters"
                 continue
-            params = dict(model.named_parameters())
+            params = dict(model.named_parameters(remove_duplicate=False))
             fc.randomise(params, new_keys, 1234 + index, lambda k: is_scale_param(k, adapter_cfg))
             out = forward(model, inputs)
             diff = (out - base_out).abs().max().item()

@@ -87,39 +87,6 @@ def build_config(cls_name: str, kwargs: dict):
     return getattr(adapters, cls_name)(**resolved)
 
 
-def canonical_rank(key: str) -> int:
-    """Prefer the pool-level prefix name and the base-model shared_parameters name over per-layer aliases."""
-    if key.startswith("prefix_tuning.prefix_tunings.") or key.startswith("shared_parameters."):
-        return 0
-    return 1
-
-
-def group_new_tensors(model, before: set[str]):
-    """New state_dict entries grouped by underlying tensor.
-
-    The PrefixTuningPool is registered both on the base model (`prefix_tuning`) and as `pool` inside every
-    layer's PrefixTuningLayer, so each prefix tensor appears under 1 + n_layers state_dict names.
-    Returns [(canonical key, [all keys])] in order of first appearance in model.state_dict().
-    """
-    sd = model.state_dict(keep_vars=True)
-    groups: dict[int, list[str]] = {}
-    order: list[int] = []
-    for k, v in sd.items():
-        if k in before:
-            continue
-        tid = id(v)
-        if tid not in groups:
-            groups[tid] = []
-            order.append(tid)
-        groups[tid].append(k)
-    out = []
-    for tid in order:
-        keys = groups[tid]
-        canon = sorted(keys, key=lambda k: (canonical_rank(k), keys.index(k)))[0]
-        out.append((canon, keys))
-    return out
-
-
 @torch.no_grad()
 def run(model, inputs, gating: bool = False):
     kwargs = {"output_adapter_gating_scores": True} if gating else {}
@@ -196,7 +163,7 @@ def main():
             model.set_active_adapters(name)
             model.eval()
 
-            groups = group_new_tensors(model, before)
+            groups = fc.group_new_tensors(model, before)
             assert groups, f"{arch}/{name}: add_adapter added no parameters"
             all_params = dict(model.named_parameters(remove_duplicate=False))
             for canon, keys in groups:
@@ -293,7 +260,7 @@ def main():
 
             if name == EJECT_CASE:
                 model.eject_prefix_tuning(name)
-                ej_groups = group_new_tensors(model, before)
+                ej_groups = fc.group_new_tensors(model, before)
                 ej_sd = model.state_dict()
                 flat = fc.detached(ej_sd, [c for c, _ in ej_groups])
                 assert all(fc.owner_type(model, c) == "FlatPrefixTuning" for c in flat), list(flat)

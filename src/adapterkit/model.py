@@ -17,7 +17,7 @@ from .errors import AdapterError
 from .fusion.model import FusionMixin, freeze_fusions, fusion_parameter_ids
 from .interfaces import ModelInterface, get_interface
 from .methods.base import method_for
-from .methods.prefix_tuning import eject as eject_prefix
+from .methods.prefix_tuning import eject as eject_prefix, prefix_modules
 from .state import AdapterState
 from .summary import format_summary, summary_rows
 
@@ -178,7 +178,7 @@ class AdapterModelMixin(FusionMixin):
         """Turn a prefix-tuning adapter's MLP into the flat prefixes it computes: same outputs, fewer parameters
         (for inference or export)."""
         self._require(adapter_name)
-        if self.adapter_state.module_at(adapter_name, ("model", "prefix")) is None:
+        if not prefix_modules(self.adapter_state, adapter_name):
             raise AdapterError(f"adapter {adapter_name!r} has no prefix tuning to eject")
         eject_prefix(self.adapter_state, adapter_name)
 

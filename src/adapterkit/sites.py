@@ -334,15 +334,19 @@ class PrefixRef:
 
 
 class PrefixSite(Site):
-    """Marks a self-attention module for the `adapterkit_<impl>` attention wrapper (see attention.py).
+    """Marks an attention module (self- or cross-attention) for the `adapterkit_<impl>` attention wrapper (see
+    attention.py).
 
     `extend` prepends the active prefixes' keys/values (Stack: the last adapter's outermost) and widens the mask;
-    a forward pre-hook keeps the attention input for prefix gates.
+    a forward pre-hook keeps the attention input for prefix gates. Which prefix module of an adapter serves it
+    depends on the attention kind (methods/prefix_tuning.py: GROUPS).
     """
 
     def __init__(self, state, key, module: nn.Module):
         super().__init__(state, key)
+        from .methods.prefix_tuning import GROUPS, group_of
         self.module = module
+        self.prefix_key, _, self.gate_location = GROUPS[group_of(state, key[0], key[1])]
         self._input = None
         self._handle = None
 
@@ -353,9 +357,9 @@ class PrefixSite(Site):
         layer_id = self.key[0]
         refs = []
         for name in names:
-            prefix = self.state.module_at(name, ("model", "prefix"))
+            prefix = self.state.module_at(name, ("model", self.prefix_key))
             if prefix is not None and layer_id in prefix.layer_index:
-                refs.append(PrefixRef(prefix, self.state.module_at(name, (layer_id, "prefix_gate"))))
+                refs.append(PrefixRef(prefix, self.state.module_at(name, (layer_id, self.gate_location))))
         return tuple(refs)
 
     def install(self) -> None:
@@ -421,15 +425,17 @@ register_residual_kind("sublayer", SublayerHookSite)
 
 
 def _prefix_site(state, key, target) -> Site:
-    path = state.interface.self_attention
+    field = "cross_attention" if key[1] == "cross_prefix" else "self_attention"
+    path = getattr(state.interface, field)
     module = resolve(state.layers[key[0]], path) if path else None
     if module is None or not state.interface.attention_registry:
         raise AdapterError(
             f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
-            + ("its interface names no self_attention module" if module is None else
+            + (f"its interface names no {field} module there" if module is None else
                "its attention does not go through transformers' attention-function registry")
         )
     return PrefixSite(state, key, module)
 
 
-register_site_kind("prefix", _prefix_site)
+register_site_kind("prefix", _prefix_site)  # self-attention
+register_site_kind("cross_prefix", _prefix_site)  # the decoder's cross-attention

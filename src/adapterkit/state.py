@@ -178,8 +178,8 @@ class AdapterState:
             config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
 
     def _ensure_site(self, key: tuple, kind: str, target) -> Site:
-        if kind == "prefix":  # one prefix site per layer, whatever per-layer module (a gate) asked for it
-            key = (key[0], "prefix")
+        if kind in ("prefix", "cross_prefix"):  # one per attention, whatever per-layer module (a gate) asked for it
+            key = (key[0], kind)
         if key in self.sites:
             return self.sites[key]
         site = make_site(self, key, kind, target)

@@ -29,6 +29,7 @@ BART = register_interface(ModelInterface(
     },
     self_attention="self_attn",
     cross_attention="encoder_attn",
+    encoder_layers="encoder.layers",
     lm_heads=("lm_head",),
     adapterhub={"mh_adapter": "attention_adapters", "cross_adapter": "cross_attention_adapters",
                 "output_adapter": "output_adapters"},

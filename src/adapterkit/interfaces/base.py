@@ -110,13 +110,17 @@ class ModelInterface:
     - `intermediate` / `output`: paths of the FFN input projections (up and gate) and output projections (down).
     - `residual_sites`: bottleneck location ("mh_adapter", "output_adapter", "cross_adapter") -> site spec.
     - `self_attention` / `cross_attention`: the attention modules of a layer (for prefix tuning).
+    - `encoder_layers`: the stack (one of `layers`) that is the encoder of an encoder-decoder model: prefix tuning
+      gives its self-attention its own prefix module (`encoder_prefix`), as it does the cross-attention
+      (`cross_prefix`); every other self-attention shares one.
     - `lm_heads`: attribute names on a task model of LM heads, before which an invertible adapter is inverted.
     - `task_heads`: task-model class name (`config.architectures[0]`) -> `TaskHead`, for head conversion.
     - `adapterhub_layers` / `adapterhub`: how AdapterHub checkpoints name the layer list(s) and, per location,
-      the module holding the adapter within a layer, where that differs from the paths above.
-    - `adapterhub_differs`: location -> why its AdapterHub namesake is another module (Llama: the `adapters`
-      package's "intermediate" LoRA sits on down_proj); AdapterHub imports and exports refuse adapters there,
-      giving that reason.
+      the module holding the adapter within a layer, where that differs from the paths above (and, under
+      "prefix", the `adapters` pool's name of the self-attention prefix group where it is not "self_prefix").
+    - `adapterhub_differs`: location -> why its AdapterHub namesake is another function (Llama: the `adapters`
+      package's "intermediate" LoRA sits on down_proj; T5, under "prefix": its prefix shifts the relative
+      positions); AdapterHub imports and exports refuse adapters there, giving that reason.
     """
 
     model_types: tuple[str, ...]
@@ -128,6 +132,7 @@ class ModelInterface:
     residual_sites: Mapping[str, Residual]
     self_attention: str | None = None
     cross_attention: str | None = None
+    encoder_layers: str | None = None
     cross_attention_projections: Mapping[str, Projection] = field(default_factory=dict)
     lm_heads: tuple[str, ...] = field(default_factory=tuple)
     task_heads: Mapping[str, TaskHead] = field(default_factory=dict)

@@ -17,5 +17,6 @@ DISTILBERT = register_interface(ModelInterface(
     },
     self_attention="attention",
     lm_heads=("vocab_transform",),
-    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters",
+                "prefix": "self"},  # the `adapters` package's DistilBERT names its prefix group "self"
 ))

@@ -30,7 +30,12 @@ T5 = register_interface(ModelInterface(
     },
     self_attention="layer.0.SelfAttention",
     cross_attention="layer.1.EncDecAttention",
+    encoder_layers="encoder.block",
     lm_heads=("lm_head",),
     attention_bias_kwargs=("position_bias",),
     adapterhub={"mh_adapter": "layer.0", "cross_adapter": "layer.1", "output_adapter": "layer.-1"},
+    adapterhub_differs={"prefix": "the `adapters` package computes T5's relative position bias over prefix and "
+                                  "sequence together, so every real key sits prefix_length positions further from "
+                                  "its query than it is (adapterkit: real tokens keep their positions, prefix "
+                                  "positions get no bias)"},
 ))

@@ -162,6 +162,10 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
     pattern = re.compile(
         rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
+    if _member(config, PrefixTuningConfig, required=False) is not None and "prefix" in interface.adapterhub_differs:
+        raise AdapterConfigError(f"AdapterHub adapter {name!r} has prefix tuning, which computes another function in "
+                                 f"this architecture: {interface.adapterhub_differs['prefix']}; no exact conversion "
+                                 "exists")
     lora = _member(config, LoRAConfig, required=False)
     enabled = []
     if lora is not None:
@@ -178,10 +182,11 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     n = re.escape(name)
     model_level = [  # (pattern, our key prefix) for modules that belong to the whole model
         (re.compile(rf"^(?:.*\.)?invertible_adapters\.{n}\.(.+)$"), "shared.invertible."),
-        (re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.self_prefix\.(.+)$"), "shared.prefix."),
         (re.compile(rf"^(?:.*\.)?shared_parameters\.{n}\.(.+)$"), "shared.phm."),
-    ]
-    prefix_gate = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\..+?\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
+    ] + [(re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.{re.escape(group)}\.(.+)$"), f"shared.{ours}.")
+         for ours, group in prefix_groups(interface).items()]
+    prefix_gate = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
+    cross_attention = (interface.cross_attention or "").rstrip("?")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
         hit = next(((p.match(key), ours) for p, ours in model_level if p.match(key)), None)
@@ -190,7 +195,8 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
             continue
         m = prefix_gate.match(key)
         if m:
-            out[f"layers.{offsets[m.group(1)] + int(m.group(2))}.prefix_gate.{m.group(3)}"] = tensor
+            gate = "cross_prefix_gate" if m.group(3) == cross_attention else "prefix_gate"
+            out[f"layers.{offsets[m.group(1)] + int(m.group(2))}.{gate}.{m.group(4)}"] = tensor
             continue
         m = pattern.match(key)
         locations = None
@@ -269,10 +275,17 @@ def _bottleneck_key(param: str, config: BnConfig) -> str:
     raise KeyError(param)  # pragma: no cover - BottleneckAdapter has no other parameters
 
 
-# model-level modules: adapterkit's `shared.<module>.` -> the AdapterHub key prefix (relative to the base model).
-# A single-stack model's prefix tuning lives in the `adapters` pool as its "self_prefix" group.
-_SHARED_KEYS = {"invertible": "invertible_adapters.{name}.",
-                "prefix": "prefix_tuning.prefix_tunings.{name}.self_prefix."}
+def prefix_groups(interface: ModelInterface) -> dict[str, str]:
+    """adapterkit's prefix module key -> the group the `adapters` prefix pool keeps it under."""
+    return {"prefix": interface.adapterhub.get("prefix", "self_prefix"), "prefix_encoder": "encoder_prefix",
+            "prefix_cross": "cross_prefix"}
+
+
+def _shared_keys(interface: ModelInterface) -> dict[str, str]:
+    """Model-level modules: adapterkit's `shared.<module>.` -> the AdapterHub key prefix (relative to the base
+    model)."""
+    return {"invertible": "invertible_adapters.{name}.",
+            **{ours: f"prefix_tuning.prefix_tunings.{{name}}.{group}." for ours, group in prefix_groups(interface).items()}}
 
 
 def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
@@ -285,14 +298,19 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
                 for location, site in interface.residual_sites.items()}
     linear = {location: interface.adapterhub.get(location, path)
               for path, location in linear_paths(interface).items()}
+    shared = _shared_keys(interface)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         scope, rest = key.split(".", 1)
         if scope == "shared":
             module, _, param = rest.partition(".")
-            if module not in _SHARED_KEYS:
+            if module.startswith("prefix") and "prefix" in interface.adapterhub_differs:
+                raise AdapterConfigError(
+                    f"adapter {name!r}: its prefix tuning would compute another function in the `adapters` package "
+                    f"in this architecture ({interface.adapterhub_differs['prefix']}); save in the adapterkit format")
+            if module not in shared:
                 raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
-            out[_SHARED_KEYS[module].format(name=name) + param] = tensor
+            out[shared[module].format(name=name) + param] = tensor
             continue
         layer_id, location, param = rest.split(".", 2)
         prefix = f"{stack}.{layer_id}."

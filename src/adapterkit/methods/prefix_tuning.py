@@ -1,8 +1,11 @@
 """Prefix tuning: per-layer learned keys/values prepended in attention (Li & Liang, 2021).
 
-The prefix module lives at `adapterkit.<name>.shared.prefix`; optional per-layer gates at
-`layers.<i>.prefix_gate`. Keys/values reach the model through `attention.py` (a wrapper registered in
-transformers' attention-function registry) and `sites.PrefixSite`.
+Each kind of attention has its own prefix module (its own MLP and layer count), as in `adapters`:
+`adapterkit.<name>.shared.prefix` for self-attention, and in encoder-decoder models `shared.prefix_encoder` for the
+encoder's self-attention (config `encoder_prefix`) and `shared.prefix_cross` for the decoder's cross-attention
+(`cross_prefix`). Optional per-layer gates sit at `layers.<i>.prefix_gate` (`cross_prefix_gate`). Keys/values reach
+the model through `attention.py` (a wrapper registered in transformers' attention-function registry) and
+`sites.PrefixSite`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..configs.prefix_tuning import PrefixTuningConfig
+from ..interfaces.base import resolve
 from .base import Method, register_method
 from .bottleneck import activation
 from .gating import Gate
@@ -133,45 +137,86 @@ def attention_shape(config) -> tuple[int, int]:
     return kv_heads, head_dim
 
 
+# attention kind -> (model-level module key, layer site kind, gate location)
+GROUPS = {
+    "self": ("prefix", "prefix", "prefix_gate"),
+    "encoder": ("prefix_encoder", "prefix", "prefix_gate"),
+    "cross": ("prefix_cross", "cross_prefix", "cross_prefix_gate"),
+}
+
+
+def encoder_layer_ids(state) -> set[int]:
+    """Ids of the layers in the interface's `encoder_layers` stack (none for single-stack models)."""
+    path = state.interface.encoder_layers
+    path = path.rstrip("?") if path else None
+    return {i for stack, first, count in state.stacks if stack == path for i in range(first, first + count)}
+
+
+def group_of(state, layer_id: int, site_kind: str) -> str:
+    """The attention kind of a layer's prefix site: "cross", "encoder" or "self"."""
+    if site_kind == "cross_prefix":
+        return "cross"
+    return "encoder" if layer_id in encoder_layer_ids(state) else "self"
+
+
+def group_layers(state, config: PrefixTuningConfig) -> dict[str, list[int]]:
+    """Layer ids (not left out) of each attention kind `config` puts prefixes in, as `adapters` counts them."""
+    ids = state.layer_ids(config.leave_out)
+    encoder = encoder_layer_ids(state)
+    groups = {"encoder": [i for i in ids if i in encoder] if config.encoder_prefix else [],
+              "self": [i for i in ids if i not in encoder], "cross": []}
+    cross = state.interface.cross_attention
+    if config.cross_prefix and cross:
+        groups["cross"] = [i for i in ids if resolve(state.layers[i], cross + "?") is not None]
+    return {group: layer_ids for group, layer_ids in groups.items() if layer_ids}
+
+
+def prefix_modules(state, name: str) -> list[nn.Module]:
+    """The prefix modules of adapter `name`, one per attention kind it has."""
+    return [m for key, _, _ in GROUPS.values() if (m := state.module_at(name, ("model", key))) is not None]
+
+
 class PrefixTuningMethod(Method):
     architecture = "prefix_tuning"
 
     def before_forward(self, state, names: set[str]) -> None:
         for name in names:
-            module = state.module_at(name, ("model", "prefix"))
-            if isinstance(module, PrefixTuning):
-                module.prefill()
+            for module in prefix_modules(state, name):
+                if isinstance(module, PrefixTuning):
+                    module.prefill()
 
     def build(self, state, name, config: PrefixTuningConfig) -> None:
-        layer_ids = state.layer_ids(config.leave_out)
         kv_heads, head_dim = attention_shape(state.model.config)
-        if config.flat:
-            module = FlatPrefixTuning(layer_ids, kv_heads, head_dim, config)
-        else:
-            module = PrefixTuning(layer_ids, kv_heads, head_dim, state.hidden_size, config)
-        state.add_model_module(name, "prefix", module)
-        for layer_id in layer_ids:
-            if config.use_gating:
-                gate = Gate(state.hidden_size, 1 if config.shared_gating else 2).bind(state, name, layer_id, "prefix")
-                state.add_layer_module(name, layer_id, "prefix_gate", gate, site="prefix")
+        for group, layer_ids in group_layers(state, config).items():
+            key, site, gate_location = GROUPS[group]
+            if config.flat:
+                module = FlatPrefixTuning(layer_ids, kv_heads, head_dim, config)
             else:
-                state.ensure_layer_site(layer_id, "prefix")
+                module = PrefixTuning(layer_ids, kv_heads, head_dim, state.hidden_size, config)
+            state.add_model_module(name, key, module)
+            for layer_id in layer_ids:
+                if config.use_gating:
+                    gate = Gate(state.hidden_size, 1 if config.shared_gating else 2).bind(state, name, layer_id, site)
+                    state.add_layer_module(name, layer_id, gate_location, gate, site=site)
+                else:
+                    state.ensure_layer_site(layer_id, site)
 
 
 def eject(state, name: str) -> None:
-    """Replace the MLP of prefix adapter `name` by the flat prefixes it computes (same outputs, fewer params)."""
+    """Replace the MLPs of prefix adapter `name` by the flat prefixes they compute (same outputs, fewer params)."""
     shared = state.container[name].shared
-    module = shared["prefix"]
-    if isinstance(module, FlatPrefixTuning):
-        return
     module_config = next(m for m in _members(state.configs[name]) if isinstance(m, PrefixTuningConfig))
     config = module_config.replace(flat=True)
-    flat = FlatPrefixTuning(sorted(module.layer_index, key=module.layer_index.get), module.n_heads,
-                            module.head_dim, config)
-    flat.control_trans.data = module.flat_values().to(flat.control_trans)
-    flat.train(module.training)
-    flat.requires_grad_(all(p.requires_grad for p in module.parameters()))
-    shared["prefix"] = flat.to(device=module.wte.weight.device, dtype=module.wte.weight.dtype)
+    for key, _, _ in GROUPS.values():
+        module = shared[key] if key in shared else None
+        if not isinstance(module, PrefixTuning):
+            continue
+        flat = FlatPrefixTuning(sorted(module.layer_index, key=module.layer_index.get), module.n_heads,
+                                module.head_dim, config)
+        flat.control_trans.data = module.flat_values().to(flat.control_trans)
+        flat.train(module.training)
+        flat.requires_grad_(all(p.requires_grad for p in module.parameters()))
+        shared[key] = flat.to(device=module.wte.weight.device, dtype=module.wte.weight.dtype)
     state.replace_member_config(name, module_config, config)
     state.invalidate()
 
