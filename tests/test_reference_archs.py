@@ -109,19 +109,8 @@ def _interface(arch: str, config):
 
 @pytest.mark.parametrize("arch,case,attn", RUNS)
 def test_matches_adapters_package(arch, case, attn):
-    ref_config = json.loads((FIXTURES / arch / case / "adapter_config.json").read_text())
-    config = config_from_adapterhub(ref_config)
-    model = adapterkit.init(load_base(arch, attn), interface=_interface(arch, config))
-    model.add_adapter(case, config=config)
-    state = model.adapter_state
-    weights = state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case,
-                                         state.interface, config, state=state)
-    ours = model.adapterkit[case].state_dict()
-    assert set(weights) == set(ours), set(weights) ^ set(ours)
-    model.adapterkit[case].load_state_dict(weights)
-    model.set_active_adapters(case)
-    inputs = load_file(FIXTURES / arch / "inputs.safetensors")
-    expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
+    config = config_from_adapterhub(json.loads((FIXTURES / arch / case / "adapter_config.json").read_text()))
+    model, _, inputs, expected = _load_case(arch, case, attn, _interface(arch, config))
     with torch.no_grad():
         out = model(**inputs).last_hidden_state
         with adapterkit.AdapterSetup(None):
@@ -138,6 +127,8 @@ def _load_case(arch: str, case: str, attn: str, interface=None):
     state = model.adapter_state
     weights = state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case,
                                          state.interface, config, state=state)
+    ours = model.adapterkit[case].state_dict()
+    assert set(weights) == set(ours), set(weights) ^ set(ours)
     model.adapterkit[case].load_state_dict(weights)
     model.set_active_adapters(case)
     expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
