@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import adapterkit
+import adapterkit.interfaces.deberta
 from adapterkit import CheckpointError
 from adapterkit.errors import AdapterConfigError
 
@@ -162,17 +163,48 @@ def test_prefix_tuning_exports_to_adapterhub_and_back(config, tmp_path):
     torch.testing.assert_close(run(again, "bert"), run(model, "bert"), atol=0, rtol=0)
 
 
-def test_gated_or_encoder_decoder_prefix_tuning_has_no_adapterhub_form(tmp_path):
+@pytest.mark.parametrize("arch,config", [
+    ("bert", "prefix_tuning[prefix_length=3,bottleneck_size=8,use_gating=True,shared_gating=False]"),
+    ("bart", "prefix_tuning[prefix_length=3,bottleneck_size=8,use_gating=True]"),
+    ("bart", "seq_bn_inv[cross_adapter=True]"),
+    ("bart", "lora[attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True]"),
+    ("t5", "double_seq_bn[cross_adapter=True]"),
+    ("t5", "ia3"),
+])
+def test_gated_prefix_and_encoder_decoder_adapters_export_and_read_back(arch, config, tmp_path):
+    """Gated prefix tuning and encoder-decoder models (both stacks, cross-attention sites and prefixes) export
+    to AdapterHub's names (checked key by key against the package's own checkpoints in test_reference_archs.py)
+    and read back bit for bit."""
+    from archs import inputs, randomised
     from archs import model as arch_model
-    model = adapterkit.init(load_base("bert"))
-    model.add_adapter("g", config="prefix_tuning[use_gating=True]")
-    with pytest.raises(AdapterConfigError, match="gated prefix tuning .* has no AdapterHub form"):
-        model.save_adapter(tmp_path / "g", "g", format="adapterhub")
-    assert not (tmp_path / "g").exists()
-    bart = adapterkit.init(arch_model("bart"))
-    bart.add_adapter("p", config="prefix_tuning")
-    with pytest.raises(AdapterConfigError, match="AdapterHub export for models with several layer stacks"):
-        bart.save_adapter(tmp_path / "p", "p", format="adapterhub")
+    model = randomised(arch, {"a": config})
+    model.set_active_adapters("a")
+    model.save_adapter(tmp_path / "a", "a", format="adapterhub")
+    keys = load_file(str(tmp_path / "a" / "adapter.safetensors")).keys()
+    if model.config.is_encoder_decoder:
+        assert any(k.startswith(("encoder.", "prefix_tuning.")) for k in keys)
+        assert any(k.startswith("decoder.") for k in keys)
+    again = adapterkit.init(arch_model(arch))
+    again.load_adapter(tmp_path / "a", set_active=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**inputs(arch)).last_hidden_state, model(**inputs(arch)).last_hidden_state,
+                                   atol=0, rtol=0)
+
+
+def test_per_head_fused_projections_have_no_adapterhub_form(tmp_path):
+    """adapterkit splits DeBERTa's in_proj per head, AdapterHub into three blocks: refused both ways, naming the
+    interface with AdapterHub's layout (with it, the package's checkpoints load: test_reference_archs.py)."""
+    from archs import model as arch_model
+    model = adapterkit.init(arch_model("deberta"))
+    model.add_adapter("l", config="lora")
+    with pytest.raises(AdapterConfigError, match="per-head slice of the fused projection .*DEBERTA_ADAPTERHUB_QKV"):
+        model.save_adapter(tmp_path / "l", "l", format="adapterhub")
+    assert not (tmp_path / "l").exists()
+    qkv = adapterkit.init(arch_model("deberta"), interface=adapterkit.interfaces.deberta.DEBERTA_ADAPTERHUB_QKV)
+    qkv.add_adapter("l", config="lora")
+    qkv.save_adapter(tmp_path / "l", "l", format="adapterhub")
+    with pytest.raises(CheckpointError, match="per-head slice of the fused projection"):
+        model.load_adapter(tmp_path / "l", load_as="again")
 
 
 def test_llama_ffn_projections_have_no_adapterhub_equivalent(tmp_path):

@@ -33,13 +33,18 @@ pytestmark = [pytest.mark.slow,
 
 
 # Models whose bottlenecks run at sublayer-hook sites, exported under the names their interfaces give AdapterHub
-# (attention_adapters, output_adapters, ViT's 4.x layer and projection names); GPT-2's LoRA / (IA)^3 sit on its
-# fused c_attn, which AdapterHub names differently (not exported), `adapters` has no invertible adapters for ViT,
-# and its Llama "intermediate" LoRA / (IA)^3 sits on down_proj (refused: test_checkpoint_adapterhub.py)
+# (attention_adapters, output_adapters, ViT's 4.x layer and projection names; GPT-2's fused c_attn as one LoRA);
+# `adapters` has no invertible adapters for ViT, its Llama "intermediate" LoRA / (IA)^3 sits on down_proj and its T5
+# prefix tuning shifts the relative positions (both refused: test_checkpoint_adapterhub.py, test_reference_archs.py)
 SUBLAYER_EXPORTED = {m: METHODS[m] for m in ("seq_bn", "double_seq_bn", "par_bn", "scaled_par_bn", "seq_bn_inv",
                                              "double_seq_bn_inv", "lora", "ia3")}
 SUBLAYER_EXPORTED["ia3_attn"] = "ia3[intermediate_lora=False]"  # Llama's FFN projections are refused (see below)
-NOT_EXPORTED = {"gpt2": ("lora", "ia3", "ia3_attn"), "vit": ("seq_bn_inv", "double_seq_bn_inv"), "llama": ("ia3",)}
+SUBLAYER_EXPORTED["prefix"] = "prefix_tuning[prefix_length=4,bottleneck_size=8]"
+SUBLAYER_EXPORTED["prefix_gated"] = "prefix_tuning[prefix_length=4,bottleneck_size=8,use_gating=True,shared_gating=False]"
+SEQ2SEQ_EXPORTED = {"cross": "double_seq_bn[cross_adapter=True,reduction_factor=4]",
+                    "prefix_dec": "prefix_tuning[prefix_length=4,bottleneck_size=8,encoder_prefix=False]"}
+NOT_EXPORTED = {"vit": ("seq_bn_inv", "double_seq_bn_inv"), "llama": ("ia3",),
+                "t5": ("prefix", "prefix_gated", "prefix_dec")}
 
 
 def _sublayer_base(arch: str, tmp_path: Path):
@@ -56,7 +61,7 @@ def _sublayer_base(arch: str, tmp_path: Path):
     return model, tmp_path / "ref"
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "distilbert", "vit", "llama"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "distilbert", "vit", "llama", "bart", "t5"])
 def test_adapters_package_loads_our_export(arch, tmp_path):
     if arch in ("bert", "roberta"):
         model = adapterkit.init(load_base(arch))
@@ -64,7 +69,8 @@ def test_adapters_package_loads_our_export(arch, tmp_path):
     else:
         base, fixtures = _sublayer_base(arch, tmp_path)
         model = adapterkit.init(base)
-        exported = {m: c for m, c in SUBLAYER_EXPORTED.items() if m not in NOT_EXPORTED.get(arch, ())}
+        exported = SUBLAYER_EXPORTED | (SEQ2SEQ_EXPORTED if model.config.is_encoder_decoder else {})
+        exported = {m: c for m, c in exported.items() if m not in NOT_EXPORTED.get(arch, ())}
     with torch.no_grad():
         plain = model(**load_file(fixtures / arch / "inputs.safetensors")).last_hidden_state
     inputs = load_file(fixtures / arch / "inputs.safetensors")

@@ -23,7 +23,7 @@ import adapterkit
 import adapterkit.interfaces.t5
 from adapterkit.errors import AdapterConfigError
 from adapterkit.interfaces.deberta import DEBERTA_ADAPTERHUB_QKV
-from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub
+from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub, state_dict_to_adapterhub
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_archs"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -177,3 +177,18 @@ def test_prefix_tuning_refused_where_attention_bypasses_the_registry(arch):
     with pytest.raises(adapterkit.AdapterError, match="prefix tuning cannot attach to layer 0 of Deberta.*attention "
                                                       "does not go through transformers' attention-function registry"):
         model.add_adapter("prefix_tuning", config=config)
+
+
+@pytest.mark.parametrize("arch,case", CASES)
+def test_export_writes_the_package_checkpoint_back(arch, case):
+    """AdapterHub export of the imported fixture gives the package's own keys and tensors back (encoder-decoder
+    stacks, cross-attention, prefix groups and gates, invertible adapters included)."""
+    config = config_from_adapterhub(json.loads((FIXTURES / arch / case / "adapter_config.json").read_text()))
+    model, _, _, _ = _load_case(arch, case, "eager", _interface(arch, config))
+    state = model.adapter_state
+    exported = state_dict_to_adapterhub(model.adapterkit[case].state_dict(), case, state.interface,
+                                        state.configs[case], state)
+    reference = load_file(FIXTURES / arch / case / "adapter.safetensors")
+    assert set(exported) == set(reference), set(exported) ^ set(reference)
+    for key, tensor in reference.items():
+        assert torch.equal(exported[key], tensor), key

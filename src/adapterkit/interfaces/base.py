@@ -116,8 +116,10 @@ class ModelInterface:
     - `lm_heads`: attribute names on a task model of LM heads, before which an invertible adapter is inverted.
     - `task_heads`: task-model class name (`config.architectures[0]`) -> `TaskHead`, for head conversion.
     - `adapterhub_layers` / `adapterhub`: how AdapterHub checkpoints name the layer list(s) and, per location,
-      the module holding the adapter within a layer, where that differs from the paths above (and, under
-      "prefix", the `adapters` pool's name of the self-attention prefix group where it is not "self_prefix").
+      the module holding the adapter within a layer, where that differs from the paths above; also
+      "self_attention" / "cross_attention" (where prefix gates sit), "invertible" (the invertible adapters'
+      module, relative to the base model) and "prefix" (the `adapters` pool's name of the self-attention prefix
+      group where it is not "self_prefix").
     - `adapterhub_differs`: location -> why its AdapterHub namesake is another function (Llama: the `adapters`
       package's "intermediate" LoRA sits on down_proj; T5, under "prefix": its prefix shifts the relative
       positions); AdapterHub imports and exports refuse adapters there, giving that reason.

@@ -33,7 +33,7 @@ T5 = register_interface(ModelInterface(
     encoder_layers="encoder.block",
     lm_heads=("lm_head",),
     attention_bias_kwargs=("position_bias",),
-    adapterhub={"mh_adapter": "layer.0", "cross_adapter": "layer.1", "output_adapter": "layer.-1"},
+    adapterhub={"invertible": "encoder.invertible_adapters", "mh_adapter": "layer.0", "cross_adapter": "layer.1", "output_adapter": "layer.-1"},
     adapterhub_differs={"prefix": "the `adapters` package computes T5's relative position bias over prefix and "
                                   "sequence together, so every real key sits prefix_length positions further from "
                                   "its query than it is (adapterkit: real tokens keep their positions, prefix "

@@ -23,5 +23,6 @@ VIT = register_interface(ModelInterface(
     adapterhub={"attn_q": "attention.attention.query", "attn_k": "attention.attention.key",
                 "attn_v": "attention.attention.value", "attn_o": "attention.output.dense",
                 "intermediate": "intermediate.dense", "output": "output.dense",
-                "mh_adapter": "attention_adapters", "output_adapter": "output.output_adapters"},
+                "mh_adapter": "attention_adapters", "output_adapter": "output.output_adapters",
+                "self_attention": "attention.attention"},
 ))

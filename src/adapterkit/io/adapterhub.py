@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..configs import AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig
 from ..errors import AdapterConfigError, CheckpointError
-from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite, present
+from ..interfaces.base import FusedSlice, ModelInterface, ResidualSite, present, resolve
 from ..utils import find_submodule
 from .common import (CONFIG_NAME, Checkpoint, check_compatible, linear_paths, model_facts, name_from, parse_config,
                      single_stack)
@@ -186,7 +186,7 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     ] + [(re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.{re.escape(group)}\.(.+)$"), f"shared.{ours}.")
          for ours, group in prefix_groups(interface).items()]
     prefix_gate = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.prefix_tuning\.prefix_gates\.{n}\.(.+)$")
-    cross_attention = (interface.cross_attention or "").rstrip("?")
+    cross_attention = _attention_hub_path(interface, "cross_attention")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
         hit = next(((p.match(key), ours) for p, ours in model_level if p.match(key)), None)
@@ -216,6 +216,7 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
         parts = [loc for loc in enabled if loc in locations]  # a fused projection holds several, in order
         if not parts:
             raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {m.group(3)!r}")
+        _check_contiguous(interface, parts[0], f"AdapterHub weight {key!r}")
         if rest.startswith("gate."):  # a gated LoRA's gate reads the projection's input: one per part
             for location in parts:
                 out[f"layers.{layer_id}.{location}.{rest}"] = tensor
@@ -249,9 +250,6 @@ def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
             "package silently ignores it); save in adapterkit or PEFT format instead"
         )
-    if isinstance(config, PrefixTuningConfig) and config.use_gating:
-        raise AdapterConfigError("a gated prefix tuning (use_gating=True) has no AdapterHub form here; save it in "
-                                 "the adapterkit format (ungated prefix tuning exports)")
     if not isinstance(config, (BnConfig, LoRAConfig, PrefixTuningConfig)):
         raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, "
                                  "(IA)^3, prefix tuning")
@@ -284,22 +282,67 @@ def prefix_groups(interface: ModelInterface) -> dict[str, str]:
 def _shared_keys(interface: ModelInterface) -> dict[str, str]:
     """Model-level modules: adapterkit's `shared.<module>.` -> the AdapterHub key prefix (relative to the base
     model)."""
-    return {"invertible": "invertible_adapters.{name}.",
+    invertible = interface.adapterhub.get("invertible", "invertible_adapters")
+    return {"invertible": invertible + ".{name}.",
             **{ours: f"prefix_tuning.prefix_tunings.{{name}}.{group}." for ours, group in prefix_groups(interface).items()}}
 
 
+# prefix gate location -> the interface field naming the attention module that holds it
+_GATE_ATTENTION = {"prefix_gate": "self_attention", "cross_prefix_gate": "cross_attention"}
+
+
+def _attention_hub_path(interface: ModelInterface, field: str) -> str | None:
+    """AdapterHub path of a layer's self- or cross-attention module (ViT: its 4.x name), or None."""
+    path = interface.adapterhub.get(field, getattr(interface, field))
+    return path.rstrip("?") if path else None
+
+
+def _layer_hub_paths(interface: ModelInterface, layer: nn.Module | None) -> dict[str, str]:
+    """Location -> AdapterHub path of the module holding it within `layer` (negative indices made concrete;
+    None: any layer), for the locations that have one there. The parts of a fused projection (GPT-2's c_attn)
+    share its path."""
+    out = {}
+    for location, spec in list(interface.residual_sites.items()) + interface.all_linear_locations():
+        if layer is not None and not present(layer, spec):
+            continue
+        path = _hub_path(interface, location, spec, layer)
+        if path is not None:
+            out[location] = path
+    for location, field in _GATE_ATTENTION.items():
+        ours, path = getattr(interface, field), _attention_hub_path(interface, field)
+        if path and (layer is None or resolve(layer, ours + "?") is not None):
+            out[location] = path
+    return out
+
+
+def _export_layout(interface: ModelInterface, state):
+    """layer id -> (its AdapterHub key prefix "<stack>.<index>.", {location: AdapterHub path in that layer})."""
+    if state is None:
+        single_stack(interface, "AdapterHub export without the model's state")  # a lone id names no stack
+        stack, paths = interface.hub_layers()[0].rstrip("?"), _layer_hub_paths(interface, None)
+        return lambda layer_id: (f"{stack}.{layer_id}.", paths)
+    offsets, _, _ = _layer_maps(interface, state)
+    starts = sorted((first, hub) for hub, first in offsets.items())
+    paths = [_layer_hub_paths(interface, layer) for layer in state.layers]
+
+    def layout(layer_id: int):
+        first, hub = max(entry for entry in starts if entry[0] <= layer_id)
+        return f"{hub}.{layer_id - first}.", paths[layer_id]
+    return layout
+
+
 def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, interface: ModelInterface,
-                             config: AdapterConfig) -> dict[str, torch.Tensor]:
-    """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model."""
-    single_stack(interface, "AdapterHub export")  # its names (and prefix groups) assume one stack
-    # AdapterHub's names where the interface gives them (ViT: the transformers 4.x layout), else ours
-    stack = interface.hub_layers()[0].rstrip("?")
-    residual = {location: _hub_path(interface, location, site, None)
-                for location, site in interface.residual_sites.items()}
-    linear = {location: interface.adapterhub.get(location, path)
-              for path, location in linear_paths(interface).items()}
+                             config: AdapterConfig, state=None) -> dict[str, torch.Tensor]:
+    """The state dict of `model.adapterkit[name]` -> AdapterHub keys, relative to the base model.
+
+    AdapterHub's names where the interface gives them (ViT: the transformers 4.x layout), else ours. Pass the
+    model's `state` for models with several layer stacks (encoder-decoder) or sublayers addressed from the end.
+    """
+    layout = _export_layout(interface, state)
     shared = _shared_keys(interface)
+    order = {location: i for i, (location, _) in enumerate(interface.all_linear_locations())}
     out: dict[str, torch.Tensor] = {}
+    parts: dict[str, list] = {}  # LoRA / (IA)^3 key -> [(order, location, tensor)]: a fused projection's parts
     for key, tensor in tensors.items():
         scope, rest = key.split(".", 1)
         if scope == "shared":
@@ -313,24 +356,58 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
             out[shared[module].format(name=name) + param] = tensor
             continue
         layer_id, location, param = rest.split(".", 2)
-        prefix = f"{stack}.{layer_id}."
+        prefix, paths = layout(int(layer_id))
         if location in interface.adapterhub_differs:
             raise AdapterConfigError(
                 f"adapter {name!r}: its {location!r} projections have an AdapterHub namesake on another module in "
                 f"this architecture ({interface.adapterhub_differs[location]}), so the export would not load as "
                 "the same adapter; leave them out (intermediate_lora / output_lora=False) or save in the adapterkit "
                 "format")
-        if residual.get(location) is None and location not in linear:
+        path = paths.get(location)
+        if location in order:
+            _check_contiguous(interface, location, f"adapter {name!r}")
+        if path is None:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a fused or unnamed projection, or a "
                                      "sublayer-hook site the interface gives no AdapterHub name) has no AdapterHub "
                                      "name here; save in the adapterkit format")
-        if location in residual:
-            out[f"{prefix}{residual[location]}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
+        if location in interface.residual_sites:
+            out[f"{prefix}{path}.adapters.{name}.{_bottleneck_key(param, config)}"] = tensor
+        elif location.endswith("prefix_gate"):
+            out[f"{prefix}{path}.prefix_tuning.prefix_gates.{name}.{param}"] = tensor
         elif param == "ia3_l":
-            out[f"{prefix}{linear[location]}.loras.{name}.lora_B"] = tensor.reshape(-1, 1)
+            parts.setdefault(f"{prefix}{path}.loras.{name}.lora_B", []).append(
+                (order[location], location, tensor.reshape(-1, 1)))
         else:
-            out[f"{prefix}{linear[location]}.loras.{name}.{param}"] = tensor
+            parts.setdefault(f"{prefix}{path}.loras.{name}.{param}", []).append((order[location], location, tensor))
+    for key, found in parts.items():
+        out[key] = _fused(key, sorted(found, key=lambda part: part[0]))
     return out
+
+
+def _check_contiguous(interface: ModelInterface, location: str, what: str) -> None:
+    """AdapterHub splits a fused projection into contiguous blocks; a per-head split (adapterkit's DeBERTa) puts
+    other rows in each part, so no conversion keeps the adapter's function."""
+    spec = dict(interface.all_linear_locations()).get(location)
+    if isinstance(spec, FusedSlice) and spec.per_head:
+        raise AdapterConfigError(
+            f"{what}: {location!r} is a per-head slice of the fused projection {spec.module!r} here, and AdapterHub "
+            f"splits it into {spec.parts} contiguous blocks instead (other rows, so another function); use the "
+            "interface with that layout (DeBERTa: adapterkit.interfaces.deberta.DEBERTA_ADAPTERHUB_QKV) or the "
+            "adapterkit format")
+
+
+def _fused(key: str, parts: list) -> torch.Tensor:
+    """One AdapterHub LoRA tensor from its parts in q, k, v order (the inverse of the import's split); a gated
+    LoRA's gate reads the whole projection's input, so its parts must agree."""
+    tensors = [tensor for _, _, tensor in parts]
+    if len(tensors) == 1:
+        return tensors[0]
+    if ".gate." in key:
+        if any(not torch.equal(t, tensors[0]) for t in tensors[1:]):
+            raise AdapterConfigError(f"{key}: the LoRA gates of {', '.join(loc for _, loc, _ in parts)} differ, but "
+                                     "AdapterHub keeps one gate per fused projection; save in the adapterkit format")
+        return tensors[0]
+    return torch.cat(tensors, dim=0)
 
 
 def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> None:
@@ -338,7 +415,7 @@ def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> Non
     state = model.adapter_state
     config = state.configs[name]
     hub_config = config_to_adapterhub(config)
-    tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config)
+    tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config, state)
     facts = model_facts(model)
     if safetensors:
         stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
@@ -399,7 +476,8 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
         # old task adapters named an invertible adapter in their config without having one (as `adapters` fixes)
         config = config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
     try:
-        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config)
+        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config,
+                                             state=model.adapter_state)
     except AdapterConfigError as e:
         raise CheckpointError(f"{weights_file}: {e}") from None
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
