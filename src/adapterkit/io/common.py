@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..configs import AdapterConfig
 from ..errors import AdapterConfigError, CheckpointError
-from ..interfaces.base import ModelInterface
+from ..interfaces.base import FusedSlice, ModelInterface, resolve
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -74,6 +74,29 @@ def linear_paths(interface: ModelInterface) -> dict[str, str]:
             for path in spec.rstrip("?").split("|"):
                 out[path] = location
     return out
+
+
+def layer_projections(state) -> list[dict[str, str]]:
+    """Per layer: the name (within the layer) of each plain projection LoRA / (IA)^3 can target -> its location.
+
+    Concrete names: alternatives resolved (T5's `wi` or `wi_0`) and indices from the end made positive (T5's
+    `layer.-1` is `layer.1` in an encoder block, `layer.2` in a decoder block). Slices of fused projections (GPT-2's
+    c_attn) have no name of their own and are left out."""
+    out = []
+    for layer in state.layers:
+        names = {id(module): name for name, module in layer.named_modules()}
+        table = {}
+        for location, spec in state.interface.all_linear_locations():
+            module = None if isinstance(spec, FusedSlice) else resolve(layer, spec)
+            if module is not None:
+                table[names[id(module)]] = location
+        out.append(table)
+    return out
+
+
+def layer_prefixes(state) -> list[str]:
+    """Each layer's name relative to the base model: "<stack path>.<index in its stack>"."""
+    return [f"{path}.{i - first}" for path, first, count in state.stacks for i in range(first, first + count)]
 
 
 def single_stack(interface: ModelInterface, what: str) -> str:

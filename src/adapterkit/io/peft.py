@@ -26,7 +26,7 @@ import torch.nn as nn
 from ..configs import IA3Config, LoRAConfig
 from ..errors import AdapterConfigError, CheckpointError
 from ..methods.lora import IA3
-from .common import CONFIG_NAME, Checkpoint, base_prefix, linear_paths, parse_config, single_stack
+from .common import CONFIG_NAME, Checkpoint, base_prefix, layer_prefixes, layer_projections, parse_config
 from .files import StagedWrite, read_safetensors, read_torch_bin
 
 FORMAT = "peft"
@@ -67,51 +67,63 @@ def _check_architecture(model: nn.Module, source: Path, data: Mapping[str, Any])
 
 def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: Path, data) -> dict:
     """PEFT weights -> {(layer_id, location): {param: tensor}}; any key adapterkit cannot place is an error."""
-    interface = model.adapter_state.interface
-    paths = linear_paths(interface)
-    pattern = re.compile(rf"^(?:.*?\.)?{re.escape(single_stack(interface, 'PEFT checkpoints'))}\.(\d+)\.(.+)\.({'|'.join(map(re.escape, _PARAMS))})$")
+    state = model.adapter_state
+    tables = layer_projections(state)
+    first = {path: start for path, start, _ in state.stacks}
+    stacks = "|".join(re.escape(path) for path in sorted(first, key=len, reverse=True))
+    params = "|".join(map(re.escape, _PARAMS))
+    pattern = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+)\.({params})$")
     out: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     unknown = []
     for key, tensor in sorted(weights.items()):
         m = pattern.match(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key)
-        location = paths.get(m.group(2)) if m else None
+        layer_id = first[m.group(1)] + int(m.group(2)) if m else None
+        location = tables[layer_id].get(m.group(3)) if m and layer_id < len(tables) else None
         if location is None:
             unknown.append(key)
             continue
-        out.setdefault((int(m.group(1)), location), {})[_PARAMS[m.group(3)]] = tensor
+        out.setdefault((layer_id, location), {})[_PARAMS[m.group(4)]] = tensor
     if unknown:
         extra = f" (modules_to_save: {data.get('modules_to_save')})" if data.get("modules_to_save") else ""
+        names = sorted({name for table in tables for name in table})
         raise CheckpointError(
             f"{weights_file}: holds weights adapterkit cannot place{extra}: {', '.join(sorted(unknown)[:6])}"
             + (f", ... ({len(unknown)} in all)" if len(unknown) > 6 else "")
-            + f"; adapterkit reads LoRA / (IA)^3 weights on the projections {', '.join(sorted(paths))}"
+            + f"; adapterkit reads LoRA / (IA)^3 weights on the projections {', '.join(names)}"
         )
     if not out:
         raise CheckpointError(f"{weights_file}: holds no LoRA / (IA)^3 weights")
     return out
 
 
-def _targets(sites: dict, num_layers: int, source: Path) -> dict[str, Any]:
-    """Config fields (attn_matrices, intermediate_lora, output_lora, leave_out) that select exactly these sites."""
+def _targets(sites: dict, state, source: Path) -> dict[str, Any]:
+    """Config fields (attn_matrices, intermediate_lora, output_lora, leave_out) that select exactly these sites.
+
+    adapterkit's attention matrices apply to self- and cross-attention alike, and an adapter covers the same
+    projections in every layer it touches (where they exist: encoder layers have no cross-attention)."""
     per_layer: dict[int, set[str]] = {}
     for layer_id, location in sites:
         per_layer.setdefault(layer_id, set()).add(location)
-    shapes = {frozenset(v) for v in per_layer.values()}
-    if len(shapes) > 1:
+    found = set().union(*per_layer.values())
+    attn = [m for m in ("q", "k", "v", "o") if f"attn_{m}" in found or f"cross_attn_{m}" in found]
+    fields = {"selfattn_lora": bool(attn), "attn_matrices": attn or ["q", "v"],
+              "intermediate_lora": any(loc.startswith("intermediate") for loc in found),
+              "output_lora": any(loc.startswith("output") for loc in found)}
+    selected = {loc for loc, _ in state.interface.linear_locations(
+        attn_matrices=attn, intermediate=fields["intermediate_lora"], output=fields["output_lora"])}
+    tables = layer_projections(state)
+    wrong = {i: locs for i, locs in per_layer.items() if locs != selected & set(tables[i].values())}
+    if wrong:
         detail = "; ".join(f"layer {i}: {', '.join(sorted(v))}" for i, v in sorted(per_layer.items()))
         raise CheckpointError(
             f"{source}: the adapter targets different projections in different layers ({detail}); adapterkit "
-            "adapters target the same projections in every layer they touch"
+            "adapters target the same projections in every layer they touch (attention matrices in self- and "
+            "cross-attention alike)"
         )
-    locations = next(iter(shapes))
-    attn = [m for m in ("q", "k", "v", "o") if f"attn_{m}" in locations]
-    return {"selfattn_lora": bool(attn), "attn_matrices": attn or ["q", "v"],
-            "intermediate_lora": any(loc.startswith("intermediate") for loc in locations),
-            "output_lora": any(loc.startswith("output") for loc in locations),
-            "leave_out": [i for i in range(num_layers) if i not in per_layer]}
+    return {**fields, "leave_out": [i for i in range(len(state.layers)) if i not in per_layer]}
 
 
-def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, num_layers: int):
+def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, state):
     for key, off in _LORA_UNSUPPORTED.items():
         if data.get(key, off) not in (off, None, [], {}):
             raise CheckpointError(f"{source}: PEFT LoRA option {key}={data[key]!r} is not supported by adapterkit")
@@ -125,13 +137,13 @@ def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, num_layers: i
                                   "LoRA has one r and alpha per adapter")
     if data.get("use_rslora") and isinstance(r, int) and isinstance(alpha, (int, float)):
         alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r); ours by alpha / r
-    fields = dict(_targets(sites, num_layers, source), r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
+    fields = dict(_targets(sites, state, source), r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
     config = parse_config(source, lambda d: LoRAConfig(**d), fields)
     tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
     return config, tensors
 
 
-def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, num_layers: int):
+def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, state):
     tensors = {}
     for (i, loc), params in sorted(sites.items()):
         for p, t in params.items():
@@ -143,7 +155,7 @@ def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, num_layers: in
                     "feedforward_modules=[] to move it to adapterkit"
                 )
             tensors[f"layers.{i}.{loc}.{p}"] = t.reshape(-1) if p == "ia3_l" else t
-    fields = _targets(sites, num_layers, source)
+    fields = _targets(sites, state, source)
     config = parse_config(source, lambda d: IA3Config(**d), fields)
     return config, tensors
 
@@ -170,7 +182,7 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
                                   "is there")
         weights = read_torch_bin(weights_file)
     sites = _sites(model, weights, weights_file, data)
-    config, tensors = _READERS[peft_type](source, data, sites, len(model.adapter_state.layers))
+    config, tensors = _READERS[peft_type](source, data, sites, model.adapter_state)
     name = directory.name if _valid_name(directory.name) else "default"
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
                       format=FORMAT)
@@ -190,8 +202,8 @@ def target_modules(model: nn.Module, wanted: set[str]) -> list[str] | str:
     def selects(targets: list[str]) -> set[str]:
         return {n for n in names if n in targets or any(n.endswith("." + t) for t in targets)}
 
-    layers = single_stack(model.adapter_state.interface, "PEFT export")
-    short = sorted({re.sub(rf"^.*?{re.escape(layers)}\.\d+\.", "", n) for n in wanted})
+    stacks = "|".join(re.escape(path) for path, _, _ in model.adapter_state.stacks)
+    short = sorted({re.sub(rf"^.*?(?:{stacks})\.\d+\.", "", n) for n in wanted})
     for candidate in (short, sorted(wanted)):
         if selects(candidate) == wanted:
             return candidate
@@ -207,12 +219,15 @@ def write(model, stage: StagedWrite, name: str) -> None:
             f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 "
             f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
-    prefix = base_prefix(model) + single_stack(state.interface, "PEFT export")
-    paths = {loc: path for path, loc in linear_paths(state.interface).items()}
+    prefix, layers = base_prefix(model), layer_prefixes(state)
+    paths = [{location: path for path, location in table.items()} for table in layer_projections(state)]
     tensors: dict[str, torch.Tensor] = {}
     wanted = set()
     for (layer_id, location), module in state.layer_modules(name):
-        module_name = f"{prefix}.{layer_id}.{paths[location]}"
+        if location not in paths[layer_id]:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
+                                     "of its own for PEFT to target; save it as format='adapterkit' or 'adapterhub'")
+        module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         wanted.add(module_name)
         if isinstance(module, IA3):  # alpha folded in: peft's IA3 has none
             tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(-1, 1)

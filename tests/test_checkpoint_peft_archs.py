@@ -1,0 +1,112 @@
+"""PEFT checkpoints beyond BERT: decoder-only, ViT and encoder-decoder models (both stacks, cross-attention, T5's
+sublayers addressed from the end), both ways against the real `peft` package (outputs within 1e-5)."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import peft  # a test dependency: these checks must run, never skip
+import pytest
+import torch
+
+import adapterkit
+from adapterkit import AdapterConfigError, CheckpointError
+
+import archs
+
+ATOL = 1e-5
+
+# adapterkit configs exported to PEFT
+EXPORTS = {
+    "bart": ["lora[attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True,leave_out=[1]]", "ia3"],
+    "t5": ["lora[r=4,alpha=8,intermediate_lora=True,output_lora=True]", "ia3"],
+    "t5-gated": ["lora[intermediate_lora=True]"],
+    "llama": ["lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]", "ia3"],
+    "distilbert": ["lora", "ia3"],
+    "vit": ["lora[intermediate_lora=True]"],
+    "gpt2": ["lora[attn_matrices=['o'],intermediate_lora=True,output_lora=True]"],
+}
+# peft configs loaded into adapterkit (target_modules as a peft user writes them)
+IMPORTS = {
+    "bart": lambda: peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"]),
+    "t5": lambda: peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q", "v", "wo"], layers_to_transform=[1],
+                                  layers_pattern="block"),
+    "t5-ia3": lambda: peft.IA3Config(target_modules=["k", "v", "wi"], feedforward_modules=[]),
+    "llama": lambda: peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                         "up_proj", "gate_proj", "down_proj"]),
+}
+
+
+def _bare(arch: str):
+    return archs.model(arch)
+
+
+def _out(model, arch):
+    with torch.no_grad():
+        return model(**archs.inputs(arch)).last_hidden_state
+
+
+def _randomised_peft(model):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name or "ia3_l" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if "ia3_l" in name else 0.0))
+
+
+@pytest.mark.parametrize("arch,config", [(a, c) for a, configs in EXPORTS.items() for c in configs])
+def test_export_loads_in_peft(arch, config, tmp_path):
+    model = archs.randomised(arch, {"a": config}, scale=0.3)
+    model.set_active_adapters("a")
+    expected = _out(model, arch)
+    model.save_adapter(tmp_path, "a", format="peft")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.PeftModel.from_pretrained(_bare(arch), tmp_path).eval()
+    with peft_model.disable_adapter():
+        assert (_out(peft_model, arch) - expected).abs().max() > 1e-2  # peft loaded something
+    assert (_out(peft_model, arch) - expected).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("kind", sorted(IMPORTS))
+def test_peft_made_adapter_loads_in_adapterkit(kind, tmp_path):
+    arch = kind.split("-")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.get_peft_model(_bare(arch), IMPORTS[kind]()).eval()
+    _randomised_peft(peft_model)
+    expected = _out(peft_model, arch)
+    peft_model.save_pretrained(tmp_path)
+    path = tmp_path / "default" if (tmp_path / "default").is_dir() else tmp_path
+    model = adapterkit.init(_bare(arch))
+    name = model.load_adapter(path, load_as="p", set_active=True)
+    with adapterkit.AdapterSetup(None):
+        assert (_out(model, arch) - expected).abs().max() > 1e-2
+    assert (_out(model, arch) - expected).abs().max() <= ATOL
+    if kind == "t5":  # peft's layer numbers count within each stack: block 1 of the encoder and of the decoder
+        assert model.adapters_config[name].leave_out == [0, 2]
+
+
+def test_self_attention_only_peft_adapter_on_an_encoder_decoder_is_refused(tmp_path):
+    """adapterkit's attention matrices cover self- and cross-attention together: a peft LoRA on the self-attention
+    alone has no adapterkit config, and the error says so."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.get_peft_model(_bare("bart"), peft.LoraConfig(r=2, target_modules=["self_attn.q_proj"]))
+    peft_model.save_pretrained(tmp_path)
+    path = tmp_path / "default" if (tmp_path / "default").is_dir() else tmp_path
+    model = adapterkit.init(_bare("bart"))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CheckpointError, match="targets different projections in different layers .*self- and "
+                                              "cross-attention alike"):
+        model.load_adapter(path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_fused_slices_have_no_peft_form(tmp_path):
+    model = archs.randomised("gpt2", {"a": "lora"})
+    with pytest.raises(AdapterConfigError, match="'attn_q' \\(a slice of a fused projection\\) has no module of its "
+                                                 "own for PEFT to target"):
+        model.save_adapter(tmp_path / "a", "a", format="peft")
+    assert not (tmp_path / "a").exists()
