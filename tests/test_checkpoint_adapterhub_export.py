@@ -96,3 +96,40 @@ def test_adapters_package_loads_our_export(arch, tmp_path):
         diff = (theirs[method] - ours[method]).abs().max().item()
         print(f"{arch}/{method}: max |adapters - adapterkit| = {diff:.2e}", file=sys.stderr)
         assert diff <= 1e-5, (method, diff)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "bart"])
+def test_adapters_package_loads_our_fusion_export(arch, tmp_path):
+    """Two bottleneck adapters and their (randomised) dynamic fusion, saved in AdapterHub format, run in the
+    package with our outputs."""
+    if arch == "bert":
+        model, fixtures = adapterkit.init(load_base(arch)), REF_FIXTURES
+    else:
+        base, fixtures = _sublayer_base(arch, tmp_path)
+        model = adapterkit.init(base)
+    inputs = load_file(fixtures / arch / "inputs.safetensors")
+    entries = []
+    for i, name in enumerate(("a", "b")):
+        model.add_adapter(name, config="double_seq_bn")
+        randomise(model.adapterkit[name], seed=10 + i)
+        model.save_adapter(tmp_path / name, name, format="adapterhub")
+        entries.append({"dir": str(tmp_path / name), "name": name, "safetensors": True})
+    model.add_adapter_fusion(["a", "b"], set_active=True)
+    randomise(model.adapterkit_fusion["a,b"], seed=12)
+    with torch.no_grad():
+        ours = model(**inputs).last_hidden_state
+        with adapterkit.AdapterSetup("a"):
+            assert (model(**inputs).last_hidden_state - ours).abs().max() > 1e-3  # the fusion matters
+    safetensors = arch != "gpt2"  # both weight files
+    model.save_adapter_fusion(tmp_path / "fusion", ["a", "b"], format="adapterhub", safetensors=safetensors)
+    (tmp_path / "request.json").write_text(json.dumps({
+        "arch": arch, "base": str(fixtures / arch / "base"), "inputs": str(fixtures / arch / "inputs.safetensors"),
+        "adapters": entries,
+        "fusions": [{"dir": str(tmp_path / "fusion"), "adapters": ["a", "b"], "safetensors": safetensors}]}))
+    done = subprocess.run([str(REF_PYTHON), str(ROOT / "tools" / "load_with_adapters.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = load_file(tmp_path / "outputs.safetensors")["fusion:a,b"]
+    diff = (theirs - ours).abs().max().item()
+    print(f"{arch}/fusion: max |adapters - adapterkit| = {diff:.2e}", file=sys.stderr)
+    assert diff <= 1e-5

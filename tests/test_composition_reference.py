@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 import adapterkit
 from adapterkit import composition
 from adapterkit.configs import PrefixTuningConfig
-from adapterkit.io import config_from_adapterhub, fusion_state_dict_from_adapterhub, state_dict_from_adapterhub
+from adapterkit.io import (config_from_adapterhub, fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub,
+                          state_dict_from_adapterhub)
 
 import test_reference_archs
 from test_reference_adapters import FIXTURES as BASE, load_base
@@ -134,3 +135,37 @@ def test_loads_adapterhub_fusion_directory():
     expected = load_file(FIXTURES / "bert" / "fuse_dynamic" / "expected.safetensors")["last_hidden_state"]
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=1e-5, rtol=0)
+
+
+FUSION_RUNS = [(arch, case) for arch, case in RUNS if case.startswith("fuse")]
+
+
+@pytest.mark.parametrize("arch,case", FUSION_RUNS)
+def test_fusion_export_writes_the_package_weights_back(arch, case):
+    """AdapterHub fusion export of the imported reference fusion gives the package's keys and tensors back."""
+    model = build(arch, case)
+    reference = {k: v for k, v in load_file(FIXTURES / arch / case / "weights.safetensors").items()
+                 if ".adapter_fusion_layer." in k}
+    exported = {}
+    for name, fusion in model.adapterkit_fusion.items():
+        exported.update(fusion_state_dict_to_adapterhub(fusion.state_dict(), name, model.adapter_state.interface,
+                                                        model.adapter_state))
+    assert set(exported) == set(reference), set(exported) ^ set(reference)
+    assert all(torch.equal(exported[k], v) for k, v in reference.items())
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_fusion_saved_in_adapterhub_format_loads_back(arch, tmp_path):
+    model = build(arch, "fuse_dynamic")
+    inputs = _inputs(arch)
+    with torch.no_grad():
+        expected = model(**inputs).last_hidden_state
+    model.save_adapter_fusion(tmp_path, ["a", "b"], format="adapterhub")
+    assert {p.name for p in tmp_path.iterdir()} == {"adapter_fusion_config.json", "model_adapter_fusion.safetensors"}
+    model.delete_adapter_fusion("a,b")
+    assert model.load_adapter_fusion(tmp_path, set_active=True) == "a,b"
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=0, rtol=0)
+    with pytest.raises(adapterkit.AdapterError, match="unknown AdapterFusion format 'hub'; allowed: adapterkit, "
+                                                      "adapterhub"):
+        model.save_adapter_fusion(tmp_path / "x", ["a", "b"], format="hub")

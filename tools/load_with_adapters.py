@@ -6,8 +6,9 @@ Run by tests/test_checkpoint_adapterhub_export.py in the reference venv (adapter
     .venv-ref/bin/python tools/load_with_adapters.py WORKDIR
 
 WORKDIR/request.json: {"arch", "base" (a dir with config.json + model.safetensors), "inputs" (safetensors),
-"adapters": [{"dir", "name", "safetensors"}]}. Writes WORKDIR/outputs.safetensors: one last_hidden_state per
-adapter name, computed with `model.load_adapter(dir)` + `set_active_adapters(name)`.
+"adapters": [{"dir", "name", "safetensors"}], optional "fusions": [{"dir", "adapters", "safetensors"}]}. Writes
+WORKDIR/outputs.safetensors: one last_hidden_state per adapter name, computed with `model.load_adapter(dir)` +
+`set_active_adapters(name)`, and per fusion ("fusion:<name>") with `load_adapter_fusion(dir)` + its Fuse active.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def main(workdir: Path) -> None:
         model.set_active_adapters(name)
         with torch.no_grad():
             outputs[name] = model(**inputs).last_hidden_state.contiguous()
+    for entry in request.get("fusions", []):  # AdapterFusion directories over adapters loaded above
+        name = model.load_adapter_fusion(entry["dir"], use_safetensors=entry.get("safetensors", False))
+        model.set_active_adapters(adapters.Fuse(*entry["adapters"]))
+        with torch.no_grad():
+            outputs[f"fusion:{name}"] = model(**inputs).last_hidden_state.contiguous()
     save_file(outputs, str(workdir / "outputs.safetensors"))
     print(f"loaded {len(outputs)} adapters with adapters {adapters.__version__}")
 

@@ -5,7 +5,7 @@ Ours: `adapter_fusion_config.json` (name, fused adapters, config, model type, hi
 directory and then renamed over the old one, so a failed save leaves the previous files intact.
 AdapterHub's (adapter-transformers / `adapters`): the same config file and `pytorch_model_adapter_fusion.bin`
 (read with `torch.load(weights_only=True)`) or `model_adapter_fusion.safetensors`, keys named after the model's
-modules (converted by `io.adapterhub`).
+modules (converted by `io.adapterhub`, both ways: `format="adapterhub"` writes the safetensors variant).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..composition import Fuse
 from ..errors import AdapterError
-from ..io.adapterhub import fusion_state_dict_from_adapterhub
+from ..io.adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
 from .config import resolve_fusion_config
 from ..io.files import atomic_write
 from .model import get_fusion
@@ -28,19 +28,35 @@ WEIGHTS_NAME = "adapter_fusion.safetensors"
 HUB_WEIGHTS = ("model_adapter_fusion.safetensors", "pytorch_model_adapter_fusion.bin")
 
 
-def save_fusion(model, directory: Path, name: str, meta_dict: dict | None) -> None:
+FORMATS = ("adapterkit", "adapterhub")
+
+
+def save_fusion(model, directory: Path, name: str, meta_dict: dict | None, format: str = "adapterkit",
+                safetensors: bool = True) -> None:
+    if format not in FORMATS:
+        raise AdapterError(f"unknown AdapterFusion format {format!r}; allowed: {', '.join(FORMATS)}")
+    if not safetensors and format != "adapterhub":
+        raise AdapterError("safetensors=False (a .bin file) is for format='adapterhub' only")
     fusion = get_fusion(model, name)
     if fusion is None:
         raise AdapterError(f"no AdapterFusion named {name!r} on this model")
-    directory.mkdir(parents=True, exist_ok=True)
     from .. import __version__
     config = {
-        "format": "adapterkit", "version": __version__, "name": name, "adapter_names": fusion.adapter_names,
+        "format": format, "version": __version__, "name": name, "adapter_names": fusion.adapter_names,
         "config": fusion.config.to_dict(), "model_type": getattr(model.config, "model_type", None),
-        "hidden_size": model.adapter_state.hidden_size, **(meta_dict or {}),
+        "hidden_size": model.adapter_state.hidden_size, "model_class": type(model).__name__, **(meta_dict or {}),
     }
     weights = {k: v.detach().to("cpu").contiguous() for k, v in fusion.state_dict().items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
+    file, write = WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"})
+    if format == "adapterhub":  # converted (or refused) before anything is written
+        state = model.adapter_state
+        weights = fusion_state_dict_to_adapterhub(weights, name, state.interface, state)
+        if safetensors:
+            file = HUB_WEIGHTS[0]
+        else:
+            file, write = HUB_WEIGHTS[1], lambda tmp: torch.save(weights, tmp)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / file, write)
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
 
 
@@ -72,7 +88,8 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
                            f"{model.adapter_state.hidden_size}")
     weights, from_hub = _read_weights(directory)
     if from_hub:
-        weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface)
+        weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
+                                                    model.adapter_state)
     name = load_as or saved_name
     model.add_adapter_fusion(names, resolve_fusion_config(data["config"]), name=name, overwrite_ok=True)
     fusion = get_fusion(model, name)

@@ -187,11 +187,16 @@ class FusionMixin:
                 total = loss if total is None else total + loss
         return total
 
-    def save_adapter_fusion(self, save_directory, adapter_names, meta_dict: dict | None = None) -> None:
-        """Save a fusion to a directory: `adapter_fusion_config.json` + `adapter_fusion.safetensors` (atomic)."""
+    def save_adapter_fusion(self, save_directory, adapter_names, meta_dict: dict | None = None,
+                            format: str = "adapterkit", safetensors: bool = True) -> None:
+        """Save a fusion to a directory: `adapter_fusion_config.json` + `adapter_fusion.safetensors` (atomic).
+
+        `format="adapterhub"` writes AdapterHub's names to `model_adapter_fusion.safetensors` (the `adapters`
+        package: `load_adapter_fusion(dir, use_safetensors=True)`) or, with `safetensors=False`,
+        `pytorch_model_adapter_fusion.bin` (its default)."""
         from .io import save_fusion
         name = adapter_names if isinstance(adapter_names, str) else fusion_name(adapter_names)[0]
-        save_fusion(self, Path(save_directory), name, meta_dict)
+        save_fusion(self, Path(save_directory), name, meta_dict, format, safetensors)
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as: str | None = None,
                             set_active: bool = False) -> str:

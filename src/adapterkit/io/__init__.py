@@ -5,9 +5,10 @@ reads; `validate.py` checks weights against the modules a config builds.
 """
 
 from .adapterhub import (config_from_adapterhub, config_to_adapterhub, fusion_state_dict_from_adapterhub,
-                         state_dict_from_adapterhub, state_dict_to_adapterhub)
+                         fusion_state_dict_to_adapterhub, state_dict_from_adapterhub, state_dict_to_adapterhub)
 from .checkpoint import FORMATS, load_adapter, read_checkpoint, save_adapter, save_all_adapters
 
 __all__ = ["config_from_adapterhub", "config_to_adapterhub", "fusion_state_dict_from_adapterhub",
+           "fusion_state_dict_to_adapterhub",
            "state_dict_from_adapterhub", "state_dict_to_adapterhub", "FORMATS",
            "load_adapter", "read_checkpoint", "save_adapter", "save_all_adapters"]

@@ -491,18 +491,41 @@ def _rename_legacy(key: str) -> str:
 
 
 def fusion_state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], fusion_name: str,
-                                      interface: ModelInterface) -> dict[str, torch.Tensor]:
+                                      interface: ModelInterface, state=None) -> dict[str, torch.Tensor]:
     """AdapterHub AdapterFusion weights (`...layer.3.output.adapter_fusion_layer.<a,b>.query.weight`) -> the state
-    dict of `model.adapterkit_fusion[<a,b>]` (`layers.3.output_adapter.query.weight`). Unknown keys raise."""
-    locations = _locations(interface)
-    layers = re.escape(single_stack(interface, "AdapterHub fusion loading"))
-    pattern = re.compile(rf"^(?:.*?\.)?{layers}\.(\d+)\.(.+?)\.adapter_fusion_layer\.{re.escape(fusion_name)}\.(.+)$")
+    dict of `model.adapterkit_fusion[<a,b>]` (`layers.3.output_adapter.query.weight`). Unknown keys raise. Pass
+    the model's `state` for models with several layer stacks or sublayers addressed from the end."""
+    offsets, per_layer, global_map = _layer_maps(interface, state)
+    if state is None and len(interface.layers) > 1:
+        raise AdapterConfigError("this architecture has several layer stacks; pass state=model.adapter_state")
+    stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
+    pattern = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.adapter_fusion_layer\.{re.escape(fusion_name)}\.(.+)$")
     out: dict[str, torch.Tensor] = {}
     for key, tensor in weights.items():
         m = pattern.match(key)
-        location = locations.get(m.group(2)) if m else None
+        location = None
+        if m:
+            layer_id = offsets[m.group(1)] + int(m.group(2))
+            table = global_map if per_layer is None else (per_layer[layer_id] if layer_id < len(per_layer) else {})
+            location = next((loc for loc in table.get(m.group(3), ()) if loc in interface.residual_sites), None)
         if location is None:
             raise AdapterConfigError(f"AdapterHub weight {key!r} of fusion {fusion_name!r} has no adapterkit "
                                      "counterpart")
-        out[f"layers.{m.group(1)}.{location}.{m.group(3)}"] = tensor
+        out[f"layers.{layer_id}.{location}.{m.group(4)}"] = tensor
+    return out
+
+
+def fusion_state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], fusion_name: str,
+                                    interface: ModelInterface, state=None) -> dict[str, torch.Tensor]:
+    """The state dict of `model.adapterkit_fusion[<a,b>]` -> AdapterHub keys (relative to the base model), the
+    inverse of `fusion_state_dict_from_adapterhub`."""
+    layout = _export_layout(interface, state)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        _, layer_id, location, param = key.split(".", 3)
+        prefix, paths = layout(int(layer_id))
+        if paths.get(location) is None:
+            raise AdapterConfigError(f"fusion {fusion_name!r}: {location!r} has no AdapterHub name here; save it in "
+                                     "the adapterkit format")
+        out[f"{prefix}{paths[location]}.adapter_fusion_layer.{fusion_name}.{param}"] = tensor
     return out
