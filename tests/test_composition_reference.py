@@ -27,12 +27,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_composition"
 CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
          "stack_parallel", "lora_batch_split", "prefix_single", "prefix_batch_split", "prefix_parallel"]
 ARCHS = ["bert", "roberta"]
-# Models whose layers add the residual themselves (sublayer-hook sites: GPT-2, Llama pre-LN; BART post-LN
-# encoder-decoder); bottleneck / fusion cases on tests/fixtures/adapters_ref_archs/<arch>'s base model and inputs
-SUBLAYER_ARCHS = ["gpt2", "llama", "bart"]
+# Models whose layers add the residual themselves (sublayer-hook sites: GPT-2, Llama pre-LN; BART post-LN and T5
+# pre-LN encoder-decoders); bottleneck / fusion cases on tests/fixtures/adapters_ref_archs/<arch>'s base model and inputs
+SUBLAYER_ARCHS = ["gpt2", "llama", "bart", "t5"]
 SUBLAYER_CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
                   "stack_parallel"]
-SKIPPED = {("bart", "split")}  # its positions fit the encoder input, not the 5-token decoder input
+SKIPPED = {("bart", "split"), ("t5", "split")}  # its positions fit the encoder input, not the 5-token decoder's
 RUNS = [(arch, case) for arch in ARCHS for case in CASES] + [
     (arch, case) for arch in SUBLAYER_ARCHS for case in SUBLAYER_CASES if (arch, case) not in SKIPPED]
 

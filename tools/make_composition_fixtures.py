@@ -14,7 +14,7 @@ tools/make_reference_fixtures.py) and writes tests/fixtures/adapters_ref_composi
   <arch>/<case>/expected.safetensors last_hidden_state (eval mode) and, for fusion cases,
                                      fusion_attentions.<layer>.<location> (batch, seq, n_adapters)
   bert/fuse_hub/                     the fuse_dynamic fusion as `adapters` saves it (save_adapter_fusion)
-  gpt2|llama|bart/<case>/            the bottleneck / fusion cases where the layers add the residual themselves,
+  gpt2|llama|bart|t5/<case>/         the bottleneck / fusion cases where the layers add the residual themselves,
                                      on tests/fixtures/adapters_ref_archs/<arch>'s base model and inputs
 
 Parameters are randomised like tools/make_reference_fixtures.py (normal(0, 0.2) after torch.manual_seed(1234 +
@@ -34,7 +34,8 @@ import adapters
 from adapters import DoubleSeqBnConfig, LoRAConfig, PrefixTuningConfig, SeqBnConfig
 from adapters.composition import BatchSplit, Fuse, Parallel, Split, Stack
 from safetensors.torch import load_file, save_file
-from transformers import BartModel, BertConfig, BertModel, GPT2Model, LlamaModel, RobertaConfig, RobertaModel
+from transformers import (BartModel, BertConfig, BertModel, GPT2Model, LlamaModel, RobertaConfig, RobertaModel,
+                          T5Model)
 
 import fixture_common as fc
 from fixture_common import INIT_STD, MIN_DIFF
@@ -42,14 +43,14 @@ from fixture_common import INIT_STD, MIN_DIFF
 BASE = fc.REF_DIR
 OUT = fc.FIXTURES / "adapters_ref_composition"
 FUSION_QK_STD = 0.1
-# BART's fixture model is 16 wide: its fusion attention needs larger query/key weights to be far from uniform
-FUSION_QK_STD_BY_ARCH = {"bart": 0.3}
+# BART's and T5's fixture models are 16 wide: its fusion attention needs larger query/key weights to be far from uniform
+FUSION_QK_STD_BY_ARCH = {"bart": 0.3, "t5": 0.3}
 
 ARCHS = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
 # Models whose layers add the residual themselves (adapterkit's sublayer-hook sites: GPT-2 and Llama pre-LN, BART
-# post-LN encoder-decoder): their base models and inputs are tools/make_arch_fixtures.py's; only the bottleneck /
+# post-LN and T5 pre-LN encoder-decoders): their base models and inputs are tools/make_arch_fixtures.py's; only the bottleneck /
 # fusion cases
-SUBLAYER_ARCHS = {"gpt2": GPT2Model, "llama": LlamaModel, "bart": BartModel}
+SUBLAYER_ARCHS = {"gpt2": GPT2Model, "llama": LlamaModel, "bart": BartModel, "t5": T5Model}
 SUBLAYER_BASE = fc.FIXTURES / "adapters_ref_archs"
 SEQ_BN = ("seq_bn", SeqBnConfig, {})
 HOULSBY = ("double_seq_bn", DoubleSeqBnConfig, {})
@@ -81,8 +82,8 @@ SUBLAYER_CASES = ("stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "sp
                   "stack_parallel")
 
 
-# Split's positions [3, 4] fit the 7-token encoder input, not BART's 5-token decoder input (the package refuses)
-SKIPPED = {("bart", "split")}
+# Split's positions [3, 4] fit the 7-token encoder input, not the 5-token decoder input (the package refuses)
+SKIPPED = {("bart", "split"), ("t5", "split")}
 
 
 def load_base(arch: str):
@@ -177,7 +178,7 @@ def main():
         "base": "tests/fixtures/adapters_ref/<arch>/base and inputs.safetensors",
         "versions": fc.versions(),
         "randomisation": {"adapters": f"normal(0, {INIT_STD}); learned scaling 1 + normal(0, {INIT_STD})",
-                          "fusion": f"query/key normal(0, {FUSION_QK_STD}) (BART {FUSION_QK_STD_BY_ARCH['bart']}), "
+                          "fusion": f"query/key normal(0, {FUSION_QK_STD}) (BART, T5 {FUSION_QK_STD_BY_ARCH['bart']}), "
                                     "biases normal(0, 0.05), "
                                     "value identity + normal(0, 0.05)",
                           "seed": "torch.manual_seed(1234 + case_index), parameters in state_dict order"},
