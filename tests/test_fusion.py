@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import adapterkit
 from adapterkit import AdapterError, Fuse, Stack
@@ -165,6 +166,24 @@ def test_load_refuses_what_does_not_fit(tmp_path):
     missing = model_with(configs={"a": "pfeiffer"})
     with pytest.raises(AdapterError, match="'b' does not exist"):
         missing.load_adapter_fusion(tmp_path / "f")
+
+
+def test_failed_load_keeps_an_existing_fusion_of_that_name(tmp_path):
+    """Weights that do not fit are found before the model changes: the fusion already there stays, active."""
+    model = fused_model()
+    model.save_adapter_fusion(tmp_path / "f", "a,b")
+    torch.save({"nonsense": torch.zeros(1)}, tmp_path / "f" / "pytorch_model_adapter_fusion.bin")
+    (tmp_path / "f" / "adapter_fusion.safetensors").unlink()
+    model.set_active_adapters(Fuse("a", "b"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AdapterError, match="has no adapterkit counterpart"):
+        model.load_adapter_fusion(tmp_path / "f")
+    save_file({"layers.0.output_adapter.query.weight": torch.zeros(3, 3)}, tmp_path / "f" / "adapter_fusion.safetensors")
+    with pytest.raises(AdapterError, match="do not fit fusion"):
+        model.load_adapter_fusion(tmp_path / "f")
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.adapter_fusions == {"a,b": ["a", "b"]} and model.active_adapters == Fuse("a", "b")
 
 
 def test_fusion_errors():

@@ -91,20 +91,29 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
         weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
                                                     model.adapter_state)
     name = load_as or saved_name
-    model.add_adapter_fusion(names, resolve_fusion_config(data["config"]), name=name, overwrite_ok=True)
-    fusion = get_fusion(model, name)
+    config = resolve_fusion_config(data["config"])
+    # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was
+    scratch = f"{name}__adapterkit_loading"
+    model.add_adapter_fusion(names, config, name=scratch, overwrite_ok=True)
+    try:
+        _load_weights(get_fusion(model, scratch), weights, directory, names)
+    finally:
+        model.delete_adapter_fusion(scratch)
+    model.add_adapter_fusion(names, config, name=name, overwrite_ok=True)
+    _load_weights(get_fusion(model, name), weights, directory, names)
+    if set_active:
+        model.set_active_adapters(Fuse(*names, name=name))
+    return name
+
+
+def _load_weights(fusion, weights: dict, directory: Path, names: list[str]) -> None:
     expected = fusion.state_dict()
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
-        model.delete_adapter_fusion(name)
         raise AdapterError(f"the AdapterFusion weights in {directory} do not fit fusion {names} on this model: "
                            f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
                            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
     try:
         fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     except RuntimeError as exc:  # shapes that do not fit
-        model.delete_adapter_fusion(name)
         raise AdapterError(f"the AdapterFusion weights in {directory} do not fit this model: {exc}") from None
-    if set_active:
-        model.set_active_adapters(Fuse(*names, name=name))
-    return name
