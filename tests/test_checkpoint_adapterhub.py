@@ -207,6 +207,28 @@ def test_per_head_fused_projections_have_no_adapterhub_form(tmp_path):
         model.load_adapter(tmp_path / "l", load_as="again")
 
 
+def test_gated_t5_ffn_lora_has_no_adapterhub_equivalent(tmp_path):
+    """The `adapters` package puts gated T5's intermediate LoRA on wi_1 alone (ours: wi_0 and wi_1): refused both
+    ways, naming why; plain T5's FFN LoRA converts (test_reference_archs.py)."""
+    from archs import model as arch_model
+    from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub
+    model = adapterkit.init(arch_model("t5-gated"))
+    model.add_adapter("a", config="lora[intermediate_lora=True]")
+    with pytest.raises(AdapterConfigError, match="'intermediate_1' projections have an AdapterHub namesake on "
+                                                 "another module .*wi_1 alone"):
+        model.save_adapter(tmp_path / "a", "a", format="adapterhub")
+    # what the package writes: LoRA on wi_1 only
+    hub = {f"{stack}.block.{i}.layer.{ffn}.DenseReluDense.wi_1.loras.a.{p}": torch.zeros(2, 2)
+           for stack, ffn in (("encoder", 1), ("decoder", 2)) for i in range(2) for p in ("lora_A", "lora_B")}
+    config = config_from_adapterhub({"architecture": "lora", "intermediate_lora": True})
+    with pytest.raises(AdapterConfigError, match=r"has intermediate LoRA / \(IA\)\^3 on other projections .*wi_1 "
+                                                 "alone"):
+        state_dict_from_adapterhub(hub, "a", model.adapter_state.interface, config, state=model.adapter_state)
+    plain = adapterkit.init(arch_model("t5"))
+    plain.add_adapter("a", config="lora[intermediate_lora=True]")
+    plain.save_adapter(tmp_path / "plain", "a", format="adapterhub")  # no wi_1 there: nothing differs
+
+
 def test_llama_ffn_projections_have_no_adapterhub_equivalent(tmp_path):
     """The `adapters` package puts Llama's "intermediate" LoRA on down_proj (ours: up and gate): refused, naming
     why; attention-only LoRA and bottlenecks export (checked against the package in a slow test)."""

@@ -31,6 +31,7 @@ BART = register_interface(ModelInterface(
     cross_attention="encoder_attn",
     encoder_layers="encoder.layers",
     lm_heads=("lm_head",),
-    adapterhub={"invertible": "encoder.invertible_adapters", "mh_adapter": "attention_adapters", "cross_adapter": "cross_attention_adapters",
+    adapterhub={"invertible": "encoder.invertible_adapters",
+                "mh_adapter": "attention_adapters", "cross_adapter": "cross_attention_adapters",
                 "output_adapter": "output_adapters"},
 ))
