@@ -90,14 +90,34 @@ def test_peft_round_trip_back_to_adapterkit_is_exact(batch, tmp_path):
     assert torch.equal(outputs(other, batch), expected)
 
 
-def test_peft_feedforward_ia3_is_refused(tmp_path):
-    """peft's default IA3 for BERT scales the *input* of output.dense (a feedforward module); ours scales outputs."""
-    path, _ = _peft_made("bert", peft.IA3Config(), tmp_path)
+def test_peft_default_ia3_with_feedforward_modules_converts_both_ways(batch, tmp_path):
+    """peft's default IA3 for BERT scales the *input* of its feedforward modules (`output.dense`, which also
+    matches `attention.output.dense`): adapterkit's `scale_inputs=["o", "output"]`, exact both ways."""
+    path, peft_model = _peft_made("bert", peft.IA3Config(), tmp_path / "in")
     assert json.loads((path / "adapter_config.json").read_text())["feedforward_modules"]
+    with torch.no_grad():
+        expected = peft_model(**batch).last_hidden_state
+    model = adapterkit.init(tiny_model("bert"))
+    name = model.load_adapter(path, load_as="p", set_active=True)
+    config = model.adapters_config[name]
+    assert config.scale_inputs == ["o", "output"] and config.attn_matrices == ["k", "v", "o"]
+    assert close(outputs(model, batch), expected) <= ATOL
+    model.save_adapter(tmp_path / "out", "p", format="peft")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = peft.PeftModel.from_pretrained(tiny_model("bert"), tmp_path / "out").eval()
+    with torch.no_grad():
+        assert close(again(**batch).last_hidden_state, expected) <= ATOL
+
+
+def test_peft_ia3_scaling_inputs_of_only_some_modules_of_a_kind_is_refused(tmp_path):
+    config = peft.IA3Config(target_modules=["key", "output.dense", "layer.0.output.dense"],
+                            feedforward_modules=["layer.0.output.dense"])
+    path, _ = _peft_made("bert", config, tmp_path)
     model = model_with("bert", "lora", name="existing")
     before = snapshot(model)
-    with pytest.raises(CheckpointError, match=r"adapter_config.json: layer 0 (attn_o|output) is a PEFT feedforward module"
-                                              r".*scales its input.*no exact conversion"):
+    with pytest.raises(CheckpointError, match="scales the input of some output projections and the output of "
+                                              "others .*no exact conversion"):
         model.load_adapter(path)
     assert_unchanged(model, before)
 

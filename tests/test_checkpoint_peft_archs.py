@@ -22,7 +22,8 @@ EXPORTS = {
     "bart": ["lora[attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True,leave_out=[1]]", "ia3"],
     "t5": ["lora[r=4,alpha=8,intermediate_lora=True,output_lora=True]", "ia3"],
     "t5-gated": ["lora[intermediate_lora=True]"],
-    "llama": ["lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]", "ia3"],
+    "llama": ["lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]", "ia3",
+              "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]"],
     "distilbert": ["lora", "ia3"],
     "vit": ["lora[intermediate_lora=True]"],
     "gpt2": ["lora[attn_matrices=['o'],intermediate_lora=True,output_lora=True]"],
@@ -33,6 +34,8 @@ IMPORTS = {
     "t5": lambda: peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q", "v", "wo"], layers_to_transform=[1],
                                   layers_pattern="block"),
     "t5-ia3": lambda: peft.IA3Config(target_modules=["k", "v", "wi"], feedforward_modules=[]),
+    "t5-ia3-default": lambda: peft.IA3Config(),  # k, v and wo, whose input it scales (feedforward)
+    "llama-ia3-default": lambda: peft.IA3Config(),  # k_proj, v_proj and down_proj (feedforward)
     "llama": lambda: peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj",
                                                                          "up_proj", "gate_proj", "down_proj"]),
 }

@@ -31,8 +31,9 @@ import archs  # noqa: E402
 from adapterkit import composition as ac  # noqa: E402
 from adapterkit.errors import AdapterError  # noqa: E402
 
-METHODS = ["seq_bn", "par_bn", "double_seq_bn_inv", "lora", "ia3", "prefix_tuning", "prefix_tuning_flat",
-           "compacter[reduction_factor=4]", "compacter++[reduction_factor=4]", "mam", "unipelt", "seq_bn[use_gating=True]", "lora[use_gating=True]"]
+METHODS = ["seq_bn", "par_bn", "double_seq_bn_inv", "lora", "ia3", "ia3[intermediate_lora=False,output_lora=True,"
+           "scale_inputs=['output']]", "prefix_tuning", "prefix_tuning_flat", "compacter[reduction_factor=4]",
+           "compacter++[reduction_factor=4]", "mam", "unipelt", "seq_bn[use_gating=True]", "lora[use_gating=True]"]
 ARCHS = ["bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "vit", "gpt2", "llama", "bart", "t5"]
 TOL = 1e-4
 

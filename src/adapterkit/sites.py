@@ -21,7 +21,7 @@ from transformers.pytorch_utils import Conv1D
 from .compose import bottleneck as compose_bottleneck, invertible as compose_invertible
 from .compose import lora as compose_lora, prefix as compose_prefix
 from .errors import AdapterError
-from .methods.lora import LoRA
+from .methods.lora import IA3Input, LoRA
 from .methods.lora_fused import fused_lora
 from .interfaces.base import resolve
 from .utils import get_submodule
@@ -150,6 +150,8 @@ class LinearSite(Site):
         modules = () if self._bypass else self.state.active_at(self.key)
         x = args[0] if args else next(iter(kwargs.values()), None)
         if self._whole and type(modules) is tuple and len(modules) == 1 and self._inner is None:
+            if type(modules[0]) is IA3Input and len(args) == 1 and not kwargs:  # the projection of the scaled input
+                return type(module).forward(module, x * modules[0].vector().to(x.dtype))
             fused = _fused_args(modules[0], module, x)
             if fused is not None:
                 return fused_lora(x, *fused, self.target.transposed)

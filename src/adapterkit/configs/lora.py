@@ -9,6 +9,16 @@ from ..errors import AdapterConfigError
 from .base import AdapterConfig
 
 ATTN_MATRICES = ("q", "k", "v", "o")
+# what `scale_inputs` may name: an attention matrix or an FFN projection group
+INPUT_SCALABLE = ATTN_MATRICES + ("intermediate", "output")
+
+
+def location_group(location: str) -> str:
+    """An interface location ("attn_q", "cross_attn_q", "intermediate_1", "output") -> "q", ..., "intermediate",
+    "output"."""
+    if location.startswith(("attn_", "cross_attn_")):
+        return location.rsplit("_", 1)[1]
+    return location.split("_", 1)[0]
 
 
 @AdapterConfig.register_architecture
@@ -33,6 +43,7 @@ class LoRAConfig(AdapterConfig):
     composition_mode: str = "add"
     init_weights: str = "lora"
     use_gating: bool = False
+    scale_inputs: list = field(default_factory=list)
 
     def validate(self) -> None:
         self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating")
@@ -52,11 +63,27 @@ class LoRAConfig(AdapterConfig):
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
             )
+        self._check_scale_inputs()
         if not ((self.selfattn_lora and self.attn_matrices) or self.intermediate_lora or self.output_lora):
             raise AdapterConfigError(
                 f"{type(self).__name__} targets no projection: enable selfattn_lora with attn_matrices, "
                 "intermediate_lora or output_lora"
             )
+
+    def _check_scale_inputs(self) -> None:
+        if not isinstance(self.scale_inputs, (list, tuple)) or any(m not in INPUT_SCALABLE for m in self.scale_inputs):
+            raise AdapterConfigError(f"{type(self).__name__}.scale_inputs={self.scale_inputs!r} must be a list drawn "
+                                     f"from {list(INPUT_SCALABLE)}")
+        self.scale_inputs = list(dict.fromkeys(self.scale_inputs))
+        if self.scale_inputs and self.composition_mode != "scale":
+            raise AdapterConfigError(f"{type(self).__name__}.scale_inputs is for (IA)^3 (composition_mode='scale')")
+        enabled = {"intermediate": self.intermediate_lora, "output": self.output_lora,
+                   **{m: self.selfattn_lora and m in self.attn_matrices for m in ATTN_MATRICES}}
+        off = [m for m in self.scale_inputs if not enabled[m]]
+        if off:
+            raise AdapterConfigError(
+                f"{type(self).__name__}.scale_inputs names {off}, which this config does not target; enable them "
+                "(attn_matrices, intermediate_lora, output_lora) or leave them out")
 
     @property
     def scaling(self) -> float:
@@ -66,7 +93,12 @@ class LoRAConfig(AdapterConfig):
 
 @dataclass(eq=False)
 class IA3Config(LoRAConfig):
-    """(IA)^3 (Liu et al., 2022): `h = l * (W x)` on k, v and the FFN intermediate (the released 3.1 default)."""
+    """(IA)^3 (Liu et al., 2022): `h = l * (W x)` on k, v and the FFN intermediate (the released 3.1 default).
+
+    `scale_inputs` lists projections whose *input* is scaled instead, `W (l * x) + b`: the paper's FFN scaling
+    (after the activation) is `IA3Config(intermediate_lora=False, output_lora=True, scale_inputs=["output"])`;
+    peft calls these `feedforward_modules`.
+    """
 
     selfattn_lora: bool = True
     intermediate_lora: bool = True

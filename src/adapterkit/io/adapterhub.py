@@ -254,6 +254,10 @@ def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
             "package silently ignores it); save in adapterkit or PEFT format instead"
         )
+    if isinstance(config, LoRAConfig) and config.scale_inputs:
+        raise AdapterConfigError(
+            f"(IA)^3 with scale_inputs={config.scale_inputs} (inputs scaled, as peft's feedforward_modules) has no "
+            "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
     if not isinstance(config, (BnConfig, LoRAConfig, PrefixTuningConfig)):
         raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, "
                                  "(IA)^3, prefix tuning")

@@ -6,8 +6,9 @@ has no per-model knowledge. Semantics are checked, not assumed:
 
 - LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) converts to an alpha.
 - (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
-  `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`, which adapterkit has no form of: such
-  checkpoints are refused, and exports always write `feedforward_modules=[]`.
+  `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
+  projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
+  others has no adapterkit form and is refused.
 - Prefix tuning (peft_type PREFIX_TUNING) has no exact conversion: PEFT passes its prefix as a key/value cache,
   so the model also offsets its position ids by the prefix length; ours (AdapterHub's semantics) keeps them.
   Both directions are refused with that reason (`NO_CONVERSION`).
@@ -24,8 +25,9 @@ import torch
 import torch.nn as nn
 
 from ..configs import IA3Config, LoRAConfig
+from ..configs.lora import INPUT_SCALABLE, location_group
 from ..errors import AdapterConfigError, CheckpointError
-from ..methods.lora import IA3
+from ..methods.lora import IA3, IA3Input
 from .common import CONFIG_NAME, Checkpoint, base_prefix, layer_prefixes, layer_projections, parse_config
 from .files import StagedWrite, read_safetensors, read_torch_bin
 
@@ -144,18 +146,23 @@ def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, state):
 
 
 def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, state):
-    tensors = {}
+    """PEFT (IA)^3: a vector shaped (out, 1) scales a module's output; one shaped (1, in) (a `feedforward_modules`
+    entry) scales its input, which adapterkit's `scale_inputs` does for a whole group of projections."""
+    tensors, scaled_input, scaled_output = {}, set(), set()
     for (i, loc), params in sorted(sites.items()):
         for p, t in params.items():
-            if p == "ia3_l" and t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1:
-                raise CheckpointError(
-                    f"{source}: layer {i} {loc} is a PEFT feedforward module (feedforward_modules="
-                    f"{data.get('feedforward_modules')!r}): peft scales its input, W(l*x)+b, while adapterkit (IA)^3 "
-                    "scales outputs, l*(Wx+b); no exact conversion exists. Train the peft adapter with "
-                    "feedforward_modules=[] to move it to adapterkit"
-                )
-            tensors[f"layers.{i}.{loc}.{p}"] = t.reshape(-1) if p == "ia3_l" else t
-    fields = _targets(sites, state, source)
+            if p == "ia3_l":
+                feedforward = t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1
+                (scaled_input if feedforward else scaled_output).add(location_group(loc))
+                t = t.reshape(-1)
+            tensors[f"layers.{i}.{loc}.{p}"] = t
+    mixed = scaled_input & scaled_output
+    if mixed:
+        raise CheckpointError(
+            f"{source}: PEFT (IA)^3 scales the input of some {', '.join(sorted(mixed))} projections and the output of "
+            f"others (feedforward_modules={data.get('feedforward_modules')!r}); adapterkit's scale_inputs chooses "
+            "per kind of projection (q, k, v, o, intermediate, output), so there is no exact conversion")
+    fields = dict(_targets(sites, state, source), scale_inputs=[m for m in INPUT_SCALABLE if m in scaled_input])
     config = parse_config(source, lambda d: IA3Config(**d), fields)
     return config, tensors
 
@@ -222,7 +229,7 @@ def write(model, stage: StagedWrite, name: str) -> None:
     prefix, layers = base_prefix(model), layer_prefixes(state)
     paths = [{location: path for path, location in table.items()} for table in layer_projections(state)]
     tensors: dict[str, torch.Tensor] = {}
-    wanted = set()
+    wanted, feedforward = set(), set()
     for (layer_id, location), module in state.layer_modules(name):
         if location not in paths[layer_id]:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
@@ -231,6 +238,9 @@ def write(model, stage: StagedWrite, name: str) -> None:
         wanted.add(module_name)
         if isinstance(module, IA3):  # alpha folded in: peft's IA3 has none
             tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(-1, 1)
+        elif isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)
+            tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(1, -1)
+            feedforward.add(module_name)
         else:
             tensors[f"{PEFT_PREFIX}{module_name}.lora_A.weight"] = module.lora_A.detach()
             tensors[f"{PEFT_PREFIX}{module_name}.lora_B.weight"] = module.lora_B.detach()
@@ -241,7 +251,8 @@ def write(model, stage: StagedWrite, name: str) -> None:
         "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
     }
     if config.composition_mode == "scale":
-        peft_config = {"peft_type": "IA3", "feedforward_modules": [], "init_ia3_weights": True, **common}
+        peft_config = {"peft_type": "IA3", "feedforward_modules": target_modules(model, feedforward) if feedforward
+                       else [], "init_ia3_weights": True, **common}
     else:
         peft_config = {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
                        "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,

@@ -1,4 +1,5 @@
-"""LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`) on nn.Linear projections.
+"""LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`, or `W (l * x) + b` for `scale_inputs`) on
+nn.Linear projections.
 
 Both attach at the projection (`sites.LinearSite`: its forward taken over, or a forward hook on a fused slice), so
 the model's own modules and state-dict keys stay untouched; merging folds the update into the weight and the site
@@ -14,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..configs.lora import LoRAConfig
+from ..configs.lora import LoRAConfig, location_group
 from ..errors import AdapterError
 from ..projection import Projection
 from .base import Method, register_method
@@ -102,6 +103,38 @@ class IA3(nn.Module):
         projection.set(projection.weight() / v[:, None], None if bias is None else bias / v)
 
 
+class IA3Input(nn.Module):
+    """`W (alpha * l * x) + b`: scales a whole projection's input (peft's feedforward (IA)^3, the paper's FFN
+    scaling). The site feeds the scaled input to the projection itself when this is all that runs there
+    (sites.LinearSite); inside a composition, `forward` adds the change from the output it is given."""
+
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
+        super().__init__()
+        self.scaling = config.scaling
+        self.ia3_l = nn.Parameter(torch.ones(in_features) if config.init_weights == "ia3" else
+                                  torch.zeros(in_features))
+        if config.init_weights == "bert":
+            with torch.no_grad():
+                nn.init.normal_(self.ia3_l, std=0.02)
+        self.gate = None
+        self.__dict__["projection"] = None  # set by the method: the Projection whose input this scales
+
+    def vector(self) -> torch.Tensor:
+        return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        projection = self.__dict__["projection"]
+        weight = projection.module.weight
+        weight = weight.t() if projection.transposed else weight
+        return out + F.linear(x * (self.vector() - 1).to(x.dtype), weight)
+
+    def merge_into(self, projection: Projection) -> None:
+        projection.set(projection.weight() * self.vector().detach()[None, :])
+
+    def unmerge_from(self, projection: Projection) -> None:
+        projection.set(projection.weight() / self.vector().detach()[None, :])
+
+
 class LoRAMethod(Method):
     architecture = "lora"
 
@@ -113,6 +146,15 @@ class LoRAMethod(Method):
             attn_matrices=config.attn_matrices if config.selfattn_lora else (),
             intermediate=config.intermediate_lora, output=config.output_lora)
         for layer_id, location, projection in state.projections(locations, config.leave_out):
+            if location_group(location) in config.scale_inputs:
+                if projection.rows is not None:
+                    raise AdapterError(
+                        f"adapter {name!r}: scale_inputs={config.scale_inputs} includes {location!r}, a part of a "
+                        "fused projection that shares its input with the other parts; scale its output instead")
+                module = IA3Input(projection.in_features, projection.out_features, config)
+                module.__dict__["projection"] = projection
+                state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+                continue
             module = cls(projection.in_features, projection.out_features, config)
             if module.gate is not None:
                 module.gate.bind(state, name, layer_id, location)
