@@ -139,6 +139,21 @@ def test_save_and_load_round_trip_is_exact(tmp_path):
     assert model.adapter_fusions["copy"] == ["a", "b"]
 
 
+@pytest.mark.parametrize("format", ["adapterkit", "adapterhub"])
+def test_save_all_adapter_fusions(tmp_path, format):
+    model = fused_model()
+    model.add_adapter_fusion(Fuse("b", "a"))
+    randomize(model.adapterkit_fusion["b,a"], seed=6, scale=0.1)
+    assert model.save_all_adapter_fusions(tmp_path, format=format) == ["a,b", "b,a"]
+    inputs = batch()
+    expected = {name: run(model, inputs, Fuse(*name.split(","))) for name in ("a,b", "b,a")}
+    model.delete_adapter_fusion("a,b")
+    model.delete_adapter_fusion("b,a")
+    for name in ("a,b", "b,a"):
+        assert model.load_adapter_fusion(tmp_path / name) == name
+        torch.testing.assert_close(run(model, inputs, Fuse(*name.split(","))), expected[name], atol=0, rtol=0)
+
+
 def test_failed_save_keeps_the_previous_files(tmp_path, monkeypatch):
     model = fused_model()
     model.save_adapter_fusion(tmp_path, "a,b")

@@ -198,6 +198,14 @@ class FusionMixin:
         name = adapter_names if isinstance(adapter_names, str) else fusion_name(adapter_names)[0]
         save_fusion(self, Path(save_directory), name, meta_dict, format, safetensors)
 
+    def save_all_adapter_fusions(self, save_directory, meta_dict: dict | None = None,
+                                 format: str = "adapterkit") -> list[str]:
+        """Save every fusion to `save_directory/<fusion name>` (as `save_adapter_fusion`); returns the names."""
+        names = list(self.adapter_fusions)
+        for name in names:
+            self.save_adapter_fusion(Path(save_directory) / name, name, meta_dict, format=format)
+        return names
+
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as: str | None = None,
                             set_active: bool = False) -> str:
         """Load a fusion saved by `save_adapter_fusion` or by adapter-transformers / `adapters`
