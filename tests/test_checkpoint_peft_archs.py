@@ -26,7 +26,10 @@ EXPORTS = {
               "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]"],
     "distilbert": ["lora", "ia3"],
     "vit": ["lora[intermediate_lora=True]"],
-    "gpt2": ["lora[attn_matrices=['o'],intermediate_lora=True,output_lora=True]"],
+    "gpt2": ["lora[attn_matrices=['o'],intermediate_lora=True,output_lora=True]",
+             "ia3[attn_matrices=['q','v']]",  # parts of the fused c_attn: one peft vector, 1 on k's rows
+             "ia3[attn_matrices=['q','k','v'],intermediate_lora=False,output_lora=True,scale_inputs=['output']]"],
+    "deberta": ["ia3"],  # its in_proj's parts are interleaved per head
 }
 # peft configs loaded into adapterkit (target_modules as a peft user writes them)
 IMPORTS = {
@@ -36,6 +39,7 @@ IMPORTS = {
     "t5-ia3": lambda: peft.IA3Config(target_modules=["k", "v", "wi"], feedforward_modules=[]),
     "t5-ia3-default": lambda: peft.IA3Config(),  # k, v and wo, whose input it scales (feedforward)
     "llama-ia3-default": lambda: peft.IA3Config(),  # k_proj, v_proj and down_proj (feedforward)
+    "gpt2-ia3-default": lambda: peft.IA3Config(),  # the fused c_attn (split into q, k, v) and mlp.c_proj (feedforward)
     "llama": lambda: peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj",
                                                                          "up_proj", "gate_proj", "down_proj"]),
 }
@@ -107,9 +111,19 @@ def test_self_attention_only_peft_adapter_on_an_encoder_decoder_is_refused(tmp_p
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_fused_slices_have_no_peft_form(tmp_path):
+def test_lora_on_fused_slices_has_no_peft_form(tmp_path):
+    """peft's LoRA on GPT-2's c_attn is one low-rank update over q, k and v (ours: one per part): refused both
+    ways ((IA)^3 there converts: the tests above)."""
     model = archs.randomised("gpt2", {"a": "lora"})
     with pytest.raises(AdapterConfigError, match="'attn_q' \\(a slice of a fused projection\\) has no module of its "
                                                  "own for PEFT to target"):
         model.save_adapter(tmp_path / "a", "a", format="peft")
     assert not (tmp_path / "a").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model = peft.get_peft_model(_bare("gpt2"), peft.LoraConfig(r=2, target_modules=["c_attn"]))
+    peft_model.save_pretrained(tmp_path / "peft")
+    path = tmp_path / "peft" / "default" if (tmp_path / "peft" / "default").is_dir() else tmp_path / "peft"
+    with pytest.raises(CheckpointError, match="c_attn.lora_A.weight puts a LoRA \\(one low-rank update over all its "
+                                              "parts; adapterkit has one per part\\) on a fused projection"):
+        adapterkit.init(_bare("gpt2")).load_adapter(path)

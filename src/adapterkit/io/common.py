@@ -94,6 +94,17 @@ def layer_projections(state) -> list[dict[str, str]]:
     return out
 
 
+def layer_fused_parts(state) -> list[dict[str, list]]:
+    """Per layer: the name (within the layer) of each fused projection (GPT-2's c_attn) -> [(location, Projection)]
+    of its parts, in the interface's order."""
+    out: list[dict[str, list]] = [{} for _ in state.layers]
+    names = [{id(module): name for name, module in layer.named_modules()} for layer in state.layers]
+    fused = [(loc, spec) for loc, spec in state.interface.all_linear_locations() if isinstance(spec, FusedSlice)]
+    for layer_id, location, projection in (state.projections(fused) if fused else []):
+        out[layer_id].setdefault(names[layer_id][id(projection.module)], []).append((location, projection))
+    return out
+
+
 def layer_prefixes(state) -> list[str]:
     """Each layer's name relative to the base model: "<stack path>.<index in its stack>"."""
     return [f"{path}.{i - first}" for path, first, count in state.stacks for i in range(first, first + count)]

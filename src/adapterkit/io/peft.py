@@ -28,7 +28,8 @@ from ..configs import IA3Config, LoRAConfig
 from ..configs.lora import INPUT_SCALABLE, location_group
 from ..errors import AdapterConfigError, CheckpointError
 from ..methods.lora import IA3, IA3Input
-from .common import CONFIG_NAME, Checkpoint, base_prefix, layer_prefixes, layer_projections, parse_config
+from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
+                     parse_config)
 from .files import StagedWrite, read_safetensors, read_torch_bin
 
 FORMAT = "peft"
@@ -75,12 +76,17 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
     stacks = "|".join(re.escape(path) for path in sorted(first, key=len, reverse=True))
     params = "|".join(map(re.escape, _PARAMS))
     pattern = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+)\.({params})$")
+    fused = layer_fused_parts(state)
     out: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     unknown = []
     for key, tensor in sorted(weights.items()):
         m = pattern.match(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key)
         layer_id = first[m.group(1)] + int(m.group(2)) if m else None
         location = tables[layer_id].get(m.group(3)) if m and layer_id < len(tables) else None
+        parts = fused[layer_id].get(m.group(3)) if m and location is None and layer_id < len(fused) else None
+        if parts:
+            _split_fused(key, tensor, _PARAMS[m.group(4)], parts, layer_id, out, weights_file)
+            continue
         if location is None:
             unknown.append(key)
             continue
@@ -98,6 +104,21 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
     return out
 
 
+def _split_fused(key: str, tensor: torch.Tensor, param: str, parts: list, layer_id: int, out: dict,
+                 weights_file: Path) -> None:
+    """A peft (IA)^3 vector on a whole fused projection (GPT-2's c_attn) scales each part's output rows: one
+    adapterkit vector per part. A LoRA there is one low-rank update over all parts (ours: one per part), and a
+    feedforward (IA)^3 scales the input the parts share: neither has an adapterkit form."""
+    if param != "ia3_l" or tensor.dim() != 2 or tensor.shape[1] != 1:
+        what = "a LoRA (one low-rank update over all its parts; adapterkit has one per part)" if param != "ia3_l" \
+            else "a feedforward (IA)^3 (it scales the input all parts share)"
+        raise CheckpointError(f"{weights_file}: {key} puts {what} on a fused projection; no exact conversion exists")
+    vector = tensor.reshape(-1)
+    for location, projection in parts:
+        rows = projection.rows if isinstance(projection.rows, slice) else projection.rows.to(vector.device)
+        out.setdefault((layer_id, location), {})["ia3_l"] = vector[rows].reshape(-1, 1)
+
+
 def _targets(sites: dict, state, source: Path) -> dict[str, Any]:
     """Config fields (attn_matrices, intermediate_lora, output_lora, leave_out) that select exactly these sites.
 
@@ -113,8 +134,9 @@ def _targets(sites: dict, state, source: Path) -> dict[str, Any]:
               "output_lora": any(loc.startswith("output") for loc in found)}
     selected = {loc for loc, _ in state.interface.linear_locations(
         attn_matrices=attn, intermediate=fields["intermediate_lora"], output=fields["output_lora"])}
-    tables = layer_projections(state)
-    wrong = {i: locs for i, locs in per_layer.items() if locs != selected & set(tables[i].values())}
+    present = [set(table.values()) | {loc for parts in fused.values() for loc, _ in parts}
+               for table, fused in zip(layer_projections(state), layer_fused_parts(state))]
+    wrong = {i: locs for i, locs in per_layer.items() if locs != selected & present[i]}
     if wrong:
         detail = "; ".join(f"layer {i}: {', '.join(sorted(v))}" for i, v in sorted(per_layer.items()))
         raise CheckpointError(
@@ -228,12 +250,26 @@ def write(model, stage: StagedWrite, name: str) -> None:
         )
     prefix, layers = base_prefix(model), layer_prefixes(state)
     paths = [{location: path for path, location in table.items()} for table in layer_projections(state)]
+    fused_names = [{location: path for path, parts in table.items() for location, _ in parts}
+                   for table in layer_fused_parts(state)]
     tensors: dict[str, torch.Tensor] = {}
     wanted, feedforward = set(), set()
     for (layer_id, location), module in state.layer_modules(name):
+        if location in fused_names[layer_id] and isinstance(module, IA3):
+            # peft scales the whole fused projection: its vector holds our parts' rows, 1 where no part is here
+            module_name = f"{prefix}{layers[layer_id]}.{fused_names[layer_id][location]}"
+            wanted.add(module_name)
+            projection = state.sites[(layer_id, location)].target
+            key, weight = f"{PEFT_PREFIX}{module_name}.ia3_l", projection.module.weight
+            if key not in tensors:
+                tensors[key] = weight.new_ones(weight.shape[1] if projection.transposed else weight.shape[0], 1)
+            rows = projection.rows if isinstance(projection.rows, slice) else projection.rows.to(weight.device)
+            tensors[key][rows] = module.vector().detach().reshape(-1, 1).to(tensors[key])
+            continue
         if location not in paths[layer_id]:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
-                                     "of its own for PEFT to target; save it as format='adapterkit' or 'adapterhub'")
+                                     "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
+                                     "parts); save it as format='adapterkit' or 'adapterhub'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         wanted.add(module_name)
         if isinstance(module, IA3):  # alpha folded in: peft's IA3 has none
