@@ -83,6 +83,17 @@ class AdapterModelMixin(FusionMixin):
         if set_active:
             self.set_active_adapters(adapter_name)
 
+    def average_adapter(self, adapter_name: str, adapter_list, weights=None, combine_strategy: str = "linear",
+                        normalize_weights: bool = True, overwrite_ok: bool = False, set_active: bool = False,
+                        svd_rank: int | None = None) -> None:
+        """Add `adapter_name` as a weighted average of adapters of one config (`adapter_list`: names, or a dict
+        name -> weight; default weights equal, normalised to sum 1). `combine_strategy`: "linear" (every
+        parameter), or for LoRA "lora_linear_only_negate_b" / "lora_delta_w_svd" (with `svd_rank`); see
+        averaging.py."""
+        from .averaging import average_adapter
+        average_adapter(self, adapter_name, adapter_list, weights, combine_strategy, normalize_weights, overwrite_ok,
+                        set_active, svd_rank)
+
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter and its weights (resetting it first if merged); it leaves the active setup."""
         self._require(adapter_name)
