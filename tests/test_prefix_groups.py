@@ -99,3 +99,22 @@ def test_cross_attention_gates_report_their_own_location():
         out = model(**archs.inputs("bart"), output_adapter_gating_scores=True)
     scores = out.adapter_gating_scores["p"]
     assert set(scores[0]) == {"prefix"} and set(scores[2]) == {"prefix", "cross_prefix"}
+
+
+@pytest.mark.parametrize("arch", ["bart", "t5"])
+def test_composition_rows_equal_each_adapter_alone(arch):
+    """BatchSplit and Parallel over prefix adapters (encoder, decoder and cross-attention prefixes, one gated):
+    each row gets what its adapter alone gives."""
+    model = archs.randomised(arch, {"p1": PREFIX + "]", "p2": PREFIX + ",use_gating=True]"})
+    inputs = archs.inputs(arch)
+    with torch.no_grad():
+        alone = {}
+        for name in ("p1", "p2"):
+            model.set_active_adapters(name)
+            alone[name] = model(**inputs).last_hidden_state
+        model.set_active_adapters(adapterkit.BatchSplit("p1", "p2", batch_sizes=[1, 2]))
+        split = model(**inputs).last_hidden_state
+        model.set_active_adapters(adapterkit.Parallel("p1", "p2"))
+        parallel = model(**inputs).last_hidden_state
+    torch.testing.assert_close(split, torch.cat([alone["p1"][:1], alone["p2"][1:]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(parallel, torch.cat([alone["p1"], alone["p2"]]), atol=1e-5, rtol=0)

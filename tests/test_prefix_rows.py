@@ -1,4 +1,4 @@
-"""The prefix MLP runs once per forward for all layers (`PrefixTuning._all_rows`), and that reuse never changes a
+"""The prefix MLP runs once per forward for all layers (`PrefixTuning.prefill`), and that reuse never changes a
 result: gradient checkpointing (reentrant or not), gradient accumulation, parameter updates between forwards,
 frozen prefixes and deepcopy all give what computing every layer's rows afresh gives."""
 
