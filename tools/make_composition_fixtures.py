@@ -48,8 +48,8 @@ FUSION_QK_STD_BY_ARCH = {"bart": 0.3, "t5": 0.3}
 
 ARCHS = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
 # Models whose layers add the residual themselves (adapterkit's sublayer-hook sites: GPT-2 and Llama pre-LN, BART
-# post-LN and T5 pre-LN encoder-decoders): their base models and inputs are tools/make_arch_fixtures.py's; only the bottleneck /
-# fusion cases
+# post-LN and T5 pre-LN encoder-decoders): their base models and inputs are tools/make_arch_fixtures.py's; only
+# the bottleneck / fusion cases
 SUBLAYER_ARCHS = {"gpt2": GPT2Model, "llama": LlamaModel, "bart": BartModel, "t5": T5Model}
 SUBLAYER_BASE = fc.FIXTURES / "adapters_ref_archs"
 SEQ_BN = ("seq_bn", SeqBnConfig, {})

@@ -84,8 +84,8 @@ def average_adapter(model, adapter_name: str, adapter_list, weights=None, combin
     if adapter_name in names:
         raise AdapterError(f"average_adapter: the new adapter {adapter_name!r} cannot be one of its sources")
     if svd_rank is not None:
-        smallest = min((min(m.lora_A.shape[1], m.lora_B.shape[0]) for _, m in model.adapter_state.layer_modules(names[0])
-                        if isinstance(m, LoRA)), default=svd_rank)
+        modules = [m for _, m in model.adapter_state.layer_modules(names[0]) if isinstance(m, LoRA)]
+        smallest = min((min(m.lora_A.shape[1], m.lora_B.shape[0]) for m in modules), default=svd_rank)
         if not 1 <= svd_rank <= smallest:
             raise AdapterError(f"svd_rank={svd_rank} must be between 1 and {smallest} (the smallest side of the "
                                "projections these adapters update)")

@@ -291,8 +291,9 @@ def _shared_keys(interface: ModelInterface) -> dict[str, str]:
     """Model-level modules: adapterkit's `shared.<module>.` -> the AdapterHub key prefix (relative to the base
     model)."""
     invertible = interface.adapterhub.get("invertible", "invertible_adapters")
-    return {"invertible": invertible + ".{name}.",
-            **{ours: f"prefix_tuning.prefix_tunings.{{name}}.{group}." for ours, group in prefix_groups(interface).items()}}
+    prefixes = {ours: f"prefix_tuning.prefix_tunings.{{name}}.{group}."
+                for ours, group in prefix_groups(interface).items()}
+    return {"invertible": invertible + ".{name}.", **prefixes}
 
 
 # prefix gate location -> the interface field naming the attention module that holds it
