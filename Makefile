@@ -35,3 +35,4 @@ fixtures:
 	.venv-ref/bin/python tools/make_head_fixtures.py
 	.venv-ref/bin/python tools/make_adapterhub_fixtures.py
 	.venv-ref/bin/python tools/make_composition_fixtures.py
+	.venv-ref/bin/python tools/make_average_fixtures.py
