@@ -177,7 +177,8 @@ class Runner:
             for part in range(min(a.jobs, len(spec["runs"]))):
                 chunk = self.tmp / f"quality-spec-{lib}-{part}.json"
                 chunk.write_text(json.dumps({**spec, "runs": spec["runs"][part::a.jobs]}))
-                jobs.append((python, "quality", ["--libraries", lib, "--quality", str(chunk)],
+                extra = ["--no-fused-lora"] if a.no_fused_lora and lib == "adapterkit" else []
+                jobs.append((python, "quality", ["--libraries", lib, "--quality", str(chunk), *extra],
                              f"quality-{lib}-{part}"))
         log(f"quality: {len(spec['runs'])} runs x {', '.join(lib for lib, _ in libraries)}, budget "
             f"{budget.to_dict()}, {'own' if a.own_init else 'shared'} initial adapters, {a.jobs} processes at a time")
@@ -232,6 +233,9 @@ def parse_args(argv):
     p.add_argument("--seeds", type=int, default=1, help="quality: seeds 0..N-1 per task and method")
     p.add_argument("--runs", nargs="+", type=parse_run, default=None, metavar="TASK/METHOD/SEED",
                    help="quality: exactly these runs (e.g. stsb/lora/2), instead of --tasks x --methods x --seeds")
+    p.add_argument("--no-fused-lora", action="store_true",
+                   help="quality: adapterkit's LoRA through its hook path (the fused node orders the arithmetic "
+                        "differently, so its runs match the package's to rounding, not bit for bit)")
     p.add_argument("--budget", default="train=1000,epochs=1,seq=128",
                    help="quality: max train examples, epochs, max seq len (also dev=, batch=); see BENCHMARKS.md")
     p.add_argument("--full", action="store_true", help="quality: all train examples, 3 epochs")

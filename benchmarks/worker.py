@@ -136,8 +136,13 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="memory: repetitions of the case")
     parser.add_argument("--quality", help="quality: JSON file of the runs to do (see quality.py)")
+    parser.add_argument("--no-fused-lora", action="store_true",
+                        help="run adapterkit's LoRA through its hook path (its fused autograd node disabled)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.no_fused_lora:
+        import adapterkit.sites
+        adapterkit.sites._fused_args = lambda *a: None
     shape = Shape(**json.loads(args.shape))
     if args.mode == "speed":
         result = run_speed(args.libraries, shape, args.rounds, args.warmup, set(args.cases) if args.cases else None)
