@@ -83,6 +83,27 @@ class AdapterModelMixin(FusionMixin):
         if set_active:
             self.set_active_adapters(adapter_name)
 
+    def has_adapters(self) -> bool:
+        return bool(self.adapter_state.configs)
+
+    def get_adapter(self, adapter_name: str) -> dict:
+        """The modules of an adapter: `{layer_id: {location: module}}`, model-level ones (prefix MLPs, invertible
+        adapters, Compacter's shared rule) under layer id -1 (as the anchors)."""
+        self._require(adapter_name)
+        out: dict = {}
+        for (layer_id, location), module in self.adapter_state.layer_modules(adapter_name):
+            out.setdefault(layer_id, {})[location] = module
+        shared = self.adapterkit[adapter_name].shared
+        if len(shared):
+            out[-1] = dict(shared.items())
+        return out
+
+    def adapter_to(self, adapter_name: str, device=None, dtype=None) -> None:
+        """Move one adapter's modules to `device` and / or cast them to `dtype`. Its dtype must be the
+        activations' when it runs (an adapter in float32 on a bfloat16 model runs under `torch.autocast`)."""
+        self._require(adapter_name)
+        self.adapterkit[adapter_name].to(device=device, dtype=dtype)
+
     def average_adapter(self, adapter_name: str, adapter_list, weights=None, combine_strategy: str = "linear",
                         normalize_weights: bool = True, overwrite_ok: bool = False, set_active: bool = False,
                         svd_rank: int | None = None) -> None:

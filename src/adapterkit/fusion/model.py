@@ -198,6 +198,15 @@ class FusionMixin:
         name = adapter_names if isinstance(adapter_names, str) else fusion_name(adapter_names)[0]
         save_fusion(self, Path(save_directory), name, meta_dict, format, safetensors)
 
+    def adapter_fusion_to(self, adapter_names, device=None, dtype=None) -> None:
+        """Move one fusion's layers to `device` and / or cast them to `dtype`."""
+        name = adapter_names if isinstance(adapter_names, str) else fusion_name(adapter_names)[0]
+        fusion = get_fusion(self, name)
+        if fusion is None:
+            raise AdapterError(f"no AdapterFusion named {name!r}; fusions: "
+                               f"{', '.join(map(repr, self.adapter_fusions)) or '(none)'}")
+        fusion.to(device=device, dtype=dtype)
+
     def save_all_adapter_fusions(self, save_directory, meta_dict: dict | None = None,
                                  format: str = "adapterkit") -> list[str]:
         """Save every fusion to `save_directory/<fusion name>` (as `save_adapter_fusion`); returns the names."""
