@@ -226,3 +226,17 @@ def test_run_all_with_adapters(tmp_path):
     ops = _cells(report.ops_table(results), common.LABELS["lora_train"])
     assert len(ops) == 9 and NA not in ops  # three libraries, each kernels / above floor / views and syncs
     assert (tmp_path / "chart.png").exists() and (tmp_path / "report.md").exists()
+
+
+def test_runs_option_names_exact_quality_runs():
+    import argparse
+
+    import run_all
+    assert run_all.parse_run("stsb/lora/2") == {"task": "stsb", "method": "lora", "seed": 2}
+    for bad in ("stsb/lora", "stsb/lora/two", "a/b/c/1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected TASK/METHOD/SEED"):
+            run_all.parse_run(bad)
+    args = run_all.parse_args(["--parts", "quality", "--runs", "rte/pfeiffer/0", "mrpc/prefix/1", "--no-fused-lora"])
+    assert args.runs == [{"task": "rte", "method": "pfeiffer", "seed": 0}, {"task": "mrpc", "method": "prefix",
+                                                                            "seed": 1}]
+    assert args.no_fused_lora
