@@ -93,3 +93,20 @@ def test_refusals_leave_the_model_unchanged():
     with pytest.raises(AdapterError, match="cannot be one of its sources"):
         model.average_adapter("a", ["a", "b"], overwrite_ok=True)
     assert dict(model.adapters_config) == before and "avg" not in model.adapterkit
+
+
+@pytest.mark.parametrize("arch,config", [("bart", "unipelt"), ("t5", "mam"), ("gpt2", "compacter[reduction_factor=4]")])
+def test_weights_one_and_zero_give_the_first_adapter(arch, config):
+    """Any method, unions and encoder-decoder models included: weights (1, 0) reproduce the first adapter."""
+    import archs
+    model = archs.randomised(arch, {"a": config, "b": config})
+    model.average_adapter("avg", ["a", "b"], weights=[1.0, 0.0], set_active=True)
+    inputs = archs.inputs(arch)
+    with torch.no_grad():
+        averaged = model(**inputs).last_hidden_state
+        model.set_active_adapters("a")
+        first = model(**inputs).last_hidden_state
+        model.set_active_adapters("b")
+        second = model(**inputs).last_hidden_state
+    assert (first - second).abs().max() > 1e-3
+    torch.testing.assert_close(averaged, first, atol=0, rtol=0)
