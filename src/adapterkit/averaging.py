@@ -99,7 +99,8 @@ def average_adapter(model, adapter_name: str, adapter_list, weights=None, combin
         averaged = {}
         for key, value in target.state_dict().items():
             factors = [abs(w) if negate_b and key.endswith("lora_A") else w for w in weights]
-            averaged[key] = sum(f * source[key].to(torch.float32) for f, source in zip(factors, sources)).to(value)
+            dtype = torch.promote_types(value.dtype, torch.float32)  # bf16 / fp16 adapters summed in fp32
+            averaged[key] = sum(f * source[key].to(dtype) for f, source in zip(factors, sources)).to(value)
         target.load_state_dict(averaged)
     if set_active:
         model.set_active_adapters(adapter_name)
@@ -110,7 +111,8 @@ def _svd(model, adapter_name: str, names: list[str], weights: list[float], rank:
     for key, module in state.layer_modules(adapter_name):
         if not isinstance(module, LoRA):
             continue
-        delta = sum(w * state.module_at(n, key).delta_weight().float() for n, w in zip(names, weights))
+        dtype = torch.promote_types(module.lora_A.dtype, torch.float32)
+        delta = sum(w * state.module_at(n, key).delta_weight().to(dtype) for n, w in zip(names, weights))
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         module.lora_A.copy_(vh[:rank])
         module.lora_B.copy_(u[:, :rank] * s[:rank] / module.scaling)
