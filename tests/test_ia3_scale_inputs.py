@@ -91,6 +91,8 @@ def test_bad_configs_and_formats_are_refused(tmp_path):
         adapterkit.IA3Config(scale_inputs=["output"])
     with pytest.raises(AdapterConfigError, match="must be a list drawn from"):
         adapterkit.IA3Config(scale_inputs=["down"])
+    with pytest.raises(AdapterConfigError, match="scale_inputs has no gated form"):
+        adapterkit.IA3Config(output_lora=True, scale_inputs=["output"], use_gating=True)
     gpt2 = adapterkit.init(archs.model("gpt2"))
     with pytest.raises(AdapterError, match="part of a fused projection that shares its input"):
         gpt2.add_adapter("a", config="ia3[scale_inputs=['k']]")

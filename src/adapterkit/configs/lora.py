@@ -77,6 +77,9 @@ class LoRAConfig(AdapterConfig):
         self.scale_inputs = list(dict.fromkeys(self.scale_inputs))
         if self.scale_inputs and self.composition_mode != "scale":
             raise AdapterConfigError(f"{type(self).__name__}.scale_inputs is for (IA)^3 (composition_mode='scale')")
+        if self.scale_inputs and self.use_gating:
+            raise AdapterConfigError(f"{type(self).__name__}: scale_inputs has no gated form; use_gating=True scales "
+                                     "outputs only, so leave one of them out")
         enabled = {"intermediate": self.intermediate_lora, "output": self.output_lora,
                    **{m: self.selfattn_lora and m in self.attn_matrices for m in ATTN_MATRICES}}
         off = [m for m in self.scale_inputs if not enabled[m]]

@@ -66,21 +66,27 @@ class LoRA(nn.Module):
         projection.set(projection.weight() - self.delta_weight())
 
 
+def _ia3_vector(size: int, config: LoRAConfig) -> nn.Parameter:
+    """An (IA)^3 vector: ones ("ia3"), N(0, 0.02) ("bert"), or zeros ("lora", as the anchors)."""
+    vector = torch.empty(size)
+    with torch.no_grad():
+        if config.init_weights == "ia3":
+            nn.init.ones_(vector)
+        elif config.init_weights == "bert":
+            nn.init.normal_(vector, std=0.02)
+        else:
+            nn.init.zeros_(vector)
+    return nn.Parameter(vector)
+
+
 class IA3(nn.Module):
     """`out * (alpha * l)`: scales the projection's whole output, bias included (the anchors' semantics)."""
 
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
         super().__init__()
         self.scaling = config.scaling
-        self.ia3_l = nn.Parameter(torch.empty(out_features))
+        self.ia3_l = _ia3_vector(out_features, config)
         self.gate = Gate(in_features) if config.use_gating else None
-        with torch.no_grad():
-            if config.init_weights == "ia3":
-                nn.init.ones_(self.ia3_l)
-            elif config.init_weights == "bert":
-                nn.init.normal_(self.ia3_l, std=0.02)
-            else:  # "lora": zeros, as the anchors
-                nn.init.zeros_(self.ia3_l)
 
     def vector(self) -> torch.Tensor:
         return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
@@ -111,12 +117,8 @@ class IA3Input(nn.Module):
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
         super().__init__()
         self.scaling = config.scaling
-        self.ia3_l = nn.Parameter(torch.ones(in_features) if config.init_weights == "ia3" else
-                                  torch.zeros(in_features))
-        if config.init_weights == "bert":
-            with torch.no_grad():
-                nn.init.normal_(self.ia3_l, std=0.02)
-        self.gate = None
+        self.ia3_l = _ia3_vector(in_features, config)
+        self.gate = None  # config validation refuses use_gating with scale_inputs
         self.__dict__["projection"] = None  # set by the method: the Projection whose input this scales
 
     def vector(self) -> torch.Tensor:
