@@ -81,6 +81,7 @@ def test_refusals_leave_the_model_unchanged():
         ((["a", "b"],), {"combine_strategy": "lora_delta_w_svd"}, "svd_rank goes with"),
         ((["a", "b"],), {"svd_rank": 2}, "svd_rank goes with"),
         ((["a", "b"],), {"combine_strategy": "lora_delta_w_svd", "svd_rank": 99}, "svd_rank=99 must be between 1"),
+        ((["a", "b"],), {"combine_strategy": "lora_delta_w_svd", "svd_rank": 2.5}, "svd_rank=2.5 must be a whole"),
         ((["a", "b"],), {"weights": [1.0, -1.0]}, "sum to 0"),
         ((["a", "b"],), {"weights": [1.0]}, "1 weights for 2 adapters"),
         (({"a": 1.0},), {"weights": [1.0]}, "either in adapter_list"),

@@ -72,7 +72,9 @@ def _config(model, names: list[str], strategy: str, svd_rank) -> AdapterConfig:
                            "averaged with 'linear'")
     if (strategy == "lora_delta_w_svd") != (svd_rank is not None):
         raise AdapterError("svd_rank goes with combine_strategy='lora_delta_w_svd' (and that strategy needs it)")
-    return config.replace(r=int(svd_rank)) if svd_rank is not None else config
+    if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int)):
+        raise AdapterError(f"svd_rank={svd_rank!r} must be a whole number")
+    return config.replace(r=svd_rank) if svd_rank is not None else config
 
 
 @torch.no_grad()
@@ -93,7 +95,7 @@ def average_adapter(model, adapter_name: str, adapter_list, weights=None, combin
     model.add_adapter(adapter_name, config=config, overwrite_ok=overwrite_ok)
     target = model.adapterkit[adapter_name]
     if combine_strategy == "lora_delta_w_svd":
-        _svd(model, adapter_name, names, weights, int(svd_rank))
+        _svd(model, adapter_name, names, weights, svd_rank)
     else:
         negate_b = combine_strategy == "lora_linear_only_negate_b"
         averaged = {}
