@@ -173,8 +173,8 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
             attn_matrices=lora.attn_matrices if lora.selfattn_lora else (),
             intermediate=lora.intermediate_lora, output=lora.output_lora)]
         # locations whose AdapterHub namesake is another module, where this model has them (gated T5's wi_1)
-        present_here = None if state is None else {loc for table in _layer_maps(interface, state)[1]
-                                                   for locs in table.values() for loc in locs}
+        present_here = None if per_layer is None else {loc for table in per_layer for locs in table.values()
+                                                       for loc in locs}
         differs = [loc for loc in enabled if loc in interface.adapterhub_differs
                    and (present_here is None or loc in present_here)]
         if differs:
@@ -319,7 +319,7 @@ def _layer_hub_paths(interface: ModelInterface, layer: nn.Module | None) -> dict
             out[location] = path
     for location, field in _GATE_ATTENTION.items():
         ours, path = getattr(interface, field), _attention_hub_path(interface, field)
-        if path and (layer is None or resolve(layer, ours + "?") is not None):
+        if path and (layer is None or resolve(layer, ours) is not None):
             out[location] = path
     return out
 

@@ -167,7 +167,7 @@ def group_layers(state, config: PrefixTuningConfig) -> dict[str, list[int]]:
               "self": [i for i in ids if i not in encoder], "cross": []}
     cross = state.interface.cross_attention
     if config.cross_prefix and cross:
-        groups["cross"] = [i for i in ids if resolve(state.layers[i], cross + "?") is not None]
+        groups["cross"] = [i for i in ids if resolve(state.layers[i], cross) is not None]
     return {group: layer_ids for group, layer_ids in groups.items() if layer_ids}
 
 
