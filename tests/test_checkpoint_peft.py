@@ -39,11 +39,12 @@ def test_export_loads_in_peft(arch, method, batch, tmp_path):
     assert close(got, expected) <= ATOL
 
 
-def _peft_made(arch, config, tmp_path, seed=0):
-    """An adapter made, randomised and saved by peft; returns (its directory, peft's outputs function)."""
+def _peft_made(base, config, tmp_path, seed=0):
+    """An adapter made, randomised and saved by peft on `base` (a model, or "bert" / "roberta" for the tiny one);
+    returns (its directory, the peft model)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peft_model = peft.get_peft_model(tiny_model(arch), config).eval()
+        peft_model = peft.get_peft_model(tiny_model(base) if isinstance(base, str) else base, config).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

@@ -14,6 +14,7 @@ import adapterkit
 from adapterkit import AdapterConfigError, CheckpointError
 
 import archs
+from test_checkpoint_peft import _peft_made
 
 ATOL = 1e-5
 
@@ -54,14 +55,6 @@ def _out(model, arch):
         return model(**archs.inputs(arch)).last_hidden_state
 
 
-def _randomised_peft(model):
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name or "ia3_l" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if "ia3_l" in name else 0.0))
-
-
 @pytest.mark.parametrize("arch,config", [(a, c) for a, configs in EXPORTS.items() for c in configs])
 def test_export_loads_in_peft(arch, config, tmp_path):
     model = archs.randomised(arch, {"a": config}, scale=0.3)
@@ -79,13 +72,8 @@ def test_export_loads_in_peft(arch, config, tmp_path):
 @pytest.mark.parametrize("kind", sorted(IMPORTS))
 def test_peft_made_adapter_loads_in_adapterkit(kind, tmp_path):
     arch = kind.split("-")[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = peft.get_peft_model(_bare(arch), IMPORTS[kind]()).eval()
-    _randomised_peft(peft_model)
+    path, peft_model = _peft_made(_bare(arch), IMPORTS[kind](), tmp_path)
     expected = _out(peft_model, arch)
-    peft_model.save_pretrained(tmp_path)
-    path = tmp_path / "default" if (tmp_path / "default").is_dir() else tmp_path
     model = adapterkit.init(_bare(arch))
     name = model.load_adapter(path, load_as="p", set_active=True)
     with adapterkit.AdapterSetup(None):
@@ -98,11 +86,7 @@ def test_peft_made_adapter_loads_in_adapterkit(kind, tmp_path):
 def test_self_attention_only_peft_adapter_on_an_encoder_decoder_is_refused(tmp_path):
     """adapterkit's attention matrices cover self- and cross-attention together: a peft LoRA on the self-attention
     alone has no adapterkit config, and the error says so."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = peft.get_peft_model(_bare("bart"), peft.LoraConfig(r=2, target_modules=["self_attn.q_proj"]))
-    peft_model.save_pretrained(tmp_path)
-    path = tmp_path / "default" if (tmp_path / "default").is_dir() else tmp_path
+    path, _ = _peft_made(_bare("bart"), peft.LoraConfig(r=2, target_modules=["self_attn.q_proj"]), tmp_path)
     model = adapterkit.init(_bare("bart"))
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(CheckpointError, match="targets different projections in different layers .*self- and "
@@ -119,11 +103,7 @@ def test_lora_on_fused_slices_has_no_peft_form(tmp_path):
                                                  "own for PEFT to target"):
         model.save_adapter(tmp_path / "a", "a", format="peft")
     assert not (tmp_path / "a").exists()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = peft.get_peft_model(_bare("gpt2"), peft.LoraConfig(r=2, target_modules=["c_attn"]))
-    peft_model.save_pretrained(tmp_path / "peft")
-    path = tmp_path / "peft" / "default" if (tmp_path / "peft" / "default").is_dir() else tmp_path / "peft"
+    path, _ = _peft_made(_bare("gpt2"), peft.LoraConfig(r=2, target_modules=["c_attn"]), tmp_path / "peft")
     with pytest.raises(CheckpointError, match="c_attn.lora_A.weight puts a LoRA \\(one low-rank update over all its "
                                               "parts; adapterkit has one per part\\) on a fused projection"):
         adapterkit.init(_bare("gpt2")).load_adapter(path)
