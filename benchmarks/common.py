@@ -6,6 +6,7 @@ This module imports only torch and transformers (no adapter library), so the sam
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -64,6 +65,21 @@ class Case(NamedTuple):
 
     step: Callable[[], None]
     prepare: Optional[Callable[[], None]] = None
+
+
+def add_shape_arguments(parser) -> None:
+    """--device, --threads, --batch, --seq, --layers, --tiny: the Shape of a single-process script."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--tiny", action="store_true", help="a 32-wide model (checks the script; numbers mean nothing)")
+
+
+def shape_from_arguments(args) -> Shape:
+    return Shape(batch=args.batch, seq=args.seq, layers=args.layers, threads=args.threads, device=args.device,
+                 tiny=args.tiny)
 
 
 def bert_config(shape: Shape) -> BertConfig:
@@ -136,3 +152,18 @@ def base_case(key: str, shape: Shape, batch) -> Case:
             model(**batch).last_hidden_state.float().pow(2).mean().backward()
         return Case(step, model.train)
     raise KeyError(key)
+
+
+@contextlib.contextmanager
+def fused_lora_disabled(disabled: bool):
+    """adapterkit's LoRA on its hook path while inside (as `run_all.py --no-fused-lora`)."""
+    if not disabled:
+        yield
+        return
+    import adapterkit.sites
+    saved = adapterkit.sites._fused_args
+    adapterkit.sites._fused_args = lambda *a: None
+    try:
+        yield
+    finally:
+        adapterkit.sites._fused_args = saved

@@ -38,6 +38,7 @@ from timing import synchronize  # noqa: E402
 DEFAULT_CASES = ("plain_forward", "floor", "lora_train", "lora_infer", "pfeiffer_train")
 PHASES = ("forward", "backward", "optimizer", "zero_grad")
 LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+HOOK_SUFFIX = "_hook"  # a LoRA case with adapterkit's fused LoRA node disabled (its hook path), for an A/B in one run
 
 
 def build_model(library: str, key: str, shape: Shape, batch):
@@ -158,13 +159,15 @@ def run(libraries, cases, shape: Shape, steps: int, warmup: int, out: Path, trac
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in cases:
-        libs = ["base"] if key in common.BASE_KEYS else [
+        base_key = key.removesuffix(HOOK_SUFFIX)
+        libs = ["base"] if key in common.BASE_KEYS else ["adapterkit"] if key != base_key else [
             lib for lib in libraries if key in worker.library_keys(lib)]
         for lib in libs:
-            model = build_model(lib, key, shape, batch)
-            trace = out / f"trace-{lib}-{key}.json" if traces else None
-            rows.append({"library": lib, "case": key,
-                         **profile_case(make_step(key, model, batch), shape.device, steps, warmup, trace)})
+            with common.fused_lora_disabled(key != base_key):
+                model = build_model(lib, base_key, shape, batch)
+                trace = out / f"trace-{lib}-{key}.json" if traces else None
+                rows.append({"library": lib, "case": key, **profile_case(
+                    make_step(base_key, model, batch), shape.device, steps, warmup, trace)})
             del model
     result = {"meta": {"shape": f"{'tiny' if shape.tiny else 'bert-base'}, {shape.layers} layers, batch "
                                 f"{shape.batch} x {shape.seq}, {shape.device}", "steps": steps, "warmup": warmup,
@@ -176,22 +179,18 @@ def run(libraries, cases, shape: Shape, steps: int, warmup: int, out: Path, trac
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    common.add_shape_arguments(p)
     p.add_argument("--libraries", nargs="+", choices=("adapterkit", "peft"), default=["adapterkit", "peft"])
-    p.add_argument("--cases", nargs="+", choices=[k for k, _, kind in common.CASES if kind != "op"],
-                   default=list(DEFAULT_CASES))
+    keys = [k for k, _, kind in common.CASES if kind != "op"]
+    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                   choices=keys + [k + HOOK_SUFFIX for k in ("lora_train", "lora_infer")],
+                   help="case keys; lora_train_hook / lora_infer_hook: adapterkit with its fused LoRA node off")
     p.add_argument("--steps", type=int, default=10, help="timed steps, then as many profiled ones")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--tiny", action="store_true", help="a 32-wide model (checks the script; numbers mean nothing)")
     p.add_argument("--traces", action="store_true", help="also write a Chrome trace of one step per case")
     p.add_argument("--out", type=Path, default=Path("bench-out/profile"))
     args = p.parse_args(argv)
-    shape = Shape(batch=args.batch, seq=args.seq, layers=args.layers, threads=args.threads, device=args.device,
-                  tiny=args.tiny)
+    shape = common.shape_from_arguments(args)
     result = run(args.libraries, args.cases, shape, args.steps, args.warmup, args.out, args.traces)
     print((args.out / "profile.md").read_text())
     return result

@@ -234,8 +234,9 @@ def parse_args(argv):
     p.add_argument("--runs", nargs="+", type=parse_run, default=None, metavar="TASK/METHOD/SEED",
                    help="quality: exactly these runs (e.g. stsb/lora/2), instead of --tasks x --methods x --seeds")
     p.add_argument("--no-fused-lora", action="store_true",
-                   help="quality: adapterkit's LoRA through its hook path (the fused node orders the arithmetic "
-                        "differently, so its runs match the package's to rounding, not bit for bit)")
+                   help="adapterkit's LoRA through its hook path in the speed, ops, scaling and quality parts (the "
+                        "fused node orders the arithmetic differently, so its quality runs match the package's to "
+                        "rounding, not bit for bit)")
     p.add_argument("--budget", default="train=1000,epochs=1,seq=128",
                    help="quality: max train examples, epochs, max seq len (also dev=, batch=); see BENCHMARKS.md")
     p.add_argument("--full", action="store_true", help="quality: all train examples, 3 epochs")
@@ -279,9 +280,10 @@ def main(argv=None) -> dict:
                  f"{shape.seq} tokens, fp32, {shape.threads} threads, {args.device}",
         "shape_fields": shape.to_dict(), "rounds": args.rounds, "warmup": args.warmup,
         "memory_steps": args.memory_steps, "versions": versions}}
-    for part in PARTS:
-        if part in args.parts:
-            results[part] = getattr(runner, part)()
+    with common.fused_lora_disabled(args.no_fused_lora):  # this process's parts; workers get the flag
+        for part in PARTS:
+            if part in args.parts:
+                results[part] = getattr(runner, part)()
     path = report.write(results, args.out)
     log(f"wrote {path}, {args.out / 'results.json'}" + (f", {args.out / 'chart.png'}" if "speed" in args.parts else ""))
     print(path.read_text())

@@ -22,11 +22,14 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def round_robin(cases: Mapping[Hashable, "object"], rounds: int, warmup: int, device: str = "cpu") -> dict:
-    """Time `case.step()` for every case, `warmup` untimed rounds then `rounds` timed ones; seconds per call."""
+def round_robin(cases: Mapping[Hashable, "object"], rounds: int, warmup: int, device: str = "cpu",
+                alternate: bool = False) -> dict:
+    """Time `case.step()` for every case, `warmup` untimed rounds then `rounds` timed ones; seconds per call.
+    `alternate`: every other round runs the cases in reverse order (no case always follows the same one)."""
     times: dict = {name: [] for name in cases}
     for round_ in range(warmup + rounds):
-        for name, case in cases.items():
+        order = list(cases.items())
+        for name, case in (order[::-1] if alternate and round_ % 2 else order):
             if case.prepare is not None:
                 case.prepare()
             synchronize(device)

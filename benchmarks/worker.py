@@ -140,9 +140,11 @@ def main(argv=None):
                         help="run adapterkit's LoRA through its hook path (its fused autograd node disabled)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if args.no_fused_lora:
-        import adapterkit.sites
-        adapterkit.sites._fused_args = lambda *a: None
+    with common.fused_lora_disabled(args.no_fused_lora):
+        run_mode(args)
+
+
+def run_mode(args) -> None:
     shape = Shape(**json.loads(args.shape))
     if args.mode == "speed":
         result = run_speed(args.libraries, shape, args.rounds, args.warmup, set(args.cases) if args.cases else None)

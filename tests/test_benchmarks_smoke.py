@@ -240,3 +240,36 @@ def test_runs_option_names_exact_quality_runs():
     assert args.runs == [{"task": "rte", "method": "pfeiffer", "seed": 0}, {"task": "mrpc", "method": "prefix",
                                                                             "seed": 1}]
     assert args.no_fused_lora
+
+
+def test_profile_step_hook_variant_restores_the_fused_path(tmp_path):
+    import profile_step
+
+    import adapterkit.sites
+    original = adapterkit.sites._fused_args
+    result = profile_step.run(["adapterkit", "peft"], ["lora_train_hook"], TINY, steps=1, warmup=0, out=tmp_path)
+    assert [(r["library"], r["case"]) for r in result["rows"]] == [("adapterkit", "lora_train_hook")]
+    assert adapterkit.sites._fused_args is original
+
+
+def test_compiled_cases_run_and_match_eager(tmp_path):
+    import compiled
+    result = compiled.run(["adapterkit", "peft"], ["plain_forward", "floor", "lora_train", "lora_infer"], TINY,
+                          mode="default", rounds=1, warmup=0, out=tmp_path, backend="aot_eager")
+    rows = {(r["library"], r["case"], r["mode"]) for r in result["rows"]}
+    assert ("base", "plain_forward", "eager") in rows and ("base", "floor", "default") in rows
+    assert {("adapterkit", "lora_train", "default"), ("peft", "lora_infer", "default")} <= rows
+    assert max(result["max_difference"].values()) < 1e-5
+    assert (tmp_path / "compiled.md").read_text().count("\n| ") == len(result["rows"]) + 2  # header, rule, rows
+
+
+def test_fused_ab_times_both_variants_and_restores_the_sites(tmp_path):
+    import fused_ab
+
+    import adapterkit.sites
+    original = adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES
+    result = fused_ab.run(TINY, rounds=2, warmup=0, out=tmp_path)
+    cases = {(r["library"], r["case"]) for r in result["rows"]}
+    assert {("adapterkit", "lora_train, fused node"), ("adapterkit", "lora_infer, hook path"),
+            ("peft", "lora_train")} <= cases
+    assert (adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES) == original

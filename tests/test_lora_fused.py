@@ -416,3 +416,19 @@ def test_parametrized_or_subclassed_projections_are_not_fused(calls, hook_path):
     assert len(calls) == WHOLE_SITES["bert"] * archs.L - 1
     with hook_path:
         assert_same(fused, step(model, inputs))
+
+
+@pytest.mark.parametrize("device,x_grad,expected", [("cpu", False, True), ("cpu", True, True),
+                                                    ("meta", False, False), ("meta", True, False)])
+def test_training_off_the_cpu_takes_the_hook_path(device, x_grad, expected):
+    """With a graph to record, the node runs on the CPU only (its Python backward costs a GPU step more host time than
+    it saves). Meta tensors stand in for a GPU here (autocast knows no meta device, so inference is checked on the
+    CPU only)."""
+    model = build("bert", train="l").to(device)
+    site = model.encoder.layer[0].attention.self.query
+    lora = model.adapterkit["l"].layers["0"]["attn_q"]
+    x = torch.zeros(2, 3, site.in_features, device=device, requires_grad=x_grad)
+    assert (sites._fused_args(lora, site, x) is not None) is expected
+    if device == "cpu":
+        with torch.no_grad():
+            assert sites._fused_args(lora, site, x) is not None

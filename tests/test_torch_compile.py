@@ -24,12 +24,11 @@ def test_no_graph_break_and_same_outputs_and_gradients(arch, config):
     model = _model(arch, config)
     batch = archs.inputs(arch)
     model.train()
-    assert torch._dynamo.explain(model)(**batch).graph_break_count == 0
     eager = model(**batch).last_hidden_state
     eager.pow(2).mean().backward()
     expected = {n: p.grad.clone() for n, p in model.adapterkit.named_parameters()}
     model.zero_grad(set_to_none=True)
-    compiled = torch.compile(model, backend="aot_eager")
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break raises
     out = compiled(**batch).last_hidden_state
     torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
     out.pow(2).mean().backward()
@@ -58,3 +57,20 @@ def test_adapter_setup_still_overrides_inside_and_not_after():
     torch.testing.assert_close(with_b, expected_b, atol=0, rtol=0)
     torch.testing.assert_close(after, with_a, atol=0, rtol=0)
     assert not torch.equal(with_a, with_b)
+
+
+@pytest.mark.parametrize("arch,config", [("bert", "lora"), ("bert", "seq_bn"), ("bert", "prefix_tuning"),
+                                         ("gpt2", "lora")])
+def test_no_graph_break_in_inference_mode(arch, config):
+    torch._dynamo.reset()
+    model = _model(arch, config)
+    model.eval()
+    batch = archs.inputs(arch)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    # the second call reuses the first's graph: set_active_adapters built the plan cache dynamo guards on
+    with torch.inference_mode(), torch._dynamo.config.patch(error_on_recompile=True):
+        out = compiled(**batch).last_hidden_state.clone()
+        again = compiled(**batch).last_hidden_state
+        eager = model(**batch).last_hidden_state
+    torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(again, eager, atol=1e-6, rtol=1e-6)

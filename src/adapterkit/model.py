@@ -138,6 +138,9 @@ class AdapterModelMixin(FusionMixin):
         self.adapter_state.check_setup(setup)
         self.adapter_state.active = setup
         self.adapter_state.invalidate()
+        # built now, not in the first forward: torch.compile guards on the plan cache, and a plan first built inside
+        # a compiled forward changes that cache and makes the next call compile the whole model again
+        self.adapter_state.plan_for(setup)
 
     @property
     def active_adapters(self) -> AdapterCompositionBlock | None:

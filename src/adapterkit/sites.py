@@ -165,6 +165,8 @@ class LinearSite(Site):
 
 
 _FUSABLE = (nn.Linear, Conv1D)
+# device types on which a LoRA site that records a graph runs as the fused autograd node (methods/lora_fused.py)
+FUSED_TRAINING_DEVICES = ("cpu",)
 
 
 def _fused_args(lora, module: nn.Module, x) -> tuple | None:
@@ -174,6 +176,8 @@ def _fused_args(lora, module: nn.Module, x) -> tuple | None:
 
     Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
     """
+    if torch.compiler.is_compiling():
+        return None  # a compiler fuses the plain ops itself; the node's in-place out= kernels only hinder it
     # the exact module types whose forward it reproduces (not subclasses: quantised, parametrized, ...)
     if type(module) not in _FUSABLE or type(lora) is not LoRA or lora.gate is not None:
         return None
@@ -184,12 +188,17 @@ def _fused_args(lora, module: nn.Module, x) -> tuple | None:
         return None
     params = module._parameters
     weight, bias = params["weight"], params.get("bias")
-    if (weight.requires_grad or (bias is not None and bias.requires_grad)) and torch.is_grad_enabled():
-        return None  # trainable base weights (no graph is recorded under no_grad / inference_mode)
     lora_params = lora._parameters
     a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
-    if (a is None or b is None or not isinstance(x, torch.Tensor) or x.dtype != weight.dtype or a.dtype != weight.dtype
-            or b.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type)):
+    if a is None or b is None or not isinstance(x, torch.Tensor):
+        return None
+    if torch.is_grad_enabled():  # (no graph is recorded under no_grad / inference_mode)
+        if weight.requires_grad or (bias is not None and bias.requires_grad):
+            return None  # trainable base weights
+        if x.device.type not in FUSED_TRAINING_DEVICES and (x.requires_grad or a.requires_grad or b.requires_grad):
+            return None  # the autograd node pays off on the CPU only (methods/lora_fused.py, "Where it runs")
+    if (x.dtype != weight.dtype or a.dtype != weight.dtype or b.dtype != weight.dtype
+            or torch.is_autocast_enabled(x.device.type)):
         return None
     return weight, bias, a, b, lora.scaling
 

@@ -172,8 +172,10 @@ def group_layers(state, config: PrefixTuningConfig) -> dict[str, list[int]]:
 
 
 def prefix_modules(state, name: str) -> list[nn.Module]:
-    """The prefix modules of adapter `name`, one per attention kind it has."""
-    return [m for key, _, _ in GROUPS.values() if (m := state.module_at(name, ("model", key))) is not None]
+    """The prefix modules of adapter `name`, one per attention kind it has. (No assignment expression in the
+    comprehension: it runs on every forward, and torch.compile breaks the graph at one.)"""
+    modules = (state.module_at(name, ("model", key)) for key, _, _ in GROUPS.values())
+    return [m for m in modules if m is not None]
 
 
 class PrefixTuningMethod(Method):
