@@ -160,8 +160,12 @@ def run(libraries, cases, shape: Shape, steps: int, warmup: int, out: Path, trac
     rows = []
     for key in cases:
         base_key = key.removesuffix(HOOK_SUFFIX)
-        libs = ["base"] if key in common.BASE_KEYS else ["adapterkit"] if key != base_key else [
-            lib for lib in libraries if key in worker.library_keys(lib)]
+        if key in common.BASE_KEYS:
+            libs = ["base"]
+        elif key != base_key:  # the hook variant is adapterkit's alone
+            libs = ["adapterkit"]
+        else:
+            libs = [lib for lib in libraries if key in worker.library_keys(lib)]
         for lib in libs:
             with common.fused_lora_disabled(key != base_key):
                 model = build_model(lib, base_key, shape, batch)

@@ -171,13 +171,13 @@ FUSED_TRAINING_DEVICES = ("cpu",)
 
 def _fused_args(lora, module: nn.Module, x) -> tuple | None:
     """(weight, bias, A, B, scaling) if `lora` at `module` can run fused: one plain LoRA (no gate, no active
-    dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast;
-    else None.
+    dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast, not
+    while torch.compile traces, and where a graph is recorded only on FUSED_TRAINING_DEVICES; else None.
 
     Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
     """
     if torch.compiler.is_compiling():
-        return None  # a compiler fuses the plain ops itself; the node's in-place out= kernels only hinder it
+        return None  # the compiler gets the plain ops and fuses them as it sees fit
     # the exact module types whose forward it reproduces (not subclasses: quantised, parametrized, ...)
     if type(module) not in _FUSABLE or type(lora) is not LoRA or lora.gate is not None:
         return None
