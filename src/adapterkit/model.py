@@ -99,8 +99,8 @@ class AdapterModelMixin(FusionMixin):
         return out
 
     def adapter_to(self, adapter_name: str, device=None, dtype=None) -> None:
-        """Move one adapter's modules to `device` and / or cast them to `dtype`. Its dtype must be the
-        activations' when it runs (an adapter in float32 on a bfloat16 model runs under `torch.autocast`)."""
+        """Move one adapter's modules to `device` and / or cast them to `dtype`. An adapter in another dtype than
+        the model (float32 on a bfloat16 model, say) computes in its own and returns the model's (methods/dtypes.py)."""
         self._require(adapter_name)
         self.adapterkit[adapter_name].to(device=device, dtype=dtype)
 

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..methods.dtypes import OwnDtype, cast
 from .config import AdapterFusionConfig
 
 
-class FusionLayer(nn.Module):
+class FusionLayer(OwnDtype):
     def __init__(self, hidden_size: int, config: AdapterFusionConfig, dropout_prob: float):
         super().__init__()
         self.config = config
@@ -26,6 +27,7 @@ class FusionLayer(nn.Module):
         self.temperature = 50.0 if config.temperature else 1.0
         self.__dict__["_where"] = None  # (state, fusion name, layer id, location); not a submodule
         self.reset_parameters()
+        self.refresh_dtype()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -42,7 +44,11 @@ class FusionLayer(nn.Module):
         return self
 
     def forward(self, query: torch.Tensor, ups: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """`query` and `residual`: (batch, seq, d); `ups`: (batch, seq, n_adapters, d)."""
+        """`query` and `residual`: (batch, seq, d); `ups`: (batch, seq, n_adapters, d). Computed in the layer's own
+        dtype, returned in the query's (methods/dtypes.py)."""
+        own = self.own_dtype
+        if own is not None and query.dtype != own:
+            return cast(self.forward(cast(query, own), cast(ups, own), cast(residual, own)), query.dtype)
         cfg = self.config
         if cfg.residual_before:
             ups = ups + residual.unsqueeze(2)

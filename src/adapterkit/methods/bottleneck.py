@@ -16,6 +16,7 @@ from transformers.activations import get_activation
 
 from ..configs.bottleneck import BnConfig
 from .base import Method, register_method
+from .dtypes import OwnDtype, cast, in_own_dtype
 from .gating import Gate
 from .phm import PHMLinear, PHMShared
 
@@ -40,7 +41,7 @@ def init_bert(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class BottleneckAdapter(nn.Module):
+class BottleneckAdapter(OwnDtype):
     """One bottleneck adapter at one site: `down -> act -> up`, scaled, with optional adapter norms."""
 
     def __init__(self, hidden_size: int, bottleneck_size: int, config: BnConfig, phm: PHMShared | None = None):
@@ -66,6 +67,7 @@ class BottleneckAdapter(nn.Module):
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.gate = Gate(hidden_size) if config.use_gating else None
         self.reset_parameters()
+        self.refresh_dtype()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -94,11 +96,13 @@ class BottleneckAdapter(nn.Module):
         return self._gated(self.up_projection(z), z)
 
     def up_projection(self, z: torch.Tensor) -> torch.Tensor:
-        """`s * up(act(down(norm_before(z))))`: what AdapterFusion attends over (before dropout and gate)."""
-        up = self.up(self.act(self.down(self.norm_before(z) if self.norm_before is not None else z)))
+        """`s * up(act(down(norm_before(z))))`: what AdapterFusion attends over (before dropout and gate). Computed
+        in the adapter's own dtype, returned in z's (dtypes.py)."""
+        h = cast(z, self.own_dtype)
+        up = self.up(self.act(self.down(self.norm_before(h) if self.norm_before is not None else h)))
         if not (isinstance(self.scaling, float) and self.scaling == 1.0):
             up = up * self.scaling
-        return up
+        return cast(up, z.dtype)
 
     def _gated(self, up: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         out = self.dropout(up)
@@ -136,11 +140,11 @@ class BottleneckAdapter(nn.Module):
         up = self.up_projection(z)
         out = self._gated(up, z)
         if self.is_parallel:
-            return (self.norm_after(out) if self.norm_after is not None else out), up
+            return (in_own_dtype(self.norm_after, self.own_dtype, out) if self.norm_after is not None else out), up
         if self.config.adapter_residual_before_ln:
             out = out + residual
         if self.norm_after is not None:
-            out = self.norm_after(out)
+            out = in_own_dtype(self.norm_after, self.own_dtype, out)
         if not self.config.adapter_residual_before_ln:
             out = out + residual
         return out, up

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .dtypes import cast
+
 
 class Gate(nn.Linear):
     """A Linear(in, heads) whose forward returns the gate values, shaped (batch, heads)."""
@@ -25,7 +27,8 @@ class Gate(nn.Linear):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(super().forward(x)).mean(dim=1)
+        """The gate values, in x's dtype (computed in the gate's own, see dtypes.py)."""
+        gate = cast(torch.sigmoid(super().forward(cast(x, self.weight.dtype))).mean(dim=1), x.dtype)
         where = self.__dict__["_where"]
         if where is not None and where[0].gating_scores is not None:
             state, name, layer_id, location = where

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from ..configs.bottleneck import BnConfig
 from .bottleneck import activation, init_bert
+from .dtypes import OwnDtype, cast
 
 
 def _subnet(dim_in: int, dim_out: int, reduction_factor: float, non_linearity: str) -> nn.Sequential:
@@ -14,7 +15,7 @@ def _subnet(dim_in: int, dim_out: int, reduction_factor: float, non_linearity: s
     return nn.Sequential(nn.Linear(dim_in, hidden), activation(non_linearity), nn.Linear(hidden, dim_out))
 
 
-class NICECoupling(nn.Module):
+class NICECoupling(OwnDtype):
     """`y1 = x1 + F(x2); y2 = x2 + G(y1)`, exactly invertible: `x2 = y2 - G(y1); x1 = y1 - F(x2)`."""
 
     def __init__(self, hidden_size: int, reduction_factor: float, non_linearity: str):
@@ -24,8 +25,12 @@ class NICECoupling(nn.Module):
         self.F = _subnet(split2, self.split1, reduction_factor, non_linearity)
         self.G = _subnet(self.split1, split2, reduction_factor, non_linearity)
         self.apply(init_bert)
+        self.refresh_dtype()
 
     def forward(self, x: torch.Tensor, rev: bool = False) -> torch.Tensor:
+        """Computed in the block's own dtype, returned in x's (dtypes.py)."""
+        if x.dtype != self.own_dtype:
+            return cast(self.forward(cast(x, self.own_dtype), rev), x.dtype)
         x1, x2 = x[..., : self.split1], x[..., self.split1:]
         if not rev:
             y1 = x1 + self.F(x2)

@@ -19,6 +19,7 @@ from ..configs.lora import LoRAConfig, location_group
 from ..errors import AdapterError
 from ..projection import Projection
 from .base import Method, register_method
+from .dtypes import cast
 from .gating import Gate
 
 
@@ -44,13 +45,19 @@ class LoRA(nn.Module):
                 nn.init.ones_(self.lora_B)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        dtype = self.lora_A.dtype
+        if x.dtype != dtype or out.dtype != dtype:  # weights in another dtype than the activations (dtypes.py)
+            return out + cast(self.delta(cast(x, dtype)), out.dtype)
         delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
         if self.gate is not None:  # the gate replaces alpha / r
             return out + delta * self.gate(x).unsqueeze(-1)
         return torch.add(out, delta, alpha=self.scaling)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The update alone, `(alpha / r) B A x` (or gated); what an `Average` of LoRA adapters weighs."""
+        """The update alone, `(alpha / r) B A x` (or gated), in x's dtype; what an `Average` of LoRA adapters
+        weighs."""
+        if x.dtype != self.lora_A.dtype:
+            return cast(self.delta(cast(x, self.lora_A.dtype)), x.dtype)
         delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
         if self.gate is not None:
             return delta * self.gate(x).unsqueeze(-1)
@@ -95,10 +102,11 @@ class IA3(nn.Module):
         return out * self.scale(x)
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The factor on the output, `alpha * l` (times the gate when gated); what an `Average` weighs."""
+        """The factor on the output, `alpha * l` (times the gate when gated), in x's dtype; what an `Average`
+        weighs."""
         if self.gate is not None:
-            return self.vector() * self.gate(x).unsqueeze(-1)
-        return self.vector()
+            return cast(self.vector() * self.gate(x).unsqueeze(-1), x.dtype)
+        return cast(self.vector(), x.dtype)
 
     def merge_into(self, projection: Projection) -> None:
         v, bias = self.vector().detach(), projection.bias()
