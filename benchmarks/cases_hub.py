@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+import torch
+
 from common import Case, inference_case, make_model, train_case
 
 # method -> (config class, fields): identical in adapterkit and `adapters`.
@@ -43,7 +45,10 @@ class HubCases:
             self.lib.init(model)
             model.add_adapter(method, config=method_config(self.lib, method))
             model.train_adapter(method)
-            self._models[method] = model.to(self.shape.device)  # in case a library builds adapters on the CPU
+            model.to(self.shape.device)  # in case a library builds adapters on the CPU
+            if self.shape.dtype != "float32" and self.name == "adapterkit":
+                model.adapter_to(method, dtype=torch.float32)  # as peft keeps them by default
+            self._models[method] = model
         return self._models[method]
 
     def _reset(self, model, name: str) -> None:

@@ -52,6 +52,7 @@ class Shape:
     threads: int = 2
     device: str = "cpu"
     tiny: bool = False
+    dtype: str = "float32"  # the base model's; adapters stay float32 (peft's default), see cases_hub
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,11 +76,17 @@ def add_shape_arguments(parser) -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--tiny", action="store_true", help="a 32-wide model (checks the script; numbers mean nothing)")
+    add_dtype_argument(parser)
+
+
+def add_dtype_argument(parser) -> None:
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="the base model's dtype (adapters stay float32, as peft keeps them by default)")
 
 
 def shape_from_arguments(args) -> Shape:
     return Shape(batch=args.batch, seq=args.seq, layers=args.layers, threads=args.threads, device=args.device,
-                 tiny=args.tiny)
+                 tiny=args.tiny, dtype=args.dtype)
 
 
 def bert_config(shape: Shape) -> BertConfig:
@@ -93,7 +100,7 @@ def bert_config(shape: Shape) -> BertConfig:
 def make_model(shape: Shape) -> BertModel:
     """A freshly initialised bert-base-shaped model (same seed, so every process gets the same weights)."""
     torch.manual_seed(0)
-    return BertModel(bert_config(shape), add_pooling_layer=False).to(shape.device)
+    return BertModel(bert_config(shape), add_pooling_layer=False).to(shape.device, getattr(torch, shape.dtype))
 
 
 def make_batch(shape: Shape) -> dict:

@@ -6,7 +6,7 @@
 # the targets (run_all.py, adapterkit and peft; `adapters` needs its own venv, left out here); speed_ab: the LoRA
 # cases eagerly as they run by default and with run_all.py --no-fused-lora (two processes; since training on a GPU
 # takes the hook path by default, only inference differs now); fused_ab: the fused node on and off interleaved in one
-# process (fused_ab.py); compiled: the cases under torch.compile
+# process (fused_ab.py); speed_bf16: the speed cases on a bfloat16 model with float32 adapters; compiled: the cases under torch.compile
 # "reduce-overhead" (compiled.py); cuda_check: CUDA equivalence of every method (tools/cuda_check.py). Timings
 # first, on an idle machine. Each step has its own time limit, so one that
 # hangs cannot eat the session. Results go to $WORK and back as one archive ($OUT/gpu-session.tgz: a device call
@@ -44,6 +44,9 @@ profile) step profile 150 $PY benchmarks/profile_step.py --device "$DEVICE" --li
 speed) step speed 180 $PY benchmarks/run_all.py --device "$DEVICE" --parts speed --libraries $LIBS $SHAPE \
     --cases floor full_ft lora_train lora_infer lora_merged pfeiffer_train prefix_train prefix_infer \
     --rounds 20 --warmup 3 --out "$WORK/speed" ;;
+speed_bf16) step speed_bf16 120 $PY benchmarks/run_all.py --device "$DEVICE" --parts speed --libraries $LIBS $SHAPE \
+    --dtype bfloat16 --cases floor lora_train lora_infer lora_merged pfeiffer_train prefix_train --rounds 20 \
+    --warmup 3 --out "$WORK/speed_bf16" ;;
 speed_ab)
     for variant in fused hook; do
         flag=""; [ $variant = hook ] && flag="--no-fused-lora"
@@ -60,7 +63,7 @@ tar czf "$OUT/gpu-session.tgz" -C "$WORK" .
 cat "$WORK/machine.txt"
 tail -n 3 "$WORK/cuda_check.log" 2>/dev/null
 grep -v "^\*\*\|^top kernels\|^$" "$WORK/profile/profile.md" 2>/dev/null
-for d in speed speed_fused speed_hook; do grep "^|" "$WORK/$d/report.md" 2>/dev/null | head -n 20; done
+for d in speed speed_bf16 speed_fused speed_hook; do grep "^|" "$WORK/$d/report.md" 2>/dev/null | head -n 20; done
 cat "$WORK/compiled/compiled.md" "$WORK/fused_ab/fused_ab.md" 2>/dev/null
 tail -n 5 "$WORK/compiled.log" 2>/dev/null
 exit 0

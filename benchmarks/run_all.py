@@ -203,6 +203,7 @@ def parse_args(argv):
                    default=["adapterkit", "peft", "adapters"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2)
+    common.add_dtype_argument(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--layers", type=int, default=None, help="default 12 (2 with --tiny)")
@@ -257,7 +258,7 @@ def main(argv=None) -> dict:
         sys.exit(f"run_all.py: error: --learning-rates: {e}")
     args.out.mkdir(parents=True, exist_ok=True)
     shape = Shape(batch=args.batch, seq=args.seq, layers=args.layers or (2 if args.tiny else 12),
-                  threads=args.threads, device=args.device, tiny=args.tiny)
+                  threads=args.threads, device=args.device, tiny=args.tiny, dtype=args.dtype)
     ref_python = None
     if "adapters" in args.libraries and args.ref_python:
         ref_python = args.ref_python
@@ -277,7 +278,8 @@ def main(argv=None) -> dict:
         "device": args.device, "command": "python benchmarks/run_all.py " + " ".join(argv if argv is not None
                                                                                      else sys.argv[1:]),
         "shape": f"{'tiny 32-wide' if args.tiny else 'bert-base'}, {shape.layers} layers, batch {shape.batch} x "
-                 f"{shape.seq} tokens, fp32, {shape.threads} threads, {args.device}",
+                 f"{shape.seq} tokens, {'fp32' if shape.dtype == 'float32' else shape.dtype + ' (adapters fp32)'}, "
+                 f"{shape.threads} threads, {args.device}",
         "shape_fields": shape.to_dict(), "rounds": args.rounds, "warmup": args.warmup,
         "memory_steps": args.memory_steps, "versions": versions}}
     with common.fused_lora_disabled(args.no_fused_lora):  # this process's parts; workers get the flag
