@@ -118,3 +118,18 @@ def test_merging_a_float32_lora_into_a_bfloat16_model():
         model.merge_adapter("a")
         merged = model(**batch)[0]
     assert merged.dtype == BF16 and _relative(merged, unmerged) < 0.03
+
+
+@pytest.mark.parametrize("config", ["lora", "unipelt"])
+def test_float32_adapters_on_a_bfloat16_model_compile_as_one_graph(config):
+    torch._dynamo.reset()
+    model, _ = _mixed("bert", {"a": config})
+    model.train_adapter("a")
+    batch = archs.inputs("bert")
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(**batch)[0]
+    out.float().pow(2).mean().backward()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled(**batch)
+    assert out.dtype == BF16
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
