@@ -155,3 +155,17 @@ def test_trainer_needs_an_adapterkit_model_and_reads_label_names_from_the_head(t
     model.add_qa_head("task", overwrite_ok=True)
     trainer = AdapterTrainer(model=model, args=args(tmp_path))
     assert trainer.label_names == ["start_positions", "end_positions"]
+
+
+def test_torch_compile_trains_and_checkpoints_the_same_names(tmp_path):
+    """TrainingArguments(torch_compile=True): the Trainer wraps the model in torch.compile; checkpoints still name
+    the adapter's weights as the plain model does (no `_orig_mod.` prefix) and the weights train."""
+    model = make_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = AdapterTrainer(model=model, args=args(tmp_path, torch_compile=True, torch_compile_backend="aot_eager"),
+                             train_dataset=dataset())
+    trainer.train()
+    assert type(trainer.model_wrapped).__name__ == "OptimizedModule"
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+    saved = ckpt_weights(tmp_path / "checkpoint-4")
+    assert set(saved) == set(trainable_state_dict(make_model()))
