@@ -24,7 +24,8 @@ def in_own_dtype(module: nn.Module, dtype: torch.dtype | None, x: torch.Tensor) 
 
 class OwnDtype(nn.Module):
     """A module that knows the dtype of its floating weights (`own_dtype`, None without any), kept current through
-    `.to()` / `.half()` / `.float()` (all of which run `_apply`), so the forward need not look it up."""
+    `.to()` / `.half()` / `.float()` (all of which run `_apply`), so the forward need not look it up. A tensor swapped
+    in by hand (`param.data = ...` in another dtype) is not seen: call `refresh_dtype()` after that."""
 
     def refresh_dtype(self) -> None:
         first = next((p for p in self.parameters() if p.is_floating_point()), None)
