@@ -135,6 +135,33 @@ def write(result: dict, out: Path) -> None:
     (out / "compiled.md").write_text("\n".join(lines) + "\n")
 
 
+def chart(result: dict, path: Path) -> None:
+    """The compiled cases as ratios to the eager plain forward (the issue's baseline), per library."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["mode"] != "eager"]
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    libs = list(dict.fromkeys(r["library"] for r in rows))
+    width = 0.8 / len(libs)
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(cases), 4.5))
+    for i, lib in enumerate(libs):
+        found = {r["case"]: r["ratio_to_eager_forward"] for r in rows if r["library"] == lib}
+        ax.bar([x + i * width for x in range(len(cases))], [found.get(c, 0) for c in cases], width, label=lib)
+    ax.set_xticks([x + width * (len(libs) - 1) / 2 for x in range(len(cases))])
+    ax.set_xticklabels([common.LABELS.get(c, c).split(" (baseline")[0].split(":")[0] for c in cases], rotation=30,
+                       ha="right", fontsize=8)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(2.1, color="grey", lw=0.8, ls="--", label="issue 7's training target (2.1x)")
+    ax.set_ylabel("time / eager plain forward")
+    ax.legend()
+    fig.suptitle(f"torch.compile mode {result['meta']['mode']!r}: {result['meta']['shape']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_shape_arguments(p)
@@ -157,6 +184,7 @@ def main(argv=None) -> dict:
         result = run(args.libraries, args.cases, shape, args.mode, args.rounds, args.warmup, args.out, args.backend)
     result["meta"]["no_fused_lora"] = args.no_fused_lora
     write(result, args.out)
+    chart(result, args.out / "compiled.png")
     print((args.out / "compiled.md").read_text())
     return result
 

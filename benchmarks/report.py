@@ -213,9 +213,15 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1, 1]})
     rows, libs = _rows(results, "speed"), _present(results)
-    keys = [key for key, _, _ in CASES if KINDS[key] != "op"]
+    scaling = _rows(results, "scaling")
+    # only the cases this run timed, and the scaling panels only when it swept
+    keys = [key for key, _, _ in CASES if KINDS[key] != "op" and any((lib, key, None, None) in rows for lib in libs)]
+    if scaling:
+        fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1, 1]})
+    else:
+        fig, ax = plt.subplots(1, 1, figsize=(2 + 0.8 * len(keys), 5.5))
+        axes = [ax]
     width = 0.8 / max(1, len(libs))
     for i, lib in enumerate(libs):
         found = [rows.get((lib, k, None, None)) for k in keys]
@@ -230,7 +236,6 @@ def chart(results: dict, path: Path) -> None:
     axes[0].set_ylabel("time / plain forward (same process)")
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].legend()
-    scaling = _rows(results, "scaling")
     for ax, (axis, fixed_name) in zip(axes[1:], (("seq", "layers"), ("layers", "seq"))):
         for lib in LIBRARIES:
             pts = sorted((k[2] if axis == "seq" else k[3], r["ratio"]) for k, r in scaling.items()

@@ -261,6 +261,9 @@ def test_compiled_cases_run_and_match_eager(tmp_path):
     assert {("adapterkit", "lora_train", "default"), ("peft", "lora_infer", "default")} <= rows
     assert max(result["max_difference"].values()) < 1e-5
     assert (tmp_path / "compiled.md").read_text().count("\n| ") == len(result["rows"]) + 2  # header, rule, rows
+    pytest.importorskip("matplotlib")
+    compiled.chart(result, tmp_path / "compiled.png")
+    assert (tmp_path / "compiled.png").stat().st_size > 0
 
 
 def test_fused_ab_times_both_variants_and_restores_the_sites(tmp_path):
