@@ -11,7 +11,7 @@ without graph breaks (tests/test_torch_compile.py), so its adapters compile as p
 Every case is compiled first (its first calls' time is reported as the compile time), then all are timed in one
 round-robin with the eager plain forward (timing.round_robin), so the ratios share rounds. Inference cases are
 checked against the eager model's output. Writes compiled.json and compiled.md to --out, after each compile too
-(a run stopped at a time limit keeps what it finished).
+(a run stopped at a time limit keeps what it finished), and at the end compiled.png (ratios to the eager forward).
 """
 
 from __future__ import annotations
