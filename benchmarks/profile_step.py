@@ -4,9 +4,11 @@ Why: on the H200 adapterkit's LoRA train step (3.36x), Pfeiffer train step (2.97
 (1.11x) missed issue 7's targets by more than their operation counts explain (BENCHMARKS.md, "Operations per
 step"). Whether the time over the floor is the host's (Python, autograd, launches) or the device's (small,
 badly-shaped kernels) decides the fix, and only a profile on the GPU tells. This is that profile, sized for a
-short lent device session (about a minute at bert-base for the default cases):
+short lent device session (about a minute at bert-base for the default cases). Its answer (fifth session,
+BENCHMARKS.md "On a GPU: profile and torch.compile"): the training steps are the host's, unmerged inference the
+device's.
 
-    python benchmarks/profile_step.py --device cuda --out $OUT/profile
+    python benchmarks/profile_step.py --device cuda --out $OUT/profile   # lora_train_hook: fused node off
 
 For each library and case: the wall time per step (timed without the profiler, synchronized), the host time of
 each phase of the step (forward, backward, optimizer, zero_grad: `record_function` ranges), on CUDA the device's
