@@ -8,7 +8,7 @@ short lent device session (about a minute at bert-base for the default cases). I
 BENCHMARKS.md "On a GPU: profile and torch.compile"): the training steps are the host's, unmerged inference the
 device's.
 
-    python benchmarks/profile_step.py --device cuda --out $OUT/profile   # lora_train_hook: fused node off
+    python benchmarks/profile_step.py --device cuda --out $OUT/profile
 
 For each library and case: the wall time per step (timed without the profiler, synchronized), the host time of
 each phase of the step (forward, backward, optimizer, zero_grad: `record_function` ranges), on CUDA the device's
