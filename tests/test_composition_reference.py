@@ -32,7 +32,8 @@ SUBLAYER_ARCHS = ["gpt2", "llama", "bart", "t5"]
 SUBLAYER_CASES = ["stack", "fuse_dynamic", "fuse_static", "fuse_then_stack", "split", "batch_split", "parallel",
                   "stack_parallel"]
 SKIPPED = {("bart", "split"), ("t5", "split")}  # its positions fit the encoder input, not the 5-token decoder's
-# prefix composition where the package's prefix math is ours (its T5 prefix shifts the relative positions)
+# prefix composition where the package's prefix math is ours (its T5 prefix shifts the relative positions: adapterkit
+# runs that, shift_positions=True, as a single adapter only)
 PREFIX_CASES = ["prefix_single", "prefix_batch_split", "prefix_parallel"]
 PREFIX_ARCHS = ["gpt2", "llama", "bart"]
 RUNS = [(arch, case) for arch in ARCHS for case in CASES] + [

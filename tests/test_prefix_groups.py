@@ -10,6 +10,7 @@ import torch
 import transformers as tf
 
 import adapterkit
+from adapterkit import AdapterError, AdapterSetup, Stack
 from adapterkit.methods.prefix_tuning import FlatPrefixTuning
 
 import archs
@@ -118,3 +119,31 @@ def test_composition_rows_equal_each_adapter_alone(arch):
         parallel = model(**inputs).last_hidden_state
     torch.testing.assert_close(split, torch.cat([alone["p1"][:1], alone["p2"][1:]]), atol=1e-5, rtol=0)
     torch.testing.assert_close(parallel, torch.cat([alone["p1"], alone["p2"]]), atol=1e-5, rtol=0)
+
+
+def test_shift_positions_moves_t5_keys_and_nothing_else():
+    """shift_positions (the `adapters` package's T5 prefix semantics): on T5 the relative position bias is computed
+    over prefix + sequence, which changes the output; on a model without such a bias it changes nothing; several
+    active adapters, or per-example routing, with a shifted prefix are refused (the package's behaviour there is
+    unchecked)."""
+    config = "prefix_tuning[prefix_length=3,bottleneck_size=8]"
+    shifted = "prefix_tuning[prefix_length=3,bottleneck_size=8,shift_positions=True]"
+    models = {}
+    for arch, changes in (("bert", False), ("t5", True)):
+        model = models[arch] = archs.randomised(arch, {"plain": config, "shifted": shifted}, scale=0.3)
+        model.adapterkit["shifted"].load_state_dict(model.adapterkit["plain"].state_dict())
+        model.eval()
+        batch = archs.inputs(arch)
+        with torch.no_grad():
+            with AdapterSetup("plain"):
+                plain = model(**batch)[0]
+            with AdapterSetup("shifted"):
+                moved = model(**batch)[0]
+        assert bool((plain - moved).abs().max() > 1e-3) == changes, arch
+    model = models["t5"]
+    model.set_active_adapters(Stack("plain", "shifted"))
+    with pytest.raises(AdapterError, match="shift_positions=True .* runs as the only active adapter"):
+        model(**archs.inputs("t5"))
+    model.set_active_adapters("shifted")
+    with pytest.raises(AdapterError, match="with per-example routing"):
+        model(**archs.inputs("t5"), adapter_names=["shifted", "plain", "shifted"])

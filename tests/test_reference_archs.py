@@ -9,7 +9,6 @@ weights through `io.adapterhub` with the names each interface declares.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -20,10 +19,10 @@ import transformers
 from safetensors.torch import load_file
 
 import adapterkit
-import adapterkit.interfaces.t5
 from adapterkit.errors import AdapterConfigError
 from adapterkit.interfaces.deberta import DEBERTA_ADAPTERHUB_QKV
 from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub, state_dict_to_adapterhub
+from adapterkit.io.adapterhub import with_shifted_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_archs"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -32,12 +31,10 @@ ARCHS = sorted(MANIFEST["archs"])
 # (adapterkit: up + gate, and down): such checkpoints are refused on import, naming why (test below)
 REFUSED = {("llama", "lora_qkv_ffn"), ("llama", "ia3")}
 PREFIX_CASES = ("prefix_tuning", "prefix_tuning_gated", "prefix_tuning_dec_self")
-# Its T5 prefix tuning shifts the relative position bias (test below: refused, and equal once that is emulated)
-T5_PREFIX = {("t5", case) for case in PREFIX_CASES}
 # DeBERTa's disentangled attention does not call transformers' attention registry: no prefix tuning there
 NO_PREFIX = {(arch, case) for arch in ("deberta", "deberta-v2") for case in PREFIX_CASES}
 CASES = [(arch, case) for arch in ARCHS for case in MANIFEST["archs"][arch]["cases"]
-         if (arch, case) not in REFUSED | T5_PREFIX | NO_PREFIX]
+         if (arch, case) not in REFUSED | NO_PREFIX]
 
 
 def model_class(arch: str):
@@ -123,6 +120,8 @@ def _load_case(arch: str, case: str, attn: str, interface=None):
     """Our model with the fixture's adapter loaded and active, its inputs and the reference output."""
     config = config_from_adapterhub(json.loads((FIXTURES / arch / case / "adapter_config.json").read_text()))
     model = adapterkit.init(load_base(arch, attn), interface=interface)
+    if model.adapter_state.interface.position_bias:  # as AdapterHub loading does (T5 prefix tuning)
+        config = with_shifted_prefix(config)
     model.add_adapter(case, config=config)
     state = model.adapter_state
     weights = state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case,
@@ -136,37 +135,47 @@ def _load_case(arch: str, case: str, attn: str, interface=None):
 
 
 @pytest.mark.parametrize("case", PREFIX_CASES)
-def test_t5_prefix_tuning_refused_naming_the_position_shift(case):
+def test_t5_prefix_tuning_needs_shift_positions(case):
+    """The package computes T5's relative position bias over prefix and sequence together: its weights are refused
+    by an adapter without shift_positions (AdapterHub loading sets it; test_matches_adapters_package runs them)."""
     config = config_from_adapterhub(json.loads((FIXTURES / "t5" / case / "adapter_config.json").read_text()))
     model = adapterkit.init(load_base("t5"))
     model.add_adapter(case, config=config)
     state = model.adapter_state
-    with pytest.raises(AdapterConfigError, match="prefix tuning, which computes another function in this "
-                                                   "architecture: .*relative position bias"):
+    with pytest.raises(AdapterConfigError, match="relative position bias over prefix and sequence together .*"
+                                                   "PrefixTuningConfig\\(shift_positions=True\\)"):
         state_dict_from_adapterhub(load_file(FIXTURES / "t5" / case / "adapter.safetensors"), case,
                                    state.interface, config, state=state)
+    with pytest.raises(AdapterConfigError, match="shift_positions=True"):
+        state_dict_to_adapterhub(model.adapterkit[case].state_dict(), case, state.interface, config, state)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("case", PREFIX_CASES)
-def test_t5_prefix_tuning_equals_the_package_with_its_position_shift(case, attn):
-    """All that differs is the position bias: with `adapters`' (relative positions computed over prefix + sequence,
-    so real keys sit prefix_length further on) emulated, encoder, decoder and cross-attention prefixes, their gates
-    and masks give the package's output; without it, they do not."""
-    interface = dataclasses.replace(adapterkit.interfaces.t5.T5, adapterhub_differs={})
-    model, config, inputs, expected = _load_case("t5", case, attn, interface)
+def test_t5_shift_positions_is_what_differs_and_load_adapter_sets_it(case, tmp_path):
+    """The same weights without the shift compute another function; `load_adapter` on the package's directory
+    gives its outputs (the flag set), and the adapterkit checkpoint keeps the flag."""
+    model, config, inputs, expected = _load_case("t5", case, "eager")
+    assert config.shift_positions
+    unshifted = adapterkit.init(load_base("t5"))
+    unshifted.add_adapter(case, config=config.replace(shift_positions=False), set_active=True)
+    unshifted.adapterkit[case].load_state_dict(model.adapterkit[case].state_dict())
     with torch.no_grad():
-        ours = model(**inputs).last_hidden_state
-    assert (ours - expected).abs().max() > 1e-2
-    stacks = [model.encoder, model.decoder] if config.encoder_prefix else [model.decoder]
-    for stack in stacks:  # the first block computes the bias every block of its stack reuses
-        attention = stack.block[0].layer[0].SelfAttention
-        attention.compute_bias = functools.partial(
-            lambda q, k, *args, bias, **kwargs: bias(q, k + config.prefix_length, *args, **kwargs),
-            bias=attention.compute_bias)
+        assert (unshifted(**inputs).last_hidden_state - expected).abs().max() > 1e-2
+    hub = tmp_path / "hub"  # the fixture as the package saves it: its config under "config", the weights beside
+    hub.mkdir()
+    (hub / "adapter_config.json").write_text(json.dumps({
+        "config": json.loads((FIXTURES / "t5" / case / "adapter_config.json").read_text()), "name": case,
+        "model_type": "t5", "hidden_size": model.config.d_model, "version": "adapters.1.3.0"}))
+    (hub / "adapter.safetensors").write_bytes((FIXTURES / "t5" / case / "adapter.safetensors").read_bytes())
+    loaded = adapterkit.init(load_base("t5"))
+    name = loaded.load_adapter(hub, set_active=True)
+    assert loaded.adapters_config[name].shift_positions
     with torch.no_grad():
-        shifted = model(**inputs).last_hidden_state
-    torch.testing.assert_close(shifted, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(**inputs).last_hidden_state, expected, atol=1e-5, rtol=0)
+    loaded.save_adapter(tmp_path / "ours", name)
+    again = adapterkit.init(load_base("t5"))
+    name = again.load_adapter(tmp_path / "ours")
+    assert again.adapters_config[name].shift_positions
 
 
 @pytest.mark.parametrize("arch", ["deberta", "deberta-v2"])

@@ -11,6 +11,8 @@ module, `SublayerSite` -> hooks around a sublayer). Adding an architecture never
 
 from __future__ import annotations
 
+import functools
+
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -344,6 +346,12 @@ class PrefixRef:
         self.prefix, self.gate = prefix, gate
 
 
+def _shifted_bias(compute, site: "PrefixSite", query_length, key_length, *args, **kwargs):
+    """The module's position bias over `key_length` + the active shift: real keys sit that much further on (the
+    prefix keys take the first positions), as the `adapters` package computes T5 prefix tuning."""
+    return compute(query_length, key_length + site.position_shift(), *args, **kwargs)
+
+
 class PrefixSite(Site):
     """Marks an attention module (self- or cross-attention) for the `adapterkit_<impl>` attention wrapper (see
     attention.py).
@@ -378,10 +386,16 @@ class PrefixSite(Site):
         self.module.__dict__[SITE_ATTR] = self
         self._handle = self.module.register_forward_pre_hook(self._keep_input, with_kwargs=True)
         self.state.use_prefix_attention(True)
+        bias = self.state.interface.position_bias
+        if bias and hasattr(type(self.module), bias):  # T5: the relative position bias, shifted by `shift_positions`
+            compute = getattr(type(self.module), bias).__get__(self.module)  # the class's, never a wrapper of ours
+            self.module.__dict__[bias] = functools.partial(_shifted_bias, compute, self)
 
     def remove(self) -> None:
         from .attention import SITE_ATTR
         self.module.__dict__.pop(SITE_ATTR, None)
+        if self.state.interface.position_bias:
+            self.module.__dict__.pop(self.state.interface.position_bias, None)
         if self._handle is not None:
             self._handle.remove()
         self._input = None
@@ -390,6 +404,20 @@ class PrefixSite(Site):
 
     def _keep_input(self, module, args, kwargs):
         self._input = args[0] if args else kwargs.get("hidden_states")
+
+    def position_shift(self) -> int:
+        """How far the active prefix adapter with `shift_positions` moves the real keys here (its prefix_length; 0
+        without one). Only a single such adapter is supported: the package's behaviour for several is unchecked."""
+        setup = self.state.current_setup()
+        names = [] if setup is None else setup.flatten()
+        shifted = [ref for ref in self.collect(names) if ref.prefix.shift_positions]
+        if not shifted:
+            return 0
+        if len(names) > 1 or self.state.routing is not None:
+            raise AdapterError(
+                f"prefix tuning with shift_positions=True (the `adapters` package's T5 semantics) runs as the only "
+                f"active adapter; active: {setup!r}{' with per-example routing' if self.state.routing else ''}")
+        return shifted[0].prefix.prefix_length
 
     def extend(self, module, query, key, value, mask):
         # the attention input is for this call's gates only: let it go now, not at the next forward (it would keep

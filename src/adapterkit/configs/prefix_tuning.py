@@ -18,6 +18,11 @@ class PrefixTuningConfig(AdapterConfig):
     `use_gating` adds a per-layer gate scaling the prefix keys and values (one gate for both when
     `shared_gating`, else one each). `encoder_prefix` / `cross_prefix` choose the attention kinds of
     encoder-decoder models.
+
+    `shift_positions` (models with a relative position bias, T5): compute the bias over prefix and sequence
+    together, as the `adapters` package does, so every real key sits `prefix_length` positions further from its
+    query than it is. Off (the default), real tokens keep their positions and prefix keys get no bias. AdapterHub T5
+    prefix checkpoints load with it on (and only such adapters export to that format); no effect elsewhere.
     """
 
     architecture: ClassVar[str] = "prefix_tuning"
@@ -32,9 +37,10 @@ class PrefixTuningConfig(AdapterConfig):
     dropout: float = 0.0
     use_gating: bool = False
     shared_gating: bool = True
+    shift_positions: bool = False
 
     def validate(self) -> None:
-        self._check_bool("encoder_prefix", "cross_prefix", "flat", "use_gating", "shared_gating")
+        self._check_bool("encoder_prefix", "cross_prefix", "flat", "use_gating", "shared_gating", "shift_positions")
         self._check_layer_list("leave_out")
         self._check_number("prefix_length", minimum=1, integer=True)
         self._check_number("bottleneck_size", minimum=1, integer=True)

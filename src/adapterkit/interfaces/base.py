@@ -121,8 +121,9 @@ class ModelInterface:
       module, relative to the base model) and "prefix" (the `adapters` pool's name of the self-attention prefix
       group where it is not "self_prefix").
     - `adapterhub_differs`: location -> why its AdapterHub namesake is another function (Llama: the `adapters`
-      package's "intermediate" LoRA sits on down_proj; T5, under "prefix": its prefix shifts the relative
-      positions); AdapterHub imports and exports refuse adapters there, giving that reason.
+      package's "intermediate" LoRA sits on down_proj); AdapterHub imports and exports refuse adapters there,
+      giving that reason. (T5's prefix tuning, whose package form shifts the relative positions, converts with
+      `shift_positions`: see `position_bias`.)
     """
 
     model_types: tuple[str, ...]
@@ -143,6 +144,9 @@ class ModelInterface:
     # keyword arguments of the attention function that add a bias over keys (T5's position_bias): prefix tuning
     # pads them with zeros for the prefix positions
     attention_bias_kwargs: tuple[str, ...] = ()
+    # the attention module's method computing a relative position bias from (query_length, key_length) (T5's
+    # compute_bias): prefix tuning with `shift_positions` calls it with key_length + prefix_length
+    position_bias: str | None = None
     embeddings_tap: str = "output"
     adapterhub_layers: Union[str, tuple[str, ...], None] = None
     adapterhub: Mapping[str, str] = field(default_factory=dict)

@@ -33,12 +33,9 @@ T5 = register_interface(ModelInterface(
     encoder_layers="encoder.block",
     lm_heads=("lm_head",),
     attention_bias_kwargs=("position_bias",),
+    position_bias="compute_bias",
     adapterhub={"invertible": "encoder.invertible_adapters",
                 "mh_adapter": "layer.0", "cross_adapter": "layer.1", "output_adapter": "layer.-1"},
     adapterhub_differs={"intermediate_1": "in gated T5 FFNs the `adapters` package puts its intermediate LoRA / "
-                                          "(IA)^3 on wi_1 alone (adapterkit: wi_0 and wi_1)",
-                        "prefix": "the `adapters` package computes T5's relative position bias over prefix and "
-                                  "sequence together, so every real key sits prefix_length positions further from "
-                                  "its query than it is (adapterkit: real tokens keep their positions, prefix "
-                                  "positions get no bias)"},
+                                          "(IA)^3 on wi_1 alone (adapterkit: wi_0 and wi_1)"},
 ))

@@ -162,10 +162,9 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
     pattern = re.compile(
         rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
-    if _member(config, PrefixTuningConfig, required=False) is not None and "prefix" in interface.adapterhub_differs:
-        raise AdapterConfigError(f"AdapterHub adapter {name!r} has prefix tuning, which computes another function in "
-                                 f"this architecture: {interface.adapterhub_differs['prefix']}; no exact conversion "
-                                 "exists")
+    prefix = _member(config, PrefixTuningConfig, required=False)
+    if prefix is not None and interface.position_bias and not prefix.shift_positions:
+        raise AdapterConfigError(_SHIFT_NEEDED.format(what=f"AdapterHub adapter {name!r}"))
     lora = _member(config, LoRAConfig, required=False)
     enabled = []
     if lora is not None:
@@ -236,6 +235,18 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     return out
 
 
+_SHIFT_NEEDED = ("{what}: in this architecture the `adapters` package computes prefix tuning with the relative "
+                 "position bias over prefix and sequence together (every real key prefix_length positions further "
+                 "from its query); that is PrefixTuningConfig(shift_positions=True), which AdapterHub loading sets")
+
+
+def with_shifted_prefix(config: AdapterConfig) -> AdapterConfig:
+    """`config` with shift_positions on its prefix tuning (itself or a union member): the package's semantics."""
+    if isinstance(config, ConfigUnion):
+        return ConfigUnion(*[with_shifted_prefix(member) for member in config])
+    return config.replace(shift_positions=True) if isinstance(config, PrefixTuningConfig) else config
+
+
 def _member(config: AdapterConfig, cls: type, required: bool = True) -> AdapterConfig | None:
     """`config` itself, or its union member of type `cls` (the one a weight belongs to)."""
     for member in (config if isinstance(config, ConfigUnion) else [config]):
@@ -262,6 +273,8 @@ def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
         raise AdapterConfigError(f"{type(config).__name__} has no AdapterHub form; supported: bottleneck, LoRA, "
                                  "(IA)^3, prefix tuning")
     out = config.to_dict()
+    for member in [out, *out.get("configs", [])]:
+        member.pop("shift_positions", None)  # adapterkit's field: the package knows one behaviour (see T5 prefixes)
     if out["architecture"] == "bottleneck":
         out["architecture"] = None  # AdapterHub's name for its bottleneck config class
     return out
@@ -356,10 +369,10 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
         scope, rest = key.split(".", 1)
         if scope == "shared":
             module, _, param = rest.partition(".")
-            if module.startswith("prefix") and "prefix" in interface.adapterhub_differs:
-                raise AdapterConfigError(
-                    f"adapter {name!r}: its prefix tuning would compute another function in the `adapters` package "
-                    f"in this architecture ({interface.adapterhub_differs['prefix']}); save in the adapterkit format")
+            if (module.startswith("prefix") and interface.position_bias
+                    and not _member(config, PrefixTuningConfig).shift_positions):
+                raise AdapterConfigError(_SHIFT_NEEDED.format(what=f"adapter {name!r}")
+                                         + "; or save in the adapterkit format")
             if module not in shared:
                 raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
             out[shared[module].format(name=name) + param] = tensor
@@ -469,6 +482,8 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     if not name:
         raise CheckpointError(f"{source}: no adapter 'name'")
     config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
+    if model.adapter_state.interface.position_bias:
+        config = with_shifted_prefix(config)  # the package's prefix semantics there (PrefixTuningConfig)
     weights_file = directory / SAFE_WEIGHTS_NAME
     if weights_file.is_file():
         weights = read_safetensors(weights_file)

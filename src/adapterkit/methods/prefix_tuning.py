@@ -26,6 +26,7 @@ class _PrefixBase(nn.Module):
         super().__init__()
         self.n_layers, self.n_heads, self.head_dim = len(layer_ids), n_heads, head_dim
         self.prefix_length = config.prefix_length
+        self.__dict__["shift_positions"] = config.shift_positions  # see PrefixSite.position_shift
         # layer id -> row block of this layer's keys/values (layers left out get none)
         self.__dict__["layer_index"] = {layer_id: i for i, layer_id in enumerate(layer_ids)}
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
