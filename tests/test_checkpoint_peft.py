@@ -22,6 +22,13 @@ def close(a, b):
     return (a - b).abs().max().item()
 
 
+def load_in_peft(base, directory):
+    """peft's own loading of a PEFT directory onto `base`, in eval mode (its warnings about the tiny models muted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return peft.PeftModel.from_pretrained(base, directory).eval()
+
+
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 @pytest.mark.parametrize("method", ["lora", "lora_all", "ia3", "ia3_alpha",
                                     "ia3[intermediate_lora=False,output_lora=True,leave_out=[0]]"])
@@ -29,9 +36,7 @@ def test_export_loads_in_peft(arch, method, batch, tmp_path):
     model = model_with(arch, method)
     expected = outputs(model, batch)
     model.save_adapter(tmp_path, "a", format="peft")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = peft.PeftModel.from_pretrained(tiny_model(arch), tmp_path).eval()
+    peft_model = load_in_peft(tiny_model(arch), tmp_path)
     with torch.no_grad():
         got = peft_model(**batch).last_hidden_state
     with torch.no_grad(), peft_model.disable_adapter():
@@ -104,9 +109,7 @@ def test_peft_default_ia3_with_feedforward_modules_converts_both_ways(batch, tmp
     assert config.scale_inputs == ["o", "output"] and config.attn_matrices == ["k", "v", "o"]
     assert close(outputs(model, batch), expected) <= ATOL
     model.save_adapter(tmp_path / "out", "p", format="peft")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        again = peft.PeftModel.from_pretrained(tiny_model("bert"), tmp_path / "out").eval()
+    again = load_in_peft(tiny_model("bert"), tmp_path / "out")
     with torch.no_grad():
         assert close(again(**batch).last_hidden_state, expected) <= ATOL
 

@@ -4,7 +4,6 @@ sublayers addressed from the end), both ways against the real `peft` package (ou
 from __future__ import annotations
 
 import copy
-import warnings
 
 import peft  # a test dependency: these checks must run, never skip
 import pytest
@@ -14,7 +13,7 @@ import adapterkit
 from adapterkit import AdapterConfigError, CheckpointError
 
 import archs
-from test_checkpoint_peft import _peft_made
+from test_checkpoint_peft import _peft_made, load_in_peft
 
 ATOL = 1e-5
 
@@ -61,9 +60,7 @@ def test_export_loads_in_peft(arch, config, tmp_path):
     model.set_active_adapters("a")
     expected = _out(model, arch)
     model.save_adapter(tmp_path, "a", format="peft")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peft_model = peft.PeftModel.from_pretrained(_bare(arch), tmp_path).eval()
+    peft_model = load_in_peft(_bare(arch), tmp_path)
     with peft_model.disable_adapter():
         assert (_out(peft_model, arch) - expected).abs().max() > 1e-2  # peft loaded something
     assert (_out(peft_model, arch) - expected).abs().max() <= ATOL
