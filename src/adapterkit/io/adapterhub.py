@@ -162,9 +162,7 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     stacks = "|".join(re.escape(p) for p in sorted(offsets, key=len, reverse=True))
     pattern = re.compile(
         rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+?)\.(adapters|loras)\.{re.escape(name)}\.(.+)$")
-    prefix = _member(config, PrefixTuningConfig, required=False)
-    if prefix is not None and interface.position_bias and not prefix.shift_positions:
-        raise AdapterConfigError(_SHIFT_NEEDED.format(what=f"AdapterHub adapter {name!r}"))
+    _check_prefix_shift(config, interface, f"AdapterHub adapter {name!r}")
     lora = _member(config, LoRAConfig, required=False)
     enabled = []
     if lora is not None:
@@ -235,9 +233,16 @@ def state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], name: str, i
     return out
 
 
-_SHIFT_NEEDED = ("{what}: in this architecture the `adapters` package computes prefix tuning with the relative "
-                 "position bias over prefix and sequence together (every real key prefix_length positions further "
-                 "from its query); that is PrefixTuningConfig(shift_positions=True), which AdapterHub loading sets")
+def _check_prefix_shift(config: AdapterConfig, interface: ModelInterface, what: str) -> None:
+    """Where the model has a relative position bias (T5), the package's prefix tuning is `shift_positions=True`:
+    refuse converting a prefix adapter without it, either way."""
+    prefix = _member(config, PrefixTuningConfig, required=False)
+    if prefix is not None and interface.position_bias and not prefix.shift_positions:
+        raise AdapterConfigError(
+            f"{what}: in this architecture the `adapters` package computes prefix tuning with the relative position "
+            "bias over prefix and sequence together (every real key prefix_length positions further from its "
+            "query); that is PrefixTuningConfig(shift_positions=True), which AdapterHub loading sets; or save in "
+            "the adapterkit format")
 
 
 def with_shifted_prefix(config: AdapterConfig) -> AdapterConfig:
@@ -360,6 +365,7 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
     AdapterHub's names where the interface gives them (ViT: the transformers 4.x layout), else ours. Pass the
     model's `state` for models with several layer stacks (encoder-decoder) or sublayers addressed from the end.
     """
+    _check_prefix_shift(config, interface, f"adapter {name!r}")
     layout = _export_layout(interface, state)
     shared = _shared_keys(interface)
     order = {location: i for i, (location, _) in enumerate(interface.all_linear_locations())}
@@ -369,10 +375,6 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
         scope, rest = key.split(".", 1)
         if scope == "shared":
             module, _, param = rest.partition(".")
-            if (module.startswith("prefix") and interface.position_bias
-                    and not _member(config, PrefixTuningConfig).shift_positions):
-                raise AdapterConfigError(_SHIFT_NEEDED.format(what=f"adapter {name!r}")
-                                         + "; or save in the adapterkit format")
             if module not in shared:
                 raise AdapterConfigError(f"adapter {name!r}: {key!r} has no AdapterHub counterpart")
             out[shared[module].format(name=name) + param] = tensor
