@@ -53,7 +53,7 @@ def _weights(adapter_list, weights, normalize: bool) -> tuple[list[str], list[fl
 
 
 def _config(model, names: list[str], strategy: str, svd_rank) -> AdapterConfig:
-    configs = [model._require(n) for n in names]
+    configs = [model.adapter_state.require(n) for n in names]
     first = _signature(configs[0].to_dict())
     for name, config in zip(names[1:], configs[1:]):
         if _signature(config.to_dict()) != first:

@@ -14,6 +14,7 @@ from . import forward_hooks, methods  # noqa: F401  (methods: registers the meth
 from .composition import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
+from .naming import check_adapter_name
 from .fusion.model import FusionMixin, freeze_fusions, fusion_parameter_ids
 from .interfaces import ModelInterface, get_interface
 from .methods.base import method_for
@@ -22,13 +23,6 @@ from .state import AdapterState
 from .summary import format_summary, summary_rows
 
 _STATE_ATTR = "_adapterkit_state"
-
-
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or "." in name or any(c.isspace() for c in name):
-        raise AdapterError(
-            f"invalid adapter name {name!r}: use a non-empty string without dots or whitespace"
-        )
 
 
 class AdapterModelMixin(FusionMixin):
@@ -45,20 +39,14 @@ class AdapterModelMixin(FusionMixin):
         return dict(self.adapter_state.configs)
 
     def _require(self, name: str) -> AdapterConfig:
-        state = self.adapter_state
-        if name not in state.configs:
-            raise AdapterError(
-                f"adapter {name!r} does not exist on this model; added adapters: "
-                f"{', '.join(map(repr, state.configs)) or '(none)'}"
-            )
-        return state.configs[name]
+        return self.adapter_state.require(name)
 
     # -- adding and removing -----------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False,
                     **overrides) -> None:
         """Add an adapter. `config`: a config object, a name ("lora", "pfeiffer", ...), a config string
         ("lora[r=4,alpha=16]"), a dict, or None for the default ("seq_bn"). `overrides` change config fields."""
-        _check_name(adapter_name)
+        check_adapter_name(adapter_name)
         state = self.adapter_state
         if adapter_name in state.configs:
             if not overwrite_ok:

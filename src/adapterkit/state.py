@@ -59,6 +59,15 @@ class AdapterState:
         self.fusion_attentions: dict | None = None
         model.add_module(CONTAINER, nn.ModuleDict())
 
+    def require(self, name: str):
+        """The config of adapter `name`; a clear error naming the added adapters if there is none."""
+        if name not in self.configs:
+            raise AdapterError(
+                f"adapter {name!r} does not exist on this model; added adapters: "
+                f"{', '.join(map(repr, self.configs)) or '(none)'}"
+            )
+        return self.configs[name]
+
     # -- the container -----------------------------------------------------------------------------
     @property
     def container(self) -> nn.ModuleDict:

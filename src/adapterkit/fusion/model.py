@@ -97,7 +97,7 @@ class FusionMixin:
         state = self.adapter_state
         from ..compose.support import families
         for adapter in names:
-            config_of = self._require(adapter)
+            config_of = self.adapter_state.require(adapter)
             if "bottleneck" not in families(config_of):
                 raise AdapterError(f"AdapterFusion fuses bottleneck adapters; {adapter!r} is a "
                                    f"{config_of.architecture} adapter")

@@ -16,7 +16,8 @@ import torch.nn as nn
 from ..composition import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
-from ..model import AdapterModelMixin, _check_name, init
+from ..model import AdapterModelMixin, init
+from ..naming import check_adapter_name
 from .base import PredictionHead, label2id_from
 from .registry import build_head
 
@@ -52,7 +53,7 @@ class AdapterModel(AdapterModelMixin):
     # -- adding and removing heads -----------------------------------------------------------------
     def add_prediction_head(self, head: PredictionHead, overwrite_ok: bool = False, set_active: bool = True) -> None:
         """Install a built head under `head.name`; LM decoders are tied to the input embeddings if the config ties."""
-        _check_name(head.name)
+        check_adapter_name(head.name)
         if head.name in self.heads and not overwrite_ok:
             raise AdapterError(
                 f"a head named {head.name!r} already exists; pick another name, delete_head it first, "

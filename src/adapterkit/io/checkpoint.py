@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AdapterError, CheckpointError
+from ..naming import check_adapter_name
 from . import adapterhub, native, peft
 from .common import CONFIG_NAME, Checkpoint
 from .files import StagedWrite, read_json
@@ -43,7 +44,7 @@ def _head_io(model):
 def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, with_head: bool = True,
                  format: str = native.FORMAT, safetensors: bool = True) -> None:
     """Write one adapter to `save_directory` atomically (all files staged, then moved into place)."""
-    model._require(adapter_name)
+    model.adapter_state.require(adapter_name)
     _check_format(format, allow_none=False)
     directory = Path(save_directory)
     if directory.exists() and not directory.is_dir():
@@ -96,10 +97,9 @@ def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -
 def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set_active: bool = False,
                  format: str | None = None, with_head: bool = True, overwrite_ok: bool = False) -> str:
     """Read, validate, then add the adapter (and its head); returns the adapter's name on the model."""
-    from ..model import _check_name
     ckpt = read_checkpoint(model, path, format)
     name = load_as or ckpt.name
-    _check_name(name)
+    check_adapter_name(name)
     state = model.adapter_state
     if name in state.configs and not overwrite_ok:
         raise AdapterError(
