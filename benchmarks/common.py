@@ -167,10 +167,10 @@ def fused_lora_disabled(disabled: bool):
     if not disabled:
         yield
         return
-    import adapterkit.sites
-    saved = adapterkit.sites._fused_args
-    adapterkit.sites._fused_args = lambda *a: None
+    import adapterkit.methods.lora.fused as fused
+    saved = fused.fused_args
+    fused.fused_args = lambda *a: None
     try:
         yield
     finally:
-        adapterkit.sites._fused_args = saved
+        fused.fused_args = saved

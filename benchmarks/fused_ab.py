@@ -33,13 +33,13 @@ def variant(library: str, key: str, shape: Shape, batch, fused: bool | None) -> 
     case = worker.library_cases(library, shape, batch).build(key)
     if fused is None:
         return case
-    import adapterkit.sites
-    original = adapterkit.sites._fused_args
+    import adapterkit.methods.lora.fused as fused
+    original = fused.fused_args
     here = torch.device(shape.device).type
 
     def prepare():
-        adapterkit.sites._fused_args = original if fused else (lambda *a: None)
-        adapterkit.sites.FUSED_TRAINING_DEVICES = (here,) if fused else ()
+        fused.fused_args = original if fused else (lambda *a: None)
+        fused.FUSED_TRAINING_DEVICES = (here,) if fused else ()
         case.prepare()
     return common.Case(case.step, prepare)
 
@@ -52,12 +52,12 @@ def run(shape: Shape, rounds: int, warmup: int, out: Path) -> dict:
         cases[("adapterkit", f"{key}, fused node")] = variant("adapterkit", key, shape, batch, True)
         cases[("adapterkit", f"{key}, hook path")] = variant("adapterkit", key, shape, batch, False)
         cases[("peft", key)] = variant("peft", key, shape, batch, None)
-    import adapterkit.sites
-    saved = adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES
+    import adapterkit.methods.lora.fused as fused
+    saved = fused.fused_args, fused.FUSED_TRAINING_DEVICES
     try:
         times = round_robin(cases, rounds, warmup, shape.device, alternate=True)
     finally:  # the variants' `prepare` switched the module's globals
-        adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES = saved
+        fused.fused_args, fused.FUSED_TRAINING_DEVICES = saved
     stats = summarise(times, ("base", "plain_forward"))
     result = {"meta": {"shape": shape.to_dict(), "rounds": rounds, "warmup": warmup,
                        "versions": worker.environment(["adapterkit", "peft"])},

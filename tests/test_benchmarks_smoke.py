@@ -245,11 +245,11 @@ def test_runs_option_names_exact_quality_runs():
 def test_profile_step_hook_variant_restores_the_fused_path(tmp_path):
     import profile_step
 
-    import adapterkit.sites
-    original = adapterkit.sites._fused_args
+    import adapterkit.methods.lora.fused as fused
+    original = fused.fused_args
     result = profile_step.run(["adapterkit", "peft"], ["lora_train_hook"], TINY, steps=1, warmup=0, out=tmp_path)
     assert [(r["library"], r["case"]) for r in result["rows"]] == [("adapterkit", "lora_train_hook")]
-    assert adapterkit.sites._fused_args is original
+    assert fused.fused_args is original
 
 
 def test_compiled_cases_run_and_match_eager(tmp_path):
@@ -269,10 +269,10 @@ def test_compiled_cases_run_and_match_eager(tmp_path):
 def test_fused_ab_times_both_variants_and_restores_the_sites(tmp_path):
     import fused_ab
 
-    import adapterkit.sites
-    original = adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES
+    import adapterkit.methods.lora.fused as fused
+    original = fused.fused_args, fused.FUSED_TRAINING_DEVICES
     result = fused_ab.run(TINY, rounds=2, warmup=0, out=tmp_path)
     cases = {(r["library"], r["case"]) for r in result["rows"]}
     assert {("adapterkit", "lora_train, fused node"), ("adapterkit", "lora_infer, hook path"),
             ("peft", "lora_train")} <= cases
-    assert (adapterkit.sites._fused_args, adapterkit.sites.FUSED_TRAINING_DEVICES) == original
+    assert (fused.fused_args, fused.FUSED_TRAINING_DEVICES) == original

@@ -9,7 +9,7 @@ from transformers import BertForSequenceClassification
 
 import adapterkit
 from adapterkit import AdapterError, AdapterSetup, Average, BatchSplit, Fuse, Parallel, Split, Stack
-from adapterkit.compose import lora as compose_lora
+from adapterkit.compose import projection as compose_lora
 
 from conftest import tiny_config, tiny_model
 

@@ -163,7 +163,7 @@ def test_failed_save_keeps_the_previous_files(tmp_path, monkeypatch):
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr("adapterkit.fusion.io.save_file", broken)
+    monkeypatch.setattr("adapterkit.io.fusion.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         model.save_adapter_fusion(tmp_path, "a,b")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files left either

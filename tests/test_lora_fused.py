@@ -10,8 +10,9 @@ import torch
 
 import adapterkit
 import archs
-from adapterkit import AdapterSetup, BatchSplit, LoRAConfig, Parallel, Stack, sites
-from adapterkit.methods import lora_fused
+from adapterkit import AdapterSetup, BatchSplit, LoRAConfig, Parallel, Stack
+from adapterkit.methods.lora import fused as sites
+from adapterkit.methods.lora import fused as lora_fused
 
 # every projection: on GPT-2 q / v are slices of the fused c_attn (hook path), o / c_fc / c_proj whole Conv1Ds
 ALL = dict(r=4, alpha=8, attn_matrices=["q", "v", "o"], intermediate_lora=True, output_lora=True)
@@ -38,7 +39,7 @@ def hook_path():
     class Unfused:
         def __enter__(self):
             self.patch = pytest.MonkeyPatch()
-            self.patch.setattr(sites, "_fused_args", lambda *a: None)
+            self.patch.setattr(sites, "fused_args", lambda *a: None)
 
         def __exit__(self, *exc):
             self.patch.undo()
@@ -427,7 +428,7 @@ def test_training_off_the_cpu_takes_the_hook_path(device, x_grad, expected):
     site = model.encoder.layer[0].attention.self.query
     lora = model.adapterkit["l"].layers["0"]["attn_q"]
     x = torch.zeros(2, 3, site.in_features, device=device, requires_grad=x_grad)
-    assert (sites._fused_args(lora, site, x) is not None) is expected
+    assert (sites.fused_args(lora, site, x) is not None) is expected
     if device == "cpu":
         with torch.no_grad():
-            assert sites._fused_args(lora, site, x) is not None
+            assert sites.fused_args(lora, site, x) is not None

@@ -106,7 +106,7 @@ def test_compacter_shares_one_rule(config, batch):
 
 
 def test_phm_weight_is_sum_of_kronecker_products():
-    from adapterkit.methods.phm import PHMLinear
+    from adapterkit.methods.bottleneck.phm import PHMLinear
     cfg = adapterkit.CompacterConfig(shared_phm_rule=False, phm_dim=2)
     layer = PHMLinear(4, 6, "down", cfg, None)
     randomize(layer)
@@ -236,7 +236,7 @@ def test_train_union_adapter_grads(batch):
 def test_prefix_sites_keep_no_activation_after_a_forward():
     """Gated prefixes read the attention input; the site lets it go once the attention ran (else it would pin one
     activation per layer, and the graph behind it, until the next forward)."""
-    from adapterkit.sites import PrefixSite
+    from adapterkit.sites import AttentionSite as PrefixSite
     model = adapterkit.init(tiny_model())
     model.add_adapter("g", config="prefix_tuning[use_gating=True]", set_active=True)
     model(input_ids=torch.randint(0, 99, (2, 7))).last_hidden_state.sum().backward()

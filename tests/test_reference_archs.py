@@ -22,7 +22,7 @@ import adapterkit
 from adapterkit.errors import AdapterConfigError
 from adapterkit.interfaces.deberta import DEBERTA_ADAPTERHUB_QKV
 from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub, state_dict_to_adapterhub
-from adapterkit.io.adapterhub import with_shifted_prefix
+from adapterkit.methods.prefix_tuning.adapterhub import with_shifted_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_archs"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())

@@ -6,20 +6,25 @@
     model.train_adapter("a")
 """
 
-from .composition import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition
-from .configs import (ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, BnConfig, CompacterConfig,
-                      CompacterPlusPlusConfig, ConfigUnion, DoubleSeqBnConfig, DoubleSeqBnInvConfig, HoulsbyConfig,
-                      HoulsbyInvConfig, IA3Config, LoRAConfig, MAMConfig, ParallelConfig, ParBnConfig, PfeifferConfig,
-                      PfeifferInvConfig, PrefixTuningConfig, SeqBnConfig, SeqBnInvConfig, UniPELTConfig, resolve_config)
+from . import blocks as composition  # noqa: F401  (the composition blocks' module under its 0.1 name)
+from . import methods  # noqa: F401  (the built-in methods register themselves)
+from .blocks import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition
+from .configs import ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, ConfigUnion, resolve_config
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .fusion import AdapterFusionConfig, DynamicAdapterFusionConfig, StaticAdapterFusionConfig
 from .heads import AdapterModel, AutoAdapterModel
 from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite, TaskHead, register_interface,
                          supported_model_types)
+from .methods.bottleneck import (BnConfig, CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig,
+                                 DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig, ParallelConfig, ParBnConfig,
+                                 PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig)
+from .methods.lora import IA3Config, LoRAConfig
+from .methods.prefix_tuning import PrefixTuningConfig
+from .methods.presets import MAMConfig, UniPELTConfig
 from .model import AdapterModelMixin, init
-
-__version__ = "0.1.0"
+from .registry import MethodSpec, register_method
+from .version import __version__
 
 __all__ = [
     "init", "AdapterModelMixin", "AdapterSetup", "AdapterError", "AdapterConfigError", "CheckpointError",
@@ -30,7 +35,8 @@ __all__ = [
     "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
     "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
-    "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer",
+    "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer", "MethodSpec", "register_method",
+    "__version__",
 ]
 
 

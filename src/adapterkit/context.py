@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 
-from .composition import parse_composition
+from .blocks import parse_composition
 
 _OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("adapterkit_setup", default=None)
 # How many AdapterSetup blocks are open in any thread or task. While none is, `current_override` answers without

@@ -19,7 +19,7 @@ from transformers.utils import ModelOutput
 
 from .compose.routing import Routing
 from .errors import AdapterError
-from .methods.base import before_forward
+from .registry import before_forward
 
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"

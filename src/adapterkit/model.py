@@ -6,19 +6,18 @@ and hangs an `AdapterState` off it. Names follow adapter-transformers 3.1 / `ada
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch.nn as nn
 
-from . import forward_hooks, methods  # noqa: F401  (methods: registers the method families)
-from .composition import AdapterCompositionBlock, Stack, parse_composition
+from . import forward_hooks, io, registry
+from .averaging import average_adapter
+from .blocks import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
-from .naming import check_adapter_name
-from .fusion.model import FusionMixin, freeze_fusions, fusion_parameter_ids
+from .fusion.container import fusion_parameter_ids
+from .fusion_api import FusionMixin, freeze_fusions
 from .interfaces import ModelInterface, get_interface
-from .methods.base import method_for
-from .methods.prefix_tuning import eject as eject_prefix, prefix_modules
+from .naming import check_adapter_name
 from .state import AdapterState
 from .summary import format_summary, summary_rows
 
@@ -58,7 +57,7 @@ class AdapterModelMixin(FusionMixin):
         config = resolve_config(config, **overrides)
         state.configs[adapter_name] = config
         try:
-            method_for(config).build(state, adapter_name, config)
+            registry.build(state, adapter_name, config)
         except Exception:
             state.configs.pop(adapter_name, None)
             if adapter_name in state.container:
@@ -99,7 +98,6 @@ class AdapterModelMixin(FusionMixin):
         name -> weight; default weights equal, normalised to sum 1). `combine_strategy`: "linear" (every
         parameter), or for LoRA "lora_linear_only_negate_b" / "lora_delta_w_svd" (with `svd_rank`); see
         averaging.py."""
-        from .averaging import average_adapter
         average_adapter(self, adapter_name, adapter_list, weights, combine_strategy, normalize_weights, overwrite_ok,
                         set_active, svd_rank)
 
@@ -181,7 +179,7 @@ class AdapterModelMixin(FusionMixin):
         state = self.adapter_state
         if adapter_name in state.merged:
             return
-        method_for(config).merge(state, adapter_name, config)
+        registry.merge(state, adapter_name, config)
         state.merged.add(adapter_name)
         state.invalidate()
         state.sync_sites()
@@ -192,7 +190,7 @@ class AdapterModelMixin(FusionMixin):
         state = self.adapter_state
         if adapter_name not in state.merged:
             return
-        method_for(config).reset(state, adapter_name, config)
+        registry.reset(state, adapter_name, config)
         state.merged.discard(adapter_name)
         state.invalidate()
         state.sync_sites()
@@ -201,9 +199,7 @@ class AdapterModelMixin(FusionMixin):
         """Turn a prefix-tuning adapter's MLP into the flat prefixes it computes: same outputs, fewer parameters
         (for inference or export)."""
         self._require(adapter_name)
-        if not prefix_modules(self.adapter_state, adapter_name):
-            raise AdapterError(f"adapter {adapter_name!r} has no prefix tuning to eject")
-        eject_prefix(self.adapter_state, adapter_name)
+        registry.api_function("eject_prefix_tuning")(self.adapter_state, adapter_name)
 
     # -- saving and loading (io/ does the work) ----------------------------------------------------
     def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
@@ -213,21 +209,18 @@ class AdapterModelMixin(FusionMixin):
         `format`: "adapterkit" (adapter_config.json + adapter.safetensors), "adapterhub" (loadable by the
         `adapters` package; `safetensors=False` writes pytorch_adapter.bin) or "peft" (LoRA and (IA)^3).
         """
-        from .io import save_adapter
-        save_adapter(self, save_directory, adapter_name, with_head=with_head, format=format, safetensors=safetensors)
+        io.save_adapter(self, save_directory, adapter_name, with_head=with_head, format=format, safetensors=safetensors)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
                      with_head: bool = True, overwrite_ok: bool = False) -> str:
         """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
         name. Everything is validated first: on any error the model is unchanged."""
-        from .io import load_adapter
-        return load_adapter(self, path, load_as=load_as, set_active=set_active, format=format, with_head=with_head,
+        return io.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format, with_head=with_head,
                             overwrite_ok=overwrite_ok)
 
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
         """Save every adapter to `save_directory/<name>`; returns the names."""
-        from .io import save_all_adapters
-        return save_all_adapters(self, save_directory, with_head=with_head, format=format)
+        return io.save_all_adapters(self, save_directory, with_head=with_head, format=format)
 
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):

@@ -12,15 +12,17 @@ from typing import Iterator
 import torch.nn as nn
 from transformers import PretrainedConfig
 
-from .composition import AdapterCompositionBlock, parse_composition
+from .blocks import AdapterCompositionBlock, parse_composition
+from .attention import unwrapped_implementation, wrapped_implementation
 from .compose.plan import compile_site
 from .compose.support import check_supported
 from .context import AdapterSetup, current_override
 from .errors import AdapterError
-from .attention import unwrapped_implementation, wrapped_implementation
+from .fusion.container import get_fusion
 from .interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
 from .projection import Projection
-from .sites import Site, make_site
+from .registry import member_specs
+from .sites import PER_KIND, Site, make_site
 from .utils import get_submodule
 
 CONTAINER = "adapterkit"
@@ -158,6 +160,23 @@ class AdapterState:
         group = entry.shared if scope == "model" else entry.layers[str(scope)] if str(scope) in entry.layers else None
         return group[location] if group is not None and location in group else None
 
+    def entry_at(self, name: str, key: tuple):
+        """What adapter `name` runs at the site `key`: at a per-kind site (attention) its method's `site_entry`,
+        elsewhere the module it registered there (or None)."""
+        config = self.configs.get(name)
+        if config is not None and key[1] in PER_KIND and key[0] != "model":
+            for _, spec in member_specs(config):
+                if spec.site_entry is not None:
+                    entry = spec.site_entry(self, name, key)
+                    if entry is not None:
+                        return entry
+            return None
+        return self.module_at(name, key)
+
+    def fusion(self, name: str):
+        """The AdapterFusion named `name` on the model, or None (compose asks through the state)."""
+        return get_fusion(self.model, name)
+
     def layer_modules(self, name: str) -> Iterator[tuple[tuple[int, str], nn.Module]]:
         for layer_id, group in self.container[name].layers.items():
             for location, module in group.items():
@@ -187,7 +206,7 @@ class AdapterState:
             config._attn_implementation = wrapped_implementation(current) if on else unwrapped_implementation(current)
 
     def _ensure_site(self, key: tuple, kind: str, target) -> Site:
-        if kind in ("prefix", "cross_prefix"):  # one per attention, whatever per-layer module (a gate) asked for it
+        if kind in PER_KIND:  # one per (layer, kind), whatever per-layer module (a gate) asked for it
             key = (key[0], kind)
         if key in self.sites:
             return self.sites[key]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..composition import BatchSplit, Parallel
+from ..blocks import BatchSplit, Parallel
 from .routing import Routed
 from .tree import Leaf, RowSplit, row_segments
 

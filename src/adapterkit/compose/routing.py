@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..composition import AdapterCompositionBlock, parse_composition
+from ..blocks import AdapterCompositionBlock, parse_composition
 from ..errors import AdapterError
 
 _MISSING = object()

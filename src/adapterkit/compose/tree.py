@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..composition import Average, BatchSplit, Fuse, Parallel, Split, Stack
+from ..blocks import Average, BatchSplit, Fuse, Parallel, Split, Stack
 from ..errors import AdapterError
 
 

@@ -1,16 +1,20 @@
-"""Adapter configs: dataclasses per method family, the name registry and the config-string parser."""
+"""Adapter configs: the base dataclass, the union of methods, the name registry and the config-string parser.
+
+Each method's config classes live in its folder (`adapterkit.methods.<name>.config`) and are registered when
+`adapterkit` is imported; `adapterkit.configs.<Name>` finds them in that catalogue, so this package knows no
+method.
+"""
 
 from .base import AdapterConfig
-from .bottleneck import (BnConfig, CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig, DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig,
-                         ParallelConfig, ParBnConfig, PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig)
-from .lora import IA3Config, LoRAConfig
-from .prefix_tuning import PrefixTuningConfig
-from .union import ConfigUnion, MAMConfig, UniPELTConfig
-from .registry import ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, resolve_config
+from .registry import ADAPTER_CONFIG_MAP, CONFIG_CLASSES, DEFAULT_ADAPTER_CONFIG, resolve_config
+from .union import ConfigUnion
 
-__all__ = [
-    "AdapterConfig", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
-    "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
-    "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
-    "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
-]
+
+def __getattr__(name: str):
+    try:
+        return CONFIG_CLASSES[name]
+    except KeyError:
+        raise AttributeError(f"module 'adapterkit.configs' has no attribute {name!r}") from None
+
+
+__all__ = ["AdapterConfig", "ConfigUnion", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config"]

@@ -15,7 +15,7 @@ from ..errors import AdapterConfigError
 
 @dataclass(eq=False)
 class AdapterConfig:
-    """Base class; subclasses set `architecture` ("bottleneck", "lora", "prefix_tuning", "union")."""
+    """Base class; subclasses set `architecture`, the name of their method ("bottleneck", "lora", ..., "union")."""
 
     architecture: ClassVar[str] = ""
     # Subclasses registered here by architecture, so `AdapterConfig.from_dict` can find the class.
@@ -68,6 +68,13 @@ class AdapterConfig:
             raise AdapterConfigError(
                 f"{type(self).__name__}.{field_name}={value!r} must be a list of layer indices (ints >= 0)"
             )
+
+    def union_conflict(self, other: "AdapterConfig") -> str | None:
+        """Why this config cannot sit in one ConfigUnion with `other` (None: it can). One per method by default."""
+        if other.architecture != self.architecture:
+            return None
+        return (f"two {self.architecture} configs cannot be combined; allowed: one per architecture "
+                "(two bottlenecks only at different locations)")
 
     # -- dict round trip ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

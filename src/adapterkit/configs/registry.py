@@ -1,4 +1,8 @@
-"""Config names (both name generations) and `resolve_config`, which turns any accepted form into a config."""
+"""Config names (both name generations) and `resolve_config`, which turns any accepted form into a config.
+
+The names are registered by the methods (`MethodSpec.config_names`, registry.py); this module holds only the
+table and the lookup, so it knows no method.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +10,35 @@ from typing import Any, Mapping, Union
 
 from ..errors import AdapterConfigError
 from .base import AdapterConfig
-from .bottleneck import (CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig, DoubleSeqBnInvConfig,
-                         ParBnConfig, SeqBnConfig, SeqBnInvConfig)
-from .lora import IA3Config, LoRAConfig
-from .prefix_tuning import PrefixTuningConfig
-from .union import ConfigUnion, MAMConfig, UniPELTConfig
 from .parsing import split_config_string
+from .union import ConfigUnion
 
-ADAPTER_CONFIG_MAP: dict[str, AdapterConfig] = {
-    # adapter-transformers 3.1 names
-    "pfeiffer": SeqBnConfig(),
-    "houlsby": DoubleSeqBnConfig(),
-    "pfeiffer+inv": SeqBnInvConfig(),
-    "houlsby+inv": DoubleSeqBnInvConfig(),
-    "compacter++": CompacterPlusPlusConfig(),
-    "compacter": CompacterConfig(),
-    "prefix_tuning": PrefixTuningConfig(),
-    "prefix_tuning_flat": PrefixTuningConfig(flat=True),
-    "parallel": ParBnConfig(),
-    "scaled_parallel": ParBnConfig(scaling="learned"),
-    "lora": LoRAConfig(),
-    "ia3": IA3Config(),
-    "mam": MAMConfig(),
-    "unipelt": UniPELTConfig(),
-    # adapters 1.x names
-    "seq_bn": SeqBnConfig(),
-    "double_seq_bn": DoubleSeqBnConfig(),
-    "seq_bn_inv": SeqBnInvConfig(),
-    "double_seq_bn_inv": DoubleSeqBnInvConfig(),
-    "par_bn": ParBnConfig(),
-    "scaled_par_bn": ParBnConfig(scaling="learned"),
-}
+# name -> default config, filled by register_config_name
+ADAPTER_CONFIG_MAP: dict[str, AdapterConfig] = {}
+# public class name -> config class (`adapterkit.configs.<Name>`), filled by register_config_class
+CONFIG_CLASSES: dict[str, type] = {"AdapterConfig": AdapterConfig, "ConfigUnion": ConfigUnion}
 
 DEFAULT_ADAPTER_CONFIG = "seq_bn"
 
 ConfigLike = Union[str, Mapping[str, Any], AdapterConfig, None]
+
+
+def register_config_name(name: str, config: AdapterConfig) -> None:
+    """Register `name` for `config`; a name taken twice is an error."""
+    if name in ADAPTER_CONFIG_MAP:
+        raise AdapterConfigError(f"adapter config name {name!r} is already registered; pick another name")
+    ADAPTER_CONFIG_MAP[name] = config
+
+
+def register_config_class(public_name: str, cls: type) -> None:
+    if CONFIG_CLASSES.get(public_name, cls) is not cls:
+        raise AdapterConfigError(f"config class name {public_name!r} is already registered for another class")
+    CONFIG_CLASSES[public_name] = cls
+
+
+def unregister_config_names(names) -> None:
+    for name in names:
+        ADAPTER_CONFIG_MAP.pop(name, None)
 
 
 def resolve_config(config: ConfigLike, **overrides: Any) -> AdapterConfig:

@@ -1,4 +1,5 @@
-"""ConfigUnion: several methods in one adapter (MAM, UniPELT, or any valid combination)."""
+"""ConfigUnion: several methods in one adapter (MAM, UniPELT, or any valid combination). Generic: which members
+may be combined is each config's `union_conflict`; the presets live with the methods (methods/presets.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from typing import Any, ClassVar, Mapping
 
 from ..errors import AdapterConfigError
 from .base import AdapterConfig
-from .bottleneck import BnConfig, ParBnConfig, SeqBnConfig
-from .lora import LoRAConfig
-from .prefix_tuning import PrefixTuningConfig
 
 
 @AdapterConfig.register_architecture
@@ -17,8 +15,8 @@ from .prefix_tuning import PrefixTuningConfig
 class ConfigUnion(AdapterConfig):
     """Methods applied together under one adapter name.
 
-    Valid: no nesting; at most one config per architecture, except two bottleneck configs at different
-    locations (one only after attention, the other only after the FFN).
+    Valid: no nesting; at most one config per architecture, unless the method allows more (two bottleneck configs
+    at different locations: `AdapterConfig.union_conflict`).
     """
 
     architecture: ClassVar[str] = "union"
@@ -38,20 +36,9 @@ class ConfigUnion(AdapterConfig):
                 raise AdapterConfigError(f"ConfigUnion members must be adapter configs, got {type(config).__name__}")
         for i, a in enumerate(self.configs):
             for b in self.configs[:i]:
-                if a.architecture != b.architecture:
-                    continue
-                if isinstance(a, BnConfig) and isinstance(b, BnConfig):
-                    if a.mh_adapter != b.mh_adapter and a.output_adapter != b.output_adapter:
-                        continue
-                    raise AdapterConfigError(
-                        "ConfigUnion: two bottleneck configs must sit at different locations (one with "
-                        "mh_adapter=True only, the other with output_adapter=True only); got "
-                        f"mh_adapter={b.mh_adapter}/{a.mh_adapter}, output_adapter={b.output_adapter}/{a.output_adapter}"
-                    )
-                raise AdapterConfigError(
-                    f"ConfigUnion: two {a.architecture} configs cannot be combined; allowed: one per architecture "
-                    "(two bottlenecks only at different locations)"
-                )
+                problem = a.union_conflict(b)
+                if problem:
+                    raise AdapterConfigError(f"ConfigUnion: {problem}")
 
     def __getitem__(self, index: int) -> AdapterConfig:
         return self.configs[index]
@@ -82,20 +69,3 @@ class ConfigUnion(AdapterConfig):
         return ConfigUnion(*[
             c.replace(**{k: v for k, v in changes.items() if k in {f.name for f in fields(c)}}) for c in self.configs
         ])
-
-
-class MAMConfig(ConfigUnion):
-    """Mix-and-Match (He et al., 2021): prefix tuning (bottleneck 800) + a parallel adapter."""
-
-    def __init__(self, prefix_tuning: PrefixTuningConfig | None = None, adapter: BnConfig | None = None):
-        super().__init__(prefix_tuning or PrefixTuningConfig(bottleneck_size=800), adapter or ParBnConfig())
-
-
-class UniPELTConfig(ConfigUnion):
-    """UniPELT (Mao et al., 2022): gated prefix tuning (length 10), Pfeiffer adapter (rf 16) and LoRA (r 8)."""
-
-    def __init__(self, prefix_tuning: PrefixTuningConfig | None = None, adapter: BnConfig | None = None,
-                 lora: LoRAConfig | None = None):
-        members = [prefix_tuning or PrefixTuningConfig(prefix_length=10), adapter or SeqBnConfig(reduction_factor=16),
-                   lora or LoRAConfig(r=8, alpha=8)]
-        super().__init__(*[m.replace(use_gating=True) for m in members])

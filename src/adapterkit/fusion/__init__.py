@@ -1,4 +1,4 @@
-"""AdapterFusion: configs, the fusion layer, the model API (mixed into every adapter model) and save/load."""
+"""AdapterFusion modules: configs, the fusion layer and their container (the API: fusion_api.py; files: io/fusion.py)."""
 
 from .config import (AdapterFusionConfig, DynamicAdapterFusionConfig, StaticAdapterFusionConfig,
                      resolve_fusion_config)

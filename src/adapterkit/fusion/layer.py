@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..methods.dtypes import OwnDtype, cast
+from ..nn.dtypes import OwnDtype, cast
 from .config import AdapterFusionConfig
 
 

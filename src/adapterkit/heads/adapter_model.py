@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch.nn as nn
 
-from ..composition import Stack
+from ..blocks import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
 from ..model import AdapterModelMixin, init

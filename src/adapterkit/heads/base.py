@@ -16,7 +16,7 @@ import torch.nn as nn
 from transformers.utils import ModelOutput
 
 from ..errors import AdapterConfigError, AdapterError
-from ..methods.bottleneck import activation
+from ..nn.activations import activation
 
 
 def hidden_size_of(model_config) -> int:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutput, CausalLMOutputWithPast, MaskedLMOutput, Seq2SeqLMOutput
 
 from ..errors import AdapterError
-from ..methods.bottleneck import activation
+from ..nn.activations import activation
 from .base import PredictionHead, hidden_size_of, make_output
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint formats: adapterkit's own (native.py), AdapterHub (adapterhub.py) and PEFT (peft.py).
+"""Checkpoint formats: adapterkit's own (native.py), AdapterHub (adapterhub/) and PEFT (peft.py); AdapterFusion
+checkpoints (fusion.py).
 
 `checkpoint.py` picks the format and validates before changing a model; `files.py` holds atomic writes and safe
 reads; `validate.py` checks weights against the modules a config builds.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..configs import AdapterConfig
+from ..version import __version__
 from ..errors import CheckpointError
 from .common import CONFIG_NAME, Checkpoint, check_compatible, model_facts, name_from, parse_config
 from .files import StagedWrite, read_bytes, read_safetensors, safetensors_bytes, sha256
@@ -25,7 +26,7 @@ def is_native(data: dict) -> bool:
 
 
 def write(model, stage: StagedWrite, name: str) -> None:
-    from .. import __version__
+
     tensors = model.adapterkit[name].state_dict()
     weights = safetensors_bytes(tensors, metadata={"format": "pt", "adapter_name": name})
     config = model.adapter_state.configs[name]

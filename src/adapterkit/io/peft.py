@@ -1,14 +1,11 @@
-"""The PEFT format: `adapter_config.json` (with `peft_type`) + `adapter_model.safetensors`, for LoRA and (IA)^3.
+"""The PEFT format: `adapter_config.json` (with `peft_type`) + `adapter_model.safetensors`.
 
-PEFT keys name the wrapped model's modules: `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight`
-(LoRA) and `.ia3_l` (IA3, shape (out, 1)). The module paths come from the architecture interface, so this file
-has no per-model knowledge. Semantics are checked, not assumed:
+PEFT keys name the wrapped model's modules: `base_model.model.<module path>.<parameter>`. The module paths come
+from the architecture interface, so this file has no per-model knowledge; which PEFT types exist, their
+parameters and their semantics come from the methods that declare a "peft" map (`MethodSpec.formats["peft"]`:
+`READERS` {peft_type: reader}, `PARAMS`, `module_tensors`, `output_vector`, `peft_config`; LoRA and (IA)^3 in
+methods/lora/peft.py). This file reads and writes projection adapters: the same projections in every layer.
 
-- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) converts to an alpha.
-- (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
-  `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
-  projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
-  others has no adapterkit form and is refused.
 - Prefix tuning (peft_type PREFIX_TUNING) has no exact conversion: PEFT passes its prefix as a key/value cache,
   so the model also offsets its position ids by the prefix length; ours (AdapterHub's semantics) keeps them.
   Both directions are refused with that reason (`NO_CONVERSION`).
@@ -16,7 +13,6 @@ has no per-model knowledge. Semantics are checked, not assumed:
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,10 +20,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
-from ..configs import IA3Config, LoRAConfig
-from ..configs.lora import INPUT_SCALABLE, location_group
 from ..errors import AdapterConfigError, CheckpointError
-from ..methods.lora import IA3, IA3Input
+from ..registry import spec_for, specs
 from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
                      parse_config)
 from .files import StagedWrite, read_safetensors, read_torch_bin
@@ -36,10 +30,19 @@ FORMAT = "peft"
 SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
 WEIGHTS_NAME = "adapter_model.bin"
 PEFT_PREFIX = "base_model.model."
-_PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"}
-# LoRA options that change the computation in ways adapterkit does not implement ("off" values)
-_LORA_UNSUPPORTED = {"use_dora": False, "lora_bias": False, "use_qalora": False, "layer_replication": None,
-                     "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+
+
+def _maps() -> list:
+    """The "peft" maps of the registered methods."""
+    return [spec.formats["peft"] for spec in specs() if "peft" in spec.formats]
+
+
+def _readers() -> dict[str, Callable]:
+    return {peft_type: reader for m in _maps() for peft_type, reader in m.READERS.items()}
+
+
+def _params() -> dict[str, str]:
+    return {suffix: ours for m in _maps() for suffix, ours in m.PARAMS.items()}
 
 
 # PEFT types that adapterkit has a method for, but whose semantics differ: why no exact conversion exists
@@ -74,7 +77,8 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
     tables = layer_projections(state)
     first = {path: start for path, start, _ in state.stacks}
     stacks = "|".join(re.escape(path) for path in sorted(first, key=len, reverse=True))
-    params = "|".join(map(re.escape, _PARAMS))
+    known = _params()
+    params = "|".join(map(re.escape, known))
     pattern = re.compile(rf"^(?:.*?\.)?({stacks})\.(\d+)\.(.+)\.({params})$")
     fused = layer_fused_parts(state)
     out: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
@@ -85,12 +89,12 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
         location = tables[layer_id].get(m.group(3)) if m and layer_id < len(tables) else None
         parts = fused[layer_id].get(m.group(3)) if m and location is None and layer_id < len(fused) else None
         if parts:
-            _split_fused(key, tensor, _PARAMS[m.group(4)], parts, layer_id, out, weights_file)
+            _split_fused(key, tensor, known[m.group(4)], parts, layer_id, out, weights_file)
             continue
         if location is None:
             unknown.append(key)
             continue
-        out.setdefault((layer_id, location), {})[_PARAMS[m.group(4)]] = tensor
+        out.setdefault((layer_id, location), {})[known[m.group(4)]] = tensor
     if unknown:
         extra = f" (modules_to_save: {data.get('modules_to_save')})" if data.get("modules_to_save") else ""
         names = sorted({name for table in tables for name in table})
@@ -147,58 +151,14 @@ def _targets(sites: dict, state, source: Path) -> dict[str, Any]:
     return {**fields, "leave_out": [i for i in range(len(state.layers)) if i not in per_layer]}
 
 
-def _read_lora(source: Path, data: Mapping[str, Any], sites: dict, state):
-    for key, off in _LORA_UNSUPPORTED.items():
-        if data.get(key, off) not in (off, None, [], {}):
-            raise CheckpointError(f"{source}: PEFT LoRA option {key}={data[key]!r} is not supported by adapterkit")
-    if data.get("bias", "none") != "none":
-        raise CheckpointError(f"{source}: PEFT bias={data['bias']!r} (trained base-model biases) is not supported; "
-                              "allowed: 'none'")
-    r, alpha = data.get("r"), data.get("lora_alpha")
-    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
-        if any(v != base for v in (data.get(key) or {}).values()):
-            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
-                                  "LoRA has one r and alpha per adapter")
-    if data.get("use_rslora") and isinstance(r, int) and isinstance(alpha, (int, float)):
-        alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r); ours by alpha / r
-    fields = dict(_targets(sites, state, source), r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
-    config = parse_config(source, lambda d: LoRAConfig(**d), fields)
-    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
-    return config, tensors
-
-
-def _read_ia3(source: Path, data: Mapping[str, Any], sites: dict, state):
-    """PEFT (IA)^3: a vector shaped (out, 1) scales a module's output; one shaped (1, in) (a `feedforward_modules`
-    entry) scales its input, which adapterkit's `scale_inputs` does for a whole group of projections."""
-    tensors, scaled_input, scaled_output = {}, set(), set()
-    for (i, loc), params in sorted(sites.items()):
-        for p, t in params.items():
-            if p == "ia3_l":
-                feedforward = t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1
-                (scaled_input if feedforward else scaled_output).add(location_group(loc))
-                t = t.reshape(-1)
-            tensors[f"layers.{i}.{loc}.{p}"] = t
-    mixed = scaled_input & scaled_output
-    if mixed:
-        raise CheckpointError(
-            f"{source}: PEFT (IA)^3 scales the input of some {', '.join(sorted(mixed))} projections and the output of "
-            f"others (feedforward_modules={data.get('feedforward_modules')!r}); adapterkit's scale_inputs chooses "
-            "per kind of projection (q, k, v, o, intermediate, output), so there is no exact conversion")
-    fields = dict(_targets(sites, state, source), scale_inputs=[m for m in INPUT_SCALABLE if m in scaled_input])
-    config = parse_config(source, lambda d: IA3Config(**d), fields)
-    return config, tensors
-
-
-_READERS: dict[str, Callable] = {"LORA": _read_lora, "IA3": _read_ia3}
-
-
 def read(model, directory: Path, data: dict) -> Checkpoint:
     source = directory / CONFIG_NAME
     peft_type = data.get("peft_type")
-    if peft_type not in _READERS:
+    readers = _readers()
+    if peft_type not in readers:
         why = f" ({NO_CONVERSION[peft_type]})" if peft_type in NO_CONVERSION else ""
         raise CheckpointError(
-            f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(_READERS)}"
+            f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(readers)}"
         )
     _check_architecture(model, source, data)
     weights_file = directory / SAFE_WEIGHTS_NAME
@@ -211,7 +171,9 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
                                   "is there")
         weights = read_torch_bin(weights_file)
     sites = _sites(model, weights, weights_file, data)
-    config, tensors = _READERS[peft_type](source, data, sites, model.adapter_state)
+    targets = _targets(sites, model.adapter_state, source)
+    config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
+    config = parse_config(source, lambda d: config_cls(**d), fields)
     name = directory.name if _valid_name(directory.name) else "default"
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
                       format=FORMAT)
@@ -242,7 +204,9 @@ def target_modules(model: nn.Module, wanted: set[str]) -> list[str] | str:
 def write(model, stage: StagedWrite, name: str) -> None:
     state = model.adapter_state
     config = state.configs[name]
-    if not isinstance(config, LoRAConfig):
+    spec = spec_for(config) if config.architecture != "union" else None
+    peft_map = spec.formats.get("peft") if spec is not None else None
+    if peft_map is None:
         why = f" ({NO_CONVERSION['PREFIX_TUNING']})" if config.architecture == "prefix_tuning" else ""
         raise AdapterConfigError(
             f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 "
@@ -255,7 +219,8 @@ def write(model, stage: StagedWrite, name: str) -> None:
     tensors: dict[str, torch.Tensor] = {}
     wanted, feedforward = set(), set()
     for (layer_id, location), module in state.layer_modules(name):
-        if location in fused_names[layer_id] and isinstance(module, IA3):
+        vector = peft_map.output_vector(module) if location in fused_names[layer_id] else None
+        if vector is not None:
             # peft scales the whole fused projection: its vector holds our parts' rows, 1 where no part is here
             module_name = f"{prefix}{layers[layer_id]}.{fused_names[layer_id][location]}"
             wanted.add(module_name)
@@ -264,7 +229,7 @@ def write(model, stage: StagedWrite, name: str) -> None:
             if key not in tensors:
                 tensors[key] = weight.new_ones(weight.shape[1] if projection.transposed else weight.shape[0], 1)
             rows = projection.rows if isinstance(projection.rows, slice) else projection.rows.to(weight.device)
-            tensors[key][rows] = module.vector().detach().reshape(-1, 1).to(tensors[key])
+            tensors[key][rows] = vector.reshape(-1, 1).to(tensors[key])
             continue
         if location not in paths[layer_id]:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
@@ -272,27 +237,17 @@ def write(model, stage: StagedWrite, name: str) -> None:
                                      "parts); save it as format='adapterkit' or 'adapterhub'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         wanted.add(module_name)
-        if isinstance(module, IA3):  # alpha folded in: peft's IA3 has none
-            tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(-1, 1)
-        elif isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)
-            tensors[f"{PEFT_PREFIX}{module_name}.ia3_l"] = module.vector().detach().reshape(1, -1)
+        params, is_feedforward = peft_map.module_tensors(module)
+        for suffix, tensor in params.items():
+            tensors[f"{PEFT_PREFIX}{module_name}.{suffix}"] = tensor
+        if is_feedforward:
             feedforward.add(module_name)
-        else:
-            tensors[f"{PEFT_PREFIX}{module_name}.lora_A.weight"] = module.lora_A.detach()
-            tensors[f"{PEFT_PREFIX}{module_name}.lora_B.weight"] = module.lora_B.detach()
     common = {
         "target_modules": target_modules(model, wanted), "fan_in_fan_out": False, "modules_to_save": None,
         "task_type": None, "inference_mode": True, "revision": None, "exclude_modules": None,
         "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
         "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
     }
-    if config.composition_mode == "scale":
-        peft_config = {"peft_type": "IA3", "feedforward_modules": target_modules(model, feedforward) if feedforward
-                       else [], "init_ia3_weights": True, **common}
-    else:
-        peft_config = {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
-                       "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,
-                       "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
-                       **common}
+    peft_config = peft_map.peft_config(config, common, target_modules(model, feedforward) if feedforward else [])
     stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     stage.write_json(CONFIG_NAME, peft_config)

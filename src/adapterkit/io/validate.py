@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..configs import AdapterConfig
 from ..errors import AdapterError, CheckpointError
-from ..methods.base import method_for
+from ..registry import build
 from ..state import AdapterModules, AdapterState
 
 _LIST_MAX = 6
@@ -53,6 +53,13 @@ class _DryRunState:
         self.modules.shared[key] = module
         return module
 
+    def module_at(self, name, key):
+        """The modules built so far in this dry run (a method may look up its own, e.g. Compacter's shared rule)."""
+        scope, location = key
+        group = self.modules.shared if scope == "model" else (
+            self.modules.layers[str(scope)] if str(scope) in self.modules.layers else None)
+        return group[location] if group is not None and location in group else None
+
     def ensure_layer_site(self, layer_id, kind) -> None:
         """Sites are not installed in a dry run."""
 
@@ -60,7 +67,7 @@ class _DryRunState:
 def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> AdapterModules:
     """The modules `add_adapter(name, config)` would create, detached from the model."""
     dry = _DryRunState(state)
-    method_for(config).build(dry, name, config)
+    build(dry, name, config)
     return dry.modules
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import AdapterConfig
-from .bottleneck import NON_LINEARITIES
+from ...configs.base import AdapterConfig
+from ...nn.activations import NON_LINEARITIES
 
 
-@AdapterConfig.register_architecture
 @dataclass(eq=False)
 class PrefixTuningConfig(AdapterConfig):
     """`prefix_length` keys/values per layer, produced by `Embedding -> Linear(d, bottleneck_size) -> act ->

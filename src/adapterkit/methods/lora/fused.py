@@ -1,6 +1,6 @@
 """One autograd node for a frozen projection plus one plain LoRA: `y = x W^T + b + s (x A^T) B^T`.
 
-Why: on the hook path (`sites.LinearSite` adding `LoRA.forward` to the projection's output) every LoRA site costs
+Why: on the hook path (the projection site adding `LoRA.forward` to the projection's output) every LoRA site costs
 four autograd nodes (the base addmm, two mm's, the add) and three extra forward kernels. With a frozen base that
 work is mostly bookkeeping, and at small batches (GPUs, tiny models) the step is bound by launches and autograd
 overhead, not by FLOPs. `FusedLoRA` computes the same thing as one node with a hand-written backward, and allocates
@@ -12,14 +12,14 @@ no (tokens, out) intermediate (on CPU at bert-base sizes a fresh large tensor is
               grad_A = s u^T x,  grad_B = s g^T t   (t saved from the forward: it is (tokens, r), small)
 
 Leading dimensions of x are flattened. W and b get no gradient: the caller (`LinearSite`) takes this path only for
-a whole (not fused-slice) nn.Linear / GPT-2 Conv1D whose weight and bias are frozen, with exactly one ungated LoRA
+a whole (not fused-slice) nn.Linear / GPT-2 Conv1D whose weight and bias are frozen (`fused_args`), with exactly one ungated LoRA
 whose dropout is inactive, and no autocast; everything else stays on the hook path. The backward is made of
 differentiable ops on the inputs (t is recomputed when its graph is recorded), so double backward works too.
 
 Without a gradient to compute (no_grad, inference_mode, frozen adapters) the same three kernels run bare: an
 autograd.Function costs some microseconds of Python per call, which is all the saving at a tiny site.
 
-Where it runs (sites.FUSED_TRAINING_DEVICES): training on the CPU, and inference (bare kernels) anywhere. On a GPU
+Where it runs (FUSED_TRAINING_DEVICES): training on the CPU, and inference (bare kernels) anywhere. On a GPU
 a small-batch training step is bound by the host, and there the node's Python backward costs more host time than
 the four C++ autograd nodes it replaces, although it launches fewer kernels (677 against 747 per bert-base step).
 H200, bert-base, batch 8 x 128, fp32 (2026-11-27): 19.3 ms with the node against 16.8 ms on the hook path in two
@@ -37,6 +37,47 @@ whenever tokens < out_features (32 tokens x 768: +12% for the site).
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
+from transformers.pytorch_utils import Conv1D
+
+
+_FUSABLE = (nn.Linear, Conv1D)
+# device types on which a LoRA site that records a graph runs as the fused autograd node
+FUSED_TRAINING_DEVICES = ("cpu",)
+
+
+def fused_args(lora, module: nn.Module, x) -> tuple | None:
+    """(weight, bias, A, B, scaling) if `lora` at `module` can run fused: one plain LoRA (no gate, no active
+    dropout, no hooks of its own) on a frozen projection (or without grad mode), all of one dtype, no autocast, not
+    while torch.compile traces, and where a graph is recorded only on FUSED_TRAINING_DEVICES; else None.
+
+    Parameters are read from the modules' dicts: nn.Module.__getattr__ would cost more than the rest of the check.
+    """
+    if torch.compiler.is_compiling():
+        return None  # the compiler gets the plain ops and fuses them as it sees fit
+    # the exact module types whose forward it reproduces (not subclasses: quantised, parametrized, ...)
+    if type(module) not in _FUSABLE or lora.gate is not None:
+        return None
+    if lora._forward_pre_hooks or lora._forward_hooks or lora._backward_hooks or lora._backward_pre_hooks:
+        return None  # hooks on the LoRA module itself: it has to be called
+    dropout = lora._modules["dropout"]
+    if type(dropout) is not nn.Identity and dropout.training and dropout.p > 0:
+        return None
+    params = module._parameters
+    weight, bias = params["weight"], params.get("bias")
+    lora_params = lora._parameters
+    a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
+    if a is None or b is None or not isinstance(x, torch.Tensor):
+        return None
+    if torch.is_grad_enabled():  # (no graph is recorded under no_grad / inference_mode)
+        if weight.requires_grad or (bias is not None and bias.requires_grad):
+            return None  # trainable base weights
+        if x.device.type not in FUSED_TRAINING_DEVICES and (x.requires_grad or a.requires_grad or b.requires_grad):
+            return None  # the autograd node pays off on the CPU only ("Where it runs" above)
+    if (x.dtype != weight.dtype or a.dtype != weight.dtype or b.dtype != weight.dtype
+            or torch.is_autocast_enabled(x.device.type)):
+        return None
+    return weight, bias, a, b, lora.scaling
 
 
 def fused_lora(x, weight, bias, lora_a, lora_b, scaling: float, transposed: bool) -> torch.Tensor:

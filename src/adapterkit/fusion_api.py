@@ -1,9 +1,5 @@
-"""The AdapterFusion API on an adapter model (mixed into `AdapterModelMixin`).
-
-Fusion weights live in their own container on the model, `model.adapterkit_fusion.<fusion name>` with
-`layers.<layer_id>.<location>.{query,key,value}.*`: one `FusionLayer` at every residual site where all fused
-adapters have a bottleneck module. A fusion is named like its `Fuse` block ("a,b" unless named).
-"""
+"""The AdapterFusion API on an adapter model (mixed into `AdapterModelMixin`); layers and their container are
+in fusion/, checkpoints in io/fusion.py."""
 
 from __future__ import annotations
 
@@ -13,66 +9,13 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from ..composition import AdapterCompositionBlock, Fuse, parse_composition
-from ..errors import AdapterError
-from .config import AdapterFusionConfig, resolve_fusion_config
-from .layer import FusionLayer
-
-FUSION_CONTAINER = "adapterkit_fusion"
-
-
-class FusionModules(nn.Module):
-    """One fusion: its layers per site, its config and the adapters it fuses (in order)."""
-
-    def __init__(self, config: AdapterFusionConfig, adapter_names: list[str]):
-        super().__init__()
-        self.config = config
-        self.adapter_names = list(adapter_names)
-        self.layers = nn.ModuleDict()
-
-    def layer_at(self, layer_id: int, location: str) -> FusionLayer | None:
-        group = self.layers[str(layer_id)] if str(layer_id) in self.layers else None
-        return group[location] if group is not None and location in group else None
-
-    def fusion_layers(self) -> Iterator[FusionLayer]:
-        for group in self.layers.values():
-            yield from group.values()
-
-
-def fusion_container(model: nn.Module, create: bool = False) -> nn.ModuleDict | None:
-    container = getattr(model, FUSION_CONTAINER, None)
-    if container is None and create:
-        model.add_module(FUSION_CONTAINER, nn.ModuleDict())
-        container = getattr(model, FUSION_CONTAINER)
-    return container
-
-
-def get_fusion(model: nn.Module, name: str) -> FusionModules | None:
-    container = fusion_container(model)
-    return container[name] if container is not None and name in container else None
-
-
-def fusion_parameter_ids(model: nn.Module) -> set[int]:
-    container = fusion_container(model)
-    return set() if container is None else {id(p) for p in container.parameters()}
-
-
-def fusion_name(adapter_names) -> tuple[str, list[str]]:
-    """(fusion name, fused adapter names) of a Fuse block, a list of names or a comma-separated string."""
-    if isinstance(adapter_names, Fuse):
-        blocks = [c for c in adapter_names.children if not isinstance(c, str)]
-        if blocks:
-            raise AdapterError(f"a fusion is added over adapter names; {adapter_names!r} contains {blocks[0]!r}")
-        return adapter_names.name, list(adapter_names.children)
-    if isinstance(adapter_names, str):
-        names = [n.strip() for n in adapter_names.split(",")]
-    elif isinstance(adapter_names, (list, tuple)) and all(isinstance(n, str) for n in adapter_names):
-        names = list(adapter_names)
-    else:
-        raise AdapterError(f"a fusion is given as Fuse('a', 'b'), ['a', 'b'] or 'a,b'; got {adapter_names!r}")
-    if not names or not all(names):
-        raise AdapterError(f"a fusion needs at least one adapter name; got {adapter_names!r}")
-    return ",".join(names), names
+from .blocks import AdapterCompositionBlock, Fuse, parse_composition
+from .errors import AdapterError
+from .fusion.config import resolve_fusion_config
+from .fusion.container import FusionModules, fusion_container, fusion_name, get_fusion
+from .fusion.layer import FusionLayer
+from .io.fusion import load_fusion, save_fusion
+from .registry import member_specs
 
 
 def _fuse_blocks(setup) -> Iterator[Fuse]:
@@ -95,10 +38,9 @@ class FusionMixin:
         if "." in name or not name.strip():
             raise AdapterError(f"invalid fusion name {name!r}: use a non-empty name without dots")
         state = self.adapter_state
-        from ..compose.support import families
         for adapter in names:
             config_of = self.adapter_state.require(adapter)
-            if "bottleneck" not in families(config_of):
+            if not any(spec.fusable for _, spec in member_specs(config_of)):
                 raise AdapterError(f"AdapterFusion fuses bottleneck adapters; {adapter!r} is a "
                                    f"{config_of.architecture} adapter")
         container = fusion_container(self, create=True)
@@ -112,9 +54,8 @@ class FusionMixin:
         if dropout is None:
             dropout = getattr(getattr(self, "config", None), "attention_probs_dropout_prob", 0.0) or 0.0
         fusion = FusionModules(config, names)
-        from ..methods.bottleneck import BottleneckAdapter
         for (layer_id, location), module in state.layer_modules(names[0]):
-            if not isinstance(module, BottleneckAdapter):
+            if not getattr(module, "fusable", False):  # modules AdapterFusion attends over (their up-projection)
                 continue
             if any(state.module_at(other, (layer_id, location)) is None for other in names[1:]):
                 continue
@@ -194,7 +135,6 @@ class FusionMixin:
         `format="adapterhub"` writes AdapterHub's names to `model_adapter_fusion.safetensors` (the `adapters`
         package: `load_adapter_fusion(dir, use_safetensors=True)`) or, with `safetensors=False`,
         `pytorch_model_adapter_fusion.bin` (its default)."""
-        from .io import save_fusion
         name = adapter_names if isinstance(adapter_names, str) else fusion_name(adapter_names)[0]
         save_fusion(self, Path(save_directory), name, meta_dict, format, safetensors)
 
@@ -219,7 +159,6 @@ class FusionMixin:
                             set_active: bool = False) -> str:
         """Load a fusion saved by `save_adapter_fusion` or by adapter-transformers / `adapters`
         (`pytorch_model_adapter_fusion.bin`); the fused adapters must be on the model. Returns its name."""
-        from .io import load_fusion
         return load_fusion(self, Path(adapter_fusion_name_or_path), load_as, set_active)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..configs.bottleneck import BnConfig
-from ..errors import AdapterConfigError
+from ...errors import AdapterConfigError
+from .config import BnConfig
 
 
 def _init_w(tensor: torch.Tensor, config: BnConfig) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..configs.bottleneck import BnConfig
-from .bottleneck import activation, init_bert
-from .dtypes import OwnDtype, cast
+from ...nn.activations import activation, init_bert
+from ...nn.dtypes import OwnDtype, cast
+from .config import BnConfig
 
 
 def _subnet(dim_in: int, dim_out: int, reduction_factor: float, non_linearity: str) -> nn.Sequential:

@@ -1,22 +1,21 @@
-"""Composition at a projection (LoRA adds `delta = s B A x`, (IA)^3 scales by `l`): Stack, BatchSplit, Parallel,
-Average, and per-example routing.
+"""Composition at a projection (additive modules such as LoRA add `delta(x)`, scaling ones such as (IA)^3 scale by
+`scale(x)`: their `combine`): Stack, BatchSplit, Parallel, Average, and per-example routing.
 
 - Stack: one after another (LoRA updates add up, (IA)^3 scales multiply), as without composition.
 - BatchSplit / Parallel: each row range through its own child; rows of an absent child are left unchanged.
 - Average: "output" is what the anchors average: the LoRA update (`out + sum_i w_i delta_i`) or the (IA)^3
   scaling vector (`out * sum_i w_i l_i`, an absent child counting as `l = 1`); other children (nested blocks,
   mixed kinds): `out + sum_i w_i (child_i(out) - out)`.
-- Routed (per-example) batches where every row has at most one plain LoRA / (IA)^3 module here run in one pass:
-  each row's A and B are gathered from a stack of the adapters' weights (slot 0: zeros, the plain model) and
-  applied with two batched matmuls, so mixing many adapters costs about one adapter.
+- Routed (per-example) batches where every row has at most one `routable()` module here run in one pass: each
+  row's factors (`routed_factors()`: A and scaled B, or a vector) are gathered from a stack of the adapters'
+  (slot 0: zeros / ones, the plain model) and applied with two batched matmuls, so mixing many adapters costs
+  about one adapter.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
-from ..methods.lora import IA3, LoRA
 from .routing import Routed
 from .tree import AverageNode, Leaf, RowSplit, StackNode, row_slices
 
@@ -51,13 +50,13 @@ def _eval(node, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def _average(node: AverageNode, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     present = [(w, c) for w, c in zip(node.weights, node.children) if c is not None]
-    if all(isinstance(c, Leaf) and isinstance(c.module, LoRA) for _, c in present):
+    if all(isinstance(c, Leaf) and c.module.combine == "add" for _, c in present):
         total = None
         for w, c in present:
             delta = c.module.delta(x) * w
             total = delta if total is None else total + delta
         return out + total
-    if all(isinstance(c, Leaf) and isinstance(c.module, IA3) for _, c in present):
+    if all(isinstance(c, Leaf) and c.module.combine == "scale" for _, c in present):
         scale = sum(w for w, c in zip(node.weights, node.children) if c is None)
         for w, c in present:
             scale = c.module.scale(x) * w + scale
@@ -70,30 +69,30 @@ def _average(node: AverageNode, x: torch.Tensor, out: torch.Tensor) -> torch.Ten
 
 
 def _vectorisable(module) -> bool:
-    if getattr(module, "gate", None) is not None:
-        return False
-    if isinstance(module, LoRA):
-        return not (module.training and isinstance(module.dropout, nn.Dropout) and module.dropout.p > 0)
-    return isinstance(module, IA3)
+    routable = getattr(module, "routable", None)
+    return routable is not None and module.combine in ("add", "scale") and routable()
 
 
 def _vectorised(plan: Routed, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Every row's own LoRA / (IA)^3 in one pass: gather per-row weights by slot, two bmm's."""
+    """Every row's own module in one pass: gather per-row factors by slot, two bmm's."""
     loras, ia3s = [], []
     lora_slot, ia3_slot = [], []
     for modules, _ in plan.groups:
         module = modules[0] if modules else None
-        lora_slot.append(_slot(loras, module) if isinstance(module, LoRA) else 0)
-        ia3_slot.append(_slot(ia3s, module) if isinstance(module, IA3) else 0)
+        kind = module.combine if module is not None else None
+        lora_slot.append(_slot(loras, module) if kind == "add" else 0)
+        ia3_slot.append(_slot(ia3s, module) if kind == "scale" else 0)
     rows = out.shape[0]
     if ia3s:
-        vectors = torch.stack([torch.ones_like(ia3s[0].ia3_l)] + [m.vector() for m in ia3s]).to(out.dtype)
+        scales = [m.routed_factors()[0] for m in ia3s]
+        vectors = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
         slots = plan.rows_of(tuple(ia3_slot))
         out = out * vectors[slots].view(rows, *([1] * (out.dim() - 2)), -1)
     if loras:
-        rank = max(m.lora_A.shape[0] for m in loras)
-        a = torch.stack([_pad_rows(m.lora_A, rank) for m in loras])
-        b = torch.stack([_pad_cols(m.lora_B, rank) * m.scaling for m in loras])
+        factors = [m.routed_factors() for m in loras]
+        rank = max(a.shape[0] for a, _ in factors)
+        a = torch.stack([_pad_rows(a, rank) for a, _ in factors])
+        b = torch.stack([_pad_cols(b, rank) for _, b in factors])
         a = torch.cat([a.new_zeros(1, *a.shape[1:]), a]).to(x.dtype)
         b = torch.cat([b.new_zeros(1, *b.shape[1:]), b]).to(x.dtype)
         slots = plan.rows_of(tuple(lora_slot))

@@ -1,4 +1,4 @@
-"""Bottleneck adapters (sequential and parallel) and how a stack of them runs at a residual site.
+"""Bottleneck adapters (sequential and parallel): the module at a residual site and its pre / adapt / finish steps.
 
 Semantics follow adapter-transformers 3.1 exactly (pre_forward / forward / post_forward), so
 Pfeiffer is `LN(h + x + f(LN(h + x)))`, Houlsby `LN(x + h + f(h))` and parallel `LN(h + x + s f(x))`,
@@ -8,41 +8,22 @@ with h the sublayer output (after dense + dropout), x the sublayer input and LN 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn as nn
-from transformers.activations import get_activation
 
-from ..configs.bottleneck import BnConfig
-from .base import Method, register_method
-from .dtypes import OwnDtype, cast, in_own_dtype
-from .gating import Gate
+from ...nn.activations import activation, init_bert
+from ...nn.dtypes import OwnDtype, cast, in_own_dtype
+from ...nn.gating import Gate
+from .config import BnConfig
 from .phm import PHMLinear, PHMShared
-
-
-def activation(name: str) -> nn.Module:
-    """An activation module by its config name (transformers' names, plus "leakyrelu" and "linear")."""
-    if name == "leakyrelu":
-        return nn.LeakyReLU()
-    if name == "linear":
-        return nn.Identity()
-    return get_activation(name)
-
-
-def init_bert(module: nn.Module) -> None:
-    """N(0, 0.02) weights, zero biases, unit layer norms (BERT's initialisation)."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class BottleneckAdapter(OwnDtype):
     """One bottleneck adapter at one site: `down -> act -> up`, scaled, with optional adapter norms."""
+
+    fusable = True  # AdapterFusion attends over its up-projection (`pre` / `up_projection`)
 
     def __init__(self, hidden_size: int, bottleneck_size: int, config: BnConfig, phm: PHMShared | None = None):
         super().__init__()
@@ -171,51 +152,3 @@ class BottleneckAdapter(OwnDtype):
             out = out + h
         # original_ln_after=False would skip the layer's residual add; with no norm in the way, take it back out
         return out if self.config.original_ln_after else out - x
-
-
-def run_residual(adapters: Sequence[BottleneckAdapter], h: torch.Tensor, x: torch.Tensor,
-                 layer_norm: Callable | None, *, layer_adds_residual: bool = False) -> torch.Tensor:
-    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active.
-
-    `layer_adds_residual`: the layer itself goes on to compute `h' + x` (and its norm, if any), so return the h'
-    that makes this equal to the adapters' result (sublayer hooks of pre-LN and inline post-LN layers).
-    """
-    if not adapters:
-        if layer_adds_residual:
-            return h
-        out = h + x
-        return layer_norm(out) if layer_norm is not None else out
-    out = h
-    for adapter in adapters:
-        out = adapter.step(out, x, layer_norm)
-    if not layer_adds_residual:
-        return adapters[-1].finish(out, h, x, layer_norm)
-    return adapters[-1].finish_in_layer(out, h, x)
-
-
-class BottleneckMethod(Method):
-    architecture = "bottleneck"
-
-    def build(self, state, name, config: BnConfig) -> None:
-        hidden = state.hidden_size
-        phm = None
-        if config.phm_layer and (config.shared_phm_rule or config.shared_W_phm):
-            shared_width = int(hidden // config.reduction_factor_for(0))
-            phm = state.add_model_module(name, "phm", PHMShared(hidden, shared_width, config))
-        locations = [loc for loc in ("mh_adapter", "output_adapter", "cross_adapter") if getattr(config, loc)]
-        where = {loc: set(state.site_layers(loc, config.leave_out)) for loc in locations}
-        for layer_id in state.layer_ids(config.leave_out):
-            for location in locations:
-                if layer_id not in where[location]:
-                    continue
-                width = int(hidden // config.reduction_factor_for(layer_id))
-                module = BottleneckAdapter(hidden, width, config, phm)
-                if module.gate is not None:
-                    module.gate.bind(state, name, layer_id, location)
-                state.add_layer_module(name, layer_id, location, module, site="residual")
-        if config.inv_adapter:
-            from .invertible import build_invertible
-            build_invertible(state, name, config)
-
-
-register_method(BottleneckMethod())

@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..composition import Fuse
+from ..blocks import Fuse
 from ..errors import AdapterError
-from ..io.adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .config import resolve_fusion_config
-from ..io.files import atomic_write
-from .model import get_fusion
+from ..fusion.config import resolve_fusion_config
+from ..fusion.container import get_fusion
+from ..version import __version__
+from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
+from .files import atomic_write
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -40,7 +41,7 @@ def save_fusion(model, directory: Path, name: str, meta_dict: dict | None, forma
     fusion = get_fusion(model, name)
     if fusion is None:
         raise AdapterError(f"no AdapterFusion named {name!r} on this model")
-    from .. import __version__
+
     config = {
         "format": format, "version": __version__, "name": name, "adapter_names": fusion.adapter_names,
         "config": fusion.config.to_dict(), "model_type": getattr(model.config, "model_type", None),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import AdapterConfigError
-from .base import AdapterConfig
+from ...configs.base import AdapterConfig
+from ...errors import AdapterConfigError
 
 ATTN_MATRICES = ("q", "k", "v", "o")
 # what `scale_inputs` may name: an attention matrix or an FFN projection group
@@ -21,7 +21,6 @@ def location_group(location: str) -> str:
     return location.split("_", 1)[0]
 
 
-@AdapterConfig.register_architecture
 @dataclass(eq=False)
 class LoRAConfig(AdapterConfig):
     """LoRA (Hu et al., 2021): `h = W0 x + (alpha/r) B A x` on the chosen projections.

@@ -1,10 +1,16 @@
 """LoRA ("add": `W x + s B A x`) and (IA)^3 ("scale": `l * (W x + b)`, or `W (l * x) + b` for `scale_inputs`) on
 nn.Linear projections.
 
-Both attach at the projection (`sites.LinearSite`: its forward taken over, or a forward hook on a fused slice), so
+Both attach at the projection (a "linear" site: its forward taken over, or a forward hook on a fused slice), so
 the model's own modules and state-dict keys stay untouched; merging folds the update into the weight and the site
-then skips it. One plain LoRA on a frozen whole projection runs as one fused autograd node (lora_fused.py). A
-`Projection` stands for the (out, in) weight whatever the module stores (nn.Linear, Conv1D, a fused slice).
+then skips it. What the site and the projection composition ask of a module here (the protocol, no import):
+- `module(x, out)`: the adapted output;
+- `run_whole(projection, x, transposed, args, kwargs)`: the whole projection's output computed by the module
+  itself when it runs alone there (None: not now) — one plain LoRA as one fused autograd node (fused.py), the
+  projection of a scaled input for `IA3Input`;
+- `combine` ("add": `delta(x)`, "scale": `scale(x)`, None) for `Average`, and `routable()` /
+  `routed_factors()` for per-example routing in one batched pass.
+A `Projection` stands for the (out, in) weight whatever the module stores (nn.Linear, Conv1D, a fused slice).
 """
 
 from __future__ import annotations
@@ -15,16 +21,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..configs.lora import LoRAConfig, location_group
-from ..errors import AdapterError
-from ..projection import Projection
-from .base import Method, register_method
-from .dtypes import cast
-from .gating import Gate
+from ...nn.dtypes import cast
+from ...nn.gating import Gate
+from ...projection import Projection
+from .config import LoRAConfig
+from . import fused
 
 
 class LoRA(nn.Module):
-    """`out + (alpha / r) * B (A dropout(x))`; A is (r, in), B is (out, r) as in the anchors and peft."""
+    """`out + (alpha / r) * B (A dropout(x))`; A is (r, in), B is (out, r) as in the `adapters` package and peft."""
+
+    combine = "add"
 
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
         super().__init__()
@@ -66,6 +73,20 @@ class LoRA(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling
 
+    def run_whole(self, projection: nn.Module, x, transposed: bool, args: tuple, kwargs: dict):
+        """The fused node (fused.py) where it is eligible, else None (the site runs the plain path)."""
+        if type(self) is not LoRA:  # the exact math it reproduces; subclasses compute something else
+            return None
+        found = fused.fused_args(self, projection, x)
+        return None if found is None else fused.fused_lora(x, *found, transposed)
+
+    def routable(self) -> bool:
+        """Whether per-example routing may apply it as batched factors (no gate, no active dropout)."""
+        return self.gate is None and not (self.training and isinstance(self.dropout, nn.Dropout) and self.dropout.p > 0)
+
+    def routed_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_A, self.lora_B * self.scaling
+
     def merge_into(self, projection: Projection) -> None:
         projection.set(projection.weight() + self.delta_weight())
 
@@ -87,7 +108,11 @@ def _ia3_vector(size: int, config: LoRAConfig) -> nn.Parameter:
 
 
 class IA3(nn.Module):
-    """`out * (alpha * l)`: scales the projection's whole output, bias included (the anchors' semantics)."""
+    """`out * (alpha * l)`: scales the projection's whole output, bias included (the `adapters` package's
+    semantics)."""
+
+    combine = "scale"
+    run_whole = None
 
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
         super().__init__()
@@ -108,6 +133,12 @@ class IA3(nn.Module):
             return cast(self.vector() * self.gate(x).unsqueeze(-1), x.dtype)
         return cast(self.vector(), x.dtype)
 
+    def routable(self) -> bool:
+        return self.gate is None
+
+    def routed_factors(self) -> tuple[torch.Tensor]:
+        return (self.vector(),)
+
     def merge_into(self, projection: Projection) -> None:
         v, bias = self.vector().detach(), projection.bias()
         projection.set(projection.weight() * v[:, None], None if bias is None else bias * v)
@@ -120,7 +151,9 @@ class IA3(nn.Module):
 class IA3Input(nn.Module):
     """`W (alpha * l * x) + b`: scales a whole projection's input (peft's feedforward (IA)^3, the paper's FFN
     scaling). The site feeds the scaled input to the projection itself when this is all that runs there
-    (sites.LinearSite); inside a composition, `forward` adds the change from the output it is given."""
+    (`run_whole`); inside a composition, `forward` adds the change from the output it is given."""
+
+    combine = None
 
     def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
         super().__init__()
@@ -131,6 +164,14 @@ class IA3Input(nn.Module):
 
     def vector(self) -> torch.Tensor:
         return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
+
+    def run_whole(self, projection: nn.Module, x, transposed: bool, args: tuple, kwargs: dict):
+        if len(args) != 1 or kwargs:
+            return None
+        return type(projection).forward(projection, x * self.vector().to(x.dtype))
+
+    def routable(self) -> bool:
+        return False
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         projection = self.__dict__["projection"]
@@ -143,59 +184,3 @@ class IA3Input(nn.Module):
 
     def unmerge_from(self, projection: Projection) -> None:
         projection.set(projection.weight() / self.vector().detach()[None, :])
-
-
-class LoRAMethod(Method):
-    architecture = "lora"
-
-    def build(self, state, name, config: LoRAConfig) -> None:
-        if config.composition_mode == "scale" and config.dropout > 0:
-            raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
-        cls = IA3 if config.composition_mode == "scale" else LoRA
-        locations = state.interface.linear_locations(
-            attn_matrices=config.attn_matrices if config.selfattn_lora else (),
-            intermediate=config.intermediate_lora, output=config.output_lora)
-        for layer_id, location, projection in state.projections(locations, config.leave_out):
-            if location_group(location) in config.scale_inputs:
-                if projection.rows is not None:
-                    raise AdapterError(
-                        f"adapter {name!r}: scale_inputs={config.scale_inputs} includes {location!r}, a part of a "
-                        "fused projection that shares its input with the other parts; scale its output instead")
-                module = IA3Input(projection.in_features, projection.out_features, config)
-                module.__dict__["projection"] = projection
-                state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
-                continue
-            module = cls(projection.in_features, projection.out_features, config)
-            if module.gate is not None:
-                module.gate.bind(state, name, layer_id, location)
-            state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
-
-    @torch.no_grad()
-    def merge(self, state, name, config) -> None:
-        if config.use_gating:
-            raise AdapterError(
-                f"cannot merge {name!r}: its LoRA is gated (use_gating=True), and the gate depends on the input; "
-                "only ungated LoRA / (IA)^3 adapters can be merged"
-            )
-        for (layer_id, location), module in state.layer_modules(name):
-            site = state.sites[(layer_id, location)]
-            if site.merged is not None:
-                raise AdapterError(
-                    f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer {layer_id} "
-                    f"{location}; reset_adapter({site.merged!r}) first"
-                )
-        for (layer_id, location), module in state.layer_modules(name):
-            site = state.sites[(layer_id, location)]
-            module.merge_into(site.target)
-            site.merged = name
-
-    @torch.no_grad()
-    def reset(self, state, name, config) -> None:
-        for (layer_id, location), module in state.layer_modules(name):
-            site = state.sites[(layer_id, location)]
-            if site.merged == name:
-                module.unmerge_from(site.target)
-                site.merged = None
-
-
-register_method(LoRAMethod())

@@ -8,16 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Optional, Union
 
-from ..errors import AdapterConfigError
-from .base import AdapterConfig
+from ...configs.base import AdapterConfig
+from ...errors import AdapterConfigError
+from ...nn.activations import NON_LINEARITIES
 
-NON_LINEARITIES = ("relu", "swish", "silu", "gelu", "gelu_new", "gelu_fast", "quick_gelu", "tanh", "sigmoid",
-                   "leakyrelu", "linear", "mish")
 INIT_WEIGHTS = ("bert", "mam_adapter", "houlsby")
 INV_ADAPTERS = (None, "nice")
 
 
-@AdapterConfig.register_architecture
 @dataclass(eq=False)
 class BnConfig(AdapterConfig):
     """A bottleneck adapter `h -> h + U f(D h)` placed after attention (`mh_adapter`), the FFN (`output_adapter`)
@@ -120,6 +118,15 @@ class BnConfig(AdapterConfig):
                     f"{type(self).__name__}.reduction_factor={rf!r} must be a positive number or a mapping "
                     "{'default': n, '<layer>': n}"
                 )
+
+    def union_conflict(self, other: AdapterConfig) -> str | None:
+        if not isinstance(other, BnConfig):
+            return super().union_conflict(other)
+        if self.mh_adapter != other.mh_adapter and self.output_adapter != other.output_adapter:
+            return None
+        return ("two bottleneck configs must sit at different locations (one with mh_adapter=True only, the other "
+                f"with output_adapter=True only); got mh_adapter={other.mh_adapter}/{self.mh_adapter}, "
+                f"output_adapter={other.output_adapter}/{self.output_adapter}")
 
     def reduction_factor_for(self, layer_id: int) -> float:
         rf = self.reduction_factor

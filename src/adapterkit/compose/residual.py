@@ -1,4 +1,7 @@
-"""Composition at a residual site (bottleneck adapters and AdapterFusion): every block.
+"""Composition at a residual site (bottleneck-type adapters and AdapterFusion): every block.
+
+The modules here follow the residual protocol (no import of theirs): `pre(h, x, layer_norm[, query_before_ln])`,
+`adapt(z, residual)`, `step`, `finish`, `finish_in_layer`, `is_parallel`.
 
 The state threaded through a setup is the anchors' (`adapters`' BottleneckState): the running hidden states, the
 sublayer input `x`, the adapter residual, the last up-projection (for Fuse) and the last adapter (whose
@@ -16,12 +19,11 @@ differences:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
 from ..errors import AdapterError
-from ..methods.bottleneck import run_residual
 from .routing import Routed
 from .tree import (AverageNode, FuseNode, Leaf, RowSplit, SeqSplit, StackNode, compile_tree, first_module,
                    row_slices)
@@ -35,12 +37,31 @@ class BnState(NamedTuple):
     last: object  # the last adapter, None, or [(start, stop, adapter or None), ...] after a row split
 
 
+def run_residual(adapters: Sequence, h: torch.Tensor, x: torch.Tensor,
+                 layer_norm: Callable | None, *, layer_adds_residual: bool = False) -> torch.Tensor:
+    """A Stack of bottleneck adapters at one residual site; plain `LN(h + x)` when none is active.
+
+    `layer_adds_residual`: the layer itself goes on to compute `h' + x` (and its norm, if any), so return the h'
+    that makes this equal to the adapters' result (sublayer hooks of pre-LN and inline post-LN layers).
+    """
+    if not adapters:
+        if layer_adds_residual:
+            return h
+        out = h + x
+        return layer_norm(out) if layer_norm is not None else out
+    out = h
+    for adapter in adapters:
+        out = adapter.step(out, x, layer_norm)
+    if not layer_adds_residual:
+        return adapters[-1].finish(out, h, x, layer_norm)
+    return adapters[-1].finish_in_layer(out, h, x)
+
+
 def compile_site(state, site, setup, leaf):
     layer_id, location = site.key
 
     def fuse(block, kids):
-        from ..fusion.model import get_fusion
-        fusion = get_fusion(state.model, block.name)
+        fusion = state.fusion(block.name)
         layer = fusion.layer_at(layer_id, location) if fusion is not None else None
         absent = [c for c, k in zip(block.children, kids) if k is None]
         if layer is None or absent:

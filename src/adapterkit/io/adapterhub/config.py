@@ -1,0 +1,79 @@
+"""AdapterHub config dicts <-> adapterkit configs (same field names; each method's map fixes its own forms)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ...configs import AdapterConfig, ConfigUnion
+from ...errors import AdapterConfigError
+from ...registry import members, spec_for, specs
+
+# AdapterHub fields adapterkit does not implement, with the value that means "off".
+_INERT_FIELDS = {
+    "init_weights_seed": None, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None,
+    "dtype": None,
+}
+
+
+def hub_map(config_or_architecture):
+    """The "adapterhub" map of a single-method config's method, or None."""
+    return spec_for(config_or_architecture).formats.get("adapterhub")
+
+
+def hub_maps() -> list:
+    return [spec.formats["adapterhub"] for spec in specs() if "adapterhub" in spec.formats]
+
+
+def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
+    """An AdapterHub config dict (`config.to_dict()`, or `adapter_config.json["config"]`) as an adapterkit config."""
+    data = dict(data.get("config", data)) if "config" in data and isinstance(data["config"], Mapping) else dict(data)
+    architecture = data.pop("architecture", None) or "bottleneck"
+    if architecture == ConfigUnion.architecture:
+        return ConfigUnion(*[config_from_adapterhub(member) for member in data.get("configs", [])])
+    for key, off in _INERT_FIELDS.items():
+        if key in data and data.pop(key) != off:
+            raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
+    supported = [spec.name for spec in specs() if "adapterhub" in spec.formats]
+    if architecture not in supported:
+        raise AdapterConfigError(
+            f"AdapterHub architecture {architecture!r} is not supported yet; supported: {', '.join(supported)}, union"
+        )
+    fix = getattr(hub_map(architecture), "config_from_hub", None)
+    if fix is not None:
+        data = fix(data)
+    return spec_for(architecture).config.from_dict(data)
+
+
+def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
+    """adapterkit config -> the `config` dict AdapterHub's `AdapterConfig.load` accepts (same field names)."""
+    for member in members(config):
+        if hub_map(member) is None:
+            labels = ", ".join(s.label for s in specs() if "adapterhub" in s.formats)
+            raise AdapterConfigError(f"{type(member).__name__} has no AdapterHub form; supported: {labels}")
+    out = config.to_dict()
+    hub_members = out["configs"] if isinstance(config, ConfigUnion) else [out]
+    for member, data in zip(members(config), hub_members):
+        fix = getattr(hub_map(member), "config_to_hub", None)
+        if fix is not None:
+            fix(member, data)
+    top = hub_map(config) if not isinstance(config, ConfigUnion) else None
+    if hasattr(top, "HUB_ARCHITECTURE"):
+        out["architecture"] = top.HUB_ARCHITECTURE
+    return out
+
+
+def check_convert(config: AdapterConfig, interface, what: str) -> None:
+    """Each member's method may refuse a conversion on this architecture (T5 prefixes without shift_positions)."""
+    for member in members(config):
+        check = getattr(hub_map(member), "check_convert", None)
+        if check is not None:
+            check(member, interface, what)
+
+
+def read_config(config: AdapterConfig, interface) -> AdapterConfig:
+    """The package's semantics on this architecture, member by member (T5 prefixes: shift_positions)."""
+    fixed = []
+    for member in members(config):
+        fix = getattr(hub_map(member), "read_config", None)
+        fixed.append(member if fix is None else fix(member, interface))
+    return ConfigUnion(*fixed) if isinstance(config, ConfigUnion) else fixed[0]

@@ -1,0 +1,103 @@
+"""AdapterHub directories: read one into a validated-to-be `Checkpoint`, write one from a model's adapter."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from ...errors import AdapterConfigError, CheckpointError
+from ...version import __version__
+from ..common import CONFIG_NAME, Checkpoint, check_compatible, model_facts, name_from, parse_config
+from ..files import StagedWrite, read_safetensors, read_torch_bin
+from .config import config_from_adapterhub, config_to_adapterhub, read_config
+from .weights import state_dict_from_adapterhub, state_dict_to_adapterhub
+
+FORMAT = "adapterhub"
+WEIGHTS_NAME = "pytorch_adapter.bin"
+SAFE_WEIGHTS_NAME = "adapter.safetensors"
+# adapter-transformers 2.x weight names -> current ones (as the `adapters` loader renames them)
+_LEGACY_KEYS = {"attention_text_task_adapters": "adapters", "attention_text_lang_adapters": "adapters",
+                "layer_text_task_adapters": "adapters", "layer_text_lang_adapters": "adapters",
+                "invertible_lang_adapters": "invertible_adapters"}
+# activation names of configs written before versions were recorded (adapter-transformers 2.x)
+_LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
+
+
+def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> None:
+    state = model.adapter_state
+    config = state.configs[name]
+    hub_config = config_to_adapterhub(config)
+    tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config, state)
+    facts = model_facts(model)
+    if safetensors:
+        stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    else:
+        stage.write_torch(WEIGHTS_NAME, tensors)
+    stage.write_json(CONFIG_NAME, {
+        "config": hub_config, "hidden_size": facts["hidden_size"], "model_type": facts["model_type"],
+        "model_name": getattr(model.config, "_name_or_path", None) or None, "model_class": facts["model_class"],
+        "name": name, "version": f"adapterkit.{__version__}",
+    })
+
+
+def is_adapterhub(data: Mapping[str, Any]) -> bool:
+    return "config" in data and "peft_type" not in data and "format" not in data
+
+
+def _fix_legacy_config(source: Path, data: dict) -> dict:
+    """Version fixes the `adapters` loader applies, so old checkpoints behave as they were trained."""
+    config = dict(data["config"])
+    version = str(data.get("version") or "")
+    if not version and config.get("non_linearity") in _LEGACY_ACTIVATIONS:
+        config["non_linearity"] = _LEGACY_ACTIVATIONS[config["non_linearity"]]
+    if version.startswith("adapters.") and config.get("architecture") == "lora" and config.get("r") != config.get("alpha"):
+        parts = version[len("adapters."):].split(".")
+        if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
+            # adapters < 1.1.0 applied LoRA with scaling 1 whatever alpha said (adapters PR #770)
+            warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={config['r']}",
+                          stacklevel=3)
+            config["alpha"] = config["r"]
+    return config
+
+
+def read(model, directory: Path, data: dict) -> Checkpoint:
+    source = directory / CONFIG_NAME
+    check_compatible(model, source, model_type=data.get("model_type"), hidden_size=data.get("hidden_size"))
+    if not isinstance(data.get("config"), Mapping):
+        raise CheckpointError(
+            f"{source}: 'config' must be the adapter config as a JSON object, found {data.get('config')!r}"
+        )
+    name = name_from(source, data)
+    if not name:
+        raise CheckpointError(f"{source}: no adapter 'name'")
+    config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
+    config = read_config(config, model.adapter_state.interface)  # the package's semantics there (T5 prefixes)
+    weights_file = directory / SAFE_WEIGHTS_NAME
+    if weights_file.is_file():
+        weights = read_safetensors(weights_file)
+    else:
+        weights_file = directory / WEIGHTS_NAME
+        if not weights_file.is_file():
+            raise CheckpointError(
+                f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} is there"
+            )
+        weights = read_torch_bin(weights_file)
+    weights = {_rename_legacy(k): v for k, v in weights.items()}
+    if (config.architecture == "bottleneck" and config.inv_adapter and data.get("type") == "text_task"
+            and not any(f"invertible_adapters.{name}." in k for k in weights)):
+        # old task adapters named an invertible adapter in their config without having one (as `adapters` fixes)
+        config = config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
+    try:
+        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config,
+                                             state=model.adapter_state)
+    except AdapterConfigError as e:
+        raise CheckpointError(f"{weights_file}: {e}") from None
+    return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
+                      format=FORMAT)
+
+
+def _rename_legacy(key: str) -> str:
+    for old, new in _LEGACY_KEYS.items():
+        key = key.replace(old, new)
+    return key

@@ -1,0 +1,80 @@
+"""AdapterHub names of bottleneck weights: `<layer>.<module>.adapters.<name>.adapter_down.0.weight` (ours:
+`layers.<i>.<location>.down.weight`), `invertible_adapters.<name>.*` and Compacter's `shared_parameters.<name>.*`.
+io/adapterhub.py finds the layer and location; this map names the parameters."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from ...errors import AdapterConfigError
+
+LAYER_KIND = "adapters"  # the key segment of per-layer bottleneck weights
+_PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before",
+          "gate": "gate"}
+
+
+def config_from_hub(data: dict[str, Any]) -> dict[str, Any]:
+    """adapter-transformers 2.x/3.x keep the invertible adapter as a nested dict."""
+    if "invertible_adapter" in data:
+        inv = data.pop("invertible_adapter") or {}
+        data.setdefault("inv_adapter", inv.get("block_type"))
+        data.setdefault("inv_adapter_reduction_factor", inv.get("reduction_factor"))
+    return data
+
+
+HUB_ARCHITECTURE = None  # AdapterHub's `architecture` of a (top-level) bottleneck config
+
+
+def shared_import(name: str, interface) -> list[tuple[re.Pattern, str]]:
+    n = re.escape(name)
+    return [(re.compile(rf"^(?:.*\.)?invertible_adapters\.{n}\.(.+)$"), "shared.invertible."),
+            (re.compile(rf"^(?:.*\.)?shared_parameters\.{n}\.(.+)$"), "shared.phm.")]
+
+
+def shared_export(interface) -> dict[str, str]:
+    return {"invertible": interface.adapterhub.get("invertible", "invertible_adapters") + ".{name}."}
+
+
+def owns(location: str, interface) -> bool:
+    return location in interface.residual_sites
+
+
+def import_layer(key: str, layer_id: int, path: str, locations: list[str], rest: str, tensor, config, interface,
+                 ctx) -> dict:
+    location = next((loc for loc in locations if loc in interface.residual_sites), None)
+    if location is None:
+        raise AdapterConfigError(f"AdapterHub weight {key!r}: no bottleneck location at {path!r}")
+    return {f"layers.{layer_id}.{location}.{_param_from_hub(rest, config)}": tensor}
+
+
+def export_layer(prefix: str, path: str, location: str, param: str, tensor, name: str, config, interface):
+    """(AdapterHub key, tensor, None): bottleneck weights are never parts of a fused tensor."""
+    return f"{prefix}{path}.{LAYER_KIND}.{name}.{_param_to_hub(param, config)}", tensor, None
+
+
+def _param_from_hub(rest: str, config) -> str:
+    head, _, tail = rest.partition(".")
+    if head == "adapter_down":
+        index, _, tail = tail.partition(".")
+        # adapter_down is Sequential([LayerNorm if ln_before], Linear or PHMLayer, activation)
+        linear_index = 1 if config.ln_before else 0
+        return ("down." if int(index) == linear_index else "norm_before.") + tail
+    if head in _PARAM:
+        return f"{_PARAM[head]}.{tail}"
+    if head == "scaling":
+        return "scaling"
+    raise KeyError(rest)
+
+
+def _param_to_hub(param: str, config) -> str:
+    head, _, tail = param.partition(".")
+    if head == "down":
+        return f"adapter_down.{1 if config.ln_before else 0}.{tail}"
+    if head == "norm_before":
+        return f"adapter_down.0.{tail}"
+    inverse = {v: k for k, v in _PARAM.items()}
+    if head in inverse:
+        return f"{inverse[head]}.{tail}"
+    if head == "scaling":
+        return "scaling"
+    raise KeyError(param)  # pragma: no cover - BottleneckAdapter has no other parameters

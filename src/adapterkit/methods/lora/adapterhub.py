@@ -1,0 +1,105 @@
+"""AdapterHub names of LoRA / (IA)^3 weights: `<layer>.<projection>.loras.<name>.lora_A` (ours:
+`layers.<i>.<location>.lora_A`); (IA)^3 keeps only `lora_B`, shaped (out, 1). A fused projection (GPT-2's
+c_attn) holds one tensor for all its parts: split on import, concatenated on export (io/adapterhub.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import AdapterConfigError
+from ...interfaces.base import FusedSlice
+
+LAYER_KIND = "loras"
+
+
+def config_to_hub(config, out: dict[str, Any]) -> None:
+    if "o" in config.attn_matrices:
+        raise AdapterConfigError(
+            "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
+            "package silently ignores it); save in adapterkit or PEFT format instead"
+        )
+    if config.scale_inputs:
+        raise AdapterConfigError(
+            f"(IA)^3 with scale_inputs={config.scale_inputs} (inputs scaled, as peft's feedforward_modules) has no "
+            "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
+
+
+def owns(location: str, interface) -> bool:
+    return location in dict(interface.all_linear_locations())
+
+
+def enabled_locations(config, interface) -> list[str]:
+    return [loc for loc, _ in interface.linear_locations(
+        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+        intermediate=config.intermediate_lora, output=config.output_lora)]
+
+
+def prepare_import(config, interface, present_here, name: str) -> dict:
+    """Checked once per import: the enabled locations, and none whose AdapterHub namesake is another module."""
+    enabled = enabled_locations(config, interface)
+    differs = [loc for loc in enabled if loc in interface.adapterhub_differs
+               and (present_here is None or loc in present_here)]
+    if differs:
+        groups = sorted({loc.split("_")[0] for loc in differs})
+        raise AdapterConfigError(
+            f"AdapterHub adapter {name!r} has {' and '.join(groups)} LoRA / (IA)^3 on other projections than "
+            "adapterkit's in this architecture: "
+            + "; ".join(interface.adapterhub_differs[loc] for loc in differs) + "; no exact conversion exists")
+    return {"enabled": enabled}
+
+
+def import_layer(key: str, layer_id: int, path: str, locations: list[str], rest: str, tensor, config, interface,
+                 ctx) -> dict:
+    parts = [loc for loc in ctx["enabled"] if loc in locations]  # a fused projection holds several, in order
+    if not parts:
+        raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {path!r}")
+    check_contiguous(interface, parts[0], f"AdapterHub weight {key!r}")
+    out = {}
+    if rest.startswith("gate."):  # a gated LoRA's gate reads the projection's input: one per part
+        for location in parts:
+            out[f"layers.{layer_id}.{location}.{rest}"] = tensor
+        return out
+    scale = config.composition_mode == "scale"  # (IA)^3 keeps only lora_B, shaped (out, 1)
+    if scale and rest != "lora_B":
+        raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
+    for location, chunk in zip(parts, tensor.chunk(len(parts), dim=0)):
+        if scale:
+            out[f"layers.{layer_id}.{location}.ia3_l"] = chunk.reshape(-1)
+        else:
+            out[f"layers.{layer_id}.{location}.{rest}"] = chunk.contiguous()
+    return out
+
+
+def export_layer(prefix: str, path: str, location: str, param: str, tensor, name: str, config, interface):
+    """(AdapterHub key, tensor, order among a fused projection's parts)."""
+    if location in interface.adapterhub_differs:
+        raise AdapterConfigError(
+            f"adapter {name!r}: its {location!r} projections have an AdapterHub namesake on another module in "
+            f"this architecture ({interface.adapterhub_differs[location]}), so the export would not load as "
+            "the same adapter; leave them out (intermediate_lora / output_lora=False) or save in the adapterkit "
+            "format")
+    check_contiguous(interface, location, f"adapter {name!r}")
+    order = [loc for loc, _ in interface.all_linear_locations()].index(location)
+    if param == "ia3_l":
+        return f"{prefix}{path}.{LAYER_KIND}.{name}.lora_B", tensor.reshape(-1, 1), order
+    return f"{prefix}{path}.{LAYER_KIND}.{name}.{param}", tensor, order
+
+
+def check_contiguous(interface, location: str, what: str) -> None:
+    """AdapterHub splits a fused projection into contiguous blocks; a per-head split (adapterkit's DeBERTa) puts
+    other rows in each part, so no conversion keeps the adapter's function."""
+    spec = dict(interface.all_linear_locations()).get(location)
+    if isinstance(spec, FusedSlice) and spec.per_head:
+        raise AdapterConfigError(
+            f"{what}: {location!r} is a per-head slice of the fused projection {spec.module!r} here, and AdapterHub "
+            f"splits it into {spec.parts} contiguous blocks instead (other rows, so another function); use the "
+            "interface with that layout (DeBERTa: adapterkit.interfaces.deberta.DEBERTA_ADAPTERHUB_QKV) or the "
+            "adapterkit format")
+
+
+def shared_import(name: str, interface) -> list:
+    return []  # no model-level modules
+
+
+def shared_export(interface) -> dict[str, str]:
+    return {}

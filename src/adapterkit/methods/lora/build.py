@@ -1,0 +1,58 @@
+"""How a LoRA / (IA)^3 config becomes modules on the projections, and how they merge into and leave the weights."""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import AdapterError
+from .config import LoRAConfig, location_group
+from .modules import IA3, IA3Input, LoRA
+
+def build(state, name: str, config: LoRAConfig) -> None:
+    if config.composition_mode == "scale" and config.dropout > 0:
+        raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
+    cls = IA3 if config.composition_mode == "scale" else LoRA
+    locations = state.interface.linear_locations(
+        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+        intermediate=config.intermediate_lora, output=config.output_lora)
+    for layer_id, location, projection in state.projections(locations, config.leave_out):
+        if location_group(location) in config.scale_inputs:
+            if projection.rows is not None:
+                raise AdapterError(
+                    f"adapter {name!r}: scale_inputs={config.scale_inputs} includes {location!r}, a part of a "
+                    "fused projection that shares its input with the other parts; scale its output instead")
+            module = IA3Input(projection.in_features, projection.out_features, config)
+            module.__dict__["projection"] = projection
+            state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+            continue
+        module = cls(projection.in_features, projection.out_features, config)
+        if module.gate is not None:
+            module.gate.bind(state, name, layer_id, location)
+        state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+
+@torch.no_grad()
+def merge(state, name: str, config: LoRAConfig) -> None:
+    if config.use_gating:
+        raise AdapterError(
+            f"cannot merge {name!r}: its LoRA is gated (use_gating=True), and the gate depends on the input; "
+            "only ungated LoRA / (IA)^3 adapters can be merged"
+        )
+    for (layer_id, location), module in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        if site.merged is not None:
+            raise AdapterError(
+                f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer {layer_id} "
+                f"{location}; reset_adapter({site.merged!r}) first"
+            )
+    for (layer_id, location), module in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        module.merge_into(site.target)
+        site.merged = name
+
+@torch.no_grad()
+def reset(state, name: str, config: LoRAConfig) -> None:
+    for (layer_id, location), module in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        if site.merged == name:
+            module.unmerge_from(site.target)
+            site.merged = None

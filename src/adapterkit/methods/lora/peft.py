@@ -1,0 +1,92 @@
+"""The PEFT format's LoRA and (IA)^3, as this method reads and writes them (io/peft.py does the directory, the
+module names and the targets). Semantics are checked, not assumed:
+
+- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) converts to an alpha.
+- (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
+  `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
+  projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
+  others has no adapterkit form and is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from ...errors import CheckpointError
+from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
+from .modules import IA3, IA3Input
+
+# PEFT parameter suffix -> ours
+PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"}
+# LoRA options that change the computation in ways adapterkit does not implement ("off" values)
+_LORA_UNSUPPORTED = {"use_dora": False, "lora_bias": False, "use_qalora": False, "layer_replication": None,
+                     "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+
+
+def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
+    """(config class, fields, tensors) of a PEFT LoRA; `targets`: the config fields selecting the sites."""
+    for key, off in _LORA_UNSUPPORTED.items():
+        if data.get(key, off) not in (off, None, [], {}):
+            raise CheckpointError(f"{source}: PEFT LoRA option {key}={data[key]!r} is not supported by adapterkit")
+    if data.get("bias", "none") != "none":
+        raise CheckpointError(f"{source}: PEFT bias={data['bias']!r} (trained base-model biases) is not supported; "
+                              "allowed: 'none'")
+    r, alpha = data.get("r"), data.get("lora_alpha")
+    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
+        if any(v != base for v in (data.get(key) or {}).values()):
+            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
+                                  "LoRA has one r and alpha per adapter")
+    if data.get("use_rslora") and isinstance(r, int) and isinstance(alpha, (int, float)):
+        alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r); ours by alpha / r
+    fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
+    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    return LoRAConfig, fields, tensors
+
+
+def read_ia3(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
+    """PEFT (IA)^3: a vector shaped (out, 1) scales a module's output; one shaped (1, in) (a `feedforward_modules`
+    entry) scales its input, which adapterkit's `scale_inputs` does for a whole group of projections."""
+    tensors, scaled_input, scaled_output = {}, set(), set()
+    for (i, loc), params in sorted(sites.items()):
+        for p, t in params.items():
+            if p == "ia3_l":
+                feedforward = t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1
+                (scaled_input if feedforward else scaled_output).add(location_group(loc))
+                t = t.reshape(-1)
+            tensors[f"layers.{i}.{loc}.{p}"] = t
+    mixed = scaled_input & scaled_output
+    if mixed:
+        raise CheckpointError(
+            f"{source}: PEFT (IA)^3 scales the input of some {', '.join(sorted(mixed))} projections and the output of "
+            f"others (feedforward_modules={data.get('feedforward_modules')!r}); adapterkit's scale_inputs chooses "
+            "per kind of projection (q, k, v, o, intermediate, output), so there is no exact conversion")
+    fields = dict(targets, scale_inputs=[m for m in INPUT_SCALABLE if m in scaled_input])
+    return IA3Config, fields, tensors
+
+
+READERS = {"LORA": read_lora, "IA3": read_ia3}
+
+
+def output_vector(module):
+    """An (IA)^3 output-scaling vector with alpha folded in (peft's IA3 has none), or None for other modules."""
+    return module.vector().detach() if isinstance(module, IA3) else None
+
+
+def module_tensors(module) -> tuple[dict, bool]:
+    """({PEFT parameter suffix: tensor}, whether PEFT lists the module as feedforward) of one projection's module."""
+    if isinstance(module, IA3):
+        return {"ia3_l": module.vector().detach().reshape(-1, 1)}, False
+    if isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)
+        return {"ia3_l": module.vector().detach().reshape(1, -1)}, True
+    return {"lora_A.weight": module.lora_A.detach(), "lora_B.weight": module.lora_B.detach()}, False
+
+
+def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
+    """The PEFT adapter_config.json of `config`; `feedforward`: the `feedforward_modules` value ((IA)^3)."""
+    if config.composition_mode == "scale":
+        return {"peft_type": "IA3", "feedforward_modules": feedforward, "init_ia3_weights": True, **common}
+    return {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+            "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+            "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **common}

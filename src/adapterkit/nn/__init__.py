@@ -1,0 +1,1 @@
+"""Building blocks every method shares: activations and initialisers, the dtype bridge, gates."""

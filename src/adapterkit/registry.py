@@ -1,0 +1,179 @@
+"""The method registry: one `MethodSpec` per method, the only way generic code learns about a method.
+
+A method lives in one folder (`adapterkit/methods/<name>/`) and registers itself with `register_method(spec)`.
+Generic code (sites, compose, io, fusion, summary, averaging, state) asks the spec of an adapter's config — what
+to build, whether it merges, which composition blocks it runs, its checkpoint maps — and never imports or names
+a method's classes. A `ConfigUnion` is several methods under one adapter name: `members` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from .blocks import Stack
+from .configs.base import AdapterConfig
+from .configs.registry import register_config_class, register_config_name
+from .configs.union import ConfigUnion
+from .errors import AdapterError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .blocks import AdapterCompositionBlock
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method tells generic code.
+
+    - `name`: the configs' `architecture` ("bottleneck", "lora", ...); `label`: how errors and summaries call it.
+    - `config`: the family's base config class (built by `AdapterConfig.from_dict` for that architecture);
+      `config_names`: registered names -> default configs ("lora": LoRAConfig(), ...).
+    - `build(state, name, config)`: create the adapter's modules and ask the state for the sites they need.
+    - `merge` / `reset` (state, name, config): fold into / restore the base weights; None: cannot merge.
+    - `before_forward(state, names)`: once per forward, outside every layer (prefix MLPs); None: nothing.
+    - `blocks`: the composition blocks it runs; none declared means none (a lone adapter is always allowed).
+    - `fusable`: AdapterFusion can fuse its adapters.
+    - `averaging`: extra `average_adapter` strategies, name -> fn(model, new_name, sources, weights, **options).
+    - `formats`: checkpoint format name -> the method's map for it (see io/).
+    - `exports`: public name -> config class (`adapterkit.configs.<name>`, aliases included).
+    - `site_entry(state, adapter_name, key)`: what a per-kind site (one per layer and kind, e.g. attention) runs
+      for this adapter (default: the module registered there).
+    - `api`: model API functions the method adds, name -> fn(state, adapter_name) (`eject_prefix_tuning`).
+    """
+
+    name: str
+    label: str
+    config: type
+    build: Callable
+    config_names: Mapping[str, AdapterConfig] = field(default_factory=dict)
+    merge: Callable | None = None
+    reset: Callable | None = None
+    before_forward: Callable | None = None
+    blocks: tuple = ()
+    fusable: bool = False
+    averaging: Mapping[str, Callable] = field(default_factory=dict)
+    formats: Mapping[str, Any] = field(default_factory=dict)
+    exports: Mapping[str, type] = field(default_factory=dict)
+    site_entry: Callable | None = None
+    api: Mapping[str, Callable] = field(default_factory=dict)
+
+
+_SPECS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Register a method; a second method of the same name (or config name) is an error, not an overwrite."""
+    if spec.name in _SPECS or spec.name == ConfigUnion.architecture:
+        raise AdapterError(f"a method named {spec.name!r} is already registered; pick another name")
+    if getattr(spec.config, "architecture", None) != spec.name:
+        raise AdapterError(f"method {spec.name!r}: its config class {spec.config.__name__} has architecture "
+                           f"{getattr(spec.config, 'architecture', None)!r}; they must agree")
+    for public_name, cls in spec.exports.items():
+        register_config_class(public_name, cls)
+    for config_name, config in spec.config_names.items():
+        register_config_name(config_name, config)
+    AdapterConfig.register_architecture(spec.config)
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method and its config names (for plug-in tests)."""
+    from .configs.registry import unregister_config_names
+    spec = _SPECS.pop(name)
+    unregister_config_names(spec.config_names)
+    AdapterConfig._by_architecture.pop(name, None)
+
+
+def api_function(name: str) -> Callable:
+    """The method-provided model API function `name` (MethodSpec.api)."""
+    for spec in _SPECS.values():
+        if name in spec.api:
+            return spec.api[name]
+    raise AdapterError(f"no registered method provides {name!r}")
+
+
+def specs() -> list[MethodSpec]:
+    return list(_SPECS.values())
+
+
+def members(config: AdapterConfig) -> list[AdapterConfig]:
+    """The single-method configs of an adapter config (a ConfigUnion has several)."""
+    return list(config) if isinstance(config, ConfigUnion) else [config]
+
+
+def spec_for(config: AdapterConfig | str) -> MethodSpec:
+    """The spec of a single-method config (or of an architecture name)."""
+    name = config if isinstance(config, str) else config.architecture
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise AdapterError(
+            f"no method implements architecture {name!r}; available: {', '.join(sorted(_SPECS))}"
+        ) from None
+
+
+def member_specs(config: AdapterConfig) -> list[tuple[AdapterConfig, MethodSpec]]:
+    return [(member, spec_for(member)) for member in members(config)]
+
+
+def member_of(config: AdapterConfig, method: str) -> AdapterConfig | None:
+    """`config` itself, or its union member of method `method`; None if it has none."""
+    return next((m for m in members(config) if m.architecture == method), None)
+
+
+def build(state, name: str, config: AdapterConfig) -> None:
+    for member, spec in member_specs(config):
+        spec.build(state, name, member)
+
+
+def _labels(config: AdapterConfig) -> str:
+    return ", ".join(spec.label for _, spec in member_specs(config))
+
+
+def merge(state, name: str, config: AdapterConfig) -> None:
+    if isinstance(config, ConfigUnion):
+        raise AdapterError(
+            f"adapter {name!r} is a union of {', '.join(m.architecture for m in config)} and cannot be merged; "
+            f"only {_mergeable()} adapters can be merged")
+    spec = spec_for(config)
+    if spec.merge is None:
+        raise AdapterError(
+            f"adapter {name!r} is a {config.architecture} adapter and cannot be merged into the model weights; "
+            f"only {_mergeable()} adapters can be merged")
+    spec.merge(state, name, config)
+
+
+def reset(state, name: str, config: AdapterConfig) -> None:
+    spec = spec_for(config) if not isinstance(config, ConfigUnion) else None
+    if spec is None or spec.reset is None:
+        merge(state, name, config)  # the same error: nothing to reset
+        return
+    spec.reset(state, name, config)
+
+
+def _mergeable() -> str:
+    return " and ".join(s.label.replace(" / ", " and ") for s in _SPECS.values() if s.merge is not None) or "no"
+
+
+def before_forward(state, names: set[str]) -> None:
+    """Every method's per-forward work (most have none)."""
+    for spec in _SPECS.values():
+        if spec.before_forward is not None:
+            spec.before_forward(state, names)
+
+
+def check_blocks(configs: Mapping[str, AdapterConfig], block: "AdapterCompositionBlock") -> None:
+    """Every adapter beneath `block` must run it: its methods' declared `blocks` (a lone adapter in a Stack is
+    plain activation and always allowed)."""
+    children = block.children
+    if isinstance(block, Stack) and len(children) == 1 and isinstance(children[0], str):
+        return
+    for name in block.flatten():
+        for _, spec in member_specs(configs[name]):
+            if type(block) not in spec.blocks:
+                allowed = ", ".join(t.__name__ for t in spec.blocks) or "no composition blocks (run it alone)"
+                raise AdapterError(
+                    f"{type(block).__name__} is not supported for {spec.label} adapter {name!r} (in {block!r}); "
+                    f"{spec.label} adapters support: {allowed}"
+                )
