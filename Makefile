@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install demo test test-slow bench bench-smoke fixtures
+.PHONY: install demo lint test test-slow bench bench-smoke fixtures
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/adapterkit train $(ARGS)
 
-test: install
+test: install lint
 	$(PY) -m pytest -q $(ARGS)
+
+lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests benchmarks tools
 
 test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)

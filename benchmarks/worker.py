@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 import timing  # noqa: E402
-from common import BASE_KEYS, SCALING_LAYERS, SCALING_SEQ, Shape  # noqa: E402
+from common import SCALING_LAYERS, SCALING_SEQ, Shape  # noqa: E402
 
 
 def library_cases(library: str, shape: Shape, batch):

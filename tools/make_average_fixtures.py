@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import shutil
 
-import torch
-
 import adapters
 from adapters import (CompacterConfig, IA3Config, LoRAConfig, PrefixTuningConfig, SeqBnInvConfig)
 from safetensors.torch import load_file, save_file

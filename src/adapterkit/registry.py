@@ -9,17 +9,13 @@ a method's classes. A `ConfigUnion` is several methods under one adapter name: `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
-from .blocks import Stack
+from .blocks import AdapterCompositionBlock, Stack
 from .configs.base import AdapterConfig
-from .configs.registry import register_config_class, register_config_name
+from .configs.registry import ADAPTER_CONFIG_MAP, register_config_class, register_config_name
 from .configs.union import ConfigUnion
 from .errors import AdapterError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .blocks import AdapterCompositionBlock
-
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -68,6 +64,10 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     if getattr(spec.config, "architecture", None) != spec.name:
         raise AdapterError(f"method {spec.name!r}: its config class {spec.config.__name__} has architecture "
                            f"{getattr(spec.config, 'architecture', None)!r}; they must agree")
+    taken = [n for n in spec.config_names if n in ADAPTER_CONFIG_MAP]
+    if taken:  # checked before anything is registered, so a refused spec leaves no trace
+        raise AdapterError(f"method {spec.name!r}: config name(s) {', '.join(map(repr, taken))} are already "
+                           "registered; pick other names")
     for public_name, cls in spec.exports.items():
         register_config_class(public_name, cls)
     for config_name, config in spec.config_names.items():
@@ -163,7 +163,7 @@ def before_forward(state, names: set[str]) -> None:
             spec.before_forward(state, names)
 
 
-def check_blocks(configs: Mapping[str, AdapterConfig], block: "AdapterCompositionBlock") -> None:
+def check_blocks(configs: Mapping[str, AdapterConfig], block: AdapterCompositionBlock) -> None:
     """Every adapter beneath `block` must run it: its methods' declared `blocks` (a lone adapter in a Stack is
     plain activation and always allowed)."""
     children = block.children

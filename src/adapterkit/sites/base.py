@@ -12,21 +12,17 @@ and no site knows a method: it runs whatever modules the adapters registered the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from ..compose.tree import compile_tree
 from ..errors import AdapterError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..state import AdapterState
-
-
 class Site:
     """Base: knows its key and state; `collect` picks its modules out of an active adapter list."""
 
-    def __init__(self, state: "AdapterState", key: tuple):
+    def __init__(self, state, key: tuple):
         self.state = state
         self.key = key
         self.merged: str | None = None
@@ -76,7 +72,7 @@ def register_residual_kind(kind: str, site_cls: type) -> None:
     _RESIDUAL_KINDS[kind] = site_cls
 
 
-def make_site(state: "AdapterState", key: tuple, kind: str, target: Any) -> Site:
+def make_site(state, key: tuple, kind: str, target: Any) -> Site:
     try:
         factory = _SITE_KINDS[kind]
     except KeyError:

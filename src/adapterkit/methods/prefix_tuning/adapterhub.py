@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ...configs.union import ConfigUnion
 from ...errors import AdapterConfigError
 
 LAYER_KIND = "prefix_tuning.prefix_gates"
@@ -40,7 +41,6 @@ def read_config(config, interface):
 
 def with_shifted_prefix(config):
     """`config` with shift_positions on its prefix tuning (itself or a union member): the package's semantics."""
-    from ...configs.union import ConfigUnion
     if isinstance(config, ConfigUnion):
         return ConfigUnion(*[with_shifted_prefix(member) for member in config])
     return config.replace(shift_positions=True) if config.architecture == "prefix_tuning" else config
