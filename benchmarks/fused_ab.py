@@ -1,6 +1,6 @@
 """adapterkit's LoRA steps with and without its fused node, interleaved in one round-robin.
 
-Why: the fused node (methods/lora_fused.py) launches fewer kernels but runs a Python backward; on the CPU it is
+Why: the fused node (methods/lora/fused.py) launches fewer kernels but runs a Python backward; on the CPU it is
 faster, on a GPU, where the step is bound by the host, it was slower in two separate runs. This times both variants
 in the same process and rounds (each case's `prepare` switches adapterkit's sites to its variant before its step;
 every other round runs the cases in reverse order),

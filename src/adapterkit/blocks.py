@@ -182,7 +182,7 @@ ALLOWED_NESTINGS: dict[type, tuple[type, ...]] = {
 def check_nesting(block: AdapterCompositionBlock, level: int = 0) -> None:
     """Raise AdapterError for a nesting the rules above do not allow, or a setup nested too deep.
 
-    As in the anchors, below the second level only names and Stacks of names may appear.
+    As in the `adapters` package, below the second level only names and Stacks of names may appear.
     """
     if level > 1 and not isinstance(block, Stack):
         raise AdapterError(f"adapter setup is too deep: {block!r} at nesting level {level}; below level 1 only "

@@ -163,7 +163,7 @@ class FusionMixin:
 
 
 def freeze_fusions(model: nn.Module) -> None:
-    """`train_adapter` trains adapters only: every fusion is frozen (as in the anchors)."""
+    """`train_adapter` trains adapters only: every fusion is frozen (as in the `adapters` package)."""
     container = fusion_container(model)
     if container is not None:
         container.requires_grad_(False)

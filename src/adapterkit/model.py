@@ -25,7 +25,7 @@ _STATE_ATTR = "_adapterkit_state"
 
 
 class AdapterModelMixin(FusionMixin):
-    """Methods added to a model by `adapterkit.init` (AdapterFusion's in fusion/model.py)."""
+    """Methods added to a model by `adapterkit.init` (AdapterFusion's in fusion_api.py)."""
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -75,7 +75,7 @@ class AdapterModelMixin(FusionMixin):
 
     def get_adapter(self, adapter_name: str) -> dict:
         """The modules of an adapter: `{layer_id: {location: module}}`, model-level ones (prefix MLPs, invertible
-        adapters, Compacter's shared rule) under layer id -1 (as the anchors)."""
+        adapters, Compacter's shared rule) under layer id -1 (as the `adapters` package)."""
         self._require(adapter_name)
         out: dict = {}
         for (layer_id, location), module in self.adapter_state.layer_modules(adapter_name):
@@ -149,7 +149,7 @@ class AdapterModelMixin(FusionMixin):
     def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
         """Freeze the base model, make exactly the named adapters trainable, activate them, train mode.
 
-        Parameters outside the base model (a task head such as a classifier) stay trainable, as in the anchors.
+        Parameters outside the base model (a task head such as a classifier) stay trainable, as in the `adapters` package.
         """
         setup = parse_composition(adapter_setup)
         if setup is None:

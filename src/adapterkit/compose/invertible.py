@@ -1,4 +1,4 @@
-"""Invertible (NICE) adapters under composition: as in the anchors, only the first adapter of a setup applies,
+"""Invertible (NICE) adapters under composition: as in the `adapters` package, only the first adapter of a setup applies,
 but per row range: a BatchSplit / Parallel row uses the first adapter of its own branch."""
 
 from __future__ import annotations

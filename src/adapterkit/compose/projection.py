@@ -3,7 +3,7 @@
 
 - Stack: one after another (LoRA updates add up, (IA)^3 scales multiply), as without composition.
 - BatchSplit / Parallel: each row range through its own child; rows of an absent child are left unchanged.
-- Average: "output" is what the anchors average: the LoRA update (`out + sum_i w_i delta_i`) or the (IA)^3
+- Average: "output" is what the `adapters` package average: the LoRA update (`out + sum_i w_i delta_i`) or the (IA)^3
   scaling vector (`out * sum_i w_i l_i`, an absent child counting as `l = 1`); other children (nested blocks,
   mixed kinds): `out + sum_i w_i (child_i(out) - out)`.
 - Routed (per-example) batches where every row has at most one `routable()` module here run in one pass: each

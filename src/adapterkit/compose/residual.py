@@ -3,17 +3,17 @@
 The modules here follow the residual protocol (no import of theirs): `pre(h, x, layer_norm[, query_before_ln])`,
 `adapt(z, residual)`, `step`, `finish`, `finish_in_layer`, `is_parallel`.
 
-The state threaded through a setup is the anchors' (`adapters`' BottleneckState): the running hidden states, the
+The state threaded through a setup is the `adapters` package's (its BottleneckState): the running hidden states, the
 sublayer input `x`, the adapter residual, the last up-projection (for Fuse) and the last adapter (whose
-post-processing ends the site). The blocks follow the anchors' compose_* functions, with three deliberate
+post-processing ends the site). The blocks follow the `adapters` package's compose_* functions, with three deliberate
 differences:
 
-- `Average` gives `sum_i w_i * output_i` (the anchors divide that by N again); an adapter absent at this site
+- `Average` gives `sum_i w_i * output_i` (the `adapters` package divide that by N again); an adapter absent at this site
   counts as a zero adapter (its output is the residual).
 - `BatchSplit` / `Parallel` give each row exactly what it gets alone: each child does its own pre-processing,
-  and each row range ends with the post-processing of its own last adapter (the anchors use the block's first
+  and each row range ends with the post-processing of its own last adapter (the `adapters` package use the block's first
   and last adapter for all rows; the same thing when the children share a config).
-- A child absent at this site leaves its rows / positions as a zero adapter would (the anchors drop or
+- A child absent at this site leaves its rows / positions as a zero adapter would (the `adapters` package drop or
   misalign them).
 """
 

@@ -3,7 +3,7 @@ plain model) per row of the batch.
 
 The forward pre-hook builds one `Routing` per call: rows grouped by setup. At each site, `Routing.at` gives the
 site a `Routed` plan (each group's own compiled plan with its row indices) or, when every row shares one setup,
-that setup's plan directly. LoRA / (IA)^3 sites run a `Routed` plan in one vectorised pass (compose/lora.py);
+that setup's plan directly. LoRA / (IA)^3 sites run a `Routed` plan in one vectorised pass (compose/projection.py);
 the other sites run each group on its rows.
 """
 

@@ -1,7 +1,7 @@
 """The base of every adapter config: a dataclass that validates itself and round-trips through dicts.
 
 Every field is a dataclass field (never a bare class attribute), so `to_dict()` holds all of them and a
-reloaded config never silently falls back to defaults (a defect of the anchors).
+reloaded config never silently falls back to defaults (a defect of the reference packages).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Math and parameter names as in adapter-transformers / `adapters` (`BertFusion`): with `U` the adapters' outputs
 (batch, seq, n_adapters, d), `scores = (Q q) . (K U)`, `p = softmax(dropout(scores) / T)`, `out = p . (V U) + r`.
-Differences: the temperature anneals only in training forwards (the anchors also lower it at inference), and the
+Differences: the temperature anneals only in training forwards (the `adapters` package also lower it at inference), and the
 attention weights are reported per site when asked (`output_adapter_fusion_attentions=True`).
 """
 

@@ -104,7 +104,7 @@ class ModelInterface:
     - `embeddings`: module whose output (`embeddings_tap="output"`) or first input (`"input"`) the invertible
       adapter transforms, relative to the base model.
     - `layers`: the layer list(s), relative to the base model; several stacks (encoder, decoder) are numbered
-      one after the other, as the anchors do.
+      one after the other, as the `adapters` package do.
     - `attention`: projection name ("q", "k", "v", "o") -> path of its linear (or a `FusedSlice`) in a layer.
     - `cross_attention_projections`: the same for the cross-attention of encoder-decoder layers.
     - `intermediate` / `output`: paths of the FFN input projections (up and gate) and output projections (down).
@@ -171,7 +171,7 @@ class ModelInterface:
                          ) -> list[tuple[str, Projection]]:
         """(location key, projection) of the projections a LoRA-family config targets, in a fixed order.
 
-        The attention matrices apply to self- and cross-attention alike (as the anchors do).
+        The attention matrices apply to self- and cross-attention alike (as the `adapters` package do).
         """
         out: list[tuple[str, Projection]] = []
         for prefix, projections in (("attn", self.attention), ("cross_attn", self.cross_attention_projections)):

@@ -13,7 +13,7 @@ class EmbeddingSite(Site):
     (its protocol: `module(x, rev=False)`).
 
     `tap="output"` transforms the embeddings module's output, `"input"` its first input (T5: the encoder's
-    first block, after the embedding dropout, as the anchors do).
+    first block, after the embedding dropout, as the `adapters` package do).
     """
 
     def __init__(self, state, key, embeddings: nn.Module, lm_heads: list[nn.Module], tap: str = "output"):
@@ -27,7 +27,7 @@ class EmbeddingSite(Site):
         return compose_invertible.compile_site(setup, leaf)
 
     def collect(self, names: list[str]) -> tuple:
-        # As the anchors: only the first adapter of the setup contributes its invertible adapter.
+        # As the `adapters` package: only the first adapter of the setup contributes its invertible adapter.
         return super().collect(names[:1])
 
     def install(self) -> None:

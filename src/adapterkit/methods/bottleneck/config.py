@@ -79,7 +79,7 @@ class BnConfig(AdapterConfig):
             self._check_number("scaling")
         if self.inv_adapter == "glow":
             raise AdapterConfigError(
-                f"{type(self).__name__}.inv_adapter='glow' is not supported (the anchors' GLOW coupling is unsound); "
+                f"{type(self).__name__}.inv_adapter='glow' is not supported (the `adapters` package's GLOW coupling is unsound); "
                 "allowed values: None, 'nice'"
             )
         self._check_choice("inv_adapter", INV_ADAPTERS)

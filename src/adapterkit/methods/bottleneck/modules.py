@@ -93,7 +93,7 @@ class BottleneckAdapter(OwnDtype):
 
     def pre(self, hidden: torch.Tensor, x: torch.Tensor, layer_norm: Callable | None,
             query_before_ln: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The anchors' pre_forward: (adapter input, adapter residual, fusion query).
+        """The `adapters` package's pre_forward: (adapter input, adapter residual, fusion query).
 
         `hidden` is the running sublayer output, `x` the sublayer input; `query_before_ln` (a fusion setting)
         picks the query for AdapterFusion, None when no fusion asks for one.
@@ -117,7 +117,7 @@ class BottleneckAdapter(OwnDtype):
         return z, residual, query
 
     def adapt(self, z: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The anchors' forward: (adapter output, the up-projection for fusion)."""
+        """The `adapters` package's forward: (adapter output, the up-projection for fusion)."""
         up = self.up_projection(z)
         out = self._gated(up, z)
         if self.is_parallel:

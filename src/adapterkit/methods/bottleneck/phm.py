@@ -2,7 +2,7 @@
 
 `W = sum_i A_i (x) B_i` (Kronecker), with `A` the n x n x n "rule" (shared across all layers of an adapter by
 default) and `B_i = L_i R_i` of rank `phm_rank`. The shared parts live in one module per adapter
-(`adapterkit.<name>.shared.phm`), so they are saved and loaded with the adapter (the anchors lose them).
+(`adapterkit.<name>.shared.phm`), so they are saved and loaded with the adapter (the `adapters` package lose them).
 """
 
 from __future__ import annotations

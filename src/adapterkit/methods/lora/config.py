@@ -25,7 +25,7 @@ def location_group(location: str) -> str:
 class LoRAConfig(AdapterConfig):
     """LoRA (Hu et al., 2021): `h = W0 x + (alpha/r) B A x` on the chosen projections.
 
-    `attn_matrices` picks q/k/v (and "o", the attention output projection, which the anchors silently ignore);
+    `attn_matrices` picks q/k/v (and "o", the attention output projection, which the `adapters` package silently ignore);
     `intermediate_lora` / `output_lora` add the FFN input and output projections.
     """
 
@@ -89,7 +89,7 @@ class LoRAConfig(AdapterConfig):
 
     @property
     def scaling(self) -> float:
-        """The factor on the added term: alpha / r for LoRA, alpha for (IA)^3 (as the anchors)."""
+        """The factor on the added term: alpha / r for LoRA, alpha for (IA)^3 (as the `adapters` package)."""
         return self.alpha / self.r if self.composition_mode == "add" else float(self.alpha)
 
 

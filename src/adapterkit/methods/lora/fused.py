@@ -22,16 +22,9 @@ autograd.Function costs some microseconds of Python per call, which is all the s
 Where it runs (FUSED_TRAINING_DEVICES): training on the CPU, and inference (bare kernels) anywhere. On a GPU
 a small-batch training step is bound by the host, and there the node's Python backward costs more host time than
 the four C++ autograd nodes it replaces, although it launches fewer kernels (677 against 747 per bert-base step).
-H200, bert-base, batch 8 x 128, fp32 (2026-11-27): 19.3 ms with the node against 16.8 ms on the hook path in two
-processes one after the other, 24.9 against 24.3 ms interleaved in one process on another machine
-(benchmarks/fused_ab.py). On the CPU at that shape the node is worth about 1% (2.323x against 2.346x the plain
-forward, interleaved, 10 rounds). Under torch.compile neither runs: the compiler gets the plain ops.
-
-Measured on CPU (1 thread, 32 tokens x 32 features, one site, forward + backward): 90 us on the old hook path,
-69 us fused (a frozen nn.Linear alone: 34 us); the gain is in the backward, the forward in grad mode costs about
-what the unfused one does (the Function's overhead eats the saved kernel). `grad_x = g (W + s B A)` was measured as
-well: same kernel count, but it forms an (out, in) matrix each step, which costs more than the factored form
-whenever tokens < out_features (32 tokens x 768: +12% for the site).
+Under torch.compile neither runs: the compiler gets the plain ops. The measurements behind these choices (GPU
+and CPU, the site alone and bert-base steps, the `grad_x = g (W + s B A)` variant) are in BENCHMARKS.md, "The
+fused LoRA node".
 """
 
 from __future__ import annotations

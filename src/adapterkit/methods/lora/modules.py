@@ -95,7 +95,7 @@ class LoRA(nn.Module):
 
 
 def _ia3_vector(size: int, config: LoRAConfig) -> nn.Parameter:
-    """An (IA)^3 vector: ones ("ia3"), N(0, 0.02) ("bert"), or zeros ("lora", as the anchors)."""
+    """An (IA)^3 vector: ones ("ia3"), N(0, 0.02) ("bert"), or zeros ("lora", as the `adapters` package)."""
     vector = torch.empty(size)
     with torch.no_grad():
         if config.init_weights == "ia3":
