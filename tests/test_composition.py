@@ -262,7 +262,7 @@ def test_routing_errors():
         run(model, inputs, adapter_names=[Parallel("a", "b"), None])
     with pytest.raises(AdapterError, match="one adapter name"):
         run(model, inputs, adapter_names="a")
-    assert model.adapter_state.routing is None  # a failed call leaves no routing behind
+    assert model.adapter_state.record.routing is None  # a failed call leaves no routing behind
     torch.testing.assert_close(run(model, inputs), run(model, inputs, None), atol=0, rtol=0)
 
 

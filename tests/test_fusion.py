@@ -63,7 +63,7 @@ def test_attentions_are_returned_with_the_documented_shape():
     assert out.adapter_gating_scores == {}  # asked for, none gated
     assert "adapter_fusion_attentions" not in plain
     assert set(as_tuple[-1]) == {"a,b"}
-    assert model.adapter_state.fusion_attentions is None
+    assert model.adapter_state.record.fusion_attentions is None
 
 
 def test_train_adapter_fusion_trains_only_the_fusion():

@@ -58,16 +58,17 @@ class ModelHooks:
 
     def before(self, module, args, kwargs):
         state = self.state
-        state.gating_scores = {} if kwargs.pop(OUTPUT_GATING, False) else None
-        state.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
+        record = state.record
+        record.gating_scores = {} if kwargs.pop(OUTPUT_GATING, False) else None
+        record.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
         names = kwargs.pop(ADAPTER_NAMES, None)
-        state.routing = None
+        record.routing = None
         if names is not None:
             reference = _batch_tensor(args, kwargs)
             if reference is None:
                 raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
-            state.routing = Routing(state, names, reference.shape[0], reference.device)
-            setups = [setup for setup, _ in state.routing.groups]
+            record.routing = Routing(state, names, reference.shape[0], reference.device)
+            setups = [setup for setup, _ in record.routing.groups]
         else:
             setup = state.current_setup()
             setups = [setup]
@@ -82,14 +83,14 @@ class ModelHooks:
         return args, kwargs
 
     def after(self, module, args, kwargs, output):
-        state = self.state
-        state.routing = None
+        record = self.state.record
+        record.routing = None
         extras = []
-        for key, value in (("adapter_gating_scores", state.gating_scores),
-                           ("adapter_fusion_attentions", state.fusion_attentions)):
+        for key, value in (("adapter_gating_scores", record.gating_scores),
+                           ("adapter_fusion_attentions", record.fusion_attentions)):
             if value is not None:
                 extras.append((key, value))
-        state.gating_scores = state.fusion_attentions = None
+        record.gating_scores = record.fusion_attentions = None
         if not extras:
             return None
         if isinstance(output, ModelOutput):

@@ -69,10 +69,10 @@ class FusionLayer(OwnDtype):
 
     def _record(self, probs: torch.Tensor) -> None:
         where = self.__dict__["_where"]
-        if where is None or where[0].fusion_attentions is None:
+        if where is None or where[0].record.fusion_attentions is None:
             return
         state, name, layer_id, location = where
-        found = state.fusion_attentions.setdefault(name, {}).setdefault(layer_id, {})
+        found = state.record.fusion_attentions.setdefault(name, {}).setdefault(layer_id, {})
         array = probs.detach().float().cpu().numpy()
         # rows routed to this fusion in several groups (adapter_names=...) are reported one group after another
         found[location] = np.concatenate([found[location], array]) if location in found else array

@@ -1,8 +1,7 @@
 """Check a checkpoint against the modules its config would build, without touching the model.
 
-`expected_modules` runs the method's own `build` against a stand-in for `AdapterState` that hands out the
-model's geometry (layers, projections, sizes) but collects the new modules in a detached container instead of
-attaching them. The checkpoint's tensors are then loaded into that container with `strict=True`: missing and
+`expected_modules` runs the method's own `build` against the model's `ModelShape` (layers, projections, sizes)
+with a detached container that collects the new modules instead of attaching them. The checkpoint's tensors are then loaded into that container with `strict=True`: missing and
 unexpected keys and wrong shapes are found before the model is changed at all.
 """
 
@@ -16,32 +15,19 @@ import torch.nn as nn
 from ..configs import AdapterConfig
 from ..errors import AdapterError, CheckpointError
 from ..registry import build
-from ..state import AdapterModules, AdapterState
+from ..state import AdapterModules, AdapterState, ModelShape
 
 _LIST_MAX = 6
 
 
-class _DryRunState:
-    """What `Method.build` may read from an AdapterState; module registration goes to a private container.
-
-    Anything else is refused loudly, so a method that starts using more of the state cannot silently reach
-    the real model from a dry run.
-    """
-
-    _READ_ONLY = ("model", "interface", "base", "layers", "stacks", "hidden_size", "embedding_size", "layer_ids",
-                  "layer_submodule", "configs", "site_layers", "projections", "embeddings_module")
+class _DryRunState(ModelShape):
+    """The model's shape (read-only, as `build` reads it) with module registration going to a private container:
+    a dry run cannot change the model, since a ModelShape has no method that does."""
 
     def __init__(self, state: AdapterState):
-        self._state = state
+        super().__init__(state.model, state.interface)
+        self.configs = state.configs
         self.modules = AdapterModules()
-
-    def __getattr__(self, attr: str):
-        if attr in _DryRunState._READ_ONLY:
-            return getattr(self._state, attr)
-        raise AttributeError(
-            f"checkpoint validation (dry run) does not support AdapterState.{attr}; "
-            "add it to io.validate._DryRunState"
-        )
 
     def add_layer_module(self, name, layer_id, location, module, *, site, target=None) -> None:
         layers = self.modules.layers

@@ -30,8 +30,8 @@ class Gate(nn.Linear):
         """The gate values, in x's dtype (computed in the gate's own, see dtypes.py)."""
         gate = cast(torch.sigmoid(super().forward(cast(x, self.weight.dtype))).mean(dim=1), x.dtype)
         where = self.__dict__["_where"]
-        if where is not None and where[0].gating_scores is not None:
+        if where is not None and where[0].record.gating_scores is not None:
             state, name, layer_id, location = where
-            state.gating_scores.setdefault(name, {}).setdefault(layer_id, {})[location] = (
+            state.record.gating_scores.setdefault(name, {}).setdefault(layer_id, {})[location] = (
                 gate.detach().float().cpu().numpy())
         return gate

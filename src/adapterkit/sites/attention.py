@@ -70,10 +70,10 @@ class AttentionSite(Site):
         shifted = [ref for ref in self.collect(names) if ref.prefix.shift_positions]
         if not shifted:
             return 0
-        if len(names) > 1 or self.state.routing is not None:
+        if len(names) > 1 or self.state.record.routing is not None:
             raise AdapterError(
                 f"prefix tuning with shift_positions=True (the `adapters` package's T5 semantics) runs as the only "
-                f"active adapter; active: {setup!r}{' with per-example routing' if self.state.routing else ''}")
+                f"active adapter; active: {setup!r}{' with per-example routing' if self.state.record.routing else ''}")
         return shifted[0].prefix.prefix_length
 
     def extend(self, module, query, key, value, mask):

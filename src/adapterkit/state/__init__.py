@@ -1,4 +1,5 @@
-"""Per-model adapter state: configs, the module container, installed sites and the active setup.
+"""Per-model adapter state: the model's shape (shape.py), the module container, installed sites, the plan cache
+of the active setup and the per-forward record (record.py).
 
 The adapter weights live in one `nn.ModuleDict` registered on the model as `adapterkit`, grouped per adapter:
 `adapterkit.<name>.layers.<layer_id>.<location>.*` and `adapterkit.<name>.shared.<key>.*`. Keys are the same on
@@ -12,18 +13,18 @@ from typing import Iterator
 import torch.nn as nn
 from transformers import PretrainedConfig
 
-from .blocks import AdapterCompositionBlock, parse_composition
-from .attention import unwrapped_implementation, wrapped_implementation
-from .compose.plan import compile_site
-from .compose.support import check_supported
-from .context import AdapterSetup, current_override
-from .errors import AdapterError
-from .fusion.container import get_fusion
-from .interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
-from .projection import Projection
-from .registry import member_specs
-from .sites import PER_KIND, Site, make_site
-from .utils import get_submodule
+from ..blocks import AdapterCompositionBlock
+from ..attention import unwrapped_implementation, wrapped_implementation
+from ..compose.plan import compile_site
+from ..compose.support import check_supported
+from ..context import AdapterSetup, current_override
+from ..errors import AdapterError
+from ..fusion.container import get_fusion
+from ..interfaces.base import ModelInterface
+from ..registry import member_specs
+from ..sites import PER_KIND, Site, make_site
+from .record import ForwardRecord
+from .shape import ModelShape
 
 CONTAINER = "adapterkit"
 
@@ -37,28 +38,23 @@ class AdapterModules(nn.Module):
         self.shared = nn.ModuleDict()
 
 
-class AdapterState:
+class PlanCache(dict):
+    """setup -> {site key: what the site runs} (compose/plan.py), built once per setup, cleared on any change."""
+
+
+class AdapterState(ModelShape):
+    """A model's adapters: its shape (ModelShape), the adapter container (`model.adapterkit`, `configs`, `merged`),
+    the site registry (`sites`), the plan cache (`plans`) and the per-forward record (`record`)."""
+
     def __init__(self, model: nn.Module, interface: ModelInterface):
-        self.model = model
-        self.interface = interface
-        self.base = getattr(model, "base_model", model)
-        self.layers, self.stacks = _layer_stacks(self.base, interface)
-        config = getattr(model, "config", None)
-        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
-        if not self.hidden_size:
-            raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
-        self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
+        super().__init__(model, interface)
         self.configs: dict = {}
         self.active: AdapterCompositionBlock | None = None
         self.merged: set[str] = set()
         self.model_frozen = False
         self.sites: dict[tuple, Site] = {}
-        self._plans: dict = {}
-        # {adapter: {layer: {location: array}}} while a forward records gate values, else None
-        self.gating_scores: dict | None = None
-        # composition (adapterkit.compose): per-example routing of the running forward, fusion attentions
-        self.routing = None
-        self.fusion_attentions: dict | None = None
+        self.plans = PlanCache()
+        self.record = ForwardRecord()
         model.add_module(CONTAINER, nn.ModuleDict())
 
     def require(self, name: str):
@@ -74,57 +70,6 @@ class AdapterState:
     @property
     def container(self) -> nn.ModuleDict:
         return getattr(self.model, CONTAINER)
-
-    def layer_ids(self, leave_out=()) -> list[int]:
-        return [i for i in range(len(self.layers)) if i not in set(leave_out)]
-
-    def layer_submodule(self, layer_id: int, path: str) -> nn.Module:
-        return get_submodule(self.layers[layer_id], path)
-
-    def embeddings_module(self) -> nn.Module:
-        return get_submodule(self.base, self.interface.embeddings)
-
-    # -- where a location exists -------------------------------------------------------------------
-    def _present(self, what: str, path: str, found: dict) -> dict:
-        """Keep `found` ({layer_id: thing}); if nothing was found anywhere, a clear error (unless optional)."""
-        if not found and not is_optional(path):
-            raise AdapterError(
-                f"{what} '{path}' exists in no layer of {type(self.model).__name__}; the architecture interface "
-                "does not match this model"
-            )
-        return found
-
-    def site_layers(self, location: str, leave_out=()) -> list[int]:
-        """Layer ids (not left out) where the bottleneck location `location` exists."""
-        spec = self.interface.residual_sites.get(location)
-        if spec is None:
-            raise AdapterError(
-                f"{type(self.model).__name__} has no {location!r} site in its interface; "
-                f"available: {', '.join(self.interface.residual_sites)}"
-            )
-        found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
-        self._present(f"the {location} site", spec.anchor, found)
-        return [i for i in self.layer_ids(leave_out) if i in found]
-
-    def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:
-        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer."""
-        config = getattr(self.model, "config", None)
-        found: dict[str, dict[int, Projection]] = {}
-        for location, spec in locations:
-            path = spec.module if isinstance(spec, FusedSlice) else spec
-            hits = {}
-            for i, layer in enumerate(self.layers):
-                module = resolve(layer, path)
-                if module is None:
-                    continue
-                if isinstance(spec, FusedSlice):
-                    heads = getattr(config, spec.per_head) if spec.per_head else None
-                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
-                else:
-                    hits[i] = Projection(module)
-            found[location] = self._present(f"the {location} projection", path, hits)
-        return [(i, location, found[location][i]) for i in self.layer_ids(leave_out)
-                for location, _ in locations if i in found[location]]
 
     def _placed(self, module: nn.Module, reference) -> nn.Module:
         reference = getattr(reference, "module", reference)  # a Projection: its module
@@ -233,7 +178,7 @@ class AdapterState:
 
     # -- the active setup --------------------------------------------------------------------------
     def invalidate(self) -> None:
-        self._plans.clear()
+        self.plans.clear()
 
     def check_setup(self, setup: AdapterCompositionBlock | None) -> None:
         """Every name must exist; nesting and each method's supported blocks are checked (compose/support.py)."""
@@ -255,13 +200,14 @@ class AdapterState:
 
     def active_at(self, key: tuple):
         """What the site at `key` runs now: a tuple of modules, a compiled composition, or ()."""
-        if self.routing is not None:
-            return self.routing.at(key)
+        routing = self.record.routing
+        if routing is not None:
+            return routing.at(key)
         override = current_override()
         return self.plan_for(self.active if override is None else override).get(key, ())
 
     def plan_for(self, setup) -> dict:
-        plan = self._plans.get(setup)
+        plan = self.plans.get(setup)
         return self._build_plan(setup) if plan is None else plan
 
     def _build_plan(self, setup) -> dict:
@@ -272,26 +218,8 @@ class AdapterState:
                 compiled = compile_site(self, site, setup)
                 if compiled:
                     plan[key] = compiled
-        self._plans[setup] = plan
+        self.plans[setup] = plan
         return plan
 
 
-def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.Module], list[tuple[str, int, int]]]:
-    """All layers of the interface's stacks, numbered one stack after the other; (path, first id, count) each."""
-    layers: list[nn.Module] = []
-    stacks = []
-    for path in interface.layers:
-        stack = resolve(base, path)
-        if stack is None:
-            if is_optional(path):
-                continue
-            get_submodule(base, path.rstrip("?"))  # raises the clear error
-        stacks.append((path.rstrip("?"), len(layers), len(stack)))
-        layers += list(stack)
-    if not stacks:
-        raise AdapterError(f"{type(base).__name__} has none of the layer stacks {list(interface.layers)}; "
-                           "the architecture interface does not match this model")
-    return layers, stacks
-
-
-__all__ = ["AdapterState", "AdapterModules", "CONTAINER", "parse_composition"]
+__all__ = ["AdapterState", "AdapterModules", "CONTAINER", "ForwardRecord", "ModelShape", "PlanCache"]

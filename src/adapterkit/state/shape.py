@@ -1,0 +1,93 @@
+"""The model as adapters see it: its layers (one list over all stacks), sizes, and where an interface's locations
+and projections exist. Read-only: building an adapter asks it, and so does a checkpoint's dry run (io/validate.py)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import AdapterError
+from ..interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
+from ..projection import Projection
+from ..utils import get_submodule
+
+
+class ModelShape:
+    def __init__(self, model: nn.Module, interface: ModelInterface):
+        self.model = model
+        self.interface = interface
+        self.base = getattr(model, "base_model", model)
+        self.layers, self.stacks = _layer_stacks(self.base, interface)
+        config = getattr(model, "config", None)
+        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        if not self.hidden_size:
+            raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
+        self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
+
+    def layer_ids(self, leave_out=()) -> list[int]:
+        return [i for i in range(len(self.layers)) if i not in set(leave_out)]
+
+    def layer_submodule(self, layer_id: int, path: str) -> nn.Module:
+        return get_submodule(self.layers[layer_id], path)
+
+    def embeddings_module(self) -> nn.Module:
+        return get_submodule(self.base, self.interface.embeddings)
+
+    # -- where a location exists ------------------------------------------------------------------
+    def _present(self, what: str, path: str, found: dict) -> dict:
+        """Keep `found` ({layer_id: thing}); if nothing was found anywhere, a clear error (unless optional)."""
+        if not found and not is_optional(path):
+            raise AdapterError(
+                f"{what} '{path}' exists in no layer of {type(self.model).__name__}; the architecture interface "
+                "does not match this model"
+            )
+        return found
+
+    def site_layers(self, location: str, leave_out=()) -> list[int]:
+        """Layer ids (not left out) where the bottleneck location `location` exists."""
+        spec = self.interface.residual_sites.get(location)
+        if spec is None:
+            raise AdapterError(
+                f"{type(self.model).__name__} has no {location!r} site in its interface; "
+                f"available: {', '.join(self.interface.residual_sites)}"
+            )
+        found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
+        self._present(f"the {location} site", spec.anchor, found)
+        return [i for i in self.layer_ids(leave_out) if i in found]
+
+    def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:
+        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer."""
+        config = getattr(self.model, "config", None)
+        found: dict[str, dict[int, Projection]] = {}
+        for location, spec in locations:
+            path = spec.module if isinstance(spec, FusedSlice) else spec
+            hits = {}
+            for i, layer in enumerate(self.layers):
+                module = resolve(layer, path)
+                if module is None:
+                    continue
+                if isinstance(spec, FusedSlice):
+                    heads = getattr(config, spec.per_head) if spec.per_head else None
+                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
+                else:
+                    hits[i] = Projection(module)
+            found[location] = self._present(f"the {location} projection", path, hits)
+        return [(i, location, found[location][i]) for i in self.layer_ids(leave_out)
+                for location, _ in locations if i in found[location]]
+
+
+def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.Module], list[tuple[str, int, int]]]:
+    """All layers of the interface's stacks, numbered one stack after the other; (path, first id, count) each."""
+    layers: list[nn.Module] = []
+    stacks = []
+    for path in interface.layers:
+        stack = resolve(base, path)
+        if stack is None:
+            if is_optional(path):
+                continue
+            get_submodule(base, path.rstrip("?"))  # raises the clear error
+        stacks.append((path.rstrip("?"), len(layers), len(stack)))
+        layers += list(stack)
+    if not stacks:
+        raise AdapterError(f"{type(base).__name__} has none of the layer stacks {list(interface.layers)}; "
+                           "the architecture interface does not match this model")
+    return layers, stacks
