@@ -202,6 +202,8 @@ class AdapterModelMixin(FusionMixin):
         registry.api_function("eject_prefix_tuning")(self.adapter_state, adapter_name)
 
     # -- saving and loading (io/ does the work) ----------------------------------------------------
+    # `with_head` is part of the API everywhere; a plain model has no heads, so it changes nothing here. AdapterModel
+    # (heads/adapter_model.py) overrides save_adapter / load_adapter to save and load the head named like the adapter.
     def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
                      safetensors: bool = True) -> None:
         """Save one adapter (and its head, if any) to a directory, atomically.
@@ -209,18 +211,18 @@ class AdapterModelMixin(FusionMixin):
         `format`: "adapterkit" (adapter_config.json + adapter.safetensors), "adapterhub" (loadable by the
         `adapters` package; `safetensors=False` writes pytorch_adapter.bin) or "peft" (LoRA and (IA)^3).
         """
-        io.save_adapter(self, save_directory, adapter_name, with_head=with_head, format=format, safetensors=safetensors)
+        io.save_adapter(self, save_directory, adapter_name, format=format, safetensors=safetensors)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
                      with_head: bool = True, overwrite_ok: bool = False) -> str:
         """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
         name. Everything is validated first: on any error the model is unchanged."""
-        return io.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format, with_head=with_head,
+        return io.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format,
                             overwrite_ok=overwrite_ok)
 
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
-        """Save every adapter to `save_directory/<name>`; returns the names."""
-        return io.save_all_adapters(self, save_directory, with_head=with_head, format=format)
+        """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
+        return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)
 
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):

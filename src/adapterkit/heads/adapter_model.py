@@ -5,10 +5,15 @@ architecture's `<Arch>PreTrainedModel` (so `save_pretrained` / `from_pretrained`
 work as for any transformers model). The adapter API comes from `AdapterModelMixin` (`adapterkit.init` runs in
 `__init__`), the heads live in `model.heads`, and their configs in `config.prediction_heads` (AdapterHub's
 key) so a saved model rebuilds them.
+
+Heads own their files: `save_adapter` / `load_adapter` are extended here to save and load the head named like
+the adapter (heads/io.py), so the checkpoint layer (adapterkit.io) never imports heads; it only runs the
+`after_add` callback this class gives its `load_adapter`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch.nn as nn
@@ -16,8 +21,10 @@ import torch.nn as nn
 from ..blocks import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
+from ..io import checkpoint, peft
 from ..model import AdapterModelMixin, init
 from ..naming import check_adapter_name
+from . import io as head_io
 from .base import PredictionHead, label2id_from
 from .registry import build_head
 
@@ -209,12 +216,32 @@ class AdapterModel(AdapterModelMixin):
 
     # -- saving and loading heads ------------------------------------------------------------------
     def save_head(self, save_directory: str, head_name: str) -> None:
-        from .io import save_head
-        save_head(self, save_directory, head_name)
+        head_io.save_head(self, save_directory, head_name)
 
     def load_head(self, save_directory: str, load_as: str | None = None, set_active: bool = True) -> str:
-        from .io import load_head
-        return load_head(self, save_directory, load_as, set_active=set_active)
+        return head_io.load_head(self, save_directory, load_as, set_active=set_active)
+
+    # Heads own their files: the adapter API is extended here, adapterkit.io knows nothing of heads.
+    def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
+                     safetensors: bool = True) -> None:
+        """As `AdapterModelMixin.save_adapter`, then the head named like the adapter (if there is one and
+        `with_head`) into the same directory; PEFT checkpoints never carry a head."""
+        super().save_adapter(save_directory, adapter_name, with_head=with_head, format=format,
+                             safetensors=safetensors)
+        if with_head and format != peft.FORMAT and adapter_name in self.heads:
+            head_io.save_head(self, Path(save_directory), adapter_name)
+
+    def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
+                     with_head: bool = True, overwrite_ok: bool = False) -> str:
+        """As `AdapterModelMixin.load_adapter`, and with `with_head` the directory's head (if any; never for a
+        PEFT checkpoint) under the adapter's name, once the adapter is in; the head is validated before it is
+        added, and if it fails the adapter is taken out again: on any error the model is unchanged."""
+        def load_head_too(name: str, ckpt) -> None:
+            if with_head and ckpt.format != peft.FORMAT and head_io.has_head(path):
+                head_io.load_head(self, Path(path), load_as=name, set_active=set_active)
+
+        return checkpoint.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format,
+                                       overwrite_ok=overwrite_ok, after_add=load_head_too)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save_pretrained; adapter configs and the active setup go into config.json too."""

@@ -1,20 +1,17 @@
-"""save_adapter / load_adapter / save_all_adapters: format choice, validation before any change, head seam.
+"""save_adapter / load_adapter / save_all_adapters: format choice, validation before any change.
 
 Loading reads and converts everything, then checks it against the modules its config would build (io.validate)
-and only then adds the adapter: on any error the model is exactly as before. Heads are owned by
-`adapterkit.heads.io` (when that module exists): `save_head(model, directory, name, format=...) -> bool` (False
-when the model has no head of that name), `load_head(model, directory, name, load_as=..., format=...)` (a no-op
-when the directory holds no head) and, optionally, `check_head(model, directory, name, format=...)`, called with
-the adapter's validation, before anything changes.
+and only then adds the adapter: on any error the model is exactly as before. This layer knows only adapters:
+model classes that keep more per adapter (an AdapterModel's heads) extend the model's own `save_adapter` /
+`load_adapter`, writing their files after `save_adapter` and reading theirs in `load_adapter`'s `after_add`
+callback, which runs once the adapter is in (a failure there takes the adapter out again).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-
-import torch
+from typing import Callable
 
 from ..errors import AdapterError, CheckpointError
 from ..naming import check_adapter_name
@@ -33,16 +30,9 @@ def _check_format(format: str | None, allow_none: bool) -> None:
                            + (" or None (detect)" if allow_none else ""))
 
 
-def _head_io(model):
-    """`adapterkit.heads.io` for a model with flexible heads (an AdapterModel), else None."""
-    if not isinstance(getattr(model, "heads", None), torch.nn.ModuleDict):
-        return None
-    return importlib.import_module("adapterkit.heads.io")
-
-
 # -- saving --------------------------------------------------------------------------------------------
-def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, with_head: bool = True,
-                 format: str = native.FORMAT, safetensors: bool = True) -> None:
+def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, format: str = native.FORMAT,
+                 safetensors: bool = True) -> None:
     """Write one adapter to `save_directory` atomically (all files staged, then moved into place)."""
     model.adapter_state.require(adapter_name)
     _check_format(format, allow_none=False)
@@ -56,17 +46,18 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, wi
             if not safetensors:
                 raise AdapterError(f"the {format} format is written as safetensors only (safetensors=True)")
             FORMATS[format].write(model, stage, adapter_name)
-    heads = _head_io(model) if with_head and format != peft.FORMAT else None
-    if heads is not None and adapter_name in model.heads:
-        heads.save_head(model, directory, adapter_name)
 
 
-def save_all_adapters(model, save_directory: str | os.PathLike, with_head: bool = True,
-                      format: str = native.FORMAT) -> list[str]:
-    """Each adapter in its own subfolder `save_directory/<name>`; returns the names."""
+def save_all_adapters(model, save_directory: str | os.PathLike, format: str = native.FORMAT,
+                      **options) -> list[str]:
+    """Each adapter in its own subfolder `save_directory/<name>`; returns the names.
+
+    Saved through the model's own `save_adapter` (given `format` and `options`), so whatever a model class adds
+    to a save is saved too.
+    """
     names = list(model.adapter_state.configs)
     for name in names:
-        save_adapter(model, Path(save_directory) / name, name, with_head=with_head, format=format)
+        model.save_adapter(Path(save_directory) / name, name, format=format, **options)
     return names
 
 
@@ -95,8 +86,13 @@ def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -
 
 
 def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set_active: bool = False,
-                 format: str | None = None, with_head: bool = True, overwrite_ok: bool = False) -> str:
-    """Read, validate, then add the adapter (and its head); returns the adapter's name on the model."""
+                 format: str | None = None, overwrite_ok: bool = False,
+                 after_add: Callable[[str, Checkpoint], None] | None = None) -> str:
+    """Read, validate, then add the adapter; returns the adapter's name on the model.
+
+    `after_add(name, checkpoint)` runs once the adapter and its weights are in, before `set_active` activates
+    it; if it raises, the adapter is deleted again and the error propagates.
+    """
     ckpt = read_checkpoint(model, path, format)
     name = load_as or ckpt.name
     check_adapter_name(name)
@@ -106,21 +102,14 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
             f"an adapter named {name!r} already exists; pass load_as=<another name> or overwrite_ok=True"
         )
     check_state_dict(state, name, ckpt.config, ckpt.tensors, str(ckpt.weights_file))
-    heads = _head_io(model) if with_head and ckpt.format != peft.FORMAT else None
-    if heads is not None and not heads.has_head(path):
-        heads = None
     model.add_adapter(name, config=ckpt.config, overwrite_ok=overwrite_ok)
-    try:
+    try:  # the weights were validated above; after_add should validate what it loads before changing the model
         model.adapterkit[name].load_state_dict(ckpt.tensors, strict=True)
-    except Exception:  # pragma: no cover - validated above; keep the model consistent regardless
+        if after_add is not None:
+            after_add(name, ckpt)
+    except Exception:  # keep the model consistent: take the adapter out again
         model.delete_adapter(name)
         raise
-    if heads is not None:
-        try:  # the head is validated before it is added; on failure, take the adapter out again
-            heads.load_head(model, Path(path), load_as=name, set_active=set_active)
-        except Exception:
-            model.delete_adapter(name)
-            raise
     if set_active:
         model.set_active_adapters(name)
     return name
