@@ -208,3 +208,16 @@ def _unpickler_reason(error: Exception) -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_weights(directory: Path, safe_name: str, bin_name: str) -> tuple[Path, dict]:
+    """(the file read, its tensors): `safe_name` (safetensors) if present, else `bin_name` (a weights-only torch
+    file); a clear error when neither is there."""
+    weights_file = directory / safe_name
+    if weights_file.is_file():
+        return weights_file, read_safetensors(weights_file)
+    weights_file = directory / bin_name
+    if not weights_file.is_file():
+        raise CheckpointError(f"{directory}: missing weights: neither {safe_name} nor {bin_name} is there")
+    return weights_file, read_torch_bin(weights_file)
+

@@ -24,7 +24,7 @@ from ..errors import AdapterConfigError, CheckpointError
 from ..registry import spec_for, specs
 from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
                      parse_config)
-from .files import StagedWrite, read_safetensors, read_torch_bin
+from .files import StagedWrite, read_weights
 
 FORMAT = "peft"
 SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -161,15 +161,7 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
             f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(readers)}"
         )
     _check_architecture(model, source, data)
-    weights_file = directory / SAFE_WEIGHTS_NAME
-    if weights_file.is_file():
-        weights = read_safetensors(weights_file)
-    else:
-        weights_file = directory / WEIGHTS_NAME
-        if not weights_file.is_file():
-            raise CheckpointError(f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} "
-                                  "is there")
-        weights = read_torch_bin(weights_file)
+    weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     sites = _sites(model, weights, weights_file, data)
     targets = _targets(sites, model.adapter_state, source)
     config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from ...errors import AdapterConfigError, CheckpointError
 from ...version import __version__
 from ..common import CONFIG_NAME, Checkpoint, check_compatible, model_facts, name_from, parse_config
-from ..files import StagedWrite, read_safetensors, read_torch_bin
+from ..files import StagedWrite, read_weights
 from .config import config_from_adapterhub, config_to_adapterhub, read_config
 from .weights import state_dict_from_adapterhub, state_dict_to_adapterhub
 
@@ -73,16 +73,7 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
         raise CheckpointError(f"{source}: no adapter 'name'")
     config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
     config = read_config(config, model.adapter_state.interface)  # the package's semantics there (T5 prefixes)
-    weights_file = directory / SAFE_WEIGHTS_NAME
-    if weights_file.is_file():
-        weights = read_safetensors(weights_file)
-    else:
-        weights_file = directory / WEIGHTS_NAME
-        if not weights_file.is_file():
-            raise CheckpointError(
-                f"{directory}: missing weights: neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME} is there"
-            )
-        weights = read_torch_bin(weights_file)
+    weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights = {_rename_legacy(k): v for k, v in weights.items()}
     if (config.architecture == "bottleneck" and config.inv_adapter and data.get("type") == "text_task"
             and not any(f"invertible_adapters.{name}." in k for k in weights)):
