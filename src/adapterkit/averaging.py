@@ -72,7 +72,7 @@ def _config(model, names: list[str], strategy: str, svd_rank):
         method = known[strategy]
         if not owned:
             raise AdapterError(f"combine_strategy {strategy!r} is for {method.applies_to} adapters; {names[0]!r} is "
-                               f"a {config.architecture} adapter: use 'linear'")
+                               f"a {config.method} adapter: use 'linear'")
     takes_rank = method is not None and method.takes_rank
     if takes_rank != (svd_rank is not None):
         raise AdapterError("svd_rank goes with combine_strategy='lora_delta_w_svd' (and that strategy needs it)")

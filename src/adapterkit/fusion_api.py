@@ -42,7 +42,7 @@ class FusionMixin:
             config_of = self.adapter_state.require(adapter)
             if not any(spec.fusable for _, spec in member_specs(config_of)):
                 raise AdapterError(f"AdapterFusion fuses bottleneck adapters; {adapter!r} is a "
-                                   f"{config_of.architecture} adapter")
+                                   f"{config_of.method} adapter")
         container = fusion_container(self, create=True)
         if name in container:
             if not overwrite_ok:

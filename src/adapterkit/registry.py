@@ -21,8 +21,8 @@ from .errors import AdapterError
 class MethodSpec:
     """What a method tells generic code.
 
-    - `name`: the configs' `architecture` ("bottleneck", "lora", ...); `label`: how errors and summaries call it.
-    - `config`: the family's base config class (built by `AdapterConfig.from_dict` for that architecture);
+    - `name`: the configs' `method` ("bottleneck", "lora", ...); `label`: how errors and summaries call it.
+    - `config`: the family's base config class (built by `AdapterConfig.from_dict` for that method);
       `config_names`: registered names -> default configs ("lora": LoRAConfig(), ...).
     - `build(state, name, config)`: create the adapter's modules and ask the state for the sites they need.
     - `merge` / `reset` (state, name, config): fold into / restore the base weights; None: cannot merge.
@@ -59,11 +59,11 @@ _SPECS: dict[str, MethodSpec] = {}
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Register a method; a second method of the same name (or config name) is an error, not an overwrite."""
-    if spec.name in _SPECS or spec.name == ConfigUnion.architecture:
+    if spec.name in _SPECS or spec.name == ConfigUnion.method:
         raise AdapterError(f"a method named {spec.name!r} is already registered; pick another name")
-    if getattr(spec.config, "architecture", None) != spec.name:
-        raise AdapterError(f"method {spec.name!r}: its config class {spec.config.__name__} has architecture "
-                           f"{getattr(spec.config, 'architecture', None)!r}; they must agree")
+    if getattr(spec.config, "method", None) != spec.name:
+        raise AdapterError(f"method {spec.name!r}: its config class {spec.config.__name__} has method "
+                           f"{getattr(spec.config, 'method', None)!r}; they must agree")
     taken = [n for n in spec.config_names if n in ADAPTER_CONFIG_MAP]
     if taken:  # checked before anything is registered, so a refused spec leaves no trace
         raise AdapterError(f"method {spec.name!r}: config name(s) {', '.join(map(repr, taken))} are already "
@@ -72,7 +72,7 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         register_config_class(public_name, cls)
     for config_name, config in spec.config_names.items():
         register_config_name(config_name, config)
-    AdapterConfig.register_architecture(spec.config)
+    AdapterConfig.register_method(spec.config)
     _SPECS[spec.name] = spec
     return spec
 
@@ -82,7 +82,7 @@ def unregister_method(name: str) -> None:
     from .configs.registry import unregister_config_names
     spec = _SPECS.pop(name)
     unregister_config_names(spec.config_names)
-    AdapterConfig._by_architecture.pop(name, None)
+    AdapterConfig._by_method.pop(name, None)
 
 
 def api_function(name: str) -> Callable:
@@ -103,14 +103,19 @@ def members(config: AdapterConfig) -> list[AdapterConfig]:
 
 
 def spec_for(config: AdapterConfig | str) -> MethodSpec:
-    """The spec of a single-method config (or of an architecture name)."""
-    name = config if isinstance(config, str) else config.architecture
+    """The spec of a single-method config (or of a method name)."""
+    name = config if isinstance(config, str) else config.method
     try:
         return _SPECS[name]
     except KeyError:
         raise AdapterError(
-            f"no method implements architecture {name!r}; available: {', '.join(sorted(_SPECS))}"
+            f"no method is named {name!r}; available: {', '.join(sorted(_SPECS))}"
         ) from None
+
+
+def spec_named(name: str) -> MethodSpec | None:
+    """The spec of the method called `name`, or None."""
+    return _SPECS.get(name)
 
 
 def member_specs(config: AdapterConfig) -> list[tuple[AdapterConfig, MethodSpec]]:
@@ -119,7 +124,7 @@ def member_specs(config: AdapterConfig) -> list[tuple[AdapterConfig, MethodSpec]
 
 def member_of(config: AdapterConfig, method: str) -> AdapterConfig | None:
     """`config` itself, or its union member of method `method`; None if it has none."""
-    return next((m for m in members(config) if m.architecture == method), None)
+    return next((m for m in members(config) if m.method == method), None)
 
 
 def build(state, name: str, config: AdapterConfig) -> None:
@@ -134,12 +139,12 @@ def _labels(config: AdapterConfig) -> str:
 def merge(state, name: str, config: AdapterConfig) -> None:
     if isinstance(config, ConfigUnion):
         raise AdapterError(
-            f"adapter {name!r} is a union of {', '.join(m.architecture for m in config)} and cannot be merged; "
+            f"adapter {name!r} is a union of {', '.join(m.method for m in config)} and cannot be merged; "
             f"only {_mergeable()} adapters can be merged")
     spec = spec_for(config)
     if spec.merge is None:
         raise AdapterError(
-            f"adapter {name!r} is a {config.architecture} adapter and cannot be merged into the model weights; "
+            f"adapter {name!r} is a {config.method} adapter and cannot be merged into the model weights; "
             f"only {_mergeable()} adapters can be merged")
     spec.merge(state, name, config)
 

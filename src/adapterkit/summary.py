@@ -15,7 +15,7 @@ def summary_rows(state) -> list[dict]:
         params = list(state.container[name].parameters())
         rows.append({
             "name": name,
-            "architecture": config.architecture,
+            "architecture": config.method,
             "#param": sum(p.numel() for p in params),
             "%param": 0.0,
             "active": name in active,

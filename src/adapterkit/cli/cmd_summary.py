@@ -27,7 +27,7 @@ def run(args) -> int:
 
     if args.list_configs:
         for name, config in adapterkit.ADAPTER_CONFIG_MAP.items():
-            print(f"{name:<22}{config.architecture}")
+            print(f"{name:<22}{config.method}")
         return 0
     offline()
     config = load_config(resolve_model_path(args.model))

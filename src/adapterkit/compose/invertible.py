@@ -10,16 +10,16 @@ from .routing import Routed
 from .tree import Leaf, RowSplit, row_segments
 
 
-def compile_site(setup, leaf):
+def invertible_plan(setup, leaf):
     if isinstance(setup, str):
         module = leaf(setup)
         return None if module is None else Leaf(setup, module)
     if isinstance(setup, (BatchSplit, Parallel)):
-        kids = [compile_site(child, leaf) for child in setup.children]
+        kids = [invertible_plan(child, leaf) for child in setup.children]
         if all(k is None for k in kids):
             return None
         return RowSplit(kids, list(setup.batch_sizes) if isinstance(setup, BatchSplit) else None)
-    return compile_site(setup.children[0], leaf)
+    return invertible_plan(setup.children[0], leaf)
 
 
 def apply(plan, hidden: torch.Tensor, rev: bool) -> torch.Tensor:

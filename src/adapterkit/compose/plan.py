@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..blocks import Stack
 
 
-def compile_site(state, site, setup):
+def compile_plan(state, site, setup):
     if isinstance(setup, Stack) and all(isinstance(c, str) for c in setup.children):
         return site.collect(setup.flatten())
 

@@ -57,7 +57,7 @@ def run_residual(adapters: Sequence, h: torch.Tensor, x: torch.Tensor,
     return adapters[-1].finish_in_layer(out, h, x)
 
 
-def compile_site(state, site, setup, leaf):
+def residual_plan(state, site, setup, leaf):
     layer_id, location = site.key
 
     def fuse(block, kids):

@@ -15,11 +15,24 @@ from ..errors import AdapterConfigError
 
 @dataclass(eq=False)
 class AdapterConfig:
-    """Base class; subclasses set `architecture`, the name of their method ("bottleneck", "lora", ..., "union")."""
+    """Base class; subclasses set `method`, the name of their method ("bottleneck", "lora", ..., "union").
 
+    `architecture` holds the same value under the name checkpoint files use (AdapterHub's `"architecture"` key);
+    a subclass may set either one. In adapterkit's code "architecture" means a model architecture only.
+    """
+
+    method: ClassVar[str] = ""
     architecture: ClassVar[str] = ""
-    # Subclasses registered here by architecture, so `AdapterConfig.from_dict` can find the class.
-    _by_architecture: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+    # Subclasses registered here by method, so `AdapterConfig.from_dict` can find the class.
+    _by_method: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "method" in own:
+            cls.architecture = own["method"]
+        elif "architecture" in own:
+            cls.method = own["architecture"]
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,15 +84,15 @@ class AdapterConfig:
 
     def union_conflict(self, other: "AdapterConfig") -> str | None:
         """Why this config cannot sit in one ConfigUnion with `other` (None: it can). One per method by default."""
-        if other.architecture != self.architecture:
+        if other.method != self.method:
             return None
-        return (f"two {self.architecture} configs cannot be combined; allowed: one per architecture "
+        return (f"two {self.method} configs cannot be combined; allowed: one per method "
                 "(two bottlenecks only at different locations)")
 
     # -- dict round trip ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every field plus `architecture`, JSON-serialisable."""
-        out: dict[str, Any] = {"architecture": self.architecture}
+        """Every field plus the method under the files' key `architecture`, JSON-serialisable."""
+        out: dict[str, Any] = {"architecture": self.method}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, tuple):
@@ -91,16 +104,16 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdapterConfig":
-        """Inverse of `to_dict`. On the base class, the class is chosen by `architecture`."""
+        """Inverse of `to_dict`. On the base class, the class is chosen by the method (key `architecture`)."""
         data = dict(data)
-        architecture = data.pop("architecture", cls.architecture or "bottleneck")
+        method = data.pop("architecture", cls.method or "bottleneck")
         target = cls
-        if cls is AdapterConfig or cls.architecture != architecture:
-            target = AdapterConfig._by_architecture.get(architecture or "bottleneck")
+        if cls is AdapterConfig or cls.method != method:
+            target = AdapterConfig._by_method.get(method or "bottleneck")
             if target is None:
                 raise AdapterConfigError(
-                    f"unknown adapter architecture {architecture!r}; allowed: "
-                    f"{', '.join(sorted(AdapterConfig._by_architecture))}"
+                    f"unknown adapter architecture {method!r}; allowed: "
+                    f"{', '.join(sorted(AdapterConfig._by_method))}"
                 )
         return target._from_fields(data)
 
@@ -131,7 +144,9 @@ class AdapterConfig:
         return id(self)
 
     @classmethod
-    def register_architecture(cls, config_cls: type["AdapterConfig"]) -> type["AdapterConfig"]:
-        """Class decorator: the class that `from_dict` builds for its `architecture`."""
-        AdapterConfig._by_architecture[config_cls.architecture] = config_cls
+    def register_method(cls, config_cls: type["AdapterConfig"]) -> type["AdapterConfig"]:
+        """Class decorator: the class that `from_dict` builds for its `method`."""
+        AdapterConfig._by_method[config_cls.method] = config_cls
         return config_cls
+
+    register_architecture = register_method  # the first release's name, kept for code that calls it

@@ -10,16 +10,16 @@ from ..errors import AdapterConfigError
 from .base import AdapterConfig
 
 
-@AdapterConfig.register_architecture
+@AdapterConfig.register_method
 @dataclass(eq=False, init=False)
 class ConfigUnion(AdapterConfig):
     """Methods applied together under one adapter name.
 
-    Valid: no nesting; at most one config per architecture, unless the method allows more (two bottleneck configs
+    Valid: no nesting; at most one config per method, unless the method allows more (two bottleneck configs
     at different locations: `AdapterConfig.union_conflict`).
     """
 
-    architecture: ClassVar[str] = "union"
+    method: ClassVar[str] = "union"
     configs: list
 
     def __init__(self, *configs: AdapterConfig):
@@ -50,7 +50,7 @@ class ConfigUnion(AdapterConfig):
         return len(self.configs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "configs": [c.to_dict() for c in self.configs]}
+        return {"architecture": self.method, "configs": [c.to_dict() for c in self.configs]}
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> "ConfigUnion":

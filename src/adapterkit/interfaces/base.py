@@ -79,8 +79,8 @@ class FusedSlice:
     per_head: str | None = None
 
 
-Projection = Union[str, FusedSlice]
-Residual = Union[ResidualSite, SublayerSite]
+ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one
+ResidualSpec = Union[ResidualSite, SublayerSite]
 
 
 @dataclass(frozen=True)
@@ -129,14 +129,14 @@ class ModelInterface:
     model_types: tuple[str, ...]
     embeddings: str
     layers: Union[str, tuple[str, ...]]
-    attention: Mapping[str, Projection]
+    attention: Mapping[str, ProjectionSpec]
     intermediate: tuple[str, ...]
     output: tuple[str, ...]
-    residual_sites: Mapping[str, Residual]
+    residual_sites: Mapping[str, ResidualSpec]
     self_attention: str | None = None
     cross_attention: str | None = None
     encoder_layers: str | None = None
-    cross_attention_projections: Mapping[str, Projection] = field(default_factory=dict)
+    cross_attention_projections: Mapping[str, ProjectionSpec] = field(default_factory=dict)
     lm_heads: tuple[str, ...] = field(default_factory=tuple)
     task_heads: Mapping[str, TaskHead] = field(default_factory=dict)
     # False where the model's attention does not call transformers' ALL_ATTENTION_FUNCTIONS (prefix tuning needs it)
@@ -168,12 +168,12 @@ class ModelInterface:
             raise ValueError(f"unknown attention projection(s) {sorted(unknown)}; allowed: {list(ATTN_KEYS)}")
 
     def linear_locations(self, *, attn_matrices=(), intermediate: bool = False, output: bool = False
-                         ) -> list[tuple[str, Projection]]:
+                         ) -> list[tuple[str, ProjectionSpec]]:
         """(location key, projection) of the projections a LoRA-family config targets, in a fixed order.
 
         The attention matrices apply to self- and cross-attention alike (as the `adapters` package do).
         """
-        out: list[tuple[str, Projection]] = []
+        out: list[tuple[str, ProjectionSpec]] = []
         for prefix, projections in (("attn", self.attention), ("cross_attn", self.cross_attention_projections)):
             out += [(f"{prefix}_{m}", projections[m]) for m in ATTN_KEYS if m in attn_matrices and m in projections]
         for group, paths in (("intermediate", self.intermediate if intermediate else ()),
@@ -181,7 +181,7 @@ class ModelInterface:
             out += [(group if i == 0 else f"{group}_{i}", p) for i, p in enumerate(paths)]
         return out
 
-    def all_linear_locations(self) -> list[tuple[str, Projection]]:
+    def all_linear_locations(self) -> list[tuple[str, ProjectionSpec]]:
         return self.linear_locations(attn_matrices=ATTN_KEYS, intermediate=True, output=True)
 
     def hub_layers(self) -> tuple[str, ...]:

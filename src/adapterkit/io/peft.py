@@ -196,12 +196,12 @@ def target_modules(model: nn.Module, wanted: set[str]) -> list[str] | str:
 def write(model, stage: StagedWrite, name: str) -> None:
     state = model.adapter_state
     config = state.configs[name]
-    spec = spec_for(config) if config.architecture != "union" else None
+    spec = spec_for(config) if config.method != "union" else None
     peft_map = spec.formats.get("peft") if spec is not None else None
     if peft_map is None:
-        why = f" ({NO_CONVERSION['PREFIX_TUNING']})" if config.architecture == "prefix_tuning" else ""
+        why = f" ({NO_CONVERSION['PREFIX_TUNING']})" if config.method == "prefix_tuning" else ""
         raise AdapterConfigError(
-            f"adapter {name!r} is a {config.architecture} adapter; the PEFT format holds LoRA and (IA)^3 "
+            f"adapter {name!r} is a {config.method} adapter; the PEFT format holds LoRA and (IA)^3 "
             f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
     prefix, layers = base_prefix(model), layer_prefixes(state)

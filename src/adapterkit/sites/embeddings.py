@@ -24,7 +24,7 @@ class EmbeddingSite(Site):
         self._handles: list = []
 
     def compile(self, state, setup, leaf):
-        return compose_invertible.compile_site(setup, leaf)
+        return compose_invertible.invertible_plan(setup, leaf)
 
     def collect(self, names: list[str]) -> tuple:
         # As the `adapters` package: only the first adapter of the setup contributes its invertible adapter.

@@ -34,7 +34,7 @@ class PostLNSite(Site):
         self.layer_norm = get_submodule(self.module, spec.layer_norm) if spec.layer_norm else None
 
     def compile(self, state, setup, leaf):
-        return compose_residual.compile_site(state, self, setup, leaf)
+        return compose_residual.residual_plan(state, self, setup, leaf)
 
     def install(self) -> None:
         # An instance attribute shadows the class's forward; nn.Module.__call__ picks it up.
@@ -73,7 +73,7 @@ class SublayerHookSite(Site):
         self._kept = threading.local()
 
     def compile(self, state, setup, leaf):
-        return compose_residual.compile_site(state, self, setup, leaf)
+        return compose_residual.residual_plan(state, self, setup, leaf)
 
     def accept(self, module: nn.Module) -> None:
         config = getattr(module, "config", None)

@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 
 from ..blocks import AdapterCompositionBlock
 from ..attention import unwrapped_implementation, wrapped_implementation
-from ..compose.plan import compile_site
+from ..compose.plan import compile_plan
 from ..compose.support import check_supported
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
@@ -215,7 +215,7 @@ class AdapterState(ModelShape):
         if setup is not None and setup is not AdapterSetup._NONE:
             self.check_setup(setup)
             for key, site in self.sites.items():
-                compiled = compile_site(self, site, setup)
+                compiled = compile_plan(self, site, setup)
                 if compiled:
                     plan[key] = compiled
         self.plans[setup] = plan

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from ...configs import AdapterConfig, ConfigUnion
 from ...errors import AdapterConfigError
-from ...registry import members, spec_for, specs
+from ...registry import members, spec_for, specs, spec_named
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
@@ -15,9 +15,9 @@ _INERT_FIELDS = {
 }
 
 
-def hub_map(config_or_architecture):
+def hub_map(config_or_method):
     """The "adapterhub" map of a single-method config's method, or None."""
-    return spec_for(config_or_architecture).formats.get("adapterhub")
+    return spec_for(config_or_method).formats.get("adapterhub")
 
 
 def hub_maps() -> list:
@@ -27,21 +27,21 @@ def hub_maps() -> list:
 def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
     """An AdapterHub config dict (`config.to_dict()`, or `adapter_config.json["config"]`) as an adapterkit config."""
     data = dict(data.get("config", data)) if "config" in data and isinstance(data["config"], Mapping) else dict(data)
-    architecture = data.pop("architecture", None) or "bottleneck"
-    if architecture == ConfigUnion.architecture:
+    method = data.pop("architecture", None) or "bottleneck"
+    if method == ConfigUnion.method:
         return ConfigUnion(*[config_from_adapterhub(member) for member in data.get("configs", [])])
     for key, off in _INERT_FIELDS.items():
         if key in data and data.pop(key) != off:
             raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
     supported = [spec.name for spec in specs() if "adapterhub" in spec.formats]
-    if architecture not in supported:
+    if method not in supported:
         raise AdapterConfigError(
-            f"AdapterHub architecture {architecture!r} is not supported yet; supported: {', '.join(supported)}, union"
+            f"AdapterHub architecture {method!r} is not supported yet; supported: {', '.join(supported)}, union"
         )
-    fix = getattr(hub_map(architecture), "config_from_hub", None)
+    fix = getattr(hub_map(method), "config_from_hub", None)
     if fix is not None:
         data = fix(data)
-    return spec_for(architecture).config.from_dict(data)
+    return spec_for(method).config.from_dict(data)
 
 
 def config_to_adapterhub(config: AdapterConfig) -> dict[str, Any]:
@@ -77,3 +77,20 @@ def read_config(config: AdapterConfig, interface) -> AdapterConfig:
         fix = getattr(hub_map(member), "read_config", None)
         fixed.append(member if fix is None else fix(member, interface))
     return ConfigUnion(*fixed) if isinstance(config, ConfigUnion) else fixed[0]
+
+
+def fix_loaded(config: AdapterConfig, data: Mapping[str, Any], weights: Mapping[str, Any], name: str) -> AdapterConfig:
+    """The method's fix of what an old checkpoint's config says, given its `adapter_config.json` and weights.
+
+    Only a single-method config is fixed, as the `adapters` loader does."""
+    if isinstance(config, ConfigUnion):
+        return config
+    fix = getattr(hub_map(config), "fix_loaded", None)
+    return config if fix is None else fix(config, data, weights, name)
+
+
+def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any]:
+    """The method's fix of a config dict written by an older `adapters` version (`version`: the file's)."""
+    spec = spec_named(data.get("architecture") or "bottleneck")
+    fix = getattr(spec.formats.get("adapterhub") if spec else None, "fix_legacy_dict", None)
+    return data if fix is None else fix(source, data, version)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,7 +9,7 @@ from ...errors import AdapterConfigError, CheckpointError
 from ...version import __version__
 from ..common import CONFIG_NAME, Checkpoint, check_compatible, model_facts, name_from, parse_config
 from ..files import StagedWrite, read_weights
-from .config import config_from_adapterhub, config_to_adapterhub, read_config
+from .config import config_from_adapterhub, config_to_adapterhub, fix_legacy_dict, fix_loaded, read_config
 from .weights import state_dict_from_adapterhub, state_dict_to_adapterhub
 
 FORMAT = "adapterhub"
@@ -51,14 +50,7 @@ def _fix_legacy_config(source: Path, data: dict) -> dict:
     version = str(data.get("version") or "")
     if not version and config.get("non_linearity") in _LEGACY_ACTIVATIONS:
         config["non_linearity"] = _LEGACY_ACTIVATIONS[config["non_linearity"]]
-    if version.startswith("adapters.") and config.get("architecture") == "lora" and config.get("r") != config.get("alpha"):
-        parts = version[len("adapters."):].split(".")
-        if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
-            # adapters < 1.1.0 applied LoRA with scaling 1 whatever alpha said (adapters PR #770)
-            warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={config['r']}",
-                          stacklevel=3)
-            config["alpha"] = config["r"]
-    return config
+    return fix_legacy_dict(source, config, version)
 
 
 def read(model, directory: Path, data: dict) -> Checkpoint:
@@ -75,10 +67,7 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     config = read_config(config, model.adapter_state.interface)  # the package's semantics there (T5 prefixes)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights = {_rename_legacy(k): v for k, v in weights.items()}
-    if (config.architecture == "bottleneck" and config.inv_adapter and data.get("type") == "text_task"
-            and not any(f"invertible_adapters.{name}." in k for k in weights)):
-        # old task adapters named an invertible adapter in their config without having one (as `adapters` fixes)
-        config = config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
+    config = fix_loaded(config, data, weights, name)
     try:
         tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config,
                                              state=model.adapter_state)

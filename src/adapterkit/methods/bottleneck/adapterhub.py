@@ -22,6 +22,15 @@ def config_from_hub(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def fix_loaded(config, data, weights, name: str):
+    """Old task adapters name an invertible adapter in their config without having one; the `adapters` loader
+    drops it, and so do we."""
+    if (config.inv_adapter and data.get("type") == "text_task"
+            and not any(f"invertible_adapters.{name}." in k for k in weights)):
+        return config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
+    return config
+
+
 HUB_ARCHITECTURE = None  # AdapterHub's `architecture` of a (top-level) bottleneck config
 
 

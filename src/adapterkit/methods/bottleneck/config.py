@@ -25,7 +25,7 @@ class BnConfig(AdapterConfig):
     (keys are layer indices as strings, plus "default").
     """
 
-    architecture: ClassVar[str] = "bottleneck"
+    method: ClassVar[str] = "bottleneck"
 
     mh_adapter: bool = False
     output_adapter: bool = True

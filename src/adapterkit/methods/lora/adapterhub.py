@@ -4,6 +4,7 @@ c_attn) holds one tensor for all its parts: split on import, concatenated on exp
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ...errors import AdapterConfigError
@@ -22,6 +23,18 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
         raise AdapterConfigError(
             f"(IA)^3 with scale_inputs={config.scale_inputs} (inputs scaled, as peft's feedforward_modules) has no "
             "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
+
+
+def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any]:
+    """adapters < 1.1.0 applied LoRA with scaling 1 whatever alpha said (adapters PR #770): load it as it ran."""
+    if not version.startswith("adapters.") or data.get("r") == data.get("alpha"):
+        return data
+    parts = version[len("adapters."):].split(".")
+    if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
+        warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={data['r']}",
+                      stacklevel=5)
+        data["alpha"] = data["r"]
+    return data
 
 
 def owns(location: str, interface) -> bool:

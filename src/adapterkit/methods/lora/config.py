@@ -29,7 +29,7 @@ class LoRAConfig(AdapterConfig):
     `intermediate_lora` / `output_lora` add the FFN input and output projections.
     """
 
-    architecture: ClassVar[str] = "lora"
+    method: ClassVar[str] = "lora"
 
     selfattn_lora: bool = True
     intermediate_lora: bool = False

@@ -43,7 +43,7 @@ def with_shifted_prefix(config):
     """`config` with shift_positions on its prefix tuning (itself or a union member): the package's semantics."""
     if isinstance(config, ConfigUnion):
         return ConfigUnion(*[with_shifted_prefix(member) for member in config])
-    return config.replace(shift_positions=True) if config.architecture == "prefix_tuning" else config
+    return config.replace(shift_positions=True) if config.method == "prefix_tuning" else config
 
 
 def config_to_hub(config, out: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ class PrefixTuningConfig(AdapterConfig):
     prefix checkpoints load with it on (and only such adapters export to that format); no effect elsewhere.
     """
 
-    architecture: ClassVar[str] = "prefix_tuning"
+    method: ClassVar[str] = "prefix_tuning"
 
     encoder_prefix: bool = True
     cross_prefix: bool = True
