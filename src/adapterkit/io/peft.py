@@ -199,9 +199,11 @@ def write(model, stage: StagedWrite, name: str) -> None:
     spec = spec_for(config) if config.method != "union" else None
     peft_map = spec.formats.get("peft") if spec is not None else None
     if peft_map is None:
-        why = f" ({NO_CONVERSION['PREFIX_TUNING']})" if config.method == "prefix_tuning" else ""
+        key = config.method.upper()  # peft's type names are the methods' names in capitals
+        why = f" ({NO_CONVERSION[key]})" if key in NO_CONVERSION else ""
+        held = " and ".join(s.label for s in specs() if "peft" in s.formats)
         raise AdapterConfigError(
-            f"adapter {name!r} is a {config.method} adapter; the PEFT format holds LoRA and (IA)^3 "
+            f"adapter {name!r} is a {config.method} adapter; the PEFT format holds {held} "
             f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
     prefix, layers = base_prefix(model), layer_prefixes(state)
