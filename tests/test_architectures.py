@@ -25,9 +25,14 @@ METHODS = {
     "lora_full": "lora[r=4,alpha=16,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "ia3": "ia3",
     "ia3_full": "ia3[attn_matrices=['q','k','v','o'],output_lora=True]",
+    "loha": "loha[r=2]",
+    "loha_full": "loha[r=2,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
+    "lokr": "lokr",
+    "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
 }
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"]
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"]
+WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
+IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
 ARCHS = list(archs.ARCHS)
 
 

@@ -146,9 +146,9 @@ def test_unsupported_peft_lora_options_are_refused(option, value, message, tmp_p
 def test_unsupported_peft_type(tmp_path):
     path, _ = _peft_made("bert", PEFT_CONFIGS["lora"](), tmp_path)
     data = json.loads((path / "adapter_config.json").read_text())
-    (path / "adapter_config.json").write_text(json.dumps({**data, "peft_type": "LOHA"}))
+    (path / "adapter_config.json").write_text(json.dumps({**data, "peft_type": "BOFT"}))
     model = adapterkit.init(tiny_model("bert"))
-    with pytest.raises(CheckpointError, match="PEFT type 'LOHA' is not supported; supported: LORA, IA3"):
+    with pytest.raises(CheckpointError, match="PEFT type 'BOFT' is not supported; supported: LORA, IA3, LOHA, LOKR"):
         model.load_adapter(path)
 
 

@@ -23,7 +23,7 @@ from .methods.lora import IA3Config, LoRAConfig
 from .methods.prefix_tuning import PrefixTuningConfig
 from .methods.presets import MAMConfig, UniPELTConfig
 from .model import AdapterModelMixin, init
-from .registry import MethodSpec, register_method
+from .registry import MethodSpec, register_method, specs
 from .version import __version__
 
 __all__ = [
@@ -45,4 +45,7 @@ def __getattr__(name):
     if name == "AdapterTrainer":
         from .training import AdapterTrainer
         return AdapterTrainer
+    for spec in specs():  # a method's public config classes (`exports`), without a line here per method
+        if name in spec.exports:
+            return spec.exports[name]
     raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -1,0 +1,57 @@
+"""Which projections a weight-update method adapts: attention matrices, the FFN input and output, layers left out.
+
+Shared by the methods that add a weight update `dW` to a projection (LoHa, LoKr: peft's LyCORIS family), so each
+config states its targets the same way and the PEFT reader turns peft's module lists into them in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import AdapterConfigError, CheckpointError
+
+ATTN_MATRICES = ("q", "k", "v", "o")
+
+
+@dataclass(eq=False)
+class ProjectionTargets:
+    """`attn_matrices` (self- and cross-attention alike), `intermediate` / `output` (the FFN's input and output
+    projections), `leave_out` (layer indices without the adapter)."""
+
+    attn_matrices: list = field(default_factory=lambda: ["q", "v"])
+    intermediate: bool = False
+    output: bool = False
+    leave_out: list = field(default_factory=list)
+
+    def check_targets(self) -> None:
+        self._check_bool("intermediate", "output")
+        self._check_layer_list("leave_out")
+        if not isinstance(self.attn_matrices, (list, tuple)) or any(m not in ATTN_MATRICES for m in self.attn_matrices):
+            raise AdapterConfigError(f"{type(self).__name__}.attn_matrices={self.attn_matrices!r} must be a list "
+                                     f"drawn from {list(ATTN_MATRICES)}")
+        self.attn_matrices = list(dict.fromkeys(self.attn_matrices))
+        if not (self.attn_matrices or self.intermediate or self.output):
+            raise AdapterConfigError(f"{type(self).__name__} targets no projection: set attn_matrices, "
+                                     "intermediate or output")
+
+    def locations(self, interface) -> list:
+        """(location, projection spec) of the interface that this config adapts."""
+        return interface.linear_locations(attn_matrices=self.attn_matrices, intermediate=self.intermediate,
+                                          output=self.output)
+
+
+def targets_from_peft(found: Mapping[str, Any]) -> dict[str, Any]:
+    """io/peft's description of the projections a PEFT adapter covers -> ProjectionTargets fields."""
+    return {"attn_matrices": list(found["attn_matrices"]) if found["selfattn_lora"] else [],
+            "intermediate": found["intermediate_lora"], "output": found["output_lora"],
+            "leave_out": list(found["leave_out"])}
+
+
+def check_uniform_patterns(source, data: Mapping[str, Any], r, alpha) -> None:
+    """A PEFT config's `rank_pattern` / `alpha_pattern` must not give modules another r or alpha than the adapter's
+    (adapterkit has one r and alpha per adapter)."""
+    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
+        if any(v != base for v in (data.get(key) or {}).values()):
+            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives modules different values; allowed: "
+                                  "patterns equal to the adapter's r and alpha")

@@ -1,0 +1,46 @@
+"""The config base of peft's LyCORIS family (LoHa, LoKr): `dW` built from rank-r factors, scaled by alpha / r, with
+peft's rank and module dropout, on adapterkit's projection targets; and how those shared fields read from and
+write to a PEFT `adapter_config.json`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .base import AdapterConfig
+from .targets import ProjectionTargets, check_uniform_patterns, targets_from_peft
+
+
+@dataclass(eq=False)
+class WeightUpdateConfig(ProjectionTargets, AdapterConfig):
+    r: int = 8
+    alpha: float = 8
+    rank_dropout: float = 0.0
+    module_dropout: float = 0.0
+
+    def validate(self) -> None:
+        self.check_targets()
+        self._check_number("r", minimum=1, integer=True)
+        self._check_number("alpha", minimum=0, exclusive_min=True)
+        for name in ("rank_dropout", "module_dropout"):
+            self._check_number(name, minimum=0.0, maximum=1.0, exclusive_max=True)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+
+def fields_from_peft(source, data: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared fields of a PEFT LoHa / LoKr config (per-module r / alpha patterns refused where they differ)."""
+    r, alpha = data.get("r"), data.get("alpha")
+    check_uniform_patterns(source, data, r, alpha)
+    return dict(targets_from_peft(targets), r=r, alpha=alpha, rank_dropout=data.get("rank_dropout", 0.0),
+                module_dropout=data.get("module_dropout", 0.0))
+
+
+def peft_fields(config: WeightUpdateConfig, peft_type: str, common: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared part of a PEFT LoHa / LoKr `adapter_config.json`."""
+    common = {k: v for k, v in common.items() if k != "fan_in_fan_out"}  # not a LyCORIS field
+    return {"peft_type": peft_type, "r": config.r, "alpha": config.alpha, "rank_dropout": config.rank_dropout,
+            "module_dropout": config.module_dropout, "use_effective_conv2d": False, "init_weights": True,
+            "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **common}

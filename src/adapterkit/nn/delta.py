@@ -1,0 +1,92 @@
+"""Projection adapters that add a weight update: `out + x dW^T`, with dW (out, in) built from trained factors.
+
+LoHa and LoKr (peft's LyCORIS family) differ only in how they build dW, so the forward, the dropouts, merging and
+the protocol the projection site and its composition ask for (`module(x, out)`, `combine = "add"`, `delta(x)`) live
+here once. The update is built in the adapter's dtype and applied to x cast to it (dtypes.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import AdapterError
+from .dtypes import cast
+
+
+class DeltaWeight(nn.Module):
+    """Subclasses build `update()`: dW before scaling, (out, in). `scaling` multiplies it (alpha / r)."""
+
+    combine = "add"
+    run_whole = None
+
+    def __init__(self, scaling: float, rank_dropout: float = 0.0, module_dropout: float = 0.0,
+                 rescale_rank_dropout: bool = True):
+        super().__init__()
+        self.scaling = scaling
+        self.rank_dropout = rank_dropout
+        self.module_dropout = module_dropout
+        self.rescale_rank_dropout = rescale_rank_dropout
+
+    def update(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """dW = scaling * update(); in training with rank dropout, whole output rows dropped (as peft)."""
+        weight = self.update() * self.scaling
+        if self.training and self.rank_dropout > 0:
+            keep = (torch.rand(weight.shape[0], device=weight.device) > self.rank_dropout).to(weight.dtype)
+            if self.rescale_rank_dropout:
+                keep = keep / keep.mean()
+            weight = weight * keep.unsqueeze(1)
+        return weight
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """`x dW^T` in x's dtype: what the projection adds, and what an Average weighs."""
+        weight = self.delta_weight()
+        return cast(F.linear(cast(x, weight.dtype), weight), x.dtype)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.training and self.module_dropout > 0 and float(torch.rand(1)) <= self.module_dropout:
+            return out  # the whole module skipped for this step (peft's module_dropout)
+        return out + cast(self.delta(x), out.dtype)
+
+    def routable(self) -> bool:
+        return False
+
+    def merge_into(self, projection) -> None:
+        projection.set(projection.weight() + self.delta_weight().to(projection.weight().dtype))
+
+    def unmerge_from(self, projection) -> None:
+        projection.set(projection.weight() - self.delta_weight().to(projection.weight().dtype))
+
+
+def build_on_projections(state, name: str, config, make) -> None:
+    """One `make(in_features, out_features)` module on each projection `config.locations()` selects."""
+    for layer_id, location, projection in state.projections(config.locations(state.interface), config.leave_out):
+        module = make(projection.in_features, projection.out_features)
+        state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+
+
+@torch.no_grad()
+def merge(state, name: str, config) -> None:
+    """Fold each module's dW into its projection; refused where another adapter is merged already."""
+    for (layer_id, location), _ in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        if site.merged is not None:
+            raise AdapterError(f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer "
+                               f"{layer_id} {location}; reset_adapter({site.merged!r}) first")
+    for (layer_id, location), module in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        module.merge_into(site.target)
+        site.merged = name
+
+
+@torch.no_grad()
+def reset(state, name: str, config) -> None:
+    for (layer_id, location), module in state.layer_modules(name):
+        site = state.sites[(layer_id, location)]
+        if site.merged == name:
+            module.unmerge_from(site.target)
+            site.merged = None
