@@ -196,3 +196,14 @@ def test_peft_rank_pattern_that_differs_is_refused(tmp_path):
     model = adapterkit.init(tiny_model("bert"))
     with pytest.raises(adapterkit.CheckpointError, match="rank_pattern"):
         model.load_adapter(tmp_path)
+
+
+def test_peft_export_on_gpt2_conv1d_is_refused_naming_why(tmp_path):
+    import archs
+    model = adapterkit.init(archs.model("gpt2"))
+    model.add_adapter("a", config="loha[attn_matrices=['o']]")
+    (tmp_path / "keep").write_text("old")
+    with pytest.raises(AdapterConfigError, match="do not take Conv1D projections"):
+        model.save_adapter(tmp_path, "a", format="peft")
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+    model.save_adapter(tmp_path / "native", "a")  # the adapterkit format holds it

@@ -44,3 +44,12 @@ def peft_fields(config: WeightUpdateConfig, peft_type: str, common: Mapping[str,
     return {"peft_type": peft_type, "r": config.r, "alpha": config.alpha, "rank_dropout": config.rank_dropout,
             "module_dropout": config.module_dropout, "use_effective_conv2d": False, "init_weights": True,
             "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **common}
+
+
+def peft_export_refusal(projection) -> str | None:
+    """Why peft could not load this projection's LoHa / LoKr (its LyCORIS layers take nn.Linear, not GPT-2's
+    Conv1D), or None."""
+    if projection.transposed:
+        return (f"peft's LoHa / LoKr do not take {type(projection.module).__name__} projections (only nn.Linear), so "
+                "the export would not load in peft")
+    return None

@@ -229,6 +229,11 @@ def write(model, stage: StagedWrite, name: str) -> None:
             raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
                                      "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
                                      "parts); save it as format='adapterkit' or 'adapterhub'")
+        refusal = getattr(peft_map, "export_refusal", None)
+        why = refusal(state.sites[(layer_id, location)].target) if refusal is not None else None
+        if why:
+            raise AdapterConfigError(f"adapter {name!r}: {why} (layer {layer_id} {location}); save it as "
+                                     "format='adapterkit'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         wanted.add(module_name)
         params, is_feedforward = peft_map.module_tensors(module)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ...configs.weight_update import fields_from_peft, peft_fields
+from ...configs.weight_update import fields_from_peft, peft_export_refusal, peft_fields
 from .config import LoHaConfig
 
 FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
@@ -20,6 +20,8 @@ def read(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
 
 
 READERS = {"LOHA": read}
+
+export_refusal = peft_export_refusal
 
 
 def output_vector(module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ...configs.weight_update import fields_from_peft, peft_fields
+from ...configs.weight_update import fields_from_peft, peft_export_refusal, peft_fields
 from .config import LoKrConfig
 
 FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
@@ -24,6 +24,8 @@ def read(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
 
 
 READERS = {"LOKR": read}
+
+export_refusal = peft_export_refusal
 
 
 def output_vector(module):
