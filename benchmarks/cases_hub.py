@@ -19,9 +19,15 @@ METHODS = {
     "prefix": ("PrefixTuningConfig", {"prefix_length": 30}),
     "ia3": ("IA3Config", {}),
     "unipelt": ("UniPELTConfig", {}),
+    "loha": ("LoHaConfig", {"r": 8, "alpha": 16}),  # adapterkit only (peft's method; `adapters` has none)
 }
 KEYS = ("lora_train", "lora_infer", "lora_merged", "pfeiffer_train", "pfeiffer_infer", "prefix_train",
         "prefix_infer", "ia3_train", "unipelt_train", "add_lora", "merge_lora")
+ADAPTERKIT_ONLY = ("loha_train", "loha_infer")
+
+
+def keys_for(library: str) -> tuple:
+    return KEYS + ADAPTERKIT_ONLY if library == "adapterkit" else KEYS
 
 
 def method_config(lib, method: str):

@@ -28,6 +28,8 @@ CASES = [
     ("prefix_infer", "prefix tuning (30) inference", "infer"),
     ("ia3_train", "(IA)^3 train step", "train"),
     ("unipelt_train", "UniPELT train step", "train"),
+    ("loha_train", "LoHa r=8 train step", "train"),
+    ("loha_infer", "LoHa r=8 inference, unmerged", "infer"),
     ("add_lora", "add a LoRA r=8 adapter", "op"),
     ("merge_lora", "merge a LoRA r=8 adapter", "op"),
 ]

@@ -36,8 +36,9 @@ def library_cases(library: str, shape: Shape, batch):
 
 
 def library_keys(library: str) -> tuple:
-    module = importlib.import_module("cases_peft" if library == "peft" else "cases_hub")
-    return module.KEYS
+    if library == "peft":
+        return importlib.import_module("cases_peft").KEYS
+    return importlib.import_module("cases_hub").keys_for(library)
 
 
 def environment(libraries) -> dict:

@@ -69,7 +69,7 @@ def test_report_files(speed_results, tmp_path):
 def test_every_library_case_is_known():
     known = {key for key, _, _ in common.CASES}
     assert set(cases_hub.KEYS) <= known and set(cases_peft.KEYS) <= known
-    assert set(cases_hub.KEYS) | set(common.BASE_KEYS) == known  # adapterkit covers every case
+    assert set(cases_hub.keys_for("adapterkit")) | set(common.BASE_KEYS) == known  # adapterkit covers every case
 
 
 def test_scaling_points_and_rows():
