@@ -207,3 +207,4 @@ def test_peft_export_on_gpt2_conv1d_is_refused_naming_why(tmp_path):
         model.save_adapter(tmp_path, "a", format="peft")
     assert [p.name for p in tmp_path.iterdir()] == ["keep"]
     model.save_adapter(tmp_path / "native", "a")  # the adapterkit format holds it
+

@@ -14,6 +14,7 @@ LAYER_KIND = "loras"
 
 
 def config_to_hub(config, out: dict[str, Any]) -> None:
+    """The `adapters` package's LoRA scales by alpha / r: rsLoRA's alpha / sqrt(r) is written as that alpha."""
     if "o" in config.attn_matrices:
         raise AdapterConfigError(
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
@@ -23,6 +24,8 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
         raise AdapterConfigError(
             f"(IA)^3 with scale_inputs={config.scale_inputs} (inputs scaled, as peft's feedforward_modules) has no "
             "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
+    if out.pop("use_rslora", False):
+        out["alpha"] = config.scaling * config.r
 
 
 def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any]:

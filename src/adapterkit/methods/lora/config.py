@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,7 +27,8 @@ class LoRAConfig(AdapterConfig):
     """LoRA (Hu et al., 2021): `h = W0 x + (alpha/r) B A x` on the chosen projections.
 
     `attn_matrices` picks q/k/v (and "o", the attention output projection, which the `adapters` package silently ignore);
-    `intermediate_lora` / `output_lora` add the FFN input and output projections.
+    `intermediate_lora` / `output_lora` add the FFN input and output projections. `use_rslora`: scale by
+    alpha / sqrt(r) (peft's rsLoRA).
     """
 
     method: ClassVar[str] = "lora"
@@ -43,9 +45,10 @@ class LoRAConfig(AdapterConfig):
     init_weights: str = "lora"
     use_gating: bool = False
     scale_inputs: list = field(default_factory=list)
+    use_rslora: bool = False
 
     def validate(self) -> None:
-        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating")
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)
@@ -62,6 +65,9 @@ class LoRAConfig(AdapterConfig):
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
             )
+        if self.use_rslora and self.composition_mode != "add":
+            raise AdapterConfigError(f"{type(self).__name__}.use_rslora is for LoRA (composition_mode='add'); "
+                                     "(IA)^3 has no rank to scale by")
         self._check_scale_inputs()
         if not ((self.selfattn_lora and self.attn_matrices) or self.intermediate_lora or self.output_lora):
             raise AdapterConfigError(
@@ -89,8 +95,11 @@ class LoRAConfig(AdapterConfig):
 
     @property
     def scaling(self) -> float:
-        """The factor on the added term: alpha / r for LoRA, alpha for (IA)^3 (as the `adapters` package)."""
-        return self.alpha / self.r if self.composition_mode == "add" else float(self.alpha)
+        """The factor on the added term: alpha / r for LoRA (alpha / sqrt(r) with `use_rslora`, rank-stabilised
+        LoRA, Kalajdzievski 2023, as peft), alpha for (IA)^3 (as the `adapters` package)."""
+        if self.composition_mode != "add":
+            return float(self.alpha)
+        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
 
 
 @dataclass(eq=False)

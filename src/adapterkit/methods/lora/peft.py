@@ -1,7 +1,7 @@
 """The PEFT format's LoRA and (IA)^3, as this method reads and writes them (io/peft.py does the directory, the
 module names and the targets). Semantics are checked, not assumed:
 
-- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) converts to an alpha.
+- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) as ours, both ways.
 - (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
   `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
   projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
@@ -10,7 +10,6 @@ module names and the targets). Semantics are checked, not assumed:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,9 +37,8 @@ def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict)
         if any(v != base for v in (data.get(key) or {}).values()):
             raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
                                   "LoRA has one r and alpha per adapter")
-    if data.get("use_rslora") and isinstance(r, int) and isinstance(alpha, (int, float)):
-        alpha = alpha * math.sqrt(r)  # rsLoRA scales by alpha / sqrt(r); ours by alpha / r
-    fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0))
+    fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0),
+                  use_rslora=data.get("use_rslora", False))
     tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoRAConfig, fields, tensors
 
@@ -88,5 +86,5 @@ def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
     if config.composition_mode == "scale":
         return {"peft_type": "IA3", "feedforward_modules": feedforward, "init_ia3_weights": True, **common}
     return {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
-            "bias": "none", "use_rslora": False, "use_dora": False, "init_lora_weights": True,
+            "bias": "none", "use_rslora": config.use_rslora, "use_dora": False, "init_lora_weights": True,
             "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **common}
