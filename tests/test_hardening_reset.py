@@ -2,8 +2,8 @@
 
 Recomputing the base from the merged weight (`W - s B A`, `W / l`) is not exact: rounding (one bf16 step per
 cycle), a zero (IA)^3 entry (0 / 0 = NaN), an adapter whose tensors changed while merged. The generic merge keeps
-a copy of the rows it writes and reset writes them back. BERT (whole projections) and GPT-2 (Conv1D, q/k/v as
-slices of the fused `c_attn`).
+a copy of the rows it writes and reset writes them back. BERT (whole projections), GPT-2 (Conv1D, q/k/v as
+slices of the fused `c_attn`) and DeBERTa (q/k/v as per-head rows of `in_proj`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import archs
 from adapterkit import AdapterError
 from adapterkit.methods.lora.modules import LoRA
 
-ARCHS = ["bert", "gpt2"]
+ARCHS = ["bert", "gpt2", "deberta"]  # whole projections; Conv1D slices of c_attn; DeBERTa's per-head in_proj rows
 WIDE_LORA = "lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]"
 WIDE_IA3 = "ia3[attn_matrices=['q','k','v'],output_lora=True]"
 
@@ -44,8 +44,9 @@ def modules(model, name):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_ia3_with_a_zero_entry_resets_bit_exact(arch):
-    model = archs.randomised(arch, {"a": "ia3"})
+@pytest.mark.parametrize("config", ["ia3", "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]"])
+def test_ia3_with_a_zero_entry_resets_bit_exact(arch, config):
+    model = archs.randomised(arch, {"a": config})
     with torch.no_grad():
         for m in modules(model, "a"):
             m.ia3_l[0] = 0.0
@@ -106,14 +107,14 @@ def test_several_adapters_merged_in_sequence_reset_in_any_order(arch):
 def test_fused_slice_snapshot_holds_only_its_rows():
     model = archs.randomised("gpt2", {"q": "lora[attn_matrices=['q']]"})
     model.merge_adapter("q")
-    snapshot = model.adapter_state.merged["q"]
+    nbytes = model.adapter_state.merged["q"].nbytes
     hidden, layers = archs.H, archs.L
-    assert snapshot.nbytes == layers * (hidden * hidden + hidden) * 4  # q's rows of W and b per layer, float32
+    assert nbytes == layers * (hidden * hidden + hidden) * 4  # q's rows of W and b per layer, float32
     model.reset_adapter("q")
     assert "q" not in model.adapter_state.merged
     half = archs.randomised("gpt2", {"q": "lora[attn_matrices=['q']]"}).to(torch.bfloat16)
     half.merge_adapter("q")
-    assert half.adapter_state.merged["q"].nbytes == snapshot.nbytes // 2  # kept in the base dtype
+    assert half.adapter_state.merged["q"].nbytes == nbytes // 2  # kept in the base dtype
 
 
 def test_overlapping_merge_is_refused_and_changes_nothing():
@@ -157,7 +158,7 @@ def test_a_merge_writing_outside_its_projections_is_an_error(monkeypatch):
         projection.module.weight.mul_(2.0)
 
     monkeypatch.setattr(LoRA, "merge_into", sneaky)
-    with pytest.raises(AdapterError, match="outside Projection.set.*query.weight"):
+    with pytest.raises(AdapterError, match="changed encoder.layer.0.attention.self.query.weight.* outside Projection.set"):
         model.merge_adapter("a")
     assert "a" not in model.adapter_state.merged
 
