@@ -174,24 +174,26 @@ class AdapterModelMixin(FusionMixin):
 
     # -- merging -----------------------------------------------------------------------------------
     def merge_adapter(self, adapter_name: str) -> None:
-        """Fold a LoRA / (IA)^3 adapter into the weights (zero inference overhead); undo with reset_adapter."""
+        """Fold a LoRA / (IA)^3 adapter into the weights (zero inference overhead); undo with reset_adapter.
+
+        The base rows it overwrites are kept (in their dtype, on their device) until reset. Merging a merged
+        adapter again re-merges its current tensors from the base weights (left unmerged if that fails)."""
         config = self._require(adapter_name)
         state = self.adapter_state
-        if adapter_name in state.merged:
-            return
-        registry.merge(state, adapter_name, config)
-        state.merged.add(adapter_name)
-        state.invalidate()
-        state.sync_sites()
+        try:
+            registry.merge(state, adapter_name, config)
+        finally:
+            state.invalidate()
+            state.sync_sites()
 
     def reset_adapter(self, adapter_name: str) -> None:
-        """Undo `merge_adapter`: restore the base weights; the adapter runs unmerged again. No-op if not merged."""
+        """Undo `merge_adapter`: restore the base weights bit for bit (from the rows kept at merge) and drop the
+        copy; the adapter runs unmerged again. No-op if not merged."""
         config = self._require(adapter_name)
         state = self.adapter_state
         if adapter_name not in state.merged:
             return
         registry.reset(state, adapter_name, config)
-        state.merged.discard(adapter_name)
         state.invalidate()
         state.sync_sites()
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
+from . import merge_snapshot
 from .errors import AdapterError
 
 # module type -> whether its weight is stored (in, out) instead of nn.Linear's (out, in)
@@ -57,6 +58,7 @@ class Projection:
         weight = module.weight
         self.in_features = weight.shape[0] if self.transposed else weight.shape[1]
         full_out = weight.shape[1] if self.transposed else weight.shape[0]
+        self.full_out_features = full_out
         self.rows = rows
         if rows is None:
             self.out_features = full_out
@@ -98,19 +100,21 @@ class Projection:
 
     @torch.no_grad()
     def set(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        """Write W (out, in) and, if given, b back into the module."""
+        """Write W (out, in) and, if given, b back into the module. During a merge the rows are first copied
+        (merge_snapshot.py), so that reset can restore them exactly."""
+        merge_snapshot.before_write(self)
         w = self.module.weight
         view = w.t() if self.transposed else w
         if self.rows is None:
-            view.copy_(weight.to(w.dtype))
+            view.copy_(weight.to(device=w.device, dtype=w.dtype))
         else:
-            view[self._rows(view)] = weight.to(w.dtype)
+            view[self._rows(view)] = weight.to(device=w.device, dtype=w.dtype)
         if bias is not None:
             b = self.module.bias
             if self.rows is None:
-                b.copy_(bias.to(b.dtype))
+                b.copy_(bias.to(device=b.device, dtype=b.dtype))
             else:
-                b[self._rows(b)] = bias.to(b.dtype)
+                b[self._rows(b)] = bias.to(device=b.device, dtype=b.dtype)
 
     def _rows(self, tensor: torch.Tensor):
         return self.rows if isinstance(self.rows, slice) else self.rows.to(tensor.device)

@@ -16,6 +16,7 @@ from .configs.base import AdapterConfig
 from .configs.registry import ADAPTER_CONFIG_MAP, register_config_class, register_config_name
 from .configs.union import ConfigUnion
 from .errors import AdapterError
+from .merge_snapshot import MergeSnapshot, recording
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -25,7 +26,9 @@ class MethodSpec:
     - `config`: the family's base config class (built by `AdapterConfig.from_dict` for that method);
       `config_names`: registered names -> default configs ("lora": LoRAConfig(), ...).
     - `build(state, name, config)`: create the adapter's modules and ask the state for the sites they need.
-    - `merge` / `reset` (state, name, config): fold into / restore the base weights; None: cannot merge.
+    - `merge(state, name, config)`: fold into the base weights, writing them through `Projection.set` (the
+      generic merge copies the rows written and reset restores them bit for bit); None: cannot merge.
+    - `reset(state, name, config)`: anything besides the weights to undo on reset (usually None).
     - `before_forward(state, names)`: once per forward, outside every layer (prefix MLPs); None: nothing.
     - `blocks`: the composition blocks it runs; none declared means none (a lone adapter is always allowed).
     - `fusable`: AdapterFusion can fuse its adapters.
@@ -137,24 +140,66 @@ def _labels(config: AdapterConfig) -> str:
 
 
 def merge(state, name: str, config: AdapterConfig) -> None:
+    """Fold adapter `name` into the base weights, keeping a copy of every row it writes (merge_snapshot.py) in
+    `state.merged[name]`. Merging it again re-merges its current tensors from the restored base. A merge that
+    fails (or writes rows another merged adapter holds) is undone: the weights are exactly as before."""
+    check_mergeable(name, config)
+    spec = spec_for(config)
+    if name in state.merged:
+        state.merged.pop(name).restore()
+    snapshot = MergeSnapshot()
+    versions = _versions(state.model)
+    try:
+        with recording(name, snapshot, dict(state.merged), lambda module: _module_name(state.model, module)):
+            spec.merge(state, name, config)
+        _check_recorded(state.model, name, versions, snapshot)
+    except BaseException:
+        snapshot.restore()
+        raise
+    state.merged[name] = snapshot
+
+
+def reset(state, name: str, config: AdapterConfig) -> None:
+    """Write back the base rows merged adapter `name` overwrote (bit for bit) and drop the copy; then the
+    method's own `reset`, if it has one, for anything besides the weights."""
+    snapshot = state.merged.pop(name, None)
+    if snapshot is None:
+        return
+    snapshot.restore()
+    for member, spec in member_specs(config):
+        if spec.reset is not None:
+            spec.reset(state, name, member)
+
+
+def check_mergeable(name: str, config: AdapterConfig) -> None:
     if isinstance(config, ConfigUnion):
         raise AdapterError(
             f"adapter {name!r} is a union of {', '.join(m.method for m in config)} and cannot be merged; "
             f"only {_mergeable()} adapters can be merged")
-    spec = spec_for(config)
-    if spec.merge is None:
+    if spec_for(config).merge is None:
         raise AdapterError(
             f"adapter {name!r} is a {config.method} adapter and cannot be merged into the model weights; "
             f"only {_mergeable()} adapters can be merged")
-    spec.merge(state, name, config)
 
 
-def reset(state, name: str, config: AdapterConfig) -> None:
-    spec = spec_for(config) if not isinstance(config, ConfigUnion) else None
-    if spec is None or spec.reset is None:
-        merge(state, name, config)  # the same error: nothing to reset
-        return
-    spec.reset(state, name, config)
+def _versions(model) -> dict[int, tuple[str, object, int]]:
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    return {id(t): (n, t, t._version) for n, t in tensors}
+
+
+def _check_recorded(model, name: str, versions: dict, snapshot: MergeSnapshot) -> None:
+    """Exact reset needs every write to go through `Projection.set`: a merge that changed another tensor in place
+    is a method's bug, named here (such a write cannot be undone)."""
+    recorded = snapshot.tensors()
+    stray = [n for key, (n, t, v) in versions.items() if t._version != v and key not in recorded]
+    if stray:
+        raise AdapterError(
+            f"merging {name!r} changed {', '.join(stray)} outside Projection.set, so reset could not restore "
+            "them; a method's merge must write the base weights through Projection.set (these were not restored)")
+
+
+def _module_name(model, module) -> str:
+    return next((n for n, m in model.named_modules() if m is module), type(module).__name__)
 
 
 def _mergeable() -> str:

@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import AdapterError
 from .dtypes import cast
 
 
@@ -56,10 +55,8 @@ class DeltaWeight(nn.Module):
         return False
 
     def merge_into(self, projection) -> None:
-        projection.set(projection.weight() + self.delta_weight().to(projection.weight().dtype))
-
-    def unmerge_from(self, projection) -> None:
-        projection.set(projection.weight() - self.delta_weight().to(projection.weight().dtype))
+        weight = projection.weight()
+        projection.set(weight + self.delta_weight().to(weight.dtype))
 
 
 def build_on_projections(state, name: str, config, make) -> None:
@@ -69,24 +66,10 @@ def build_on_projections(state, name: str, config, make) -> None:
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
 
 
+
 @torch.no_grad()
 def merge(state, name: str, config) -> None:
-    """Fold each module's dW into its projection; refused where another adapter is merged already."""
-    for (layer_id, location), _ in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        if site.merged is not None:
-            raise AdapterError(f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer "
-                               f"{layer_id} {location}; reset_adapter({site.merged!r}) first")
+    """Fold each module's dW into its projection, through `Projection.set` (the generic merge keeps the rows it
+    writes, refuses rows another merged adapter holds, and reset restores them bit for bit: registry.merge)."""
     for (layer_id, location), module in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        module.merge_into(site.target)
-        site.merged = name
-
-
-@torch.no_grad()
-def reset(state, name: str, config) -> None:
-    for (layer_id, location), module in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        if site.merged == name:
-            module.unmerge_from(site.target)
-            site.merged = None
+        module.merge_into(state.sites[(layer_id, location)].target)

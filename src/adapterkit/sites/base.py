@@ -25,7 +25,6 @@ class Site:
     def __init__(self, state, key: tuple):
         self.state = state
         self.key = key
-        self.merged: str | None = None
 
     def collect(self, names: list[str]) -> tuple:
         found = []

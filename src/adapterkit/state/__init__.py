@@ -21,6 +21,7 @@ from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
 from ..fusion.container import get_fusion
 from ..interfaces.base import ModelInterface
+from ..merge_snapshot import MergeSnapshot
 from ..registry import member_specs
 from ..sites import PER_KIND, Site, make_site
 from .record import ForwardRecord
@@ -50,7 +51,7 @@ class AdapterState(ModelShape):
         super().__init__(model, interface)
         self.configs: dict = {}
         self.active: AdapterCompositionBlock | None = None
-        self.merged: set[str] = set()
+        self.merged: dict[str, MergeSnapshot] = {}  # merged adapter -> the base rows it overwrote
         self.model_frozen = False
         self.sites: dict[tuple, Site] = {}
         self.plans = PlanCache()

@@ -3,7 +3,7 @@ weight. One folder: config, module, the PEFT map and the spec registered below; 
 weight-update family's (nn/delta.py)."""
 
 from ...blocks import Average, BatchSplit, Parallel, Stack
-from ...nn.delta import build_on_projections, merge, reset
+from ...nn.delta import build_on_projections, merge
 from ...registry import MethodSpec, register_method
 from . import peft
 from .config import LoHaConfig
@@ -15,7 +15,7 @@ def build(state, name: str, config: LoHaConfig) -> None:
 
 
 SPEC = register_method(MethodSpec(
-    name="loha", label="LoHa", config=LoHaConfig, build=build, merge=merge, reset=reset,
+    name="loha", label="LoHa", config=LoHaConfig, build=build, merge=merge,
     config_names={"loha": LoHaConfig()}, blocks=(Stack, BatchSplit, Parallel, Average),
     formats={"peft": peft}, exports={"LoHaConfig": LoHaConfig},
 ))

@@ -3,7 +3,7 @@ One folder: config, module, the PEFT map and the spec registered below; the forw
 weight-update family's (nn/delta.py)."""
 
 from ...blocks import Average, BatchSplit, Parallel, Stack
-from ...nn.delta import build_on_projections, merge, reset
+from ...nn.delta import build_on_projections, merge
 from ...registry import MethodSpec, register_method
 from . import peft
 from .config import LoKrConfig
@@ -15,7 +15,7 @@ def build(state, name: str, config: LoKrConfig) -> None:
 
 
 SPEC = register_method(MethodSpec(
-    name="lokr", label="LoKr", config=LoKrConfig, build=build, merge=merge, reset=reset,
+    name="lokr", label="LoKr", config=LoKrConfig, build=build, merge=merge,
     config_names={"lokr": LoKrConfig()}, blocks=(Stack, BatchSplit, Parallel, Average),
     formats={"peft": peft}, exports={"LoKrConfig": LoKrConfig},
 ))

@@ -1,4 +1,4 @@
-"""How a LoRA / (IA)^3 config becomes modules on the projections, and how they merge into and leave the weights."""
+"""How a LoRA / (IA)^3 config becomes modules on the projections, and how they merge into the weights."""
 
 from __future__ import annotations
 
@@ -32,27 +32,12 @@ def build(state, name: str, config: LoRAConfig) -> None:
 
 @torch.no_grad()
 def merge(state, name: str, config: LoRAConfig) -> None:
+    """Fold every module into its projection (through `Projection.set`: the generic merge keeps the base rows
+    and reset restores them exactly, registry.merge)."""
     if config.use_gating:
         raise AdapterError(
             f"cannot merge {name!r}: its LoRA is gated (use_gating=True), and the gate depends on the input; "
             "only ungated LoRA / (IA)^3 adapters can be merged"
         )
     for (layer_id, location), module in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        if site.merged is not None:
-            raise AdapterError(
-                f"cannot merge {name!r}: adapter {site.merged!r} is already merged into layer {layer_id} "
-                f"{location}; reset_adapter({site.merged!r}) first"
-            )
-    for (layer_id, location), module in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        module.merge_into(site.target)
-        site.merged = name
-
-@torch.no_grad()
-def reset(state, name: str, config: LoRAConfig) -> None:
-    for (layer_id, location), module in state.layer_modules(name):
-        site = state.sites[(layer_id, location)]
-        if site.merged == name:
-            module.unmerge_from(site.target)
-            site.merged = None
+        module.merge_into(state.sites[(layer_id, location)].target)

@@ -90,9 +90,6 @@ class LoRA(nn.Module):
     def merge_into(self, projection: Projection) -> None:
         projection.set(projection.weight() + self.delta_weight())
 
-    def unmerge_from(self, projection: Projection) -> None:
-        projection.set(projection.weight() - self.delta_weight())
-
 
 def _ia3_vector(size: int, config: LoRAConfig) -> nn.Parameter:
     """An (IA)^3 vector: ones ("ia3"), N(0, 0.02) ("bert"), or zeros ("lora", as the `adapters` package)."""
@@ -143,10 +140,6 @@ class IA3(nn.Module):
         v, bias = self.vector().detach(), projection.bias()
         projection.set(projection.weight() * v[:, None], None if bias is None else bias * v)
 
-    def unmerge_from(self, projection: Projection) -> None:
-        v, bias = self.vector().detach(), projection.bias()
-        projection.set(projection.weight() / v[:, None], None if bias is None else bias / v)
-
 
 class IA3Input(nn.Module):
     """`W (alpha * l * x) + b`: scales a whole projection's input (peft's feedforward (IA)^3, the paper's FFN
@@ -182,5 +175,3 @@ class IA3Input(nn.Module):
     def merge_into(self, projection: Projection) -> None:
         projection.set(projection.weight() * self.vector().detach()[None, :])
 
-    def unmerge_from(self, projection: Projection) -> None:
-        projection.set(projection.weight() / self.vector().detach()[None, :])

@@ -1,0 +1,135 @@
+"""Exact undo for merges: a copy of the base rows a merge writes, kept until reset writes it back.
+
+Recomputing the base from the merged weight (`W - s B A`, `W / l`) is not exact: rounding (one bf16 step per
+cycle), a zero (IA)^3 entry (0 / 0), an adapter whose tensors changed while merged. So the generic merge
+(registry.merge) records every `Projection.set` made while a method merges: before the first write to some rows
+it copies them (weight and bias rows, in the module's dtype and on its device; for a slice of a fused projection
+only the slice), and reset writes the copies back bit for bit and drops them. Any method that writes the weights
+through `Projection.set` gets exact reset for free; a merge that changes a model tensor another way is an error.
+
+Memory: while an adapter is merged, one copy of the rows it merged into (LoRA on q and v of bert-base in float32:
+2 x 12 x 768 x (768 + 1) x 4 bytes = 57 MB; `MergeSnapshot.nbytes`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from .errors import AdapterError
+
+
+class _Piece:
+    """The copied rows of one module (`rows`: a slice, an index tensor or None for all of them)."""
+
+    def __init__(self, projection, rows):
+        self.kind = type(projection)  # Projection (projection.py imports this module)
+        self.module = projection.module
+        self.rows = rows
+        part = self.kind(self.module, rows)
+        self.weight = part.weight()
+        self.bias = part.bias()
+
+    def restore(self) -> None:
+        self.kind(self.module, self.rows).set(self.weight, self.bias)
+
+
+class MergeSnapshot:
+    """What one merged adapter wrote over: pieces of base rows, and per module a mask of the rows covered."""
+
+    def __init__(self):
+        self.pieces: list[_Piece] = []
+        self._masks: list[tuple[nn.Module, torch.Tensor]] = []  # (module, bool mask over its output rows)
+
+    def mask(self, module: nn.Module) -> torch.Tensor | None:
+        return next((m for owner, m in self._masks if owner is module), None)
+
+    def note(self, projection) -> None:
+        """Copy the rows `projection` is about to write that this snapshot does not hold yet."""
+        wanted = _mask(projection)
+        held = self.mask(projection.module)
+        if held is None:
+            held = torch.zeros_like(wanted)
+            self._masks.append((projection.module, held))
+        todo = wanted & ~held
+        if not todo.any():
+            return
+        rows = projection.rows if torch.equal(todo, wanted) else todo.nonzero().flatten()
+        self.pieces.append(_Piece(projection, rows))
+        held |= todo
+
+    def restore(self) -> None:
+        """Write every copied row back (the pieces are disjoint) and forget them."""
+        token = _RECORDER.set(None)  # a restore is never part of a merge's record
+        try:
+            for piece in reversed(self.pieces):
+                piece.restore()
+        finally:
+            _RECORDER.reset(token)
+        self.pieces.clear()
+        self._masks.clear()
+
+    def tensors(self) -> set[int]:
+        """ids of the module tensors a restore writes (weights and biases of the recorded modules)."""
+        out = set()
+        for piece in self.pieces:
+            for tensor in (piece.module.weight, getattr(piece.module, "bias", None)):
+                if tensor is not None:
+                    out.add(id(tensor))
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for p in self.pieces for t in (p.weight, p.bias) if t is not None)
+
+
+def _mask(projection) -> torch.Tensor:
+    mask = torch.zeros(projection.full_out_features, dtype=torch.bool)
+    rows = projection.rows
+    if rows is None:
+        mask[:] = True
+    else:
+        mask[rows if isinstance(rows, slice) else rows.cpu()] = True
+    return mask
+
+
+class _Recorder:
+    def __init__(self, name: str, snapshot: MergeSnapshot, others: Mapping[str, MergeSnapshot],
+                 describe: Callable[[nn.Module], str]):
+        self.name, self.snapshot, self.others, self.describe = name, snapshot, others, describe
+
+    def before_write(self, projection) -> None:
+        wanted = _mask(projection)
+        for other, snapshot in self.others.items():
+            held = snapshot.mask(projection.module)
+            if held is not None and (held & wanted).any():
+                raise AdapterError(
+                    f"cannot merge {self.name!r}: adapter {other!r} is already merged into "
+                    f"{self.describe(projection.module)} (the same rows); reset_adapter({other!r}) first")
+        self.snapshot.note(projection)
+
+
+_RECORDER: ContextVar[_Recorder | None] = ContextVar("adapterkit_merge_recorder", default=None)
+
+
+def before_write(projection) -> None:
+    """Called by `Projection.set` before it writes: while a merge is recorded, copy the rows first."""
+    recorder = _RECORDER.get()
+    if recorder is not None:
+        recorder.before_write(projection)
+
+
+@contextmanager
+def recording(name: str, snapshot: MergeSnapshot, others: Mapping[str, MergeSnapshot],
+              describe: Callable[[nn.Module], str]) -> Iterator[None]:
+    """Within: every `Projection.set` first copies the rows it overwrites into `snapshot`; writing rows that
+    another merged adapter (`others`) holds is refused (its restore would undo this merge)."""
+    token = _RECORDER.set(_Recorder(name, snapshot, others, describe))
+    try:
+        yield
+    finally:
+        _RECORDER.reset(token)
