@@ -20,6 +20,7 @@ from ..blocks import Fuse
 from ..errors import AdapterError
 from ..fusion.config import resolve_fusion_config
 from ..fusion.container import get_fusion
+from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
 from .files import atomic_write
@@ -92,9 +93,10 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
         weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
                                                     model.adapter_state)
     name = load_as or saved_name
+    check_loaded_name(name, load_as, directory / CONFIG_NAME, "fusion")
     config = resolve_fusion_config(data["config"])
     # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was
-    scratch = f"{name}__adapterkit_loading"
+    scratch = f"{name[:64]}__adapterkit_loading"
     model.add_adapter_fusion(names, config, name=scratch, overwrite_ok=True)
     try:
         _load_weights(get_fusion(model, scratch), weights, directory, names)
