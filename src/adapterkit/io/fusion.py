@@ -24,6 +24,7 @@ from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
 from .files import atomic_write
+from .validate import check_floating
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -116,6 +117,7 @@ def _load_weights(fusion, weights: dict, directory: Path, names: list[str]) -> N
         raise AdapterError(f"the AdapterFusion weights in {directory} do not fit fusion {names} on this model: "
                            f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
                            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+    check_floating(weights, expected, f"the AdapterFusion weights in {directory}")
     try:
         fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     except RuntimeError as exc:  # shapes that do not fit
