@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence, Union
 
 from .errors import AdapterError
+from .naming import check_adapter_name
 
 
 class AdapterCompositionBlock:
@@ -82,6 +83,8 @@ class Fuse(AdapterCompositionBlock):
 
     def __init__(self, *children, name: str | None = None):
         super().__init__(*children)
+        if name:  # None / "": the default, the adapters' names joined by commas
+            check_adapter_name(name, "fusion")
         self._name = name
 
     @property

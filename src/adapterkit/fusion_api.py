@@ -15,6 +15,7 @@ from .fusion.config import resolve_fusion_config
 from .fusion.container import FusionModules, fusion_container, fusion_name, get_fusion
 from .fusion.layer import FusionLayer
 from .io.fusion import load_fusion, save_fusion
+from .naming import check_adapter_name, child_directory
 from .registry import member_specs
 
 
@@ -35,8 +36,7 @@ class FusionMixin:
         (default), "static", a dict or an `AdapterFusionConfig`. Returns the fusion's name."""
         default, names = fusion_name(adapter_names)
         name = name or default
-        if "." in name or not name.strip():
-            raise AdapterError(f"invalid fusion name {name!r}: use a non-empty name without dots")
+        check_adapter_name(name, "fusion")
         state = self.adapter_state
         for adapter in names:
             config_of = self.adapter_state.require(adapter)
@@ -151,8 +151,9 @@ class FusionMixin:
                                  format: str = "adapterkit") -> list[str]:
         """Save every fusion to `save_directory/<fusion name>` (as `save_adapter_fusion`); returns the names."""
         names = list(self.adapter_fusions)
-        for name in names:
-            self.save_adapter_fusion(Path(save_directory) / name, name, meta_dict, format=format)
+        directories = [child_directory(save_directory, name, "fusion") for name in names]  # all checked first
+        for name, directory in zip(names, directories):
+            self.save_adapter_fusion(directory, name, meta_dict, format=format)
         return names
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as: str | None = None,

@@ -60,7 +60,7 @@ class AdapterModel(AdapterModelMixin):
     # -- adding and removing heads -----------------------------------------------------------------
     def add_prediction_head(self, head: PredictionHead, overwrite_ok: bool = False, set_active: bool = True) -> None:
         """Install a built head under `head.name`; LM decoders are tied to the input embeddings if the config ties."""
-        check_adapter_name(head.name)
+        check_adapter_name(head.name, role=" for a prediction head")
         if head.name in self.heads and not overwrite_ok:
             raise AdapterError(
                 f"a head named {head.name!r} already exists; pick another name, delete_head it first, "

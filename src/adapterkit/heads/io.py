@@ -26,6 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterError
 from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
+from ..io.validate import check_floating
+from ..naming import check_loaded_name
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .registry import build_head
@@ -133,6 +135,7 @@ def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: 
         head_config = task_head_config(task, model.config, label2id=saved.get("label2id"),
                                        num_labels=saved.get("num_labels"))
     name = load_as or saved.get("name") or "default"
+    check_loaded_name(name, load_as, config_path, role=" for a prediction head")
     try:
         head = build_head(name, head_config, model.config)
     except AdapterError as e:
@@ -203,6 +206,7 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
     if wrong:
         raise AdapterError(f"{source}: weight shapes do not fit head {head.name!r} (a head of another size or "
                            f"model?): {', '.join(wrong)}")
+    check_floating(weights, expected, source)
     head.load_state_dict(weights, strict=False)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AdapterError, CheckpointError
-from ..naming import check_adapter_name
+from ..naming import check_loaded_name, child_directory
 from . import adapterhub, native, peft
 from .common import CONFIG_NAME, Checkpoint
 from .files import StagedWrite, read_json
@@ -56,8 +56,9 @@ def save_all_adapters(model, save_directory: str | os.PathLike, format: str = na
     to a save is saved too.
     """
     names = list(model.adapter_state.configs)
-    for name in names:
-        model.save_adapter(Path(save_directory) / name, name, format=format, **options)
+    directories = [child_directory(save_directory, name) for name in names]  # all checked before any write
+    for name, directory in zip(names, directories):
+        model.save_adapter(directory, name, format=format, **options)
     return names
 
 
@@ -95,7 +96,7 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
     """
     ckpt = read_checkpoint(model, path, format)
     name = load_as or ckpt.name
-    check_adapter_name(name)
+    check_loaded_name(name, load_as, ckpt.config_file)
     state = model.adapter_state
     if name in state.configs and not overwrite_ok:
         raise AdapterError(

@@ -20,9 +20,11 @@ from ..blocks import Fuse
 from ..errors import AdapterError
 from ..fusion.config import resolve_fusion_config
 from ..fusion.container import get_fusion
+from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
 from .files import atomic_write
+from .validate import check_floating
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -92,9 +94,10 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
         weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
                                                     model.adapter_state)
     name = load_as or saved_name
+    check_loaded_name(name, load_as, directory / CONFIG_NAME, "fusion")
     config = resolve_fusion_config(data["config"])
     # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was
-    scratch = f"{name}__adapterkit_loading"
+    scratch = f"{name[:64]}__adapterkit_loading"
     model.add_adapter_fusion(names, config, name=scratch, overwrite_ok=True)
     try:
         _load_weights(get_fusion(model, scratch), weights, directory, names)
@@ -114,6 +117,7 @@ def _load_weights(fusion, weights: dict, directory: Path, names: list[str]) -> N
         raise AdapterError(f"the AdapterFusion weights in {directory} do not fit fusion {names} on this model: "
                            f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
                            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+    check_floating(weights, expected, f"the AdapterFusion weights in {directory}")
     try:
         fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     except RuntimeError as exc:  # shapes that do not fit

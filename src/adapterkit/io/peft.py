@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import AdapterConfigError, CheckpointError
+from ..naming import is_valid_name
 from ..registry import spec_for, specs
 from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
                      parse_config)
@@ -166,13 +167,9 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     targets = _targets(sites, model.adapter_state, source)
     config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
     config = parse_config(source, lambda d: config_cls(**d), fields)
-    name = directory.name if _valid_name(directory.name) else "default"
+    name = directory.name if is_valid_name(directory.name) else "default"
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
                       format=FORMAT)
-
-
-def _valid_name(name: str) -> bool:
-    return bool(name) and "." not in name and not any(c.isspace() for c in name)
 
 
 # -- writing -------------------------------------------------------------------------------------------

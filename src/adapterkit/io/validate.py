@@ -63,6 +63,21 @@ def _short(items) -> str:
     return text + (f", ... ({len(items)} in all)" if len(items) > _LIST_MAX else "")
 
 
+def non_floating(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """The keys (with their dtype) of `tensors` that are not floating point where the module's tensor is: an
+    int or bool file would be cast silently into float weights, so adapters, heads and fusions all refuse it."""
+    return [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in sorted(tensors.items())
+            if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+
+
+def check_floating(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError (naming `source` and the tensors) if `non_floating` finds any."""
+    bad = non_floating(tensors, expected)
+    if bad:
+        raise CheckpointError(f"{source}: non-floating-point weights: {_short(bad)}; weights must be floating "
+                              "point (float32, float16, bfloat16, ...)")
+
+
 def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor],
                      source: str) -> None:
     """Raise CheckpointError (naming `source`) unless `tensors` is exactly the state dict of the adapter."""
@@ -83,7 +98,7 @@ def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tens
     if wrong:
         problems.append("wrong shapes: " + "; ".join(wrong[:_LIST_MAX])
                         + (f"; ... ({len(wrong)} in all)" if len(wrong) > _LIST_MAX else ""))
-    not_float = [k for k, v in tensors.items() if k in expected and not v.is_floating_point()]
+    not_float = non_floating(tensors, expected)
     if not_float:
         problems.append(f"non-floating-point weights: {_short(not_float)}")
     if problems:

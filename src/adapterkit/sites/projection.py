@@ -6,11 +6,15 @@ output when the module runs alone there, returning None where it cannot); see co
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
+import torch
 import torch.nn as nn
 
 from ..compose import projection as compose_projection
+from ..compose.routing import Routed
+from ..compose.tree import Leaf
+from ..errors import AdapterError
 from .base import Site, register_site_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,12 +80,15 @@ class ProjectionSite(Site):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
+        _refuse_meta(self.state, modules, args[0])
         return self.target.apply(output, lambda out: compose_projection.run(modules, args[0], out))
 
     def _forward(self, *args, **kwargs):
         module = self.target.module
         modules = () if self._bypass else self.state.active_at(self.key)
         x = args[0] if args else next(iter(kwargs.values()), None)
+        if modules:
+            _refuse_meta(self.state, modules, x)
         if self._whole and type(modules) is tuple and len(modules) == 1 and self._inner is None:
             run_whole = modules[0].run_whole
             if run_whole is not None:
@@ -95,6 +102,39 @@ class ProjectionSite(Site):
         if not modules:
             return out
         return compose_projection.run(modules, x, out)
+
+
+def _refuse_meta(state, plan, x) -> None:
+    """Raise if a module of `plan` has weights on the meta device while `x` is real: torch multiplies a real input
+    with a meta weight without complaint (garbage values, then NaN). It runs at every call, so it is kept cheap
+    (about a microsecond): a module's own parameters (`adapter_to` moves them all at once), its submodules' only
+    when it has none of its own."""
+    if not isinstance(x, torch.Tensor) or x.is_meta:
+        return
+    for module in (plan if type(plan) is tuple else _plan_modules(plan)):
+        for param in (module._parameters.values() if module._parameters else module.parameters()):
+            if param is not None and param.is_meta:
+                name = next((n for n, entry in state.container.items()
+                             if any(m is module for m in entry.modules())), "?")
+                raise AdapterError(
+                    f"adapter {name!r} has weights on the meta device (no data) but runs on inputs on {x.device}; "
+                    f"move it to the model's device with model.adapter_to({name!r}, device=...) and load its "
+                    "weights (or load the adapter again)")
+
+
+def _plan_modules(plan) -> Iterator[nn.Module]:
+    """The modules of a composed or routed plan (compose/tree.py, compose/routing.py)."""
+    if type(plan) is tuple:
+        yield from plan
+    elif isinstance(plan, Routed):
+        for group, _ in plan.groups:
+            yield from _plan_modules(group)
+    elif isinstance(plan, Leaf):
+        yield plan.module
+    else:
+        for child in getattr(plan, "children", ()):
+            if child is not None:
+                yield from _plan_modules(child)
 
 
 register_site_kind("linear", ProjectionSite)
