@@ -10,7 +10,8 @@ seed and writes them in the AdapterHub format; both libraries load that director
 libraries only by their forward/backward arithmetic (and dropout masks, where the two transformers versions draw
 them differently). Without it each library uses its own init under the same seed, which adds seed noise.
 
-The GLUE files are read from their place (e.g. /work/shared/data/glue, see its SOURCE.md); nothing is copied.
+The GLUE files are read from their place (run_all.py: `--glue-dir`, `GLUE_DIR`, else ../shared/data/glue from the
+repository root; see its SOURCE.md); nothing is copied.
 """
 
 from __future__ import annotations

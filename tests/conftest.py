@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
+from ci_markers import pytest_runtest_makereport  # noqa: F401  (a hook: a skipped `ci` test fails in CI)
+
 # Tiny models: one intra-op thread is faster and far steadier than several on a shared 2-core machine.
 torch.set_num_threads(1)
 

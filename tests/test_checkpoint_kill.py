@@ -74,6 +74,7 @@ def _loaded_value(directory: Path) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.parametrize("staged", ["adapter.safetensors", "adapter_config.json"])
 def test_kill_in_the_middle_of_a_save(staged, tmp_path):
     seen = _kill_at(tmp_path, lambda lines: lines[-1] == f"staged {staged} 2")
@@ -84,6 +85,7 @@ def test_kill_in_the_middle_of_a_save(staged, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_kill_at_a_random_moment(tmp_path):
     start = []
 

@@ -41,6 +41,7 @@ def launch(command: list[str], out: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_processes_match_one(tmp_path, launcher):
     command = ([str(BIN / "torchrun"), "--nproc_per_node=2"] if launcher == "torchrun" else

@@ -3,7 +3,7 @@
 
 Run with the reference venv (adapters 1.3.0, transformers 4.57.x):
 
-    /work/main/.venv-ref/bin/python tools/make_adapterhub_fixtures.py     (or: make fixtures)
+    .venv-ref/bin/python tools/make_adapterhub_fixtures.py     (from the repository root; or: make fixtures)
 
 It reuses the tiny base models and inputs of tests/fixtures/adapters_ref/ (written by make_reference_fixtures.py)
 so no base weights are stored twice, and writes tests/fixtures/adapterhub/:
