@@ -8,7 +8,8 @@ the interface's `task_heads`). `.bin` files are read with `torch.load(weights_on
 
 Loading validates everything (config, file, keys, shapes) on a head built off the model before it touches the
 model; saving is one commit (io/staging.py; with `save_adapter`, the same commit as the adapter's), so a failed
-or interrupted save leaves the previous files intact. LM decoders tied to the input embeddings are never saved (they are the base's weights).
+or interrupted save leaves the previous files intact. LM decoders tied to the input embeddings are never saved
+(they are the base's weights).
 """
 
 from __future__ import annotations
