@@ -22,7 +22,8 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .errors import AdapterError
-from .heads.io import atomic_write, read_json, read_weights
+from .heads.io import read_json, read_weights
+from .io.staging import one_commit, recover
 from .model import AdapterModelMixin
 
 CHECKPOINT_CONFIG_NAME = "adapterkit_checkpoint.json"
@@ -54,9 +55,8 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Write adapters + heads (+ their configs, for a readable check on load) into `directory`, atomically."""
+    """Write adapters + heads (+ their configs, for a readable check on load) into `directory`, in one commit."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.to("cpu").contiguous() for k, v in trainable_state_dict(model).items()}
     state = model.adapter_state
     meta = {
@@ -65,8 +65,9 @@ def save_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
         "heads": {name: head.config for name, head in getattr(model, "heads", {}).items()},
         "keys": sorted(weights),
     }
-    atomic_write(directory / CHECKPOINT_WEIGHTS_NAME, lambda p: save_file(weights, p, metadata={"format": "pt"}))
-    atomic_write(directory / CHECKPOINT_CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+    with one_commit(directory) as stage:
+        stage.write_with(CHECKPOINT_WEIGHTS_NAME, lambda p: save_file(weights, p, metadata={"format": "pt"}))
+        stage.write_bytes(CHECKPOINT_CONFIG_NAME, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
 
 def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
@@ -76,6 +77,7 @@ def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
     file; otherwise nothing is loaded and the error names the file and the keys.
     """
     directory = Path(directory)
+    recover(directory)  # a save a dead process committed but did not finish
     meta = read_json(directory / CHECKPOINT_CONFIG_NAME, "adapterkit training checkpoint")
     if meta.get("format") != "adapterkit.training":
         raise AdapterError(f"{directory / CHECKPOINT_CONFIG_NAME}: not an adapterkit training checkpoint "

@@ -22,6 +22,7 @@ from ..blocks import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
 from ..io import checkpoint, peft
+from ..io.staging import one_commit
 from ..model import AdapterModelMixin, init
 from ..naming import check_adapter_name
 from . import io as head_io
@@ -225,11 +226,12 @@ class AdapterModel(AdapterModelMixin):
     def save_adapter(self, save_directory, adapter_name: str, with_head: bool = True, format: str = "adapterkit",
                      safetensors: bool = True) -> None:
         """As `AdapterModelMixin.save_adapter`, then the head named like the adapter (if there is one and
-        `with_head`) into the same directory; PEFT checkpoints never carry a head."""
-        super().save_adapter(save_directory, adapter_name, with_head=with_head, format=format,
-                             safetensors=safetensors)
-        if with_head and format != peft.FORMAT and adapter_name in self.heads:
-            head_io.save_head(self, Path(save_directory), adapter_name)
+        `with_head`) into the same directory, in one commit; PEFT checkpoints never carry a head."""
+        with one_commit(save_directory):
+            super().save_adapter(save_directory, adapter_name, with_head=with_head, format=format,
+                                 safetensors=safetensors)
+            if with_head and format != peft.FORMAT and adapter_name in self.heads:
+                head_io.save_head(self, Path(save_directory), adapter_name)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
                      with_head: bool = True, overwrite_ok: bool = False) -> str:

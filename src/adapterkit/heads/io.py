@@ -7,8 +7,9 @@ keyed `heads.<name>.1.weight` (flexible heads) or by the task model's names (`cl
 the interface's `task_heads`). `.bin` files are read with `torch.load(weights_only=True)` only.
 
 Loading validates everything (config, file, keys, shapes) on a head built off the model before it touches the
-model; saving writes temp files in the target directory and `os.replace`s them, so a failed save leaves the
-previous files intact. LM decoders tied to the input embeddings are never saved (they are the base's weights).
+model; saving is one commit (io/staging.py; with `save_adapter`, the same commit as the adapter's), so a failed
+or interrupted save leaves the previous files intact. LM decoders tied to the input embeddings are never saved
+(they are the base's weights).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterError
-from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
 from ..io.validate import check_floating
 from ..naming import check_loaded_name
+from ..io.staging import one_commit, recover
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .registry import build_head
@@ -51,14 +52,14 @@ def has_head(directory: str | os.PathLike) -> bool:
 
 # -- saving --------------------------------------------------------------------------------------------
 def save_head(model, directory: str | os.PathLike, name: str) -> None:
-    """Write head `name` of an AdapterModel to `directory` (created if needed), atomically per file."""
+    """Write head `name` of an AdapterModel to `directory` (created if needed) as one commit, or as part of the
+    `one_commit` open on `directory`."""
     heads = _heads_of(model)
     if name not in heads:
         raise AdapterError(f"cannot save head {name!r}: the model has no such head; heads: "
                            f"{', '.join(map(repr, heads)) or '(none)'}")
     head = heads[name]
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tied = set(head.tied_parameters())
     weights = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items() if k not in tied}
     config = {
@@ -67,10 +68,9 @@ def save_head(model, directory: str | os.PathLike, name: str) -> None:
         "hidden_size": getattr(model.config, "hidden_size", None), "model_class": type(model).__name__,
         "tied_weights": sorted(tied),
     }
-    # Weights first, config last: a crash in between leaves a config that still names the old layout.
-    atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(weights, path, metadata={"format": "pt"}))
-    atomic_write(directory / HEAD_CONFIG_NAME,
-                 lambda path: Path(path).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"))
+    with one_commit(directory) as stage:
+        stage.write_with(HEAD_WEIGHTS_NAME, lambda path: save_file(weights, path, metadata={"format": "pt"}))
+        stage.write_json(HEAD_CONFIG_NAME, config)
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -78,6 +78,7 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     """Add the head saved in `directory` to an AdapterModel (replacing one of the same name); returns its name."""
     _heads_of(model)
     directory = Path(directory)
+    recover(directory)  # a save a dead process committed but did not finish
     saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
     head, weights_path = _head_from_saved(model, saved, directory, load_as)
     weights = read_weights(weights_path)

@@ -17,7 +17,8 @@ from ..errors import AdapterError, CheckpointError
 from ..naming import check_loaded_name, child_directory
 from . import adapterhub, native, peft
 from .common import CONFIG_NAME, Checkpoint
-from .files import StagedWrite, read_json
+from .files import read_json
+from .staging import one_commit, recover
 from .validate import check_state_dict
 
 FORMATS = {native.FORMAT: native, adapterhub.FORMAT: adapterhub, peft.FORMAT: peft}
@@ -33,13 +34,14 @@ def _check_format(format: str | None, allow_none: bool) -> None:
 # -- saving --------------------------------------------------------------------------------------------
 def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, format: str = native.FORMAT,
                  safetensors: bool = True) -> None:
-    """Write one adapter to `save_directory` atomically (all files staged, then moved into place)."""
+    """Write one adapter to `save_directory` as one commit (staging.py), or as part of the `one_commit` open on
+    that directory (a model class's own save_adapter adds its files to it)."""
     model.adapter_state.require(adapter_name)
     _check_format(format, allow_none=False)
     directory = Path(save_directory)
     if directory.exists() and not directory.is_dir():
         raise AdapterError(f"{directory} exists and is not a directory; save_adapter writes a directory")
-    with StagedWrite(directory) as stage:
+    with one_commit(directory) as stage:
         if format == adapterhub.FORMAT:
             adapterhub.write(model, stage, adapter_name, safetensors=safetensors)
         else:
@@ -53,7 +55,7 @@ def save_all_adapters(model, save_directory: str | os.PathLike, format: str = na
     """Each adapter in its own subfolder `save_directory/<name>`; returns the names.
 
     Saved through the model's own `save_adapter` (given `format` and `options`), so whatever a model class adds
-    to a save is saved too.
+    to a save is saved too; each subfolder is its own commit.
     """
     names = list(model.adapter_state.configs)
     directories = [child_directory(save_directory, name) for name in names]  # all checked before any write
@@ -79,6 +81,7 @@ def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such adapter directory")
+    recover(directory)  # a save a dead process committed but did not finish
     data = read_json(directory / CONFIG_NAME, "adapter config")
     found = detect_format(data, directory / CONFIG_NAME)
     if format is not None and format != found:

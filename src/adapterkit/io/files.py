@@ -1,8 +1,7 @@
-"""Atomic writes and safe reads shared by every checkpoint format.
+"""Safe reads shared by every checkpoint format (and, re-exported, the staged writes of `staging.py`).
 
-Writes are staged: every file of a save goes to a temp file in its target directory first (fsynced), and only when
-all of them are complete are they moved into place with `os.replace`. A crash while writing leaves the previous save
-untouched. Reads turn every failure into a `CheckpointError` naming the file; `.bin` files are only read with
+Writes are staged and committed at once (staging.py: a crash leaves the previous save or the new one, never a mix).
+Reads turn every failure into a `CheckpointError` naming the file; `.bin` files are only read with
 `torch.load(weights_only=True)`, so nothing in a checkpoint is ever executed.
 """
 
@@ -10,131 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import os  # noqa: F401  (tests patch files.os)
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_save
 
 from ..errors import CheckpointError
-
-
-class StagedWrite:
-    """Collect the files of one save as temp files; `commit()` moves them into place, `abort()` removes them.
-
-        with StagedWrite(directory) as stage:
-            stage.write_json("adapter_config.json", config)
-            stage.write_safetensors("adapter.safetensors", tensors)
-        # committed here; on an exception nothing in `directory` changed
-
-    Files are committed in the order they were staged, so stage the file that "completes" a save (the config,
-    which readers open first) last.
-    """
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
-        self._staged: list[tuple[Path, Path]] = []  # (temp, final)
-
-    def __enter__(self) -> "StagedWrite":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-    def write_bytes(self, filename: str, data: bytes) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=self.directory)
-        tmp_path = Path(tmp)
-        self._staged.append((tmp_path, self.directory / filename))
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return self.directory / filename
-
-    def write_json(self, filename: str, obj: Any) -> Path:
-        return self.write_bytes(filename, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-    def write_safetensors(self, filename: str, tensors: Mapping[str, torch.Tensor],
-                          metadata: Mapping[str, str] | None = None) -> Path:
-        return self.write_bytes(filename, safetensors_bytes(tensors, metadata))
-
-    def write_torch(self, filename: str, tensors: Mapping[str, torch.Tensor]) -> Path:
-        """A `.bin` of plain tensors (AdapterHub's older style); `torch.load(weights_only=True)` reads it."""
-        import io
-        buffer = io.BytesIO()
-        torch.save({k: _plain(v) for k, v in tensors.items()}, buffer)
-        return self.write_bytes(filename, buffer.getvalue())
-
-    def commit(self) -> None:
-        try:
-            while self._staged:
-                tmp, final = self._staged[0]
-                os.replace(tmp, final)
-                self._staged.pop(0)
-        finally:
-            self.abort()  # a failed rename leaves no temp files behind
-        _fsync_directory(self.directory)
-
-    def abort(self) -> None:
-        for tmp, _ in self._staged:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        self._staged = []
-
-
-def atomic_write(target: Path, write: Callable[[str], Any]) -> None:
-    """`write(tmp_path)` into a temp file next to `target`, flush it to disk, then replace `target` with it.
-
-    A crash or error at any point leaves `target` as it was (and no temp file behind on errors).
-    """
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _plain(tensor: torch.Tensor) -> torch.Tensor:
-    """A detached, contiguous copy that shares memory with nothing (safetensors refuses shared storage)."""
-    return tensor.detach().to("cpu").contiguous().clone()
-
-
-def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    return safetensors_save({k: _plain(v) for k, v in tensors.items()}, metadata=dict(metadata or {}))
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+from .staging import StagedWrite, atomic_write, one_commit, recover, safetensors_bytes  # noqa: F401 (re-exported)
 
 
 # -- reading ---------------------------------------------------------------------------------------

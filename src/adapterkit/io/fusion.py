@@ -1,8 +1,8 @@
 """Saving and loading AdapterFusion layers.
 
 Ours: `adapter_fusion_config.json` (name, fused adapters, config, model type, hidden size) and
-`adapter_fusion.safetensors` (keys `layers.<i>.<location>.<param>`), each written to a temporary file in the
-directory and then renamed over the old one, so a failed save leaves the previous files intact.
+`adapter_fusion.safetensors` (keys `layers.<i>.<location>.<param>`), written as one commit (staging.py, or as
+part of the `one_commit` open on the directory), so a failed save leaves the previous files intact.
 AdapterHub's (adapter-transformers / `adapters`): the same config file and `pytorch_model_adapter_fusion.bin`
 (read with `torch.load(weights_only=True)`) or `model_adapter_fusion.safetensors`, keys named after the model's
 modules (converted by `io.adapterhub`, both ways: `format="adapterhub"` writes the safetensors variant).
@@ -23,8 +23,8 @@ from ..fusion.container import get_fusion
 from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .files import atomic_write
 from .validate import check_floating
+from .staging import one_commit, recover
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -58,9 +58,9 @@ def save_fusion(model, directory: Path, name: str, meta_dict: dict | None, forma
             file = HUB_WEIGHTS[0]
         else:
             file, write = HUB_WEIGHTS[1], lambda tmp: torch.save(weights, tmp)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / file, write)
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    with one_commit(directory) as stage:
+        stage.write_with(file, write)
+        stage.write_bytes(CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
 
 def _read_weights(directory: Path) -> tuple[dict, bool]:
@@ -78,6 +78,7 @@ def _read_weights(directory: Path) -> tuple[dict, bool]:
 
 
 def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -> str:
+    recover(directory)  # a save a dead process committed but did not finish
     if not (directory / CONFIG_NAME).is_file():
         raise AdapterError(f"{directory} is not an AdapterFusion directory: {CONFIG_NAME} is missing")
     data = json.loads((directory / CONFIG_NAME).read_text())
