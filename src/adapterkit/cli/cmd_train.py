@@ -158,7 +158,7 @@ def _check_learned(model, history: list[dict], result, lr: float) -> None:
         step = bad["step"] if bad else result.global_step
         loss = bad["loss"] if bad else result.training_loss
         raise RunFailed(f"training loss is not finite ({loss}) at step {step}; nothing saved. Check the labels "
-                      f"(scale) and try a lower --lr than {lr:g}")
+                        f"(scale) and try a lower --lr than {lr:g}")
     if any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
         raise RunFailed(f"trained weights are not finite; nothing saved. Check the labels (scale) and try a lower "
-                      f"--lr than {lr:g}")
+                        f"--lr than {lr:g}")
