@@ -6,6 +6,10 @@
     model.train_adapter("a")
 """
 
+from .cli.interrupt import guard_command_start
+
+guard_command_start()  # the `adapterkit` command only: Ctrl-C while the imports below run -> one line, exit 130
+
 from . import blocks as composition  # noqa: F401  (the composition blocks' module under its 0.1 name)
 from . import methods  # noqa: F401  (the built-in methods register themselves)
 from .blocks import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition

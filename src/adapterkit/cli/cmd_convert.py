@@ -22,15 +22,14 @@ def run(args) -> int:
     offline()
     import adapterkit
 
-    from .errors import UsageError
     from .models import resolve_model_path
+    from .outputs import check_written, output_dir
 
     path = resolve_model_path(args.model)
+    out = output_dir(args.output_dir)
     model = adapterkit.AutoAdapterModel.from_pretrained(path, local_files_only=True)
-    try:
-        name = model.load_adapter(args.adapter_dir)
-        model.save_adapter(args.output_dir, name, format=args.to)
-    except adapterkit.AdapterError as exc:
-        raise UsageError(str(exc)) from None
+    name = model.load_adapter(args.adapter_dir)
+    model.save_adapter(out, name, format=args.to)
+    check_written(out, "the converted adapter")
     print(f"converted adapter {name!r} to {args.to} format in {args.output_dir}")
     return 0

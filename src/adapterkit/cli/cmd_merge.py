@@ -22,17 +22,16 @@ def run(args) -> int:
 
     import adapterkit
 
-    from .errors import UsageError
     from .models import resolve_model_path
+    from .outputs import check_written, output_dir
 
     path = resolve_model_path(args.model)
+    out = output_dir(args.output_dir)
     model = adapterkit.init(AutoModel.from_pretrained(path, local_files_only=True))
-    try:
-        name = model.load_adapter(args.adapter_dir, with_head=False)
-        model.merge_adapter(name)
-    except adapterkit.AdapterError as exc:
-        raise UsageError(str(exc)) from None
+    name = model.load_adapter(args.adapter_dir, with_head=False)
+    model.merge_adapter(name)
     plain = {k: v for k, v in model.state_dict().items() if not k.startswith("adapterkit.")}
-    model.save_pretrained(args.output_dir, state_dict=plain)
-    print(f"merged adapter {name!r} into {path}; saved a plain transformers checkpoint to {args.output_dir}")
+    model.save_pretrained(out, state_dict=plain)
+    check_written(out, "the merged checkpoint")
+    print(f"merged adapter {name!r} into {path}; saved a plain transformers checkpoint to {out}")
     return 0

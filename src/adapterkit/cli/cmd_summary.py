@@ -22,7 +22,6 @@ def run(args) -> int:
 
     import adapterkit
 
-    from .errors import UsageError
     from .models import load_config, offline, resolve_model_path
 
     if args.list_configs:
@@ -34,9 +33,6 @@ def run(args) -> int:
     with torch.device("meta"):
         model = adapterkit.init(AutoModel.from_config(config))
         for spec in args.adapter or list(adapterkit.ADAPTER_CONFIG_MAP):
-            try:
-                model.add_adapter(spec.split("[")[0].replace("|", "+") if spec else spec, config=spec)
-            except adapterkit.AdapterError as exc:
-                raise UsageError(str(exc)) from None
+            model.add_adapter(spec.split("[")[0].replace("|", "+") if spec else spec, config=spec)
     print(model.adapter_summary())
     return 0

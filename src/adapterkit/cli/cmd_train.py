@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+
+from .errors import RunFailed, UsageError
 
 ORDER = 1
 METHOD_HELP = ("config name or string, e.g. lora, pfeiffer, 'lora[r=4,alpha=16]', prefix_tuning, unipelt; "
@@ -11,7 +14,8 @@ METHOD_HELP = ("config name or string, e.g. lora, pfeiffer, 'lora[r=4,alpha=16]'
 
 
 def register(sub) -> None:
-    from .pipeline import add_data_arguments
+    from .arguments import (add_data_arguments, non_negative_float, non_negative_int, positive_float,
+                            positive_int, ratio)
     p = sub.add_parser("train", help="fine-tune an adapter and save it with its head",
                        description="Fine-tune an adapter on a text-classification/regression data set and save "
                                    "adapter + head, metrics.json and a PNG of the training curve. Without data "
@@ -21,14 +25,16 @@ def register(sub) -> None:
     p.add_argument("--method", default="lora[r=8,alpha=16]", help=METHOD_HELP)
     p.add_argument("--name", default=None, help="adapter name (default: the task name or 'demo')")
     add_data_arguments(p)
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 for adapters, 3e-5 full)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-ratio", type=float, default=0.06)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--epochs", type=positive_float, default=3.0)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (overrides "
+                                                                        "--epochs)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 1e-3 for adapters, "
+                                                                   "3e-5 full)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    p.add_argument("--warmup-ratio", type=ratio, default=0.06)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--output-dir", default=None, help="default: runs/<name>")
     p.add_argument("--no-plot", action="store_true")
     p.set_defaults(run=run)
@@ -43,22 +49,18 @@ def run(args) -> int:
 
     import adapterkit
 
-    from .errors import UsageError
     from .models import resolve_model_path
-    from .pipeline import Encoded, check_labels, compute_metrics_fn, load_splits, output_dir
+    from .outputs import check_written, output_dir
+    from .pipeline import Encoded, check_labels, compute_metrics_fn, load_splits, max_length_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
     train, dev, metric = load_splits(args)
     check_labels(train, dev)
     name = args.name or (args.task.lower() if args.task else "demo")
-    out = output_dir(args.output_dir, f"runs/{name}")
+    out = output_dir(args.output_dir or f"runs/{name}")
     full = args.method == "full"
-    if not full:
-        try:
-            config = adapterkit.resolve_config(args.method)
-        except adapterkit.AdapterError as exc:
-            raise UsageError(str(exc)) from None
+    config = None if full else adapterkit.resolve_config(args.method)
 
     path = resolve_model_path(args.model)
     torch.manual_seed(args.seed)
@@ -76,6 +78,7 @@ def run(args) -> int:
     else:
         model.add_adapter(name, config=config)
         model.train_adapter(name)
+    max_length = max_length_for(args.max_length, model)
     print(model.adapter_summary())
 
     history: list[dict] = []
@@ -90,6 +93,8 @@ def run(args) -> int:
             logs = dict(logs or {})
             speed = (state.global_step - self.step0) * targs.per_device_train_batch_size / max(
                 time.perf_counter() - self.start, 1e-9)
+            if "loss" in logs and not math.isfinite(logs["loss"]):
+                control.should_training_stop = True  # nothing valid can come of it; run() reports the failure
             if "loss" in logs:
                 history.append({"step": state.global_step, "loss": logs["loss"]})
                 print(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  {speed:.1f} examples/s",
@@ -100,21 +105,24 @@ def run(args) -> int:
                 print(f"epoch {logs.get('epoch', 0):.2f}  dev {metric} {logs[f'eval_{metric}']:.4f}", flush=True)
 
     steps_per_epoch = max(1, -(-len(train) // args.batch_size))
+    max_steps = args.max_steps or -1
+    lr = args.lr or (3e-5 if full else 1e-3)
     targs = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(64, args.batch_size), learning_rate=args.lr or (3e-5 if full else 1e-3),
+        per_device_eval_batch_size=max(64, args.batch_size), learning_rate=lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio, num_train_epochs=args.epochs,
-        max_steps=args.max_steps, eval_strategy="epoch" if args.max_steps < 0 else "steps",
-        eval_steps=None if args.max_steps < 0 else max(1, args.max_steps), save_strategy="no",
+        max_steps=max_steps, eval_strategy="epoch" if max_steps < 0 else "steps",
+        eval_steps=None if max_steps < 0 else max_steps, save_strategy="no", logging_nan_inf_filter=False,
         logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
     trainer = adapterkit.AdapterTrainer(
-        model=model, args=targs, train_dataset=Encoded(train, tokenizer, args.max_length),
-        eval_dataset=Encoded(dev, tokenizer, args.max_length), data_collator=DataCollatorWithPadding(tokenizer),
+        model=model, args=targs, train_dataset=Encoded(train, tokenizer, max_length),
+        eval_dataset=Encoded(dev, tokenizer, max_length), data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(train.is_regression), callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # Progress prints one readable line per log instead
     start = time.perf_counter()
     result = trainer.train()
+    _check_learned(model, history, result, lr)
     final = trainer.evaluate()
     seconds = time.perf_counter() - start
 
@@ -124,6 +132,7 @@ def run(args) -> int:
         saved = out / "model"
     else:
         model.save_adapter(saved, name, with_head=True)
+    check_written(saved, "the trained model" if full else "the adapter")
     tokenizer.save_pretrained(out / "tokenizer")
     report = {"task": args.task or ("files" if args.train_file else "demo"), "method": args.method, "name": name,
               "model": str(path), "train_examples": len(train), "dev_examples": len(dev), "seed": args.seed,
@@ -139,3 +148,17 @@ def run(args) -> int:
     print(f"saved: {saved}  metrics: {out / 'metrics.json'}" + ("" if args.no_plot else
                                                                f"  plot: {out / 'training_curve.png'}"))
     return 0
+
+
+def _check_learned(model, history: list[dict], result, lr: float) -> None:
+    """A run whose loss or trained weights are not finite learned nothing valid: fail before anything is saved."""
+    import torch
+    bad = next((h for h in history if "loss" in h and not math.isfinite(h["loss"])), None)
+    if bad is not None or not math.isfinite(result.training_loss):
+        step = bad["step"] if bad else result.global_step
+        loss = bad["loss"] if bad else result.training_loss
+        raise RunFailed(f"training loss is not finite ({loss}) at step {step}; nothing saved. Check the labels "
+                        f"(scale) and try a lower --lr than {lr:g}")
+    if any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise RunFailed(f"trained weights are not finite; nothing saved. Check the labels (scale) and try a lower "
+                        f"--lr than {lr:g}")

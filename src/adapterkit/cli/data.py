@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +97,7 @@ def load_table(path: str | Path, text_column: str = "text", pair_column: str | N
             pairs.append(str(row.get(pair_column) or ""))
         raw.append(row[label_column])
     if regression:
-        try:
-            labels = [float(v) for v in raw]
-        except ValueError:
-            raise DataError(f"{path}: label column {label_column!r} must hold numbers for regression") from None
+        labels = [_finite(path, i, label_column, v) for i, v in enumerate(raw, 2)]
         return Dataset(texts, labels, pairs, None, {"path": str(path)})
     names = list(label_names) if label_names else sorted({str(v) for v in raw}, key=_label_key)
     index = {n: i for i, n in enumerate(names)}
@@ -107,6 +105,18 @@ def load_table(path: str | Path, text_column: str = "text", pair_column: str | N
     if unknown:
         raise DataError(f"{path}: labels {unknown} are not among the known labels {names}")
     return Dataset(texts, [index[str(v)] for v in raw], pairs, names, {"path": str(path)})
+
+
+def _finite(path: Path, row: int, column: str, value) -> float:
+    """A regression label: a finite number (a NaN or inf label trains NaN weights)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise DataError(f"{path}: row {row}: label {value!r} in column {column!r} is not a finite number; "
+                        "regression labels must be finite numbers")
+    return number
 
 
 def _label_key(name: str):

@@ -1,5 +1,9 @@
-"""CLI usage errors: printed as one line, exit code 2, no traceback."""
+"""CLI errors: printed as one line, no traceback. Bad input exits 2, a run that failed exits 1."""
 
 
 class UsageError(Exception):
-    """Bad command-line input (unknown method, missing file, wrong format, ...)."""
+    """Bad command-line input (unknown method, missing file, wrong format, ...): exit code 2."""
+
+
+class RunFailed(Exception):
+    """The input was fine but the run produced nothing valid (e.g. a non-finite loss): exit code 1."""

@@ -1,12 +1,14 @@
-"""`adapterkit <command> ...`: the parser, the dispatch, and one-line errors (exit code 2) for bad input."""
+"""`adapterkit <command> ...`: the parser, the dispatch, and the one place where errors become one line on stderr:
+bad input (UsageError, DataError, the library's AdapterError / ValueError, OSError) exits 2, a failed run 1,
+Ctrl-C 130. Imports stay light here: the interrupt handling is in place before a command loads anything heavy."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .data import DataError
-from .errors import UsageError
+from . import interrupt
+from .errors import RunFailed, UsageError
 
 DESCRIPTION = """\
 Parameter-efficient fine-tuning of transformers models (adapters, LoRA, (IA)^3, prefix tuning, ...).
@@ -44,20 +46,30 @@ def _command_modules():
     return sorted(modules, key=lambda m: m.ORDER)
 
 
+def one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "command", None):
-            parser.print_help()
-            return 0
-        return int(args.run(args) or 0)
-    except (UsageError, DataError) as exc:
-        print(f"adapterkit: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("adapterkit: interrupted", file=sys.stderr)
-        return 130
+    with interrupt.handled():
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "command", None):
+                parser.print_help()
+                return 0
+            return int(args.run(args) or 0)
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            print(interrupt.MESSAGE, file=sys.stderr)
+            return interrupt.EXIT_CODE
+        except RunFailed as exc:
+            print(f"adapterkit: error: {one_line(exc)}", file=sys.stderr)
+            return 1
+        except (UsageError, ValueError, OSError) as exc:  # DataError, AdapterError & co. are ValueErrors
+            print(f"adapterkit: error: {one_line(exc)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

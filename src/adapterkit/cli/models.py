@@ -23,7 +23,24 @@ def resolve_model_path(model: str | None) -> Path:
     if not path.exists():
         raise UsageError(f"model {model!r} not found: give a local checkpoint directory, a config.json, or "
                          f"'{DEFAULT_MODEL}' (nothing is downloaded)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UsageError(f"model directory {path} has no config.json: give a transformers checkpoint directory, "
+                         f"a config.json, or '{DEFAULT_MODEL}'")
     return path
+
+
+def max_positions(model) -> int | None:
+    """How many tokens the model takes: its position table, less the offset of RoBERTa-style tables (positions
+    start after the padding index); None when the model has no fixed limit (rotary or relative positions)."""
+    import torch
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, torch.nn.Embedding):
+            offset = module.padding_idx + 1 if module.padding_idx is not None else 0
+            return min(limit, module.num_embeddings - offset)
+    return limit
 
 
 def load_config(path: Path):
@@ -31,6 +48,9 @@ def load_config(path: Path):
     try:
         if path.is_file():
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise UsageError(f"{path}: a model config must be a JSON object with 'model_type', not a JSON "
+                                 f"{type(data).__name__}")
             model_type = data.pop("model_type", None)
             if model_type is None:
                 raise UsageError(f"{path}: config has no 'model_type'")
@@ -43,5 +63,10 @@ def load_config(path: Path):
 
 
 def offline() -> None:
+    """Never download; no progress bars either (the commands print their own progress, and an error is then the
+    only line on stderr)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging
+    logging.disable_progress_bar()

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from . import metrics
 from .data import Dataset, DataError, demo_data, load_glue, load_table
 from .errors import UsageError
-
-
-def add_data_arguments(p) -> None:
-    g = p.add_argument_group("data (default: the built-in demo reviews)")
-    g.add_argument("--task", help="GLUE task: rte, mrpc, stsb, sst2 (with --data-dir)")
-    g.add_argument("--data-dir", help="folder in the GLUE layout (<TASK>/train.tsv, dev.tsv)")
-    g.add_argument("--train-file", help="CSV / TSV / JSONL with a text, optional text-pair and label column")
-    g.add_argument("--dev-file", help="evaluation file, same format")
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--pair-column", default=None)
-    g.add_argument("--label-column", default="label")
-    g.add_argument("--regression", action="store_true", help="numeric labels (one output, MSE loss)")
-    g.add_argument("--max-train-samples", type=int, default=None)
-    g.add_argument("--max-eval-samples", type=int, default=None)
-    g.add_argument("--max-length", type=int, default=128)
 
 
 def load_splits(args, need_train: bool = True) -> tuple[Dataset | None, Dataset, str]:
@@ -86,9 +69,31 @@ def compute_metrics_fn(regression: bool):
 def check_labels(train: Dataset, dev: Dataset) -> None:
     if train is not None and train.is_regression != dev.is_regression:
         raise DataError("train and dev disagree on regression vs. classification labels")
+    if train is not None and not train.is_regression and len(train.label_names) < 2:
+        where = train.info.get("path", "the training data")
+        found = ", ".join(map(repr, train.label_names))
+        raise DataError(f"{where}: the labels hold {len(train.label_names)} class ({found}); classification needs "
+                        "at least 2 (numeric labels: add --regression)")
 
 
-def output_dir(path: str | None, default: str) -> Path:
-    out = Path(path or default)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def check_head_fits(head_config: dict, dev: Dataset, adapter_dir) -> None:
+    """The data's kind (regression / classification) must be the head's: a 1-output head is regression."""
+    outputs = int(head_config.get("num_labels", 0) or 0)
+    if dev.is_regression and outputs != 1:
+        raise UsageError(f"{adapter_dir}: regression data (--regression), but the adapter has a classification head "
+                         f"with {outputs} labels; evaluate it on classification data")
+    if not dev.is_regression and outputs == 1:
+        raise UsageError(f"{adapter_dir}: classification data, but the adapter has a regression head (1 output); "
+                         "add --regression for numeric labels")
+
+
+def max_length_for(requested: int | None, model, default: int = 128) -> int:
+    """--max-length, checked against the model's positions; by default 128, or the model's limit if smaller."""
+    from .models import max_positions
+    limit = max_positions(model)
+    if requested is None:
+        return default if limit is None else min(default, limit)
+    if limit is not None and requested > limit:
+        raise UsageError(f"--max-length {requested} exceeds the model's {limit} positions; allowed: "
+                         f"--max-length <= {limit}")
+    return requested
