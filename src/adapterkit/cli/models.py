@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,20 +22,32 @@ def resolve_model_path(model: str | None) -> Path:
     if not path.exists():
         raise UsageError(f"model {model!r} not found: give a local checkpoint directory, a config.json, or "
                          f"'{DEFAULT_MODEL}' (nothing is downloaded)")
+    if path.is_dir() and (path / "config.json").is_file():
+        read_config_json(path / "config.json")  # transformers' own reader would die on absurd nesting
     return path
+
+
+def read_config_json(path: Path) -> dict:
+    """A model's config.json through adapterkit's JSON reader (bounded nesting); errors name the file."""
+    from ..io.files import read_json
+    from ..errors import CheckpointError
+    try:
+        return read_json(path, "model config")
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_config(path: Path):
     from transformers import AutoConfig
     try:
         if path.is_file():
-            data = json.loads(path.read_text())
+            data = read_config_json(path)
             model_type = data.pop("model_type", None)
             if model_type is None:
                 raise UsageError(f"{path}: config has no 'model_type'")
             return AutoConfig.for_model(model_type, **data)
         return AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         if isinstance(exc, UsageError):
             raise
         raise UsageError(f"{path}: not a transformers config ({str(exc).splitlines()[0]})") from None

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterError
+from ..io import files
 from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
@@ -96,15 +97,8 @@ def _heads_of(model):
 
 
 def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise AdapterError(f"{path}: missing {what} file ({path.name})")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{path}: {what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
+    """The JSON object in `path`, read by the shared reader (io.files: bounded nesting, CheckpointError)."""
+    return files.read_json(path, what, name_what=True)
 
 
 def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: str | None

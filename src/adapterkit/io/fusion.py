@@ -22,7 +22,7 @@ from ..fusion.config import resolve_fusion_config
 from ..fusion.container import get_fusion
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .files import atomic_write
+from .files import atomic_write, read_json
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -78,7 +78,7 @@ def _read_weights(directory: Path) -> tuple[dict, bool]:
 def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -> str:
     if not (directory / CONFIG_NAME).is_file():
         raise AdapterError(f"{directory} is not an AdapterFusion directory: {CONFIG_NAME} is missing")
-    data = json.loads((directory / CONFIG_NAME).read_text())
+    data = read_json(directory / CONFIG_NAME, "AdapterFusion config")
     saved_name = data.get("name")
     names = data.get("adapter_names") or (saved_name.split(",") if saved_name else None)
     if not saved_name or not names:
