@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import AdapterError
+from ..errors import AdapterError, CheckpointError
 from ..io import files
 from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
 from .base import PredictionHead
@@ -126,7 +126,17 @@ def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: 
                                f"{saved.get('model_class')!r}")
         head_config = task_head_config(task, model.config, label2id=saved.get("label2id"),
                                        num_labels=saved.get("num_labels"))
-    name = load_as or saved.get("name") or "default"
+    if saved.get("format") == FORMAT:
+        version = saved.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+            raise CheckpointError(f"{config_path}: format_version {version!r} is not supported by this adapterkit "
+                                  f"(reads integers 1 to {FORMAT_VERSION})")
+    saved_name = saved.get("name")
+    if saved_name is not None and not isinstance(saved_name, str):
+        raise CheckpointError(f"{config_path}: 'name' must be a string, found {saved_name!r}")
+    if load_as is not None and (not isinstance(load_as, str) or not load_as):
+        raise AdapterError(f"load_as={load_as!r} must be a non-empty head name (or None: the saved name)")
+    name = load_as if load_as is not None else saved_name or "default"
     try:
         head = build_head(name, head_config, model.config)
     except AdapterError as e:

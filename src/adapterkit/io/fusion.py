@@ -91,7 +91,9 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
     if from_hub:
         weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
                                                     model.adapter_state)
-    name = load_as or saved_name
+    if load_as is not None and (not isinstance(load_as, str) or not load_as):
+        raise AdapterError(f"load_as={load_as!r} must be a non-empty AdapterFusion name (or None: the saved name)")
+    name = load_as if load_as is not None else saved_name
     config = resolve_fusion_config(data["config"])
     # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was
     scratch = f"{name}__adapterkit_loading"
