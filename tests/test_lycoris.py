@@ -176,7 +176,7 @@ def test_factorization_is_peft_s(dimension, factor):
 
 @pytest.mark.parametrize("cls,fields,message", [
     (LoHaConfig, {"r": 0}, "r=0 must be an integer >= 1"),
-    (LoKrConfig, {"alpha": -1}, "alpha=-1 must be a number > 0"),
+    (LoKrConfig, {"alpha": -1}, "alpha=-1 must be a finite number > 0"),
     (LoHaConfig, {"rank_dropout": 1.0}, "rank_dropout=1.0"),
     (LoKrConfig, {"decompose_factor": 0}, "decompose_factor=0"),
     (LoKrConfig, {"init_weights": "gaussian"}, "init_weights='gaussian' is not allowed"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .blocks import mixing_weights
 from .errors import AdapterError
 from .registry import members, spec_for, specs
 _IGNORED = ("dropout", "init_weights")  # fields the sources may differ in (as the package)
@@ -32,18 +33,8 @@ def _weights(adapter_list, weights, normalize: bool) -> tuple[list[str], list[fl
         names = list(adapter_list)
     if not names:
         raise AdapterError("average_adapter needs at least one adapter to average")
-    if weights is None:
-        return names, [1.0 / len(names)] * len(names)
-    weights = [float(w) for w in weights]
-    if len(weights) != len(names):
-        raise AdapterError(f"average_adapter: {len(weights)} weights for {len(names)} adapters {names}")
-    if normalize:
-        total = sum(weights)
-        if total == 0:
-            raise AdapterError(f"average_adapter: the weights {weights} sum to 0 and cannot be normalised; pass "
-                               "normalize_weights=False")
-        weights = [w / total for w in weights]
-    return names, weights
+    return names, mixing_weights("average_adapter", weights, len(names), normalize or weights is None,
+                                 f"average_adapter: {{n}} weights for {len(names)} adapters {names}")
 
 
 def _strategies() -> dict:

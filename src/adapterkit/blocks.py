@@ -7,6 +7,8 @@ block runs at each kind of attach point lives in `adapterkit.compose`.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Iterable, Sequence, Union
 
 from .errors import AdapterError
@@ -19,7 +21,7 @@ class AdapterCompositionBlock:
     def __init__(self, *children: Union[str, "AdapterCompositionBlock"]):
         if not children:
             raise AdapterError(f"{type(self).__name__}() needs at least one adapter")
-        self.children = [parse_composition(c) if not isinstance(c, str) else c for c in children]
+        self.children = [_child(self, c) for c in children]
 
     def flatten(self) -> list[str]:
         """All adapter names in the tree, first occurrence order."""
@@ -144,21 +146,49 @@ class Average(AdapterCompositionBlock):
 
     def __init__(self, *children, weights: Sequence[float] | None = None, normalize_weights: bool = True):
         super().__init__(*children)
-        weights = [1.0] * len(children) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(children):
-            raise AdapterError(f"Average has {len(children)} children but {len(weights)} weights")
-        if normalize_weights:
-            total = sum(weights)
-            if total == 0:
-                raise AdapterError(f"Average weights {weights} sum to 0 and cannot be normalised")
-            weights = [w / total for w in weights]
-        self.weights = weights
+        self.weights = mixing_weights("Average", weights, len(children), normalize_weights,
+                                      f"Average has {len(children)} children but {{n}} weights")
 
     def _key(self):
         return tuple(self.weights)
 
     def _repr_kwargs(self) -> dict:
         return {"weights": self.weights}
+
+
+def _child(block: AdapterCompositionBlock, child):
+    """An adapter name or a block as it is; a list / tuple of them becomes a Stack; anything else is an error."""
+    if isinstance(child, (str, AdapterCompositionBlock)):
+        return child
+    if isinstance(child, (list, tuple)) and child:
+        return Stack(*child)
+    raise AdapterError(f"{type(block).__name__}: child {child!r} is not an adapter name, a composition block or "
+                       "a non-empty list of them")
+
+
+def mixing_weights(owner: str, weights, count: int, normalize: bool, mismatch: str = "") -> list[float]:
+    """`count` finite weights (1 each if None), divided by their sum if `normalize`; errors name `owner`
+    (`mismatch`: the error when the count is wrong, "{n}" the number given).
+
+    Shared by the Average block and `average_adapter`: a NaN or infinite weight would make every output NaN."""
+    if weights is None:
+        weights = [1.0] * count
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__iter__"):
+        raise AdapterError(f"{owner}: weights={weights!r} must be a list of {count} finite numbers")
+    weights = list(weights)
+    if len(weights) != count and mismatch:
+        raise AdapterError(mismatch.format(n=len(weights)))
+    if len(weights) != count or not all(isinstance(w, numbers.Real) and not isinstance(w, bool)
+                                        and math.isfinite(w) for w in weights):
+        raise AdapterError(f"{owner}: weights={weights!r} must be {count} finite numbers, one per adapter")
+    weights = [float(w) for w in weights]
+    if normalize:
+        total = sum(weights)
+        if total == 0 or not math.isfinite(total):
+            raise AdapterError(f"{owner}: the weights {weights} sum to {total} and cannot be normalised; pass "
+                               "normalize_weights=False")
+        weights = [w / total for w in weights]
+    return weights
 
 
 def _sizes(block: AdapterCompositionBlock, field: str, value) -> list[int]:

@@ -67,7 +67,7 @@ def check_adapter_name(name: Any, what: str = "adapter", role: str = "") -> None
 def check_loaded_name(name: Any, load_as: str | None, source: Any, what: str = "adapter", role: str = "") -> None:
     """Check the name a load gives: `load_as` if given, else the name read from the file `source` (then a
     CheckpointError that names the file and suggests load_as)."""
-    if load_as:
+    if load_as is not None:  # given, even empty: checked as given, never silently replaced by the saved name
         check_adapter_name(name, what, role)
         return
     try:

@@ -7,7 +7,6 @@ one-line message naming the file and what is wrong (the CLI prints it and exits 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -50,6 +49,16 @@ GLUE_TASKS = {
 }
 
 
+def _parse_row(line: str, where: str):
+    """One JSON line through adapterkit's JSON reader (bounded nesting); a bad line is a DataError."""
+    from ..errors import CheckpointError
+    from ..io.files import parse_json
+    try:
+        return parse_json(line, where)
+    except CheckpointError as exc:
+        raise DataError(str(exc).replace("; the file is corrupted or truncated", "")) from None
+
+
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -60,7 +69,7 @@ def _read_rows(path: Path) -> list[dict]:
             with path.open(encoding="utf-8-sig") as f:
                 for i, line in enumerate(f, 1):
                     if line.strip():
-                        row = json.loads(line)
+                        row = _parse_row(line, f"{path}: line {i}")
                         if not isinstance(row, dict):
                             raise DataError(f"{path}: line {i} is not a JSON object")
                         rows.append(row)
@@ -69,8 +78,6 @@ def _read_rows(path: Path) -> list[dict]:
             with path.open(encoding="utf-8-sig", newline="") as f:
                 return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",",
                                            quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON lines ({exc.msg} at line {exc.lineno})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read as {suffix[1:].upper()} ({exc})") from None
     raise DataError(f"{path}: unsupported format {suffix or '(no extension)'}; use .csv, .tsv or .jsonl")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -26,7 +25,24 @@ def resolve_model_path(model: str | None) -> Path:
     if path.is_dir() and not (path / "config.json").is_file():
         raise UsageError(f"model directory {path} has no config.json: give a transformers checkpoint directory, "
                          f"a config.json, or '{DEFAULT_MODEL}'")
+    if path.is_dir():
+        read_config_json(path / "config.json")  # transformers' own reader would die on absurd nesting
     return path
+
+
+def read_config_json(path: Path) -> dict:
+    """A model's config.json through adapterkit's JSON reader (bounded nesting), a JSON object; errors name the
+    file."""
+    from ..io.files import read_json
+    from ..errors import CheckpointError
+    try:
+        data = read_json(path, "model config")
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a model config must be a JSON object with 'model_type', not a JSON "
+                         f"{type(data).__name__}")
+    return data
 
 
 def max_positions(model) -> int | None:
@@ -47,16 +63,13 @@ def load_config(path: Path):
     from transformers import AutoConfig
     try:
         if path.is_file():
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict):
-                raise UsageError(f"{path}: a model config must be a JSON object with 'model_type', not a JSON "
-                                 f"{type(data).__name__}")
+            data = read_config_json(path)
             model_type = data.pop("model_type", None)
             if model_type is None:
                 raise UsageError(f"{path}: config has no 'model_type'")
             return AutoConfig.for_model(model_type, **data)
         return AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         if isinstance(exc, UsageError):
             raise
         raise UsageError(f"{path}: not a transformers config ({str(exc).splitlines()[0]})") from None

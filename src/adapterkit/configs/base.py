@@ -7,10 +7,30 @@ reloaded config never silently falls back to defaults (a defect of the reference
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Iterable, Mapping
 
 from ..errors import AdapterConfigError
+
+
+def number_problem(value: Any, *, minimum: float | None = None, maximum: float | None = None, integer: bool = False,
+                   exclusive_min: bool = False, exclusive_max: bool = False) -> str | None:
+    """None if `value` is a finite number (an int if `integer`; never a bool) within the bounds, else what it must
+    be ("an integer >= 1"). NaN and infinities are never numbers here: they only ever come from broken files."""
+    kind = "an integer" if integer else "a finite number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    ok = ok and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if exclusive_min else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if exclusive_max else value <= maximum
+    if ok:
+        return None
+    lo = "" if minimum is None else ("> " if exclusive_min else ">= ") + str(minimum)
+    hi = "" if maximum is None else ("< " if exclusive_max else "<= ") + str(maximum)
+    bounds = " and ".join(b for b in (lo, hi) if b)
+    return kind + (f" {bounds}" if bounds else "")
 
 
 @dataclass(eq=False)
@@ -42,30 +62,27 @@ class AdapterConfig:
         """Raise AdapterConfigError naming the field and the allowed values."""
 
     def _check_choice(self, field_name: str, allowed: Iterable[Any]) -> None:
+        """One of `allowed`, of the same type (so 1 is not True, and 1.0 not 1)."""
         value = getattr(self, field_name)
         allowed = tuple(allowed)
-        if value not in allowed:
+        if not any(type(value) is type(a) and value == a for a in allowed):
             raise AdapterConfigError(
                 f"{type(self).__name__}.{field_name}={value!r} is not allowed; "
                 f"allowed values: {', '.join(repr(a) for a in allowed)}"
             )
 
     def _check_number(self, field_name: str, *, minimum: float | None = None, maximum: float | None = None,
-                      integer: bool = False, exclusive_min: bool = False, exclusive_max: bool = False) -> None:
+                      integer: bool = False, exclusive_min: bool = False, exclusive_max: bool = False,
+                      optional: bool = False) -> None:
+        """A number (never a bool), finite, within the bounds; `optional`: None is allowed too."""
         value = getattr(self, field_name)
-        kind = "an integer" if integer else "a number"
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        ok = ok and not isinstance(value, bool)
-        if ok and minimum is not None:
-            ok = value > minimum if exclusive_min else value >= minimum
-        if ok and maximum is not None:
-            ok = value < maximum if exclusive_max else value <= maximum
-        if not ok:
-            lo = "" if minimum is None else ("> " if exclusive_min else ">= ") + str(minimum)
-            hi = "" if maximum is None else ("< " if exclusive_max else "<= ") + str(maximum)
-            bounds = " and ".join(b for b in (lo, hi) if b)
+        if optional and value is None:
+            return
+        problem = number_problem(value, minimum=minimum, maximum=maximum, integer=integer,
+                                 exclusive_min=exclusive_min, exclusive_max=exclusive_max)
+        if problem:
             raise AdapterConfigError(
-                f"{type(self).__name__}.{field_name}={value!r} must be {kind}" + (f" {bounds}" if bounds else "")
+                f"{type(self).__name__}.{field_name}={value!r} must be {'None or ' if optional else ''}{problem}"
             )
 
     def _check_bool(self, *field_names: str) -> None:
@@ -75,12 +92,32 @@ class AdapterConfig:
                     f"{type(self).__name__}.{name}={getattr(self, name)!r} must be True or False"
                 )
 
+    def _check_str(self, field_name: str, allowed: Iterable[str] | None = None, *, lower: bool = False) -> None:
+        """A string (lower-cased first with `lower`), one of `allowed` if given."""
+        value = getattr(self, field_name)
+        if not isinstance(value, str):
+            raise AdapterConfigError(f"{type(self).__name__}.{field_name}={value!r} must be a string"
+                                     + (f"; allowed values: {', '.join(map(repr, allowed))}" if allowed else ""))
+        if lower:
+            setattr(self, field_name, value.lower())
+        if allowed is not None:
+            self._check_choice(field_name, allowed)
+
     def _check_layer_list(self, field_name: str) -> None:
         value = getattr(self, field_name)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v >= 0 for v in value):
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
             raise AdapterConfigError(
                 f"{type(self).__name__}.{field_name}={value!r} must be a list of layer indices (ints >= 0)"
             )
+
+    def _check_names(self, field_name: str, allowed: Iterable[str]) -> None:
+        """A list of strings drawn from `allowed` (duplicates dropped, order kept)."""
+        value, allowed = getattr(self, field_name), tuple(allowed)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v in allowed for v in value):
+            raise AdapterConfigError(f"{type(self).__name__}.{field_name}={value!r} must be a list drawn from "
+                                     f"{list(allowed)}")
+        setattr(self, field_name, list(dict.fromkeys(value)))
 
     def union_conflict(self, other: "AdapterConfig") -> str | None:
         """Why this config cannot sit in one ConfigUnion with `other` (None: it can). One per method by default."""
@@ -105,11 +142,15 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdapterConfig":
         """Inverse of `to_dict`. On the base class, the class is chosen by the method (key `architecture`)."""
+        if not isinstance(data, Mapping):
+            raise AdapterConfigError(f"an adapter config dict must be a mapping of field names to values, got "
+                                     f"{type(data).__name__}")
         data = dict(data)
         method = data.pop("architecture", cls.method or "bottleneck")
         target = cls
         if cls is AdapterConfig or cls.method != method:
-            target = AdapterConfig._by_method.get(method or "bottleneck")
+            target = AdapterConfig._by_method.get(method or "bottleneck") if isinstance(method, (str, type(None))) \
+                else None
             if target is None:
                 raise AdapterConfigError(
                     f"unknown adapter architecture {method!r}; allowed: "
@@ -120,10 +161,10 @@ class AdapterConfig:
     @classmethod
     def _check_keys(cls, keys) -> None:
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(keys) - names)
+        unknown = sorted(repr(k) for k in keys if k not in names)
         if unknown:
             raise AdapterConfigError(
-                f"unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
                 f"allowed keys: {', '.join(sorted(names))}"
             )
 

@@ -57,7 +57,7 @@ class ConfigUnion(AdapterConfig):
         unknown = sorted(set(data) - {"configs"})
         if unknown or not isinstance(data.get("configs"), list):
             raise AdapterConfigError(
-                f"a union config dict needs exactly the key 'configs' (a list of config dicts); got keys {sorted(data)}"
+                f"a union config dict needs exactly the key 'configs' (a list of config dicts); got keys {sorted(map(repr, data))}"
             )
         return ConfigUnion(*[AdapterConfig.from_dict(c) for c in data["configs"]])
 

@@ -54,10 +54,13 @@ class AdapterFusionConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdapterFusionConfig":
+        if not isinstance(data, Mapping):
+            raise AdapterConfigError(f"an AdapterFusionConfig dict must be a mapping of field names to values, got "
+                                     f"{type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(repr(k) for k in data if k not in names)
         if unknown:
-            raise AdapterConfigError(f"unknown AdapterFusionConfig key(s) {', '.join(map(repr, unknown))}; "
+            raise AdapterConfigError(f"unknown AdapterFusionConfig key(s) {', '.join(unknown)}; "
                                      f"allowed keys: {', '.join(sorted(names))}")
         return cls(**data)
 

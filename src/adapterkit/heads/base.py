@@ -17,6 +17,7 @@ from transformers.utils import ModelOutput
 
 from ..errors import AdapterConfigError, AdapterError
 from ..nn.activations import activation
+from .checks import check_head_config
 
 
 def hidden_size_of(model_config) -> int:
@@ -60,9 +61,7 @@ class PredictionHead(nn.Sequential):
                 f"allowed: {', '.join(sorted(cls.defaults))}"
             )
         out = {"head_type": cls.head_type, **cls.defaults, **config}
-        layers = out.get("layers")
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise AdapterConfigError(f"{cls.head_type} head: layers={layers!r} must be an integer >= 1")
+        check_head_config(cls.head_type, out)
         return out
 
     def build(self, model_config) -> list[nn.Module]:

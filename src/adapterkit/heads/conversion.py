@@ -29,7 +29,7 @@ def task_head_config(task: TaskHead, model_config, *, label2id: Mapping | None =
     if task.head_type in ("classification", "tagging", "multilabel_classification", "image_classification"):
         config["num_labels"] = num_labels if num_labels is not None else model_config.num_labels
         label2id = label2id if label2id is not None else getattr(model_config, "label2id", None)
-        config["label2id"] = {str(k): int(v) for k, v in label2id.items()} if label2id else None
+        config["label2id"] = _label2id(label2id) if label2id else None
     return config
 
 
@@ -53,4 +53,17 @@ def rename_task_weights(task: TaskHead, weights: Mapping[str, torch.Tensor], *, 
         if target in out and not torch.equal(out[target], tensor):
             raise AdapterError(f"{source}: {key!r} and another weight both map to {target!r} but differ")
         out[target] = tensor
+    return out
+
+
+def _label2id(label2id):
+    """Names as strings and indices as ints where they convert; anything else is left for the head's check."""
+    if not isinstance(label2id, Mapping):
+        return label2id
+    out = {}
+    for k, v in label2id.items():
+        try:
+            out[str(k)] = int(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else v
+        except ValueError:
+            out[str(k)] = v
     return out

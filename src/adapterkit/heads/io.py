@@ -14,7 +14,6 @@ or interrupted save leaves the previous files intact. LM decoders tied to the in
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -25,10 +24,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import AdapterError
+from ..errors import AdapterError, CheckpointError
+from ..io import files
+from ..io.staging import one_commit, recover
 from ..io.validate import check_floating
 from ..naming import check_loaded_name
-from ..io.staging import one_commit, recover
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .registry import build_head
@@ -99,15 +99,8 @@ def _heads_of(model):
 
 
 def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise AdapterError(f"{path}: missing {what} file ({path.name})")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{path}: {what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
+    """The JSON object in `path`, read by the shared reader (io.files: bounded nesting, CheckpointError)."""
+    return files.read_json(path, what, name_what=True)
 
 
 def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: str | None
@@ -135,7 +128,15 @@ def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: 
                                f"{saved.get('model_class')!r}")
         head_config = task_head_config(task, model.config, label2id=saved.get("label2id"),
                                        num_labels=saved.get("num_labels"))
-    name = load_as or saved.get("name") or "default"
+    if saved.get("format") == FORMAT:
+        version = saved.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+            raise CheckpointError(f"{config_path}: format_version {version!r} is not supported by this adapterkit "
+                                  f"(reads integers 1 to {FORMAT_VERSION})")
+    saved_name = saved.get("name")
+    if saved_name is not None and not isinstance(saved_name, str):
+        raise CheckpointError(f"{config_path}: 'name' must be a string, found {saved_name!r}")
+    name = load_as if load_as is not None else saved_name or "default"
     check_loaded_name(name, load_as, config_path, role=" for a prediction head")
     try:
         head = build_head(name, head_config, model.config)

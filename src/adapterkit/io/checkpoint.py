@@ -98,7 +98,7 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
     it; if it raises, the adapter is deleted again and the error propagates.
     """
     ckpt = read_checkpoint(model, path, format)
-    name = load_as or ckpt.name
+    name = load_as if load_as is not None else ckpt.name  # load_as='' is refused, not ignored
     check_loaded_name(name, load_as, ckpt.config_file)
     state = model.adapter_state
     if name in state.configs and not overwrite_ok:

@@ -13,7 +13,7 @@ import os  # noqa: F401  (tests patch files.os)
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -38,14 +38,59 @@ def _listing(directory: Path) -> str:
     return ", ".join(names) or "(nothing)"
 
 
-def read_json(path: Path, what: str = "config") -> dict:
-    require_file(path, what)
+# Deepest nesting of lists / objects accepted in a JSON file. Real configs nest a handful of levels (a union's
+# member configs, a per-layer reduction_factor); json.loads itself dies with RecursionError near 1000.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(text: str, source: Any, what: str | None = None) -> Any:
+    """JSON text -> value; a syntax error or nesting deeper than MAX_JSON_DEPTH is a CheckpointError naming
+    `source` (and `what` it holds). Every reader of adapterkit's JSON files goes through here."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); the file is corrupted or truncated") from None
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{source}: {what + ' is ' if what else ''}not valid JSON ({e}); the file is "
+                              "corrupted or truncated") from None
+    except RecursionError:
+        data = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = json_depth(data, MAX_JSON_DEPTH + 1)
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{source}: {what + ': ' if what else ''}lists / objects nest deeper than {MAX_JSON_DEPTH} levels; "
+                              "not an adapterkit, AdapterHub or PEFT file")
+    return data
+
+
+def json_depth(value: Any, stop: int) -> int:
+    """How deep lists / dicts nest in `value` (0 for a scalar), without recursion; counting stops at `stop`."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest >= stop:
+            return deepest
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def read_json(path: Path, what: str = "config", name_what: bool = False) -> dict:
+    """A JSON object from `path` (see `parse_json`); any other top-level value is a CheckpointError.
+    `name_what`: say `what` in the errors too ("head config is not valid JSON")."""
+    require_file(path, what)
+    said = what if name_what else None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: {said + ' is ' if said else ''}not valid JSON ({e}); the file is corrupted "
+                              "or truncated") from None
+    data = parse_json(text, path, said)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        raise CheckpointError(f"{path}: {said + ' ' if said else ''}expected a JSON object, found "
+                              f"{type(data).__name__}")
     return data
 
 

@@ -23,8 +23,9 @@ from ..fusion.container import get_fusion
 from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .validate import check_floating
+from .files import read_json
 from .staging import one_commit, recover
+from .validate import check_floating
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -81,7 +82,7 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
     recover(directory)  # a save a dead process committed but did not finish
     if not (directory / CONFIG_NAME).is_file():
         raise AdapterError(f"{directory} is not an AdapterFusion directory: {CONFIG_NAME} is missing")
-    data = json.loads((directory / CONFIG_NAME).read_text())
+    data = read_json(directory / CONFIG_NAME, "AdapterFusion config")
     saved_name = data.get("name")
     names = data.get("adapter_names") or (saved_name.split(",") if saved_name else None)
     if not saved_name or not names:
@@ -94,7 +95,7 @@ def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -
     if from_hub:
         weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
                                                     model.adapter_state)
-    name = load_as or saved_name
+    name = load_as if load_as is not None else saved_name
     check_loaded_name(name, load_as, directory / CONFIG_NAME, "fusion")
     config = resolve_fusion_config(data["config"])
     # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was

@@ -41,10 +41,10 @@ def write(model, stage: StagedWrite, name: str) -> None:
 def read(model, directory: Path, data: dict) -> Checkpoint:
     source = directory / CONFIG_NAME
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise CheckpointError(
-            f"{source}: format_version {version!r} is not supported by this adapterkit (reads up to {FORMAT_VERSION}); "
-            "upgrade adapterkit"
+            f"{source}: format_version {version!r} is not supported by this adapterkit (reads integers 1 to "
+            f"{FORMAT_VERSION}){'; upgrade adapterkit' if isinstance(version, int) and version > 1 else ''}"
         )
     check_compatible(model, source, model_type=data.get("model_type"), hidden_size=data.get("hidden_size"),
                      num_layers=data.get("num_layers"))
@@ -56,7 +56,11 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
         raise CheckpointError(f"{source}: no adapter 'name'")
     weights_file = directory / WEIGHTS_NAME
     raw = read_bytes(weights_file, "weights file")
-    expected = (data.get("weights") or {}).get("sha256")
+    record = data.get("weights")
+    expected = record.get("sha256") if isinstance(record, dict) else None
+    if record is not None and not (isinstance(record, dict) and isinstance(expected, (str, type(None)))):
+        raise CheckpointError(f"{source}: 'weights' must be an object {{'file': ..., 'sha256': '<hex digest>'}}, "
+                              f"found {record!r}")
     if expected is not None and sha256(raw) != expected:
         raise CheckpointError(
             f"{weights_file}: its contents do not match the SHA-256 recorded in {CONFIG_NAME} "

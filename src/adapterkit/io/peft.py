@@ -62,13 +62,16 @@ def is_peft(data: Mapping[str, Any]) -> bool:
 # -- reading -------------------------------------------------------------------------------------------
 def _check_architecture(model: nn.Module, source: Path, data: Mapping[str, Any]) -> None:
     """PEFT records the base model's class module (`transformers.models.<type>.modeling_<type>`) when it can."""
-    library = (data.get("auto_mapping") or {}).get("parent_library") or ""
-    m = re.fullmatch(r"transformers\.models\.([\w]+)\.modeling_\1", library)
+    mapping = data.get("auto_mapping") or {}
+    if not isinstance(mapping, Mapping):
+        raise CheckpointError(f"{source}: auto_mapping={mapping!r} must be an object (or null)")
+    library = mapping.get("parent_library") or ""
+    m = re.fullmatch(r"transformers\.models\.([\w]+)\.modeling_\1", library) if isinstance(library, str) else None
     ours = str(getattr(model.config, "model_type", "")).replace("-", "_")
     if m and m.group(1) != ours:
         raise CheckpointError(
             f"{source}: the adapter was made for model_type {m.group(1)!r} (another architecture; base class "
-            f"{(data.get('auto_mapping') or {}).get('base_model_class')}), but this model is {ours!r}"
+            f"{mapping.get('base_model_class')}), but this model is {ours!r}"
         )
 
 
@@ -156,8 +159,8 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     source = directory / CONFIG_NAME
     peft_type = data.get("peft_type")
     readers = _readers()
-    if peft_type not in readers:
-        why = f" ({NO_CONVERSION[peft_type]})" if peft_type in NO_CONVERSION else ""
+    if not isinstance(peft_type, str) or peft_type not in readers:
+        why = f" ({NO_CONVERSION[peft_type]})" if isinstance(peft_type, str) and peft_type in NO_CONVERSION else ""
         raise CheckpointError(
             f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(readers)}"
         )

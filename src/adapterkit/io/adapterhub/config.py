@@ -26,12 +26,20 @@ def hub_maps() -> list:
 
 def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
     """An AdapterHub config dict (`config.to_dict()`, or `adapter_config.json["config"]`) as an adapterkit config."""
+    if not isinstance(data, Mapping):
+        raise AdapterConfigError(f"an AdapterHub adapter config must be an object, found {type(data).__name__}")
     data = dict(data.get("config", data)) if "config" in data and isinstance(data["config"], Mapping) else dict(data)
     method = data.pop("architecture", None) or "bottleneck"
+    if not isinstance(method, str):
+        raise AdapterConfigError(f"AdapterHub config: 'architecture' must be a string, found {method!r}")
     if method == ConfigUnion.method:
-        return ConfigUnion(*[config_from_adapterhub(member) for member in data.get("configs", [])])
+        members = data.get("configs", [])
+        if not isinstance(members, list) or set(data) - {"configs"}:
+            raise AdapterConfigError(f"an AdapterHub union config needs exactly the key 'configs' (a list of "
+                                     f"configs); got {data!r}")
+        return ConfigUnion(*[config_from_adapterhub(member) for member in members])
     for key, off in _INERT_FIELDS.items():
-        if key in data and data.pop(key) != off:
+        if key in data and data.pop(key) not in (off,):
             raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
     supported = [spec.name for spec in specs() if "adapterhub" in spec.formats]
     if method not in supported:
@@ -91,6 +99,7 @@ def fix_loaded(config: AdapterConfig, data: Mapping[str, Any], weights: Mapping[
 
 def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any]:
     """The method's fix of a config dict written by an older `adapters` version (`version`: the file's)."""
-    spec = spec_named(data.get("architecture") or "bottleneck")
+    method = data.get("architecture") or "bottleneck"
+    spec = spec_named(method) if isinstance(method, str) else None
     fix = getattr(spec.formats.get("adapterhub") if spec else None, "fix_legacy_dict", None)
     return data if fix is None else fix(source, data, version)

@@ -47,8 +47,13 @@ def is_adapterhub(data: Mapping[str, Any]) -> bool:
 def _fix_legacy_config(source: Path, data: dict) -> dict:
     """Version fixes the `adapters` loader applies, so old checkpoints behave as they were trained."""
     config = dict(data["config"])
-    version = str(data.get("version") or "")
-    if not version and config.get("non_linearity") in _LEGACY_ACTIVATIONS:
+    version = data.get("version") or ""
+    if not isinstance(version, str):
+        raise CheckpointError(f"{source}: 'version' must be a string such as 'adapters.1.1.0', found {version!r}")
+    if not isinstance(config.get("architecture"), (str, type(None))):
+        raise CheckpointError(f"{source}: invalid adapter config: 'architecture' must be a string, found "
+                              f"{config['architecture']!r}")
+    if not version and isinstance(config.get("non_linearity"), str) and config["non_linearity"] in _LEGACY_ACTIVATIONS:
         config["non_linearity"] = _LEGACY_ACTIVATIONS[config["non_linearity"]]
     return fix_legacy_dict(source, config, version)
 

@@ -17,6 +17,9 @@ def config_from_hub(data: dict[str, Any]) -> dict[str, Any]:
     """adapter-transformers 2.x/3.x keep the invertible adapter as a nested dict."""
     if "invertible_adapter" in data:
         inv = data.pop("invertible_adapter") or {}
+        if not isinstance(inv, dict):
+            raise AdapterConfigError(f"AdapterHub config: invertible_adapter={inv!r} must be an object "
+                                     "{'block_type': ..., 'reduction_factor': ...} or null")
         data.setdefault("inv_adapter", inv.get("block_type"))
         data.setdefault("inv_adapter_reduction_factor", inv.get("reduction_factor"))
     return data

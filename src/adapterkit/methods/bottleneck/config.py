@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Optional, Union
 
-from ...configs.base import AdapterConfig
+from ...configs.base import AdapterConfig, number_problem
 from ...errors import AdapterConfigError
 from ...nn.activations import NON_LINEARITIES
 
@@ -61,63 +61,64 @@ class BnConfig(AdapterConfig):
     phm_bias: bool = True
 
     def validate(self) -> None:
-        self._check_bool("mh_adapter", "output_adapter", "cross_adapter", "original_ln_before", "original_ln_after", "ln_before",
-                         "ln_after", "is_parallel", "adapter_residual_before_ln")
+        self._check_bool("mh_adapter", "output_adapter", "cross_adapter", "original_ln_before", "original_ln_after",
+                         "ln_before", "ln_after", "is_parallel", "adapter_residual_before_ln")
+        self._check_choice("inv_adapter", (None, "glow", "nice"))
+        if self.inv_adapter == "glow":
+            raise AdapterConfigError(
+                f"{type(self).__name__}.inv_adapter='glow' is not supported (the `adapters` package's GLOW coupling "
+                "is unsound); allowed values: None, 'nice'"
+            )
         if not (self.mh_adapter or self.output_adapter or self.cross_adapter or self.inv_adapter):
             raise AdapterConfigError(
                 f"{type(self).__name__} adds nothing: set mh_adapter=True, output_adapter=True, cross_adapter=True "
                 "or inv_adapter='nice'"
             )
         self._check_reduction_factor()
-        self.non_linearity = str(self.non_linearity).lower()
-        self._check_choice("non_linearity", NON_LINEARITIES)
-        self._check_choice("init_weights", INIT_WEIGHTS)
+        self._check_str("non_linearity", NON_LINEARITIES, lower=True)
+        self._check_str("init_weights", INIT_WEIGHTS)
         self._check_choice("residual_before_ln", (True, False, "post_add"))
         if isinstance(self.scaling, str):
             self._check_choice("scaling", ("learned", "channel"))
         else:
             self._check_number("scaling")
-        if self.inv_adapter == "glow":
-            raise AdapterConfigError(
-                f"{type(self).__name__}.inv_adapter='glow' is not supported (the `adapters` package's GLOW coupling is unsound); "
-                "allowed values: None, 'nice'"
-            )
-        self._check_choice("inv_adapter", INV_ADAPTERS)
-        if self.inv_adapter is not None:
-            self._check_number("inv_adapter_reduction_factor", minimum=0, exclusive_min=True)
+        self._check_number("inv_adapter_reduction_factor", minimum=0, exclusive_min=True,
+                           optional=self.inv_adapter is None)
         self._check_layer_list("leave_out")
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
         self._check_bool("use_gating", "phm_layer", "factorized_phm_W", "shared_W_phm", "shared_phm_rule",
                          "factorized_phm_rule", "learn_phm", "phm_bias")
-        if self.phm_layer:
-            self._check_number("phm_dim", minimum=1, integer=True)
-            self._check_number("phm_rank", minimum=1, integer=True)
-            self._check_number("phm_init_range", minimum=0, exclusive_min=True)
-            self._check_choice("phm_c_init", ("normal", "uniform"))
-            self._check_choice("hypercomplex_nonlinearity", ("glorot-uniform", "glorot-normal", "normal"))
-            if self.shared_W_phm and isinstance(self.reduction_factor, Mapping):
-                raise AdapterConfigError(
-                    f"{type(self).__name__}: shared_W_phm=True needs one reduction_factor for all layers, "
-                    f"got a mapping {dict(self.reduction_factor)!r}"
-                )
+        # the PHM fields are checked even with phm_layer=False: a saved config must never hold garbage
+        self._check_number("phm_dim", minimum=1, integer=True)
+        self._check_number("phm_rank", minimum=1, integer=True)
+        self._check_number("phm_init_range", minimum=0, exclusive_min=True)
+        self._check_str("phm_c_init", ("normal", "uniform"))
+        self._check_str("hypercomplex_nonlinearity", ("glorot-uniform", "glorot-normal", "normal"))
+        if self.phm_layer and self.shared_W_phm and isinstance(self.reduction_factor, Mapping):
+            raise AdapterConfigError(
+                f"{type(self).__name__}: shared_W_phm=True needs one reduction_factor for all layers, "
+                f"got a mapping {dict(self.reduction_factor)!r}"
+            )
 
     def _check_reduction_factor(self) -> None:
         rf = self.reduction_factor
+        expected = ("a finite number > 0 or a mapping {'default': n, '<layer index>': n} of such numbers")
         if isinstance(rf, Mapping):
             if "default" not in rf:
                 raise AdapterConfigError(
                     f"{type(self).__name__}.reduction_factor mapping {dict(rf)!r} needs a 'default' key "
                     "(other keys: layer indices as strings)"
                 )
+            bad_keys = [k for k in rf if k != "default" and not (isinstance(k, str) and k.isdigit())]
+            if bad_keys:
+                raise AdapterConfigError(f"{type(self).__name__}.reduction_factor has key(s) {bad_keys!r}; "
+                                         f"allowed keys: 'default' and layer indices as strings ('0', '1', ...)")
             values = rf.values()
         else:
             values = [rf]
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise AdapterConfigError(
-                    f"{type(self).__name__}.reduction_factor={rf!r} must be a positive number or a mapping "
-                    "{'default': n, '<layer>': n}"
-                )
+            if number_problem(v, minimum=0, exclusive_min=True):
+                raise AdapterConfigError(f"{type(self).__name__}.reduction_factor={rf!r} must be {expected}")
 
     def union_conflict(self, other: AdapterConfig) -> str | None:
         if not isinstance(other, BnConfig):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...errors import AdapterConfigError
 from ...interfaces.base import FusedSlice
+from .config import LoRAConfig
 
 LAYER_KIND = "loras"
 
@@ -34,9 +35,10 @@ def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any
         return data
     parts = version[len("adapters."):].split(".")
     if [int(p) if p.isdigit() else 0 for p in parts[:2]] < [1, 1]:
-        warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={data['r']}",
+        r = data.get("r", LoRAConfig.r)
+        warnings.warn(f"{source}: LoRA saved by {version} ran with alpha == r; loading it with alpha={r!r}",
                       stacklevel=5)
-        data["alpha"] = data["r"]
+        data["alpha"] = r
     return data
 
 

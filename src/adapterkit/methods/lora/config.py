@@ -53,14 +53,9 @@ class LoRAConfig(AdapterConfig):
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
-        if not isinstance(self.attn_matrices, (list, tuple)) or any(m not in ATTN_MATRICES for m in self.attn_matrices):
-            raise AdapterConfigError(
-                f"{type(self).__name__}.attn_matrices={self.attn_matrices!r} must be a list drawn from "
-                f"{list(ATTN_MATRICES)}"
-            )
-        self.attn_matrices = list(dict.fromkeys(self.attn_matrices))
-        self._check_choice("composition_mode", ("add", "scale"))
-        self._check_choice("init_weights", ("lora", "bert", "ia3"))
+        self._check_names("attn_matrices", ATTN_MATRICES)
+        self._check_str("composition_mode", ("add", "scale"))
+        self._check_str("init_weights", ("lora", "bert", "ia3"))
         if self.composition_mode == "scale" and self.r != 1:
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
@@ -76,10 +71,7 @@ class LoRAConfig(AdapterConfig):
             )
 
     def _check_scale_inputs(self) -> None:
-        if not isinstance(self.scale_inputs, (list, tuple)) or any(m not in INPUT_SCALABLE for m in self.scale_inputs):
-            raise AdapterConfigError(f"{type(self).__name__}.scale_inputs={self.scale_inputs!r} must be a list drawn "
-                                     f"from {list(INPUT_SCALABLE)}")
-        self.scale_inputs = list(dict.fromkeys(self.scale_inputs))
+        self._check_names("scale_inputs", INPUT_SCALABLE)
         if self.scale_inputs and self.composition_mode != "scale":
             raise AdapterConfigError(f"{type(self).__name__}.scale_inputs is for (IA)^3 (composition_mode='scale')")
         if self.scale_inputs and self.use_gating:

@@ -34,9 +34,14 @@ def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict)
                               "allowed: 'none'")
     r, alpha = data.get("r"), data.get("lora_alpha")
     for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
-        if any(v != base for v in (data.get(key) or {}).values()):
+        pattern = data.get(key) or {}
+        if not isinstance(pattern, Mapping):
+            raise CheckpointError(f"{source}: PEFT {key}={pattern!r} must be an object (or null)")
+        if any(v != base for v in pattern.values()):
             raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
                                   "LoRA has one r and alpha per adapter")
+    if not isinstance(data.get("use_rslora", False), bool):
+        raise CheckpointError(f"{source}: PEFT use_rslora={data['use_rslora']!r} must be true or false")
     fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0),
                   use_rslora=data.get("use_rslora", False))
     tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}

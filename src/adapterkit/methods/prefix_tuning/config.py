@@ -43,6 +43,5 @@ class PrefixTuningConfig(AdapterConfig):
         self._check_layer_list("leave_out")
         self._check_number("prefix_length", minimum=1, integer=True)
         self._check_number("bottleneck_size", minimum=1, integer=True)
-        self.non_linearity = str(self.non_linearity).lower()
-        self._check_choice("non_linearity", NON_LINEARITIES)
+        self._check_str("non_linearity", NON_LINEARITIES, lower=True)
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
