@@ -26,6 +26,9 @@ def hidden_size_of(model_config) -> int:
     return size
 
 
+MAX_LAYERS = 64  # heads have 1 or 2 layers; a bound keeps a config from building 10**5 of them
+
+
 class PredictionHead(nn.Sequential):
     """A named head built from `config`; subclasses set `head_type`, `defaults` and `forward`.
 
@@ -61,8 +64,9 @@ class PredictionHead(nn.Sequential):
             )
         out = {"head_type": cls.head_type, **cls.defaults, **config}
         layers = out.get("layers")
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise AdapterConfigError(f"{cls.head_type} head: layers={layers!r} must be an integer >= 1")
+        if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= MAX_LAYERS:
+            raise AdapterConfigError(f"{cls.head_type} head: layers={layers!r} must be an integer from 1 to "
+                                     f"{MAX_LAYERS}")
         return out
 
     def build(self, model_config) -> list[nn.Module]:

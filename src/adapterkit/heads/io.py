@@ -77,10 +77,14 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     _heads_of(model)
     directory = Path(directory)
     saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
-    head, weights_path = _head_from_saved(model, saved, directory, load_as)
+    with torch.device("meta"):  # sizes only: a config that declares a huge head allocates nothing
+        shape, weights_path = _head_from_saved(model, saved, directory, load_as)
     weights = read_weights(weights_path)
     weights = _head_keys(model, saved, weights, weights_path)
-    load_head_weights(head, weights, source=str(weights_path), embeddings=model.tied_input_embeddings())
+    embeddings = model.tied_input_embeddings()
+    check_head_weights(shape, weights, source=str(weights_path), embeddings=embeddings)
+    head, _ = _head_from_saved(model, saved, directory, load_as)  # the file fits: now build it for real
+    load_head_weights(head, weights, source=str(weights_path), embeddings=embeddings)
     model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
     return head.name
 
@@ -189,6 +193,18 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
                 saved.to(embeddings.weight.dtype), embeddings.weight.detach().cpu()):
             logger.warning("%s: %s differs from the model's input embeddings it is tied to; the embeddings are "
                            "kept", source, key)
+    _check_fit(head, weights, tied, source)
+    head.load_state_dict(weights, strict=False)
+
+
+def check_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor], *, source: str,
+                       embeddings: torch.nn.Module | None = None) -> None:
+    """Raise unless `weights` fit `head` (keys, shapes, floating point); the head may be on the meta device."""
+    tied = _tied_keys(head, embeddings)
+    _check_fit(head, {k: v for k, v in weights.items() if k not in tied}, tied, source)
+
+
+def _check_fit(head: PredictionHead, weights: Mapping[str, torch.Tensor], tied: list[str], source: str) -> None:
     expected = {k: v for k, v in head.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -203,7 +219,9 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
     if wrong:
         raise AdapterError(f"{source}: weight shapes do not fit head {head.name!r} (a head of another size or "
                            f"model?): {', '.join(wrong)}")
-    head.load_state_dict(weights, strict=False)
+    not_float = sorted(k for k, v in weights.items() if not v.is_floating_point())
+    if not_float:
+        raise AdapterError(f"{source}: non-floating-point weights for head {head.name!r}: {not_float}")
 
 
 def _tied_keys(head: PredictionHead, embeddings) -> list[str]:

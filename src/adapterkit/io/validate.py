@@ -1,8 +1,10 @@
 """Check a checkpoint against the modules its config would build, without touching the model.
 
 `expected_modules` runs the method's own `build` against the model's `ModelShape` (layers, projections, sizes)
-with a detached container that collects the new modules instead of attaching them. The checkpoint's tensors are then loaded into that container with `strict=True`: missing and
-unexpected keys and wrong shapes are found before the model is changed at all.
+with a detached container that collects the new modules instead of attaching them, on the meta device: a config
+that declares huge sizes (LoRA `r=10**8`) allocates nothing, and the expected shapes are compared with the
+checkpoint's before anything real is built. Missing and unexpected keys and wrong shapes are found before the
+model is changed at all.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ class _DryRunState(ModelShape):
 
 
 def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> AdapterModules:
-    """The modules `add_adapter(name, config)` would create, detached from the model."""
+    """The modules `add_adapter(name, config)` would create, detached from the model, on the meta device (shapes
+    and dtypes only, no storage)."""
     dry = _DryRunState(state)
-    build(dry, name, config)
+    with torch.device("meta"):
+        build(dry, name, config)
     return dry.modules
 
 
@@ -88,4 +92,3 @@ def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tens
         problems.append(f"non-floating-point weights: {_short(not_float)}")
     if problems:
         raise CheckpointError(f"{source}: does not match the adapter its config describes ({'; '.join(problems)})")
-    modules.load_state_dict(tensors, strict=True)
