@@ -54,12 +54,12 @@ def check_compatible(model: nn.Module, source: Path, **recorded: Any) -> None:
             )
 
 
-def parse_config(source: Path, make, data) -> AdapterConfig:
+def parse_config(source: Path, make, data, what: str = "adapter config"):
     """Run a config converter, turning its validation errors into a CheckpointError naming the file."""
     try:
         return make(data)
     except (AdapterConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: invalid adapter config: {e}") from None
+        raise CheckpointError(f"{source}: invalid {what}: {e}") from None
 
 
 def linear_paths(interface: ModelInterface) -> dict[str, str]:

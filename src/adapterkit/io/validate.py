@@ -61,8 +61,9 @@ def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> A
     return dry.modules
 
 
-def _short(items) -> str:
-    items = sorted(items)
+def short_list(items, sort: bool = True) -> str:
+    """At most a few items, and how many there are in all."""
+    items = sorted(items) if sort else list(items)
     text = ", ".join(items[:_LIST_MAX])
     return text + (f", ... ({len(items)} in all)" if len(items) > _LIST_MAX else "")
 
@@ -79,16 +80,15 @@ def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tens
     unexpected = set(tensors) - set(expected)
     problems = []
     if missing:
-        problems.append(f"missing weights: {_short(missing)}")
+        problems.append(f"missing weights: {short_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected weights: {_short(unexpected)}")
+        problems.append(f"unexpected weights: {short_list(unexpected)}")
     wrong = [f"{k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}"
              for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
     if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong[:_LIST_MAX])
-                        + (f"; ... ({len(wrong)} in all)" if len(wrong) > _LIST_MAX else ""))
+        problems.append("wrong shapes: " + short_list(wrong, sort=False))
     not_float = [k for k, v in tensors.items() if k in expected and not v.is_floating_point()]
     if not_float:
-        problems.append(f"non-floating-point weights: {_short(not_float)}")
+        problems.append(f"non-floating-point weights: {short_list(not_float)}")
     if problems:
         raise CheckpointError(f"{source}: does not match the adapter its config describes ({'; '.join(problems)})")
