@@ -14,6 +14,7 @@ from .errors import AdapterError, CheckpointError
 from .fusion.config import resolve_fusion_config
 from .fusion.container import FusionModules, fusion_container, fusion_name, get_fusion
 from .fusion.layer import FusionLayer
+from .io.common import reading
 from .io.fusion import load_fusion_weights, read_fusion, save_fusion
 from .registry import member_specs
 
@@ -177,7 +178,8 @@ class FusionMixin:
             raise AdapterError(f"an AdapterFusion named {name!r} already exists; pass load_as=<another name> or "
                                "overwrite_ok=True")
         try:
-            fusion = self._new_fusion(ckpt.adapter_names, ckpt.config, name)
+            with reading(ckpt.config_file):
+                fusion = self._new_fusion(ckpt.adapter_names, ckpt.config, name)
         except AdapterError as e:
             raise CheckpointError(f"{ckpt.config_file}: the fusion does not fit this model: {e}") from None
         load_fusion_weights(fusion, ckpt)

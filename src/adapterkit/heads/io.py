@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterError
+from ..io.common import reading
 from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
@@ -77,6 +78,14 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     _heads_of(model)
     directory = Path(directory)
     saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
+    with reading(directory):
+        head = _read_head(model, saved, directory, load_as)
+    model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
+    return head.name
+
+
+def _read_head(model, saved: Mapping[str, Any], directory: Path, load_as: str | None) -> PredictionHead:
+    """The saved head, built and loaded off the model (checked against the file on the meta device first)."""
     with torch.device("meta"):  # sizes only: a config that declares a huge head allocates nothing
         shape, weights_path = _head_from_saved(model, saved, directory, load_as)
     weights = read_weights(weights_path)
@@ -85,8 +94,7 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     check_head_weights(shape, weights, source=str(weights_path), embeddings=embeddings)
     head, _ = _head_from_saved(model, saved, directory, load_as)  # the file fits: now build it for real
     load_head_weights(head, weights, source=str(weights_path), embeddings=embeddings)
-    model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
-    return head.name
+    return head
 
 
 def _heads_of(model):

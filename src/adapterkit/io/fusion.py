@@ -22,7 +22,7 @@ from ..fusion.config import AdapterFusionConfig, resolve_fusion_config
 from ..fusion.container import get_fusion
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .common import check_compatible, parse_config
+from .common import check_compatible, parse_config, reading
 from .files import atomic_write, read_json, read_safetensors, read_weights
 from .validate import short_list
 
@@ -100,8 +100,9 @@ def read_fusion(model, directory: Path) -> FusionCheckpoint:
     weights_file, weights, from_hub = _read_weights(directory)
     if from_hub:
         try:
-            weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
-                                                        model.adapter_state)
+            with reading(weights_file):
+                weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
+                                                            model.adapter_state)
         except AdapterError as e:
             raise CheckpointError(f"{weights_file}: {e}") from None
     return FusionCheckpoint(saved_name, list(names), config, weights, source, weights_file)
