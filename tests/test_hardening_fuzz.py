@@ -291,7 +291,9 @@ def test_fuzz_loaders_long(world):
     """For ADAPTERKIT_FUZZ_SECONDS (default 600): rounds of random mutations, each round a new seed."""
     budget = float(os.environ.get("ADAPTERKIT_FUZZ_SECONDS", "600"))
     start, seed = time.monotonic(), 0
-    while time.monotonic() - start < budget:
-        _run(world, examples=200, seed=seed)
-        seed += 1
-    print(f"fuzz: {world[2]['inputs']} inputs in {time.monotonic() - start:.0f} s, {world[2]['loaded']} loaded")
+    try:
+        while time.monotonic() - start < budget:
+            _run(world, examples=200, seed=seed)
+            seed += 1
+    finally:
+        print(f"fuzz: {world[2]['inputs']} inputs in {time.monotonic() - start:.0f} s, {world[2]['loaded']} loaded")

@@ -39,3 +39,13 @@ def test_adapterhub_tensor_of_the_wrong_rank(tmp_path):
     key = next(k for k in weights if "query" in k and k.endswith("lora_A"))
     torch.save({**weights, key: torch.tensor(1.0)}, path)
     _load_fails(tmp_path)
+
+
+def test_a_bin_with_its_first_byte_flipped(tmp_path):
+    """torch's weights-only unpickler then reads it as a legacy pickle and fails with an IndexError."""
+    model_with("bert", "seq_bn").save_adapter(tmp_path, "a", format="adapterhub", safetensors=False)
+    path = tmp_path / "pytorch_adapter.bin"
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 214
+    path.write_bytes(bytes(raw))
+    _load_fails(tmp_path)

@@ -16,17 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import AdapterError
 from ..io.common import reading
 from ..io.files import atomic_write  # noqa: F401  (also used by training.py)
+from ..io.files import read_safetensors, read_torch_bin
 from .base import PredictionHead
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .registry import build_head
@@ -153,23 +152,8 @@ def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: 
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors or a `.bin` file; never runs pickled code."""
-    try:
-        if path.suffix == ".safetensors":
-            weights = load_file(str(path))
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-    except SafetensorError as e:
-        raise AdapterError(f"{path}: not a readable safetensors file ({e})") from None
-    except pickle.UnpicklingError as e:
-        raise AdapterError(f"{path}: refused to load; the file holds more than plain tensors, which would "
-                           f"run code on unpickling ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise AdapterError(f"{path}: not a readable weights file, truncated or corrupted? "
-                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise AdapterError(f"{path}: expected a mapping of names to tensors")
-    return dict(weights)
+    """Tensors from a safetensors or a weights-only `.bin` file (io/files.py: never runs pickled code)."""
+    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch_bin(path)
 
 
 def _head_keys(model, saved: Mapping[str, Any], weights: dict, path: Path) -> dict:
