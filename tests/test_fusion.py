@@ -192,10 +192,10 @@ def test_failed_load_keeps_an_existing_fusion_of_that_name(tmp_path):
     model.set_active_adapters(Fuse("a", "b"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(AdapterError, match="has no adapterkit counterpart"):
-        model.load_adapter_fusion(tmp_path / "f")
+        model.load_adapter_fusion(tmp_path / "f", overwrite_ok=True)
     save_file({"layers.0.output_adapter.query.weight": torch.zeros(3, 3)}, tmp_path / "f" / "adapter_fusion.safetensors")
     with pytest.raises(AdapterError, match="do not fit fusion"):
-        model.load_adapter_fusion(tmp_path / "f")
+        model.load_adapter_fusion(tmp_path / "f", overwrite_ok=True)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert model.adapter_fusions == {"a,b": ["a", "b"]} and model.active_adapters == Fuse("a", "b")

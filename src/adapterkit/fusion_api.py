@@ -10,12 +10,13 @@ import torch
 import torch.nn as nn
 
 from .blocks import AdapterCompositionBlock, Fuse, parse_composition
-from .errors import AdapterError
+from .errors import AdapterError, CheckpointError
 from .fusion.config import resolve_fusion_config
 from .fusion.container import FusionModules, fusion_container, fusion_name, get_fusion
 from .fusion.layer import FusionLayer
-from .io.fusion import load_fusion, save_fusion
-from .naming import check_adapter_name, child_directory
+from .io.common import reading
+from .io.fusion import load_fusion_weights, read_fusion, save_fusion
+from .naming import check_adapter_name, check_loaded_name, child_directory
 from .registry import member_specs
 
 
@@ -36,6 +37,15 @@ class FusionMixin:
         (default), "static", a dict or an `AdapterFusionConfig`. Returns the fusion's name."""
         default, names = fusion_name(adapter_names)
         name = name or default
+        container = fusion_container(self)
+        if container is not None and name in container and not overwrite_ok:
+            raise AdapterError(f"an AdapterFusion named {name!r} already exists; pass overwrite_ok=True "
+                               "or delete_adapter_fusion it first")
+        self._install_fusion(name, self._new_fusion(names, config, name), set_active)
+        return name
+
+    def _new_fusion(self, names: list[str], config, name: str) -> FusionModules:
+        """The fusion's layers, built and validated but not on the model (a failure changes nothing)."""
         check_adapter_name(name, "fusion")
         state = self.adapter_state
         for adapter in names:
@@ -43,12 +53,6 @@ class FusionMixin:
             if not any(spec.fusable for _, spec in member_specs(config_of)):
                 raise AdapterError(f"AdapterFusion fuses bottleneck adapters; {adapter!r} is a "
                                    f"{config_of.method} adapter")
-        container = fusion_container(self, create=True)
-        if name in container:
-            if not overwrite_ok:
-                raise AdapterError(f"an AdapterFusion named {name!r} already exists; pass overwrite_ok=True "
-                                   "or delete_adapter_fusion it first")
-            self.delete_adapter_fusion(name)
         config = resolve_fusion_config(config)
         dropout = config.dropout_prob
         if dropout is None:
@@ -67,11 +71,17 @@ class FusionMixin:
         if not len(fusion.layers):
             raise AdapterError(f"adapters {names} share no layer and location; nothing to fuse")
         fusion.train(self.training)
+        return fusion
+
+    def _install_fusion(self, name: str, fusion: FusionModules, set_active: bool) -> None:
+        """Put a built fusion on the model, replacing one of the same name."""
+        container = fusion_container(self, create=True)
+        if name in container:
+            self.delete_adapter_fusion(name)
         container[name] = fusion
-        state.invalidate()
+        self.adapter_state.invalidate()
         if set_active:
-            self.set_active_adapters(Fuse(*names, name=name))
-        return name
+            self.set_active_adapters(Fuse(*fusion.adapter_names, name=name))
 
     def delete_adapter_fusion(self, adapter_names) -> None:
         """Remove a fusion (by Fuse block, list or name); it leaves the active setup."""
@@ -157,10 +167,26 @@ class FusionMixin:
         return names
 
     def load_adapter_fusion(self, adapter_fusion_name_or_path, load_as: str | None = None,
-                            set_active: bool = False) -> str:
+                            set_active: bool = False, overwrite_ok: bool = False) -> str:
         """Load a fusion saved by `save_adapter_fusion` or by adapter-transformers / `adapters`
-        (`pytorch_model_adapter_fusion.bin`); the fused adapters must be on the model. Returns its name."""
-        return load_fusion(self, Path(adapter_fusion_name_or_path), load_as, set_active)
+        (`pytorch_model_adapter_fusion.bin`); the fused adapters must be on the model. Returns its name.
+
+        Read, built and loaded off the model first: a bad checkpoint is a CheckpointError naming the file and
+        leaves the model as it was; an existing fusion of the name is replaced only with `overwrite_ok=True`."""
+        ckpt = read_fusion(self, Path(adapter_fusion_name_or_path))
+        name = load_as if load_as is not None else ckpt.name
+        check_loaded_name(name, load_as, ckpt.config_file, "fusion")
+        if name in self.adapter_fusions and not overwrite_ok:
+            raise AdapterError(f"an AdapterFusion named {name!r} already exists; pass load_as=<another name> or "
+                               "overwrite_ok=True")
+        try:
+            with reading(ckpt.config_file):
+                fusion = self._new_fusion(ckpt.adapter_names, ckpt.config, name)
+        except AdapterError as e:
+            raise CheckpointError(f"{ckpt.config_file}: the fusion does not fit this model: {e}") from None
+        load_fusion_weights(fusion, ckpt)
+        self._install_fusion(name, fusion, set_active)
+        return name
 
 
 def freeze_fusions(model: nn.Module) -> None:

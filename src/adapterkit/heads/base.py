@@ -27,6 +27,7 @@ def hidden_size_of(model_config) -> int:
     return size
 
 
+
 class PredictionHead(nn.Sequential):
     """A named head built from `config`; subclasses set `head_type`, `defaults` and `forward`.
 

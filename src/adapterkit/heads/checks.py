@@ -10,14 +10,16 @@ from transformers.activations import ACT2FN
 from ..configs.base import number_problem
 from ..errors import AdapterConfigError
 
+MAX_LAYERS = 64  # heads have 1 or 2 layers; a bound keeps a config from building 10**5 of them
+
 ACTIVATIONS = tuple(sorted(set(ACT2FN) | {"leakyrelu", "linear"}))
 
 
-def _int(minimum: int, optional: bool = False) -> Callable[[Any], str | None]:
+def _int(minimum: int, optional: bool = False, maximum: int | None = None) -> Callable[[Any], str | None]:
     def check(value):
         if optional and value is None:
             return None
-        problem = number_problem(value, minimum=minimum, integer=True)
+        problem = number_problem(value, minimum=minimum, maximum=maximum, integer=True)
         return problem and ("None or " if optional else "") + problem
     return check
 
@@ -47,7 +49,8 @@ def _label2id(value) -> str | None:
 
 
 KEY_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "layers": _int(1), "num_labels": _int(1), "num_choices": _int(1), "vocab_size": _int(1, optional=True),
+    "layers": _int(1, maximum=MAX_LAYERS), "num_labels": _int(1), "num_choices": _int(1),
+    "vocab_size": _int(1, optional=True),
     "embedding_size": _int(1, optional=True), "dropout_prob": _dropout, "activation_function": _activation,
     "label2id": _label2id, "use_pooler": _bool, "bias": _bool, "multilabel": _bool, "layer_norm": _bool,
     "shift_labels": _bool,

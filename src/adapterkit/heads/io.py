@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..errors import AdapterError, CheckpointError
 from ..io import files
+from ..io.common import reading
+from ..io.files import read_safetensors, read_torch_bin
 from ..io.staging import one_commit, recover
 from ..io.validate import check_floating
 from ..naming import check_loaded_name
@@ -80,12 +80,23 @@ def load_head(model, directory: str | os.PathLike, load_as: str | None = None, s
     directory = Path(directory)
     recover(directory)  # a save a dead process committed but did not finish
     saved = read_json(directory / HEAD_CONFIG_NAME, "head config")
-    head, weights_path = _head_from_saved(model, saved, directory, load_as)
-    weights = read_weights(weights_path)
-    weights = _head_keys(model, saved, weights, weights_path)
-    load_head_weights(head, weights, source=str(weights_path), embeddings=model.tied_input_embeddings())
+    with reading(directory):
+        head = _read_head(model, saved, directory, load_as)
     model.add_prediction_head(head, overwrite_ok=True, set_active=set_active)
     return head.name
+
+
+def _read_head(model, saved: Mapping[str, Any], directory: Path, load_as: str | None) -> PredictionHead:
+    """The saved head, built and loaded off the model (checked against the file on the meta device first)."""
+    with torch.device("meta"):  # sizes only: a config that declares a huge head allocates nothing
+        shape, weights_path = _head_from_saved(model, saved, directory, load_as)
+    weights = read_weights(weights_path)
+    weights = _head_keys(model, saved, weights, weights_path)
+    embeddings = model.tied_input_embeddings()
+    check_head_weights(shape, weights, source=str(weights_path), embeddings=embeddings)
+    head, _ = _head_from_saved(model, saved, directory, load_as)  # the file fits: now build it for real
+    load_head_weights(head, weights, source=str(weights_path), embeddings=embeddings)
+    return head
 
 
 def _heads_of(model):
@@ -146,23 +157,8 @@ def _head_from_saved(model, saved: Mapping[str, Any], directory: Path, load_as: 
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors or a `.bin` file; never runs pickled code."""
-    try:
-        if path.suffix == ".safetensors":
-            weights = load_file(str(path))
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-    except SafetensorError as e:
-        raise AdapterError(f"{path}: not a readable safetensors file ({e})") from None
-    except pickle.UnpicklingError as e:
-        raise AdapterError(f"{path}: refused to load; the file holds more than plain tensors, which would "
-                           f"run code on unpickling ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise AdapterError(f"{path}: not a readable weights file, truncated or corrupted? "
-                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise AdapterError(f"{path}: expected a mapping of names to tensors")
-    return dict(weights)
+    """Tensors from a safetensors or a weights-only `.bin` file (io/files.py: never runs pickled code)."""
+    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch_bin(path)
 
 
 def _head_keys(model, saved: Mapping[str, Any], weights: dict, path: Path) -> dict:
@@ -194,6 +190,18 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
                 saved.to(embeddings.weight.dtype), embeddings.weight.detach().cpu()):
             logger.warning("%s: %s differs from the model's input embeddings it is tied to; the embeddings are "
                            "kept", source, key)
+    _check_fit(head, weights, tied, source)
+    head.load_state_dict(weights, strict=False)
+
+
+def check_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor], *, source: str,
+                       embeddings: torch.nn.Module | None = None) -> None:
+    """Raise unless `weights` fit `head` (keys, shapes, floating point); the head may be on the meta device."""
+    tied = _tied_keys(head, embeddings)
+    _check_fit(head, {k: v for k, v in weights.items() if k not in tied}, tied, source)
+
+
+def _check_fit(head: PredictionHead, weights: Mapping[str, torch.Tensor], tied: list[str], source: str) -> None:
     expected = {k: v for k, v in head.state_dict().items() if k not in tied}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -209,7 +217,6 @@ def load_head_weights(head: PredictionHead, weights: Mapping[str, torch.Tensor],
         raise AdapterError(f"{source}: weight shapes do not fit head {head.name!r} (a head of another size or "
                            f"model?): {', '.join(wrong)}")
     check_floating(weights, expected, source)
-    head.load_state_dict(weights, strict=False)
 
 
 def _tied_keys(head: PredictionHead, embeddings) -> list[str]:

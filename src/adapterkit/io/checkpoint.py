@@ -16,7 +16,7 @@ from typing import Callable
 from ..errors import AdapterError, CheckpointError
 from ..naming import check_loaded_name, child_directory
 from . import adapterhub, native, peft
-from .common import CONFIG_NAME, Checkpoint
+from .common import CONFIG_NAME, Checkpoint, reading
 from .files import read_json
 from .staging import one_commit, recover
 from .validate import check_state_dict
@@ -86,7 +86,8 @@ def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -
     found = detect_format(data, directory / CONFIG_NAME)
     if format is not None and format != found:
         raise CheckpointError(f"{directory / CONFIG_NAME}: is in {found} format, not {format}")
-    return FORMATS[found].read(model, directory, data)
+    with reading(directory):
+        return FORMATS[found].read(model, directory, data)
 
 
 def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set_active: bool = False,
@@ -105,7 +106,8 @@ def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set
         raise AdapterError(
             f"an adapter named {name!r} already exists; pass load_as=<another name> or overwrite_ok=True"
         )
-    check_state_dict(state, name, ckpt.config, ckpt.tensors, str(ckpt.weights_file))
+    with reading(ckpt.config_file):
+        check_state_dict(state, name, ckpt.config, ckpt.tensors, str(ckpt.weights_file))
     model.add_adapter(name, config=ckpt.config, overwrite_ok=overwrite_ok)
     try:  # the weights were validated above; after_add should validate what it loads before changing the model
         model.adapterkit[name].load_state_dict(ckpt.tensors, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..configs import AdapterConfig
-from ..errors import AdapterConfigError, CheckpointError
+from ..errors import AdapterConfigError, AdapterError, CheckpointError
 from ..interfaces.base import FusedSlice, ModelInterface, resolve
 
 CONFIG_NAME = "adapter_config.json"
@@ -54,12 +55,28 @@ def check_compatible(model: nn.Module, source: Path, **recorded: Any) -> None:
             )
 
 
-def parse_config(source: Path, make, data) -> AdapterConfig:
+# what a reader raises on input of the wrong type or shape (a JSON value of the wrong type, a tensor of the wrong rank)
+_MALFORMED = (TypeError, AttributeError, KeyError, IndexError, RuntimeError, ValueError, OverflowError)
+
+
+@contextmanager
+def reading(source: Path):
+    """Readers and converters check what they can; whatever they did not foresee in a malformed file still ends as a
+    CheckpointError naming it (never a bare TypeError / RuntimeError), so a loader only ever raises AdapterError."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except _MALFORMED as e:
+        raise CheckpointError(f"{source}: malformed checkpoint ({type(e).__name__}: {e})") from None
+
+
+def parse_config(source: Path, make, data, what: str = "adapter config"):
     """Run a config converter, turning its validation errors into a CheckpointError naming the file."""
     try:
         return make(data)
     except (AdapterConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: invalid adapter config: {e}") from None
+        raise CheckpointError(f"{source}: invalid {what}: {e}") from None
 
 
 def linear_paths(interface: ModelInterface) -> dict[str, str]:

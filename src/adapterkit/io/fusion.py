@@ -11,21 +11,21 @@ modules (converted by `io.adapterhub`, both ways: `format="adapterhub"` writes t
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..blocks import Fuse
-from ..errors import AdapterError
-from ..fusion.config import resolve_fusion_config
+from ..errors import AdapterError, CheckpointError
+from ..fusion.config import AdapterFusionConfig, resolve_fusion_config
 from ..fusion.container import get_fusion
-from ..naming import check_loaded_name
 from ..version import __version__
 from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_adapterhub
-from .files import read_json
+from .common import check_compatible, parse_config, reading
+from .files import read_json, read_safetensors, read_weights
 from .staging import one_commit, recover
-from .validate import check_floating
+from .validate import non_floating, short_list
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -64,63 +64,80 @@ def save_fusion(model, directory: Path, name: str, meta_dict: dict | None, forma
         stage.write_bytes(CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
 
 
-def _read_weights(directory: Path) -> tuple[dict, bool]:
-    """(weights, whether they are AdapterHub-named)."""
-    if (directory / WEIGHTS_NAME).is_file():
-        return load_file(directory / WEIGHTS_NAME), False
-    for file in HUB_WEIGHTS:
-        path = directory / file
-        if path.is_file():
-            if path.suffix == ".safetensors":
-                return load_file(path), True
-            return torch.load(path, map_location="cpu", weights_only=True), True
-    raise AdapterError(f"{directory} holds no AdapterFusion weights; expected {WEIGHTS_NAME} (adapterkit) or "
-                       f"{' / '.join(HUB_WEIGHTS)} (AdapterHub)")
+@dataclass
+class FusionCheckpoint:
+    """An AdapterFusion read from disk and converted to adapterkit's keys, not yet on any model."""
+
+    name: str
+    adapter_names: list[str]
+    config: AdapterFusionConfig
+    weights: dict[str, torch.Tensor]
+    config_file: Path
+    weights_file: Path
 
 
-def load_fusion(model, directory: Path, load_as: str | None, set_active: bool) -> str:
+def read_fusion(model, directory: Path) -> FusionCheckpoint:
+    """Read, check against the model's facts and convert a fusion directory; the model is only consulted.
+
+    Every problem is a CheckpointError naming the file (the adapter loader's helpers: io/files.py, io/common.py)."""
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such AdapterFusion directory")
     recover(directory)  # a save a dead process committed but did not finish
-    if not (directory / CONFIG_NAME).is_file():
-        raise AdapterError(f"{directory} is not an AdapterFusion directory: {CONFIG_NAME} is missing")
-    data = read_json(directory / CONFIG_NAME, "AdapterFusion config")
+    source = directory / CONFIG_NAME
+    if not source.is_file():
+        raise CheckpointError(f"{directory}: is not an AdapterFusion directory: {CONFIG_NAME} is missing")
+    data = read_json(source, "AdapterFusion config")
     saved_name = data.get("name")
-    names = data.get("adapter_names") or (saved_name.split(",") if saved_name else None)
-    if not saved_name or not names:
-        raise AdapterError(f"{directory / CONFIG_NAME} names no fusion ('name') or fused adapters ('adapter_names')")
-    hidden = data.get("hidden_size")
-    if hidden is not None and hidden != model.adapter_state.hidden_size:
-        raise AdapterError(f"the fusion in {directory} was saved for hidden size {hidden}, this model has "
-                           f"{model.adapter_state.hidden_size}")
-    weights, from_hub = _read_weights(directory)
+    if not isinstance(saved_name, str) or not saved_name.strip():
+        raise CheckpointError(f"{source}: 'name' must be the fusion's name (a non-empty string), found "
+                              f"{saved_name!r}")
+    names = data.get("adapter_names", saved_name.split(","))
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise CheckpointError(f"{source}: 'adapter_names' must be a non-empty list of adapter names, found "
+                              f"{names!r}")
+    check_compatible(model, source, model_type=data.get("model_type"), hidden_size=data.get("hidden_size"))
+    if "config" not in data:
+        raise CheckpointError(f"{source}: no AdapterFusion config ('config': 'dynamic', 'static' or an object)")
+    config = parse_config(source, resolve_fusion_config, data["config"], what="AdapterFusion config")
+    weights_file, weights, from_hub = _read_weights(directory)
     if from_hub:
-        weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
-                                                    model.adapter_state)
-    name = load_as if load_as is not None else saved_name
-    check_loaded_name(name, load_as, directory / CONFIG_NAME, "fusion")
-    config = resolve_fusion_config(data["config"])
-    # checked on a scratch fusion first: a failed load leaves the model (and a fusion of this name) as it was
-    scratch = f"{name[:64]}__adapterkit_loading"
-    model.add_adapter_fusion(names, config, name=scratch, overwrite_ok=True)
-    try:
-        _load_weights(get_fusion(model, scratch), weights, directory, names)
-    finally:
-        model.delete_adapter_fusion(scratch)
-    model.add_adapter_fusion(names, config, name=name, overwrite_ok=True)
-    _load_weights(get_fusion(model, name), weights, directory, names)
-    if set_active:
-        model.set_active_adapters(Fuse(*names, name=name))
-    return name
+        try:
+            with reading(weights_file):
+                weights = fusion_state_dict_from_adapterhub(weights, saved_name, model.adapter_state.interface,
+                                                            model.adapter_state)
+        except AdapterError as e:
+            raise CheckpointError(f"{weights_file}: {e}") from None
+    return FusionCheckpoint(saved_name, list(names), config, weights, source, weights_file)
 
 
-def _load_weights(fusion, weights: dict, directory: Path, names: list[str]) -> None:
+def _read_weights(directory: Path) -> tuple[Path, dict, bool]:
+    """(the file, its weights, whether they are AdapterHub-named)."""
+    if (directory / WEIGHTS_NAME).is_file():
+        return directory / WEIGHTS_NAME, read_safetensors(directory / WEIGHTS_NAME), False
+    if any((directory / file).is_file() for file in HUB_WEIGHTS):
+        return (*read_weights(directory, *HUB_WEIGHTS), True)
+    raise CheckpointError(f"{directory}: holds no AdapterFusion weights; expected {WEIGHTS_NAME} (adapterkit) or "
+                          f"{' / '.join(HUB_WEIGHTS)} (AdapterHub)")
+
+
+def load_fusion_weights(fusion, ckpt: FusionCheckpoint) -> None:
+    """Load the checkpoint's weights into a fusion not yet on the model; keys, shapes and dtypes must fit."""
     expected = fusion.state_dict()
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise AdapterError(f"the AdapterFusion weights in {directory} do not fit fusion {names} on this model: "
-                           f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-                           f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
-    check_floating(weights, expected, f"the AdapterFusion weights in {directory}")
-    try:
-        fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
-    except RuntimeError as exc:  # shapes that do not fit
-        raise AdapterError(f"the AdapterFusion weights in {directory} do not fit this model: {exc}") from None
+    weights = ckpt.weights
+    missing, unexpected = set(expected) - set(weights), set(weights) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing weights: {short_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected weights: {short_list(unexpected)}")
+    wrong = [f"{k} has shape {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
+             for k in sorted(set(expected) & set(weights)) if weights[k].shape != expected[k].shape]
+    if wrong:
+        problems.append("wrong shapes: " + short_list(wrong, sort=False))
+    not_float = non_floating(weights, expected)
+    if not_float:
+        problems.append(f"non-floating-point weights: {short_list(not_float)}")
+    if problems:
+        raise CheckpointError(f"{ckpt.weights_file}: its weights do not fit fusion {ckpt.adapter_names} on this model "
+                              f"({'; '.join(problems)})")
+    fusion.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()}, strict=True)

@@ -1,8 +1,10 @@
 """Check a checkpoint against the modules its config would build, without touching the model.
 
 `expected_modules` runs the method's own `build` against the model's `ModelShape` (layers, projections, sizes)
-with a detached container that collects the new modules instead of attaching them. The checkpoint's tensors are then loaded into that container with `strict=True`: missing and
-unexpected keys and wrong shapes are found before the model is changed at all.
+with a detached container that collects the new modules instead of attaching them, on the meta device: a config
+that declares huge sizes (LoRA `r=10**8`) allocates nothing, and the expected shapes are compared with the
+checkpoint's before anything real is built. Missing and unexpected keys and wrong shapes are found before the
+model is changed at all.
 """
 
 from __future__ import annotations
@@ -51,14 +53,17 @@ class _DryRunState(ModelShape):
 
 
 def expected_modules(state: AdapterState, name: str, config: AdapterConfig) -> AdapterModules:
-    """The modules `add_adapter(name, config)` would create, detached from the model."""
+    """The modules `add_adapter(name, config)` would create, detached from the model, on the meta device (shapes
+    and dtypes only, no storage)."""
     dry = _DryRunState(state)
-    build(dry, name, config)
+    with torch.device("meta"):
+        build(dry, name, config)
     return dry.modules
 
 
-def _short(items) -> str:
-    items = sorted(items)
+def short_list(items, sort: bool = True) -> str:
+    """At most a few items, and how many there are in all."""
+    items = sorted(items) if sort else list(items)
     text = ", ".join(items[:_LIST_MAX])
     return text + (f", ... ({len(items)} in all)" if len(items) > _LIST_MAX else "")
 
@@ -74,7 +79,7 @@ def check_floating(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, t
     """Raise CheckpointError (naming `source` and the tensors) if `non_floating` finds any."""
     bad = non_floating(tensors, expected)
     if bad:
-        raise CheckpointError(f"{source}: non-floating-point weights: {_short(bad)}; weights must be floating "
+        raise CheckpointError(f"{source}: non-floating-point weights: {short_list(bad)}; weights must be floating "
                               "point (float32, float16, bfloat16, ...)")
 
 
@@ -90,17 +95,15 @@ def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tens
     unexpected = set(tensors) - set(expected)
     problems = []
     if missing:
-        problems.append(f"missing weights: {_short(missing)}")
+        problems.append(f"missing weights: {short_list(missing)}")
     if unexpected:
-        problems.append(f"unexpected weights: {_short(unexpected)}")
+        problems.append(f"unexpected weights: {short_list(unexpected)}")
     wrong = [f"{k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}"
              for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
     if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong[:_LIST_MAX])
-                        + (f"; ... ({len(wrong)} in all)" if len(wrong) > _LIST_MAX else ""))
+        problems.append("wrong shapes: " + short_list(wrong, sort=False))
     not_float = non_floating(tensors, expected)
     if not_float:
-        problems.append(f"non-floating-point weights: {_short(not_float)}")
+        problems.append(f"non-floating-point weights: {short_list(not_float)}")
     if problems:
         raise CheckpointError(f"{source}: does not match the adapter its config describes ({'; '.join(problems)})")
-    modules.load_state_dict(tensors, strict=True)
