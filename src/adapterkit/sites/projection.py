@@ -106,10 +106,9 @@ class ProjectionSite(Site):
 
 def _refuse_meta(state, plan, x) -> None:
     """Raise if a module of `plan` has weights on the meta device while `x` is real: torch multiplies a real input
-    with a meta weight without complaint (garbage values, then NaN). It runs at every call, so it is kept cheap
-    (about a microsecond): a module's own parameters (`adapter_to` moves them all at once), its submodules' only
-    when it has none of its own."""
-    if not isinstance(x, torch.Tensor) or x.is_meta:
+    with a meta weight without complaint (garbage values, then NaN). It runs at every call, so it first asks the
+    state whether any adapter is on the meta device at all (a set `.to()` keeps current); only then it looks at the modules' parameters (their own, or their submodules' if they have none)."""
+    if not state.on_meta or not isinstance(x, torch.Tensor) or x.is_meta:
         return
     for module in (plan if type(plan) is tuple else _plan_modules(plan)):
         for param in (module._parameters.values() if module._parameters else module.parameters()):

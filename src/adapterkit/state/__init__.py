@@ -31,12 +31,28 @@ CONTAINER = "adapterkit"
 
 
 class AdapterModules(nn.Module):
-    """All modules of one adapter: per layer and location, plus model-level (`shared`) ones."""
+    """All modules of one adapter: per layer and location, plus model-level (`shared`) ones.
 
-    def __init__(self):
+    `on_meta` (a set shared with the state): holds this entry while any of its weights is on the meta device (no
+    data), kept current by every `.to()` of the adapter or the model (`_apply`) and by `refresh_meta()`, so the
+    sites need not look at parameters per call."""
+
+    def __init__(self, on_meta: set):
         super().__init__()
         self.layers = nn.ModuleDict()
         self.shared = nn.ModuleDict()
+        self.__dict__["on_meta"] = on_meta
+
+    def refresh_meta(self) -> None:
+        if any(p.is_meta for p in self.parameters()):
+            self.on_meta.add(self)
+        else:
+            self.on_meta.discard(self)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.refresh_meta()
+        return out
 
 
 class PlanCache(dict):
@@ -56,6 +72,7 @@ class AdapterState(ModelShape):
         self.sites: dict[tuple, Site] = {}
         self.plans = PlanCache()
         self.record = ForwardRecord()
+        self.on_meta: set = set()  # adapter entries with weights on the meta device (AdapterModules)
         model.add_module(CONTAINER, nn.ModuleDict())
 
     def require(self, name: str):
@@ -79,7 +96,7 @@ class AdapterState(ModelShape):
 
     def _entry(self, name: str) -> AdapterModules:
         if name not in self.container:
-            self.container[name] = AdapterModules()
+            self.container[name] = AdapterModules(self.on_meta)
         return self.container[name]
 
     def add_layer_module(self, name: str, layer_id: int, location: str, module: nn.Module, *, site: str,
@@ -90,6 +107,8 @@ class AdapterState(ModelShape):
         placed = self._placed(module, target if target is not None else self.layers[layer_id])
         self._ensure_site((layer_id, location), site, target).accept(placed)
         layers[str(layer_id)][location] = placed
+        if any(p.is_meta for p in placed.parameters()):  # built on the meta device
+            self._entry(name).refresh_meta()
 
     def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
         """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
@@ -170,6 +189,7 @@ class AdapterState(ModelShape):
                 sync(unmerged)
 
     def drop_adapter_modules(self, name: str) -> None:
+        self.on_meta.discard(self.container[name])
         del self.container[name]
         names = list(self.container)
         for key in [k for k, site in self.sites.items() if not site.in_use(names)]:
