@@ -37,11 +37,11 @@ class AdapterModules(nn.Module):
     data), kept current by every `.to()` of the adapter or the model (`_apply`) and by `refresh_meta()`, so the
     sites need not look at parameters per call."""
 
-    def __init__(self, on_meta: set):
+    def __init__(self, on_meta: set | None = None):
         super().__init__()
         self.layers = nn.ModuleDict()
         self.shared = nn.ModuleDict()
-        self.__dict__["on_meta"] = on_meta
+        self.__dict__["on_meta"] = set() if on_meta is None else on_meta
 
     def refresh_meta(self) -> None:
         if any(p.is_meta for p in self.parameters()):
