@@ -208,3 +208,38 @@ def test_peft_export_on_gpt2_conv1d_is_refused_naming_why(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep"]
     model.save_adapter(tmp_path / "native", "a")  # the adapterkit format holds it
 
+
+
+@pytest.mark.parametrize("arch,config", [("bert", "loha[r=3,intermediate=True]"), ("bert", "lokr[r=2]"),
+                                         ("gpt2", "loha[r=2,attn_matrices=['q','v','o'],output=True]")])
+def test_one_matmul_path_equals_the_plain_path_with_its_gradients(arch, config, monkeypatch):
+    """Alone on a whole projection the module runs `x (W + dW)^T + b` (nn/delta.py run_whole): the same values and
+    gradients as `x W^T + b + x dW^T`, and it is the path taken."""
+    import archs
+    from adapterkit.nn.delta import DeltaWeight
+
+    def run():
+        torch.manual_seed(0)
+        model = adapterkit.init(archs.model(arch))
+        model.add_adapter("a", config=config)
+        model.train_adapter("a")
+        randomise(model.adapterkit["a"])
+        out = model(**archs.inputs(arch)).last_hidden_state
+        out.pow(2).mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.adapterkit["a"].parameters()]
+
+    taken = []
+    whole = DeltaWeight.run_whole
+
+    def counted(self, *args):
+        out = whole(self, *args)
+        taken.append(out is not None)
+        return out
+    monkeypatch.setattr(DeltaWeight, "run_whole", counted)
+    fast, fast_grads = run()
+    assert any(taken) and all(g is not None for g in fast_grads)
+    monkeypatch.setattr(DeltaWeight, "run_whole", lambda self, *a: None)
+    plain, plain_grads = run()
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    for f, p in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-4)

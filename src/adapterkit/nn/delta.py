@@ -3,6 +3,10 @@
 LoHa and LoKr (peft's LyCORIS family) differ only in how they build dW, so the forward, the dropouts, merging and
 the protocol the projection site and its composition ask for (`module(x, out)`, `combine = "add"`, `delta(x)`) live
 here once. The update is built in the adapter's dtype and applied to x cast to it (dtypes.py).
+
+Alone on a whole nn.Linear / Conv1D (`run_whole`), the projection runs once with `W + dW`: dW is a full (out, in)
+matrix, so `x W^T + x dW^T` would pay a second projection-sized matmul (measured: unmerged LoHa inference 1.18x
+the plain forward of bert-base, peft 1.19x; the forward and backward each save one matmul per projection).
 """
 
 from __future__ import annotations
@@ -10,15 +14,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers.pytorch_utils import Conv1D
 
 from .dtypes import cast
+
+
+_WHOLE = (nn.Linear, Conv1D)  # the exact types whose forward `run_whole` reproduces (not subclasses: quantised...)
 
 
 class DeltaWeight(nn.Module):
     """Subclasses build `update()`: dW before scaling, (out, in). `scaling` multiplies it (alpha / r)."""
 
     combine = "add"
-    run_whole = None
 
     def __init__(self, scaling: float, rank_dropout: float = 0.0, module_dropout: float = 0.0,
                  rescale_rank_dropout: bool = True):
@@ -53,6 +60,20 @@ class DeltaWeight(nn.Module):
 
     def routable(self) -> bool:
         return False
+
+    def run_whole(self, projection: nn.Module, x, transposed: bool, args: tuple, kwargs: dict):
+        """`x (W + dW)^T + b` in one matmul where that is the same computation, else None (the plain path)."""
+        if type(projection) not in _WHOLE or len(args) != 1 or kwargs or not isinstance(x, torch.Tensor):
+            return None
+        if self.training and self.module_dropout > 0:
+            return None  # skipped at random per call: the plain path decides
+        if self._forward_pre_hooks or self._forward_hooks:
+            return None  # hooks on the adapter module itself: it has to be called
+        weight, bias = projection.weight, projection.bias
+        delta = self.delta_weight()
+        if x.dtype != weight.dtype or delta.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return None
+        return F.linear(x, (weight.t() if transposed else weight) + delta, bias)
 
     def merge_into(self, projection) -> None:
         weight = projection.weight()
