@@ -25,7 +25,7 @@ from .adapterhub import fusion_state_dict_from_adapterhub, fusion_state_dict_to_
 from .common import check_compatible, parse_config, reading
 from .files import read_json, read_safetensors, read_weights
 from .staging import one_commit, recover
-from .validate import non_floating, short_list
+from .validate import fit_problems
 
 CONFIG_NAME = "adapter_fusion_config.json"
 WEIGHTS_NAME = "adapter_fusion.safetensors"
@@ -124,19 +124,7 @@ def load_fusion_weights(fusion, ckpt: FusionCheckpoint) -> None:
     """Load the checkpoint's weights into a fusion not yet on the model; keys, shapes and dtypes must fit."""
     expected = fusion.state_dict()
     weights = ckpt.weights
-    missing, unexpected = set(expected) - set(weights), set(weights) - set(expected)
-    problems = []
-    if missing:
-        problems.append(f"missing weights: {short_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected weights: {short_list(unexpected)}")
-    wrong = [f"{k} has shape {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}"
-             for k in sorted(set(expected) & set(weights)) if weights[k].shape != expected[k].shape]
-    if wrong:
-        problems.append("wrong shapes: " + short_list(wrong, sort=False))
-    not_float = non_floating(weights, expected)
-    if not_float:
-        problems.append(f"non-floating-point weights: {short_list(not_float)}")
+    problems = fit_problems(weights, expected)
     if problems:
         raise CheckpointError(f"{ckpt.weights_file}: its weights do not fit fusion {ckpt.adapter_names} on this model "
                               f"({'; '.join(problems)})")

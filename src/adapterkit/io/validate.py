@@ -83,16 +83,10 @@ def check_floating(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, t
                               "point (float32, float16, bfloat16, ...)")
 
 
-def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor],
-                     source: str) -> None:
-    """Raise CheckpointError (naming `source`) unless `tensors` is exactly the state dict of the adapter."""
-    try:
-        modules = expected_modules(state, name, config)
-    except AdapterError as e:
-        raise CheckpointError(f"{source}: its adapter config does not fit this model: {e}") from None
-    expected = modules.state_dict()
-    missing = set(expected) - set(tensors)
-    unexpected = set(tensors) - set(expected)
+def fit_problems(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps `tensors` from being exactly a module's state dict `expected`: missing and unexpected keys, wrong
+    shapes, non-floating-point tensors (empty: they fit)."""
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
     problems = []
     if missing:
         problems.append(f"missing weights: {short_list(missing)}")
@@ -105,5 +99,16 @@ def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tens
     not_float = non_floating(tensors, expected)
     if not_float:
         problems.append(f"non-floating-point weights: {short_list(not_float)}")
+    return problems
+
+
+def check_state_dict(state: AdapterState, name: str, config: AdapterConfig, tensors: Mapping[str, torch.Tensor],
+                     source: str) -> None:
+    """Raise CheckpointError (naming `source`) unless `tensors` is exactly the state dict of the adapter."""
+    try:
+        modules = expected_modules(state, name, config)
+    except AdapterError as e:
+        raise CheckpointError(f"{source}: its adapter config does not fit this model: {e}") from None
+    problems = fit_problems(tensors, modules.state_dict())
     if problems:
         raise CheckpointError(f"{source}: does not match the adapter its config describes ({'; '.join(problems)})")
