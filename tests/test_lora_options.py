@@ -104,3 +104,26 @@ def test_cat_of_rslora_adapters_is_the_weighted_sum_of_their_updates(tmp_path):
     for key, module in state.layer_modules("m"):
         expected = 0.7 * state.module_at("a", key).delta_weight() - 0.4 * state.module_at("b", key).delta_weight()
         torch.testing.assert_close(module.delta_weight(), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+def test_peft_inits_start_as_the_identity_and_export_to_adapterhub(init, batch, tmp_path):
+    model = adapterkit.init(tiny_model("bert"))
+    with adapterkit.AdapterSetup(None):
+        base = outputs(model, batch)
+    model.add_adapter("a", config=adapterkit.LoRAConfig(r=8, init_weights=init), set_active=True)
+    modules = [m for _, m in model.adapter_state.layer_modules("a")]
+    assert all(m.lora_A.abs().sum() > 0 for m in modules)
+    if init == "gaussian":
+        a = torch.cat([m.lora_A.flatten() for m in modules])
+        assert abs(a.std().item() - 1 / 8) < 0.02 and all(not m.lora_B.any() for m in modules)
+    else:
+        assert all(m.lora_B.abs().sum() > 0 and (m.lora_B @ m.lora_A).abs().max() < 1e-6 for m in modules)
+    assert (outputs(model, batch) - base).abs().max() < 1e-5
+    model.save_adapter(tmp_path, "a", format="adapterhub")
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["config"]["init_weights"] == "lora"
+
+
+def test_orthogonal_init_needs_an_even_rank():
+    with pytest.raises(AdapterConfigError, match="needs an even r"):
+        adapterkit.LoRAConfig(r=3, init_weights="orthogonal")

@@ -15,7 +15,8 @@ LAYER_KIND = "loras"
 
 
 def config_to_hub(config, out: dict[str, Any]) -> None:
-    """The `adapters` package's LoRA scales by alpha / r: rsLoRA's alpha / sqrt(r) is written as that alpha."""
+    """The `adapters` package's LoRA scales by alpha / r: rsLoRA's alpha / sqrt(r) is written as that alpha; peft's
+    inits, which the package would refuse, as its default (the file holds the trained weights)."""
     if "o" in config.attn_matrices:
         raise AdapterConfigError(
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
@@ -27,6 +28,8 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
             "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
     if out.pop("use_rslora", False):
         out["alpha"] = config.scaling * config.r
+    if out.get("init_weights") in ("gaussian", "orthogonal"):
+        out["init_weights"] = "lora"  # the package knows no such init; the weights in the file are what counts
 
 
 def fix_legacy_dict(source, data: dict[str, Any], version: str) -> dict[str, Any]:

@@ -28,7 +28,9 @@ class LoRAConfig(AdapterConfig):
 
     `attn_matrices` picks q/k/v (and "o", the attention output projection, which the `adapters` package silently ignore);
     `intermediate_lora` / `output_lora` add the FFN input and output projections. `use_rslora`: scale by
-    alpha / sqrt(r) (peft's rsLoRA).
+    alpha / sqrt(r) (peft's rsLoRA). `init_weights`: "lora" (A Kaiming-uniform, B zeros), "bert" (both N(0, 0.02)),
+    "ia3" (ones), and peft's "gaussian" (A ~ N(0, 1/r), B zeros) and "orthogonal" (A and B from alternate rows of
+    one random orthogonal r x r matrix, so B A = 0 at the start while both train from non-zero values; even r).
     """
 
     method: ClassVar[str] = "lora"
@@ -55,7 +57,10 @@ class LoRAConfig(AdapterConfig):
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
         self._check_names("attn_matrices", ATTN_MATRICES)
         self._check_str("composition_mode", ("add", "scale"))
-        self._check_str("init_weights", ("lora", "bert", "ia3"))
+        self._check_str("init_weights", ("lora", "bert", "ia3", "gaussian", "orthogonal"))
+        if self.init_weights == "orthogonal" and self.r % 2:
+            raise AdapterConfigError(f"{type(self).__name__}: init_weights='orthogonal' needs an even r (its A and B "
+                                     f"take alternate rows of one orthogonal matrix), got r={self.r}")
         if self.composition_mode == "scale" and self.r != 1:
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"

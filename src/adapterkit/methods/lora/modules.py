@@ -47,6 +47,13 @@ class LoRA(nn.Module):
             elif config.init_weights == "bert":
                 nn.init.normal_(self.lora_A, std=0.02)
                 nn.init.normal_(self.lora_B, std=0.02)
+            elif config.init_weights == "gaussian":  # peft's
+                nn.init.normal_(self.lora_A, std=1 / config.r)
+                nn.init.zeros_(self.lora_B)
+            elif config.init_weights == "orthogonal":  # peft's: B A = 0, as q_even q_odd^T = 0
+                q, _ = torch.linalg.qr(torch.randn(config.r, config.r))
+                self.lora_A.copy_(torch.randn(in_features, config.r // 2).mm(q[0::2]).T / 10.0)
+                self.lora_B.copy_(torch.randn(config.r // 2, out_features).T.mm(q[1::2]) / 10.0)
             else:  # "ia3"
                 nn.init.ones_(self.lora_A)
                 nn.init.ones_(self.lora_B)
