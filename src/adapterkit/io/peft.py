@@ -3,8 +3,9 @@
 PEFT keys name the wrapped model's modules: `base_model.model.<module path>.<parameter>`. The module paths come
 from the architecture interface, so this file has no per-model knowledge; which PEFT types exist, their
 parameters and their semantics come from the methods that declare a "peft" map (`MethodSpec.formats["peft"]`:
-`READERS` {peft_type: reader}, `PARAMS`, `module_tensors`, `output_vector`, `peft_config`; LoRA and (IA)^3 in
-methods/lora/peft.py). This file reads and writes projection adapters: the same projections in every layer.
+`READERS` {peft_type: reader}, `PARAMS`, `module_tensors`, `output_vector`, `peft_config`, optional
+`export_refusal`; e.g. methods/lora/peft.py). This file reads and writes projection adapters: the same projections
+in every layer.
 
 - Prefix tuning (peft_type PREFIX_TUNING) has no exact conversion: PEFT passes its prefix as a key/value cache,
   so the model also offsets its position ids by the prefix length; ours (AdapterHub's semantics) keeps them.
@@ -40,6 +41,11 @@ def _maps() -> list:
 
 def _readers() -> dict[str, Callable]:
     return {peft_type: reader for m in _maps() for peft_type, reader in m.READERS.items()}
+
+
+def _labels() -> str:
+    """The methods the PEFT format holds here, for messages ("LoRA / (IA)^3 and LoHa and LoKr")."""
+    return " and ".join(spec.label for spec in specs() if "peft" in spec.formats)
 
 
 def _params() -> dict[str, str]:
@@ -105,10 +111,10 @@ def _sites(model: nn.Module, weights: Mapping[str, torch.Tensor], weights_file: 
         raise CheckpointError(
             f"{weights_file}: holds weights adapterkit cannot place{extra}: {', '.join(sorted(unknown)[:6])}"
             + (f", ... ({len(unknown)} in all)" if len(unknown) > 6 else "")
-            + f"; adapterkit reads LoRA / (IA)^3 weights on the projections {', '.join(names)}"
+            + f"; adapterkit reads {_labels()} weights on the projections {', '.join(names)}"
         )
     if not out:
-        raise CheckpointError(f"{weights_file}: holds no LoRA / (IA)^3 weights")
+        raise CheckpointError(f"{weights_file}: holds no {_labels()} weights")
     return out
 
 
@@ -201,9 +207,8 @@ def write(model, stage: StagedWrite, name: str) -> None:
     if peft_map is None:
         key = config.method.upper()  # peft's type names are the methods' names in capitals
         why = f" ({NO_CONVERSION[key]})" if key in NO_CONVERSION else ""
-        held = " and ".join(s.label for s in specs() if "peft" in s.formats)
         raise AdapterConfigError(
-            f"adapter {name!r} is a {config.method} adapter; the PEFT format holds {held} "
+            f"adapter {name!r} is a {config.method} adapter; the PEFT format holds {_labels()} "
             f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
     prefix, layers = base_prefix(model), layer_prefixes(state)
