@@ -243,3 +243,16 @@ def test_one_matmul_path_equals_the_plain_path_with_its_gradients(arch, config, 
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     for f, p in zip(fast_grads, plain_grads):
         torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-4)
+
+
+def test_merging_in_training_mode_applies_no_rank_dropout(batch):
+    model = adapterkit.init(tiny_model("bert"))
+    model.add_adapter("a", config="loha[r=2,rank_dropout=0.5]")
+    randomise(model.adapterkit["a"])
+    model.eval()
+    model.set_active_adapters("a")
+    expected = outputs(model, batch)  # eval: no dropout
+    model.train()
+    model.merge_adapter("a")
+    model.eval()
+    assert (outputs(model, batch) - expected).abs().max() <= ATOL

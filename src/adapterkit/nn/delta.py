@@ -76,8 +76,9 @@ class DeltaWeight(nn.Module):
         return F.linear(x, (weight.t() if transposed else weight) + delta, bias)
 
     def merge_into(self, projection) -> None:
+        """W + dW, never with rank dropout (a merge in training mode must not drop rows at random)."""
         weight = projection.weight()
-        projection.set(weight + self.delta_weight().to(weight.dtype))
+        projection.set(weight + (self.update() * self.scaling).to(weight.dtype))
 
 
 def build_on_projections(state, name: str, config, make) -> None:
