@@ -94,6 +94,11 @@ class AdapterState(ModelShape):
         param = next(reference.parameters(), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
+    def _note_meta(self, name: str, placed: nn.Module) -> None:
+        """A module placed on the meta device (a model built there) marks its adapter (AdapterModules.on_meta)."""
+        if any(p.is_meta for p in placed.parameters()):
+            self._entry(name).refresh_meta()
+
     def _entry(self, name: str) -> AdapterModules:
         if name not in self.container:
             self.container[name] = AdapterModules(self.on_meta)
@@ -107,12 +112,12 @@ class AdapterState(ModelShape):
         placed = self._placed(module, target if target is not None else self.layers[layer_id])
         self._ensure_site((layer_id, location), site, target).accept(placed)
         layers[str(layer_id)][location] = placed
-        if any(p.is_meta for p in placed.parameters()):  # built on the meta device
-            self._entry(name).refresh_meta()
+        self._note_meta(name, placed)
 
     def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
         """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
         placed = self._entry(name).shared[key] = self._placed(module, self.base)
+        self._note_meta(name, placed)
         if site is not None:
             self._ensure_site(("model", key), site, None)
         return placed
