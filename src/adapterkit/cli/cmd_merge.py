@@ -1,4 +1,4 @@
-"""`adapterkit merge`: write a plain transformers checkpoint with a LoRA / (IA)^3 adapter merged into its weights."""
+"""`adapterkit merge`: write a plain transformers checkpoint with a mergeable adapter (LoRA, (IA)^3, LoHa, LoKr) merged into its weights."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ ORDER = 4
 
 
 def register(sub) -> None:
-    p = sub.add_parser("merge", help="merge a LoRA / (IA)^3 adapter into the weights, save a plain checkpoint",
+    p = sub.add_parser("merge", help="merge an adapter (LoRA, (IA)^3, LoHa, LoKr) into the weights, save a plain checkpoint",
                        description="Load the base model, load the adapter, merge it, and save a transformers "
                                    "checkpoint (no adapterkit needed to use it) that gives the same outputs.")
     p.add_argument("--adapter-dir", required=True)
