@@ -1,7 +1,8 @@
 """peft's combination types in `average_adapter` (TIES, DARE, magnitude pruning, SVD forms): the same adapters,
 saved by peft and loaded into both, merged by peft's `add_weighted_adapter` and by ours give the same factors and
-outputs within 1e-5 on a tiny BERT, a tiny grouped-query Llama and GPT-2's Conv1D projections. DARE's masks are random: both sides are seeded
-alike before the call (torch.manual_seed) and adapterkit draws them in peft's order."""
+outputs within 1e-5 on a tiny BERT, a tiny grouped-query Llama and GPT-2's Conv1D projections. DARE's masks are
+random: both sides are seeded alike before the call (torch.manual_seed) and adapterkit draws them in peft's
+order."""
 
 from __future__ import annotations
 
