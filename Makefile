@@ -51,3 +51,4 @@ fixtures:
 	.venv-ref/bin/python tools/make_adapterhub_fixtures.py
 	.venv-ref/bin/python tools/make_composition_fixtures.py
 	.venv-ref/bin/python tools/make_average_fixtures.py
+	.venv-ref/bin/python tools/make_average_head_fixtures.py  # after make_head_fixtures: it reuses its BERT

@@ -76,7 +76,7 @@ def test_refusals_leave_the_model_unchanged():
     cases = [
         ((["a", "p"],), {}, "'p' has another config than 'a'"),
         ((["a", "r4"],), {}, "'r4' has another config"),
-        ((["a", "b"],), {"combine_strategy": "ties"}, "unknown combine_strategy 'ties'; allowed: linear"),
+        ((["a", "b"],), {"combine_strategy": "bogus"}, "unknown combine_strategy 'bogus'; allowed: linear"),
         ((["p"],), {"combine_strategy": "lora_delta_w_svd", "svd_rank": 2}, "is for LoRA adapters"),
         ((["a", "b"],), {"combine_strategy": "lora_delta_w_svd"}, "svd_rank goes with"),
         ((["a", "b"],), {"svd_rank": 2}, "svd_rank goes with"),

@@ -2,8 +2,9 @@
 
 Adapters of one config have the same modules, so the average is taken parameter by parameter over
 `model.adapterkit[<name>]` — every method's modules alike — as the `adapters` package does ("linear"). A method
-may add strategies of its own (`MethodSpec.averaging`: LoRA's "lora_linear_only_negate_b" and "lora_delta_w_svd",
-in methods/lora/averaging.py); `svd_rank` is the option of those that truncate to a rank.
+may add strategies of its own (`MethodSpec.averaging`: LoRA's "lora_linear_only_negate_b", "lora_delta_w_svd", "cat"
+and peft's TIES / DARE / SVD combination types, in methods/lora/). Each strategy names the options it `accepts`
+and `requires` (OPTIONS below); an option given to a strategy that does not take it is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from .blocks import mixing_weights
 from .errors import AdapterError
 from .registry import members, spec_for, specs
 _IGNORED = ("dropout", "init_weights")  # fields the sources may differ in (as the package)
+# the strategies' options and their defaults (a value other than the default counts as given)
+OPTIONS = {"svd_rank": None, "density": None, "majority_sign_method": "total", "svd_clamp": None,
+           "svd_full_matrices": True, "svd_driver": None}
 
 
 def _signature(data):
@@ -45,7 +49,30 @@ def _strategies() -> dict:
     return out
 
 
-def _config(model, names: list[str], strategy: str, svd_rank):
+def _no_draws(model):
+    """Leave torch's generators (CPU and the model's CUDA devices) as they were."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    return torch.random.fork_rng(devices=devices)
+
+
+def _check_options(strategy: str, method, options: dict, known: dict) -> None:
+    """Each given option is one `strategy` takes, and each it needs is given (generic "linear": none)."""
+    accepts = method.accepts if method is not None else ()
+    requires = method.requires if method is not None else ()
+    for option, default in OPTIONS.items():
+        given = not (options[option] is default or options[option] == default)
+        users = [name for name, m in known.items() if m is not None and option in m.accepts]
+        also = f"{option} goes with combine_strategy {', '.join(map(repr, users))}"
+        if given and option not in accepts:
+            raise AdapterError(f"{also}; {strategy!r} takes {', '.join(accepts) or 'no options'}")
+        if not given and option in requires:
+            raise AdapterError(f"combine_strategy {strategy!r} needs {option} ({also})")
+    rank = options["svd_rank"]
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
+        raise AdapterError(f"svd_rank={rank!r} must be a whole number")
+
+
+def _config(model, names: list[str], strategy: str, options: dict):
     """(the new adapter's config, the method's strategy or None for "linear")."""
     configs = [model.adapter_state.require(n) for n in names]
     first = _signature(configs[0].to_dict())
@@ -64,28 +91,30 @@ def _config(model, names: list[str], strategy: str, svd_rank):
         if not owned:
             raise AdapterError(f"combine_strategy {strategy!r} is for {method.applies_to} adapters; {names[0]!r} is "
                                f"a {config.method} adapter: use 'linear'")
-    takes_rank = method is not None and method.takes_rank
-    if takes_rank != (svd_rank is not None):
-        raise AdapterError("svd_rank goes with combine_strategy='lora_delta_w_svd' (and that strategy needs it)")
-    if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int)):
-        raise AdapterError(f"svd_rank={svd_rank!r} must be a whole number")
-    return (config if method is None else method.config(config, names, svd_rank)), method
+    _check_options(strategy, method, options, known)
+    if method is None:
+        return config, None
+    method.check(model, names, options)
+    return method.config(config, names, options), method
 
 
 @torch.no_grad()
 def average_adapter(model, adapter_name: str, adapter_list, weights=None, combine_strategy: str = "linear",
                     normalize_weights: bool = True, overwrite_ok: bool = False, set_active: bool = False,
-                    svd_rank: int | None = None) -> None:
+                    svd_rank: int | None = None, **options) -> None:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise AdapterError(f"average_adapter got unknown options {unknown}; allowed: {', '.join(OPTIONS)}")
+    options = {**OPTIONS, **options, "svd_rank": svd_rank}
     names, weights = _weights(adapter_list, weights, normalize_weights)
-    config, method = _config(model, names, combine_strategy, svd_rank)
+    config, method = _config(model, names, combine_strategy, options)
     if adapter_name in names:
         raise AdapterError(f"average_adapter: the new adapter {adapter_name!r} cannot be one of its sources")
-    if svd_rank is not None:
-        method.check_rank(model, names, svd_rank)
     sources = [{k: v.detach() for k, v in model.adapterkit[n].state_dict().items()} for n in names]
-    model.add_adapter(adapter_name, config=config, overwrite_ok=overwrite_ok)
+    with _no_draws(model):  # its initial weights are overwritten: a strategy's random draws come first
+        model.add_adapter(adapter_name, config=config, overwrite_ok=overwrite_ok)
     if method is not None:
-        method.apply(model, adapter_name, names, weights, sources, svd_rank)
+        method.apply(model, adapter_name, names, weights, sources, options)
     else:
         target = model.adapterkit[adapter_name]
         averaged = {}
@@ -95,4 +124,3 @@ def average_adapter(model, adapter_name: str, adapter_list, weights=None, combin
         target.load_state_dict(averaged)
     if set_active:
         model.set_active_adapters(adapter_name)
-

@@ -93,13 +93,18 @@ class AdapterModelMixin(FusionMixin):
 
     def average_adapter(self, adapter_name: str, adapter_list, weights=None, combine_strategy: str = "linear",
                         normalize_weights: bool = True, overwrite_ok: bool = False, set_active: bool = False,
-                        svd_rank: int | None = None) -> None:
+                        svd_rank: int | None = None, *, density: float | None = None,
+                        majority_sign_method: str = "total", svd_clamp: float | None = None,
+                        svd_full_matrices: bool = True, svd_driver: str | None = None) -> None:
         """Add `adapter_name` as a weighted average of adapters of one config (`adapter_list`: names, or a dict
         name -> weight; default weights equal, normalised to sum 1). `combine_strategy`: "linear" (every
-        parameter), or for LoRA "lora_linear_only_negate_b" / "lora_delta_w_svd" (with `svd_rank`); see
-        averaging.py."""
+        parameter), or for LoRA "lora_linear_only_negate_b" / "lora_delta_w_svd" (with `svd_rank`), and peft's
+        "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune" (with `density`, `majority_sign_method`) and
+        "svd", "<those>_svd" (with `svd_rank`, `svd_clamp`, `svd_full_matrices`, `svd_driver`); see averaging.py
+        and methods/lora/task_arithmetic.py."""
         average_adapter(self, adapter_name, adapter_list, weights, combine_strategy, normalize_weights, overwrite_ok,
-                        set_active, svd_rank)
+                        set_active, svd_rank, density=density, majority_sign_method=majority_sign_method,
+                        svd_clamp=svd_clamp, svd_full_matrices=svd_full_matrices, svd_driver=svd_driver)
 
     def delete_adapter(self, adapter_name: str) -> None:
         """Remove an adapter and its weights (resetting it first if merged); it leaves the active setup."""

@@ -32,7 +32,8 @@ class MethodSpec:
     - `before_forward(state, names)`: once per forward, outside every layer (prefix MLPs); None: nothing.
     - `blocks`: the composition blocks it runs; none declared means none (a lone adapter is always allowed).
     - `fusable`: AdapterFusion can fuse its adapters.
-    - `averaging`: extra `average_adapter` strategies, name -> fn(model, new_name, sources, weights, **options).
+    - `averaging`: extra `average_adapter` strategies, name -> a strategy object (`accepts` / `requires` options,
+      `check`, `config`, `apply`: averaging.py; LoRA's in methods/lora/strategy.py).
     - `formats`: checkpoint format name -> the method's map for it (see io/).
     - `exports`: public name -> config class (`adapterkit.configs.<name>`, aliases included).
     - `site_entry(state, adapter_name, key)`: what a per-kind site (one per layer and kind, e.g. attention) runs

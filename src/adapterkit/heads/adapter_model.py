@@ -26,6 +26,7 @@ from ..io.staging import one_commit
 from ..model import AdapterModelMixin, init
 from ..naming import check_adapter_name
 from . import io as head_io
+from .averaging import average_head
 from .base import PredictionHead, label2id_from
 from .registry import build_head
 
@@ -153,6 +154,12 @@ class AdapterModel(AdapterModelMixin):
                 "(use add_causal_lm_head or add_masked_lm_head)"
             )
         self._add("seq2seq_lm", head_name, overwrite_ok, layers=layers)
+
+    def average_head(self, head_name: str, head_list, weights=None, normalize_weights: bool = True,
+                     overwrite_ok: bool = False, set_active: bool = False) -> None:
+        """Add `head_name` as the weighted average of heads of one type and config (`head_list`: names, or a dict
+        name -> weight; default weights equal, normalised to sum 1), as the `adapters` package; see averaging.py."""
+        average_head(self, head_name, head_list, weights, normalize_weights, overwrite_ok, set_active)
 
     def delete_head(self, head_name: str) -> None:
         self._require_head(head_name)

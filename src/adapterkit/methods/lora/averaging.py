@@ -8,47 +8,26 @@
   by SVD. Where `svd_rank` differs from r, the `adapters` package rescales that sum by r / svd_rank (it drops the
   old alpha / r and applies the new one); here the averaged update is the weighted sum itself (the package's
   result when svd_rank == r).
+- peft's TIES / DARE / magnitude pruning and their SVD forms: task_arithmetic.py.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ...errors import AdapterError
-from .modules import LoRA
+from .strategy import Strategy
+from .task_arithmetic import STRATEGIES as TASK_ARITHMETIC
 
 
-class Strategy:
-    """An averaging strategy for additive, ungated LoRA (`applies_to` names it in errors)."""
+class NegateB(Strategy):
+    """"lora_linear_only_negate_b": see the module docstring."""
 
-    applies_to = "LoRA"
-
-    def __init__(self, name: str, takes_rank: bool):
-        self.name, self.takes_rank = name, takes_rank
-
-    def config(self, config, names: list[str], rank):
-        """The new adapter's config, or a clear error for sources this strategy cannot average."""
-        if config.composition_mode != "add":
-            raise AdapterError(f"combine_strategy {self.name!r} is for LoRA adapters; {names[0]!r} is a "
-                               "(IA)^3 adapter: use 'linear'")
-        if config.use_gating:
-            raise AdapterError(f"combine_strategy {self.name!r} averages LoRA's A and B only; gated LoRA adapters "
-                               "can be averaged with 'linear'")
-        return config.replace(r=rank) if rank is not None else config
-
-    def check_rank(self, model, names: list[str], rank: int) -> None:
-        modules = [m for _, m in model.adapter_state.layer_modules(names[0]) if isinstance(m, LoRA)]
-        smallest = min((min(m.lora_A.shape[1], m.lora_B.shape[0]) for m in modules), default=rank)
-        if not 1 <= rank <= smallest:
-            raise AdapterError(f"svd_rank={rank} must be between 1 and {smallest} (the smallest side of the "
-                               "projections these adapters update)")
+    def __init__(self):
+        super().__init__("lora_linear_only_negate_b")
 
     @torch.no_grad()
     def apply(self, model, adapter_name: str, names: list[str], weights: list[float], sources: list[dict],
-              rank) -> None:
-        if self.takes_rank:
-            _svd(model, adapter_name, names, weights, rank)
-            return
+              options: dict) -> None:
         target = model.adapterkit[adapter_name]
         averaged = {}
         for key, value in target.state_dict().items():
@@ -58,32 +37,44 @@ class Strategy:
         target.load_state_dict(averaged)
 
 
-def _svd(model, adapter_name: str, names: list[str], weights: list[float], rank: int) -> None:
-    state = model.adapter_state
-    for key, module in state.layer_modules(adapter_name):
-        if not isinstance(module, LoRA):
-            continue
-        dtype = torch.promote_types(module.lora_A.dtype, torch.float32)
-        delta = sum(w * state.module_at(n, key).delta_weight().to(dtype) for n, w in zip(names, weights))
-        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        module.lora_A.copy_(vh[:rank])
-        module.lora_B.copy_(u[:, :rank] * s[:rank] / module.scaling)
+class DeltaSvd(Strategy):
+    """"lora_delta_w_svd": see the module docstring."""
+
+    def __init__(self):
+        super().__init__("lora_delta_w_svd", accepts=("svd_rank",), requires=("svd_rank",))
+
+    def config(self, config, names: list[str], options: dict):
+        return super().config(config, names, options).replace(r=options["svd_rank"])
+
+    def check(self, model, names: list[str], options: dict) -> None:
+        self.check_rank(model, names, options["svd_rank"])
+
+    @torch.no_grad()
+    def apply(self, model, adapter_name: str, names: list[str], weights: list[float], sources: list[dict],
+              options: dict) -> None:
+        state, rank = model.adapter_state, options["svd_rank"]
+        for key, module in state.layer_modules(adapter_name):
+            dtype = torch.promote_types(module.lora_A.dtype, torch.float32)
+            delta = sum(w * state.module_at(n, key).delta_weight().to(dtype) for n, w in zip(names, weights))
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            module.lora_A.copy_(vh[:rank])
+            module.lora_B.copy_(u[:, :rank] * s[:rank] / module.scaling)
 
 
 class Concatenation(Strategy):
     """peft's "cat": see the module docstring."""
 
     def __init__(self):
-        super().__init__("cat", takes_rank=False)
+        super().__init__("cat")
 
-    def config(self, config, names: list[str], rank):
-        config = super().config(config, names, rank)
+    def config(self, config, names: list[str], options: dict):
+        config = super().config(config, names, options)
         total = config.r * len(names)  # average_adapter's sources share one config
         return config.replace(r=total, alpha=total, use_rslora=False)  # scaling 1: the sources' are in A
 
     @torch.no_grad()
     def apply(self, model, adapter_name: str, names: list[str], weights: list[float], sources: list[dict],
-              rank) -> None:
+              options: dict) -> None:
         state = model.adapter_state
         for key, module in state.layer_modules(adapter_name):
             parts = [(w, state.module_at(n, key)) for n, w in zip(names, weights)]
@@ -92,5 +83,4 @@ class Concatenation(Strategy):
             module.lora_B.copy_(torch.cat([m.lora_B.to(dtype) for _, m in parts], dim=1))
 
 
-STRATEGIES = {s.name: s for s in (Strategy("lora_linear_only_negate_b", False), Strategy("lora_delta_w_svd", True),
-                                  Concatenation())}
+STRATEGIES = {s.name: s for s in (NegateB(), DeltaSvd(), Concatenation(), *TASK_ARITHMETIC)}
