@@ -3,6 +3,11 @@
 A key matches a module whose full name (as `model.named_modules()` spells it) is the key or ends in "." + the key,
 the key read as a regular expression: `re.match(rf"(.*\\.)?({key})$", name)`, peft's `get_pattern_key`. The first
 matching key (in the mapping's order) wins. Keeping peft's rule means a PEFT config reads and writes verbatim.
+
+The order is lost on disk: peft and adapterkit both write JSON with sorted keys, so a module matched by two keys
+with different values can get the other value on reload (peft cannot load such a file of its own: shape errors).
+`order_free` therefore rewrites, at build, a pattern whose result depends on its order into one exact entry
+(`^<escaped name>`) per module that differs from the default: the same values on this model, in any order.
 """
 
 from __future__ import annotations
@@ -47,6 +52,16 @@ def check_pattern(owner: str, field_name: str, pattern, *, integer: bool) -> dic
         if problem:
             raise AdapterConfigError(f"{owner}.{field_name}[{key!r}]={value!r} must be {problem}")
     return dict(pattern)
+
+
+def order_free(pattern: Mapping[str, float], names: Iterable[str], default) -> dict | None:
+    """None if every module in `names` gets the same value whichever matching key wins; else the exact per-module
+    pattern giving each module the value peft's first-match rule gives it."""
+    names = list(names)
+    if all(len({v for k, v in pattern.items() if _matches(k, n)}) <= 1 for n in names):
+        return None
+    exact = {"^" + re.escape(n): value_for(pattern, n, default) for n in names}
+    return {k: v for k, v in exact.items() if v != default}
 
 
 def warn_unmatched(owner: str, patterns: Mapping[str, Mapping], names: Iterable[str]) -> None:

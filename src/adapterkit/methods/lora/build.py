@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...configs.patterns import warn_unmatched
+from ...configs.patterns import order_free, warn_unmatched
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
 from .init import changes_base, initialise
@@ -46,6 +46,20 @@ def build(state, name: str, config: LoRAConfig) -> None:
     if config.rank_pattern or config.alpha_pattern:
         warn_unmatched(f"adapter {name!r}", {"rank_pattern": config.rank_pattern,
                                               "alpha_pattern": config.alpha_pattern}, adapted)
+        _fix_pattern_order(state, name, config, adapted)
+
+
+def _fix_pattern_order(state, name: str, config: LoRAConfig, adapted: list[str]) -> None:
+    """Patterns whose result depends on their order (lost in sorted JSON) become exact per-module ones in the
+    adapter's config (configs/patterns.py), so every save reloads to the same ranks and alphas."""
+    changes = {}
+    for field_name, default in (("rank_pattern", config.r), ("alpha_pattern", config.alpha)):
+        fixed = order_free(getattr(config, field_name), adapted, default)
+        if fixed is not None:
+            changes[field_name] = fixed
+    replace = getattr(state, "replace_member_config", None)  # a checkpoint's dry run keeps the config as read
+    if changes and replace is not None:
+        replace(name, config, config.replace(**changes))
 
 @torch.no_grad()
 def merge(state, name: str, config: LoRAConfig) -> None:
