@@ -256,3 +256,42 @@ def test_base_changing_inits_need_plain_lora():
         LoRAConfig(init_weights="pissa", use_gating=True)
     with pytest.raises(AdapterConfigError, match="composition_mode='add'"):
         LoRAConfig(init_weights="olora", composition_mode="scale", r=1)
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+@pytest.mark.parametrize("arch", list(archs.ARCHS))
+def test_every_architecture_keeps_outputs_and_restores_the_base(arch, init):
+    model = adapterkit.init(archs.model(arch))
+    inputs = archs.inputs(arch)
+    base, before = _first(model, inputs), _base_state(model)
+    model.add_adapter("p", config=LoRAConfig(r=2, init_weights=init, attn_matrices=["q", "k", "v", "o"],
+                                             intermediate_lora=True, output_lora=True), set_active=True)
+    assert not _same_base(model, before)
+    assert (_first(model, inputs) - base).abs().max() <= ATOL
+    model.delete_adapter("p")
+    assert _same_base(model, before)
+
+
+def _first(model, inputs):
+    with torch.no_grad():
+        out = model(**inputs)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def test_pissa_with_rank_and_alpha_patterns_both_ways(tmp_path):
+    patterns = dict(rank_pattern={"layer.0.attention.self.query": 2}, alpha_pattern={"value": 3})
+    peft_model = _peft_model("bert", "pissa", **patterns)
+    _trained([p for n, p in peft_model.named_parameters() if "lora_" in n])
+    inputs = archs.inputs("bert")
+    peft_model.save_pretrained(tmp_path / "peft")
+    expected = _out(_load_in_peft("bert", tmp_path / "peft"), inputs)
+    model = adapterkit.init(archs.model("bert"))
+    model.load_adapter(tmp_path / "peft", load_as="p", set_active=True)
+    assert model.adapterkit["p"].layers["0"]["attn_q"].lora_A.shape[0] == 2
+    assert (_out(model, inputs) - expected).abs().max() <= ATOL
+    model.save_adapter(tmp_path / "ours", "p", format="peft")
+    assert (_out(_load_in_peft("bert", tmp_path / "ours"), inputs) - expected).abs().max() <= ATOL
+    model.convert_to_plain_lora("p")
+    config = model.adapters_config["p"]
+    assert (config.rank_pattern, config.alpha_pattern) == ({"layer.0.attention.self.query": 4}, {"value": 6})
+    assert (_out(model, inputs) - expected).abs().max() <= ATOL
