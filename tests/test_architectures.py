@@ -29,6 +29,7 @@ METHODS = {
     "loha_full": "loha[r=2,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "lokr": "lokr",
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
+    "lora_pissa": "lora[r=4,init_weights='pissa',attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
 IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES

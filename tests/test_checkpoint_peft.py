@@ -129,7 +129,8 @@ def test_peft_ia3_scaling_inputs_of_only_some_modules_of_a_kind_is_refused(tmp_p
 @pytest.mark.parametrize("option,value,message", [
     ("use_dora", True, "use_dora=True is not supported"),
     ("bias", "all", "bias='all'"),
-    ("rank_pattern", {"query": 2}, "rank_pattern=.* gives layers different values"),
+    ("init_lora_weights", "loftq", "init_lora_weights='loftq' is not supported"),
+    ("rank_pattern", {"query": 0}, r"rank_pattern\['query'\]=0 must be an integer >= 1"),
 ])
 def test_unsupported_peft_lora_options_are_refused(option, value, message, tmp_path):
     path, _ = _peft_made("bert", PEFT_CONFIGS["lora"](), tmp_path)

@@ -7,6 +7,9 @@ it copies them (weight and bias rows, in the module's dtype and on its device; f
 only the slice), and reset writes the copies back bit for bit and drops them. Any method that writes the weights
 through `Projection.set` gets exact reset for free; a merge that changes a model tensor another way is an error.
 
+The same record serves inits that change the base weights (PiSSA, OLoRA: `W - s B A`): registry.build records
+the writes a build makes into `state.initialised[name]`, and deleting the adapter restores them.
+
 Memory: while an adapter is merged, one copy of the rows it merged into (LoRA on q and v of bert-base in float32:
 2 x 12 x 768 x (768 + 1) x 4 bytes = 57 MB; `MergeSnapshot.nbytes`).
 """
@@ -47,6 +50,14 @@ class MergeSnapshot:
 
     def mask(self, module: nn.Module) -> torch.Tensor | None:
         return next((m for owner, m in self._masks if owner is module), None)
+
+    def overlap(self, other: "MergeSnapshot") -> nn.Module | None:
+        """A module where this snapshot and `other` hold some of the same rows, or None."""
+        for module, held in self._masks:
+            mask = other.mask(module)
+            if mask is not None and (mask & held).any():
+                return module
+        return None
 
     def note(self, projection) -> None:
         """Copy the rows `projection` is about to write that this snapshot does not hold yet."""
@@ -99,17 +110,20 @@ def _mask(projection) -> torch.Tensor:
 
 class _Recorder:
     def __init__(self, name: str, snapshot: MergeSnapshot, others: Mapping[str, MergeSnapshot],
-                 describe: Callable[[nn.Module], str]):
+                 describe: Callable[[nn.Module], str], action: str, initialised: Mapping[str, MergeSnapshot]):
         self.name, self.snapshot, self.others, self.describe = name, snapshot, others, describe
+        self.action, self.initialised = action, initialised
 
     def before_write(self, projection) -> None:
         wanted = _mask(projection)
-        for other, snapshot in self.others.items():
-            held = snapshot.mask(projection.module)
-            if held is not None and (held & wanted).any():
-                raise AdapterError(
-                    f"cannot merge {self.name!r}: adapter {other!r} is already merged into "
-                    f"{self.describe(projection.module)} (the same rows); reset_adapter({other!r}) first")
+        module = self.describe(projection.module)
+        for others, why, undo in ((self.others, "is already merged into", "reset_adapter"),
+                                  (self.initialised, "changed at its init (a base-changing init)", "delete_adapter")):
+            for other, snapshot in others.items():
+                held = snapshot.mask(projection.module)
+                if held is not None and (held & wanted).any():
+                    raise AdapterError(f"cannot {self.action} {self.name!r}: adapter {other!r} {why} {module} (the "
+                                       f"same rows); {undo}({other!r}) first")
         self.snapshot.note(projection)
 
 
@@ -125,10 +139,13 @@ def before_write(projection) -> None:
 
 @contextmanager
 def recording(name: str, snapshot: MergeSnapshot, others: Mapping[str, MergeSnapshot],
-              describe: Callable[[nn.Module], str]) -> Iterator[None]:
+              describe: Callable[[nn.Module], str], action: str = "merge",
+              initialised: Mapping[str, MergeSnapshot] | None = None) -> Iterator[None]:
     """Within: every `Projection.set` first copies the rows it overwrites into `snapshot`; writing rows that
-    another merged adapter (`others`) holds is refused (its restore would undo this merge)."""
-    token = _RECORDER.set(_Recorder(name, snapshot, others, describe))
+    another merged adapter (`others`) holds is refused (its restore would undo this merge), and so is writing rows
+    that another adapter's base-changing init holds (`initialised`) when `action` is not a merge: two such inits
+    on one row could not both be undone."""
+    token = _RECORDER.set(_Recorder(name, snapshot, others, describe, action, initialised or {}))
     try:
         yield
     finally:

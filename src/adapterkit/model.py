@@ -110,8 +110,10 @@ class AdapterModelMixin(FusionMixin):
         """Remove an adapter and its weights (resetting it first if merged); it leaves the active setup."""
         self._require(adapter_name)
         state = self.adapter_state
+        registry.check_unbuild(state, adapter_name)
         if adapter_name in state.merged:
             self.reset_adapter(adapter_name)
+        registry.unbuild(state, adapter_name)  # base rows a base-changing init wrote (PiSSA), bit for bit
         if state.active is not None and adapter_name in state.active.flatten():
             # a Stack of names loses the name; any other block without it would mean something else: deactivate
             remaining = [n for n in state.active.flatten() if n != adapter_name]
@@ -207,6 +209,14 @@ class AdapterModelMixin(FusionMixin):
         (for inference or export)."""
         self._require(adapter_name)
         registry.api_function("eject_prefix_tuning")(self.adapter_state, adapter_name)
+
+    def convert_to_plain_lora(self, adapter_name: str) -> None:
+        """Turn a LoRA adapter whose init changed the base weights (init_weights "pissa", "pissa_niter_<N>",
+        "olora") into the equal plain LoRA of rank 2r on the original base weights, restored bit for bit (peft's
+        `path_initial_model_for_weight_conversion`, in place): it then saves in any format and loads on an
+        unmodified model. Outputs stay equal up to float rounding."""
+        self._require(adapter_name)
+        registry.api_function("convert_to_plain_lora")(self.adapter_state, adapter_name)
 
     # -- saving and loading (io/ does the work) ----------------------------------------------------
     # `with_head` is part of the API everywhere; a plain model has no heads, so it changes nothing here. AdapterModel

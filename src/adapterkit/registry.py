@@ -132,8 +132,45 @@ def member_of(config: AdapterConfig, method: str) -> AdapterConfig | None:
 
 
 def build(state, name: str, config: AdapterConfig) -> None:
-    for member, spec in member_specs(config):
-        spec.build(state, name, member)
+    """Build adapter `name`'s modules. A method whose init changes the base weights (LoRA's PiSSA / OLoRA) writes
+    them through `Projection.set`: the rows are copied first into `state.initialised[name]`, and `unbuild`
+    (delete_adapter) writes them back bit for bit. A failed build is undone the same way. (A checkpoint's dry
+    run has no such record and writes nothing.)"""
+    initialised = getattr(state, "initialised", None)
+    snapshot = MergeSnapshot()
+    try:
+        with recording(name, snapshot, getattr(state, "merged", {}), lambda module: _module_name(state.model, module),
+                       action="add", initialised=initialised):
+            for member, spec in member_specs(config):
+                spec.build(state, name, member)
+    except BaseException:
+        snapshot.restore()
+        raise
+    if snapshot.pieces and initialised is not None:
+        initialised[name] = snapshot
+
+
+def check_unbuild(state, name: str) -> None:
+    """Refuse to delete adapter `name` while another merged adapter holds rows its init changed (restoring the
+    original rows would undo that merge)."""
+    snapshot = state.initialised.get(name)
+    if snapshot is None:
+        return
+    for other, merged in state.merged.items():
+        if other == name:
+            continue
+        module = snapshot.overlap(merged)
+        if module is not None:
+            raise AdapterError(
+                f"cannot delete {name!r}: its init changed {_module_name(state.model, module)}, and adapter "
+                f"{other!r} is merged into the same rows; reset_adapter({other!r}) first")
+
+
+def unbuild(state, name: str) -> None:
+    """Write back the base rows adapter `name`'s init changed (nothing for most methods)."""
+    snapshot = state.initialised.pop(name, None)
+    if snapshot is not None:
+        snapshot.restore()
 
 
 def _labels(config: AdapterConfig) -> str:

@@ -68,6 +68,7 @@ class AdapterState(ModelShape):
         self.configs: dict = {}
         self.active: AdapterCompositionBlock | None = None
         self.merged: dict[str, MergeSnapshot] = {}  # merged adapter -> the base rows it overwrote
+        self.initialised: dict[str, MergeSnapshot] = {}  # adapter -> the base rows its init changed (PiSSA)
         self.model_frozen = False
         self.sites: dict[tuple, Site] = {}
         self.plans = PlanCache()

@@ -8,6 +8,7 @@ from . import adapterhub, peft
 from .averaging import STRATEGIES
 from .build import build, merge
 from .config import IA3Config, LoRAConfig
+from .init import convert_to_plain_lora
 from .modules import IA3, IA3Input, LoRA
 
 SPEC = register_method(MethodSpec(
@@ -16,6 +17,7 @@ SPEC = register_method(MethodSpec(
     blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
     exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config},
+    api={"convert_to_plain_lora": convert_to_plain_lora},
 ))
 
 __all__ = ["SPEC", "LoRAConfig", "IA3Config", "LoRA", "IA3", "IA3Input"]

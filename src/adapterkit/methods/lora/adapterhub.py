@@ -10,6 +10,7 @@ from typing import Any
 from ...errors import AdapterConfigError
 from ...interfaces.base import FusedSlice
 from .config import LoRAConfig
+from .init import changes_base
 
 LAYER_KIND = "loras"
 
@@ -26,6 +27,14 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
         raise AdapterConfigError(
             f"(IA)^3 with scale_inputs={config.scale_inputs} (inputs scaled, as peft's feedforward_modules) has no "
             "AdapterHub form (the `adapters` package scales outputs only); save in adapterkit or PEFT format")
+    if changes_base(config.init_weights):
+        raise AdapterConfigError(
+            f"LoRA init_weights={config.init_weights!r} changed the base weights (W - s B A), which the `adapters` "
+            "package would not redo on load; call model.convert_to_plain_lora(name) first (the equal plain LoRA of "
+            "rank 2r on the original weights), or save in adapterkit or PEFT format")
+    if out.pop("rank_pattern", None) or out.pop("alpha_pattern", None):
+        raise AdapterConfigError("AdapterHub LoRA has one r and alpha per adapter; an adapter with rank_pattern / "
+                                 "alpha_pattern saves in adapterkit or PEFT format")
     if out.pop("use_rslora", False):
         out["alpha"] = config.scaling * config.r
     if out.get("init_weights") in ("gaussian", "orthogonal"):

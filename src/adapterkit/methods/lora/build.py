@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ...configs.patterns import order_free, warn_unmatched
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
+from .init import changes_base, initialise
 from .modules import IA3, IA3Input, LoRA
 
 def build(state, name: str, config: LoRAConfig) -> None:
@@ -15,7 +17,12 @@ def build(state, name: str, config: LoRAConfig) -> None:
     locations = state.interface.linear_locations(
         attn_matrices=config.attn_matrices if config.selfattn_lora else (),
         intermediate=config.intermediate_lora, output=config.output_lora)
-    for layer_id, location, projection in state.projections(locations, config.leave_out):
+    names = {id(m): n for n, m in state.model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
+    adapted, projections = [], state.projections(locations, config.leave_out)
+    if changes_base(config.init_weights):  # in the model's module order, as peft: one seed, peft's random SVD
+        projections.sort(key=lambda p: (p[0], order.get(names.get(id(p[2].module)), 0)))
+    for layer_id, location, projection in projections:
         if location_group(location) in config.scale_inputs:
             if projection.rows is not None:
                 raise AdapterError(
@@ -25,10 +32,34 @@ def build(state, name: str, config: LoRAConfig) -> None:
             module.__dict__["projection"] = projection
             state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
             continue
-        module = cls(projection.in_features, projection.out_features, config)
+        if cls is LoRA:
+            module_name = names.get(id(projection.module), "")
+            adapted.append(module_name)
+            module = LoRA(projection.in_features, projection.out_features, config, *config.rank_for(module_name))
+            if changes_base(config.init_weights):
+                initialise(module, projection, config.init_weights)  # writes W - s B A (registry.build records it)
+        else:
+            module = cls(projection.in_features, projection.out_features, config)
         if module.gate is not None:
             module.gate.bind(state, name, layer_id, location)
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+    if config.rank_pattern or config.alpha_pattern:
+        warn_unmatched(f"adapter {name!r}", {"rank_pattern": config.rank_pattern,
+                                              "alpha_pattern": config.alpha_pattern}, adapted)
+        _fix_pattern_order(state, name, config, adapted)
+
+
+def _fix_pattern_order(state, name: str, config: LoRAConfig, adapted: list[str]) -> None:
+    """Patterns whose result depends on their order (lost in sorted JSON) become exact per-module ones in the
+    adapter's config (configs/patterns.py), so every save reloads to the same ranks and alphas."""
+    changes = {}
+    for field_name, default in (("rank_pattern", config.r), ("alpha_pattern", config.alpha)):
+        fixed = order_free(getattr(config, field_name), adapted, default)
+        if fixed is not None:
+            changes[field_name] = fixed
+    replace = getattr(state, "replace_member_config", None)  # a checkpoint's dry run keeps the config as read
+    if changes and replace is not None:
+        replace(name, config, config.replace(**changes))
 
 @torch.no_grad()
 def merge(state, name: str, config: LoRAConfig) -> None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ...configs.base import AdapterConfig
+from ...configs.patterns import check_pattern, value_for
 from ...errors import AdapterConfigError
+from .init import check_init
 
 ATTN_MATRICES = ("q", "k", "v", "o")
 # what `scale_inputs` may name: an attention matrix or an FFN projection group
@@ -30,7 +32,11 @@ class LoRAConfig(AdapterConfig):
     `intermediate_lora` / `output_lora` add the FFN input and output projections. `use_rslora`: scale by
     alpha / sqrt(r) (peft's rsLoRA). `init_weights`: "lora" (A Kaiming-uniform, B zeros), "bert" (both N(0, 0.02)),
     "ia3" (ones), and peft's "gaussian" (A ~ N(0, 1/r), B zeros) and "orthogonal" (A and B from alternate rows of
-    one random orthogonal r x r matrix, so B A = 0 at the start while both train from non-zero values; even r).
+    one random orthogonal r x r matrix, so B A = 0 at the start while both train from non-zero values; even r),
+    and peft's base-changing "pissa", "pissa_niter_<N>" and "olora" (init.py: B A from the weight's principal
+    singular vectors / its QR factors, and the base weight made `W - s B A` so the output is unchanged; deleting
+    the adapter restores W exactly). `rank_pattern` / `alpha_pattern`: per-module r and alpha, keyed by module name
+    as peft (configs/patterns.py).
     """
 
     method: ClassVar[str] = "lora"
@@ -48,6 +54,8 @@ class LoRAConfig(AdapterConfig):
     use_gating: bool = False
     scale_inputs: list = field(default_factory=list)
     use_rslora: bool = False
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
@@ -57,10 +65,17 @@ class LoRAConfig(AdapterConfig):
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
         self._check_names("attn_matrices", ATTN_MATRICES)
         self._check_str("composition_mode", ("add", "scale"))
-        self._check_str("init_weights", ("lora", "bert", "ia3", "gaussian", "orthogonal"))
-        if self.init_weights == "orthogonal" and self.r % 2:
-            raise AdapterConfigError(f"{type(self).__name__}: init_weights='orthogonal' needs an even r (its A and B "
-                                     f"take alternate rows of one orthogonal matrix), got r={self.r}")
+        check_init(self)
+        name = type(self).__name__
+        self.rank_pattern = check_pattern(name, "rank_pattern", self.rank_pattern, integer=True)
+        self.alpha_pattern = check_pattern(name, "alpha_pattern", self.alpha_pattern, integer=False)
+        if self.init_weights == "orthogonal" and any(r % 2 for r in (self.r, *self.rank_pattern.values())):
+            raise AdapterConfigError(f"{name}: init_weights='orthogonal' needs an even r (its A and B take "
+                                     f"alternate rows of one orthogonal matrix), got r={self.r}, "
+                                     f"rank_pattern={self.rank_pattern}")
+        if (self.rank_pattern or self.alpha_pattern) and self.composition_mode != "add":
+            raise AdapterConfigError(f"{name}: rank_pattern / alpha_pattern are for LoRA (composition_mode='add'); "
+                                     "(IA)^3 has r=1 and one alpha")
         if self.composition_mode == "scale" and self.r != 1:
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
@@ -94,9 +109,18 @@ class LoRAConfig(AdapterConfig):
     def scaling(self) -> float:
         """The factor on the added term: alpha / r for LoRA (alpha / sqrt(r) with `use_rslora`, rank-stabilised
         LoRA, Kalajdzievski 2023, as peft), alpha for (IA)^3 (as the `adapters` package)."""
+        return self.scaling_of(self.r, self.alpha)
+
+    def scaling_of(self, r: int, alpha: float) -> float:
         if self.composition_mode != "add":
-            return float(self.alpha)
-        return self.alpha / math.sqrt(self.r) if self.use_rslora else self.alpha / self.r
+            return float(alpha)
+        return alpha / math.sqrt(r) if self.use_rslora else alpha / r
+
+    def rank_for(self, module_name: str) -> tuple[int, float]:
+        """(r, alpha) of the projection module named `module_name` (its full name in the model), after the
+        patterns."""
+        return (value_for(self.rank_pattern, module_name, self.r),
+                value_for(self.alpha_pattern, module_name, self.alpha))
 
 
 @dataclass(eq=False)

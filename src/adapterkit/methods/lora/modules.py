@@ -33,11 +33,14 @@ class LoRA(nn.Module):
 
     combine = "add"
 
-    def __init__(self, in_features: int, out_features: int, config: LoRAConfig):
+    def __init__(self, in_features: int, out_features: int, config: LoRAConfig, r: int | None = None,
+                 alpha: float | None = None):
+        """`r` / `alpha`: this projection's, where `rank_pattern` / `alpha_pattern` give it others."""
         super().__init__()
-        self.scaling = config.scaling
-        self.lora_A = nn.Parameter(torch.empty(config.r, in_features))
-        self.lora_B = nn.Parameter(torch.empty(out_features, config.r))
+        r = config.r if r is None else r
+        self.scaling = config.scaling_of(r, config.alpha if alpha is None else alpha)
+        self.lora_A = nn.Parameter(torch.empty(r, in_features))
+        self.lora_B = nn.Parameter(torch.empty(out_features, r))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.gate = Gate(in_features) if config.use_gating else None
         with torch.no_grad():
@@ -48,12 +51,15 @@ class LoRA(nn.Module):
                 nn.init.normal_(self.lora_A, std=0.02)
                 nn.init.normal_(self.lora_B, std=0.02)
             elif config.init_weights == "gaussian":  # peft's
-                nn.init.normal_(self.lora_A, std=1 / config.r)
+                nn.init.normal_(self.lora_A, std=1 / r)
                 nn.init.zeros_(self.lora_B)
             elif config.init_weights == "orthogonal":  # peft's: B A = 0, as q_even q_odd^T = 0
-                q, _ = torch.linalg.qr(torch.randn(config.r, config.r))
-                self.lora_A.copy_(torch.randn(in_features, config.r // 2).mm(q[0::2]).T / 10.0)
-                self.lora_B.copy_(torch.randn(config.r // 2, out_features).T.mm(q[1::2]) / 10.0)
+                q, _ = torch.linalg.qr(torch.randn(r, r))
+                self.lora_A.copy_(torch.randn(in_features, r // 2).mm(q[0::2]).T / 10.0)
+                self.lora_B.copy_(torch.randn(r // 2, out_features).T.mm(q[1::2]) / 10.0)
+            elif config.init_weights != "ia3":  # pissa / olora: set from the weight by init.py; drawn as peft's
+                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear, so both use the RNG alike
+                nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
             else:  # "ia3"
                 nn.init.ones_(self.lora_A)
                 nn.init.ones_(self.lora_B)

@@ -1,7 +1,9 @@
 """The PEFT format's LoRA and (IA)^3, as this method reads and writes them (io/peft.py does the directory, the
 module names and the targets). Semantics are checked, not assumed:
 
-- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) as ours, both ways.
+- LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) as ours, both ways;
+  `rank_pattern` / `alpha_pattern` verbatim (the same matching rule, configs/patterns.py); `init_lora_weights`
+  "pissa" / "pissa_niter_<N>" / "olora" kept, since peft redoes them on load (the base becomes the residual).
 - (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
   `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
   projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
@@ -15,6 +17,7 @@ from typing import Any, Mapping
 
 from ...errors import CheckpointError
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
+from .init import changes_base
 from .modules import IA3, IA3Input
 
 # PEFT parameter suffix -> ours
@@ -33,17 +36,16 @@ def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict)
         raise CheckpointError(f"{source}: PEFT bias={data['bias']!r} (trained base-model biases) is not supported; "
                               "allowed: 'none'")
     r, alpha = data.get("r"), data.get("lora_alpha")
-    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
+    patterns = {}
+    for key in ("rank_pattern", "alpha_pattern"):
         pattern = data.get(key) or {}
         if not isinstance(pattern, Mapping):
             raise CheckpointError(f"{source}: PEFT {key}={pattern!r} must be an object (or null)")
-        if any(v != base for v in pattern.values()):
-            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives layers different values; adapterkit "
-                                  "LoRA has one r and alpha per adapter")
+        patterns[key] = dict(pattern)
     if not isinstance(data.get("use_rslora", False), bool):
         raise CheckpointError(f"{source}: PEFT use_rslora={data['use_rslora']!r} must be true or false")
     fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0),
-                  use_rslora=data.get("use_rslora", False))
+                  use_rslora=data.get("use_rslora", False), init_weights=_init_from_peft(source, data), **patterns)
     tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoRAConfig, fields, tensors
 
@@ -70,6 +72,22 @@ def read_ia3(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
 
 
 READERS = {"LORA": read_lora, "IA3": read_ia3}
+# peft's init_lora_weights whose only effect on a loaded adapter is none (its weights are the file's)
+_PLAIN_INITS = {True: "lora", False: "lora", "gaussian": "lora", "orthogonal": "lora", "eva": "lora"}
+
+
+def _init_from_peft(source: Path, data: Mapping[str, Any]) -> str:
+    """peft re-runs a base-changing init when it loads an adapter (PiSSA / OLoRA: the base becomes the residual of
+    the *loaded-into* model's weight, then the file's A and B are loaded), so adapterkit does the same; the other
+    inits are overwritten by the file."""
+    value = data.get("init_lora_weights", True)
+    if isinstance(value, (bool, str)) and value in _PLAIN_INITS:
+        return _PLAIN_INITS[value]
+    if isinstance(value, str) and (value in ("pissa", "olora") or value.startswith("pissa_niter_")):
+        return value
+    raise CheckpointError(f"{source}: PEFT init_lora_weights={value!r} is not supported by adapterkit (peft redoes "
+                          "it on load); allowed: true, false, 'gaussian', 'orthogonal', 'eva', 'pissa', "
+                          "'pissa_niter_<N>', 'olora'")
 
 
 def output_vector(module):
@@ -90,6 +108,8 @@ def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
     """The PEFT adapter_config.json of `config`; `feedforward`: the `feedforward_modules` value ((IA)^3)."""
     if config.composition_mode == "scale":
         return {"peft_type": "IA3", "feedforward_modules": feedforward, "init_ia3_weights": True, **common}
+    init = config.init_weights if changes_base(config.init_weights) else True  # peft redoes PiSSA / OLoRA on load
     return {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
-            "bias": "none", "use_rslora": config.use_rslora, "use_dora": False, "init_lora_weights": True,
-            "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {}, **common}
+            "bias": "none", "use_rslora": config.use_rslora, "use_dora": False, "init_lora_weights": init,
+            "layers_to_transform": None, "layers_pattern": None, "rank_pattern": dict(config.rank_pattern),
+            "alpha_pattern": dict(config.alpha_pattern), **common}

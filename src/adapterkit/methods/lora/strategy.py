@@ -27,6 +27,9 @@ class Strategy:
         if config.use_gating:
             raise AdapterError(f"combine_strategy {self.name!r} averages LoRA's A and B only; gated LoRA adapters "
                                "can be averaged with 'linear'")
+        if config.rank_pattern or config.alpha_pattern:
+            raise AdapterError(f"combine_strategy {self.name!r} needs one r and alpha per adapter; {names[0]!r} has "
+                               "rank_pattern / alpha_pattern: use 'linear'")
         return config
 
     def check(self, model, names: list[str], options: dict) -> None:
