@@ -6,7 +6,9 @@ import torch
 
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
+from .dora import DoRA
 from .modules import IA3, IA3Input, LoRA
+
 
 def build(state, name: str, config: LoRAConfig) -> None:
     if config.composition_mode == "scale" and config.dropout > 0:
@@ -25,7 +27,10 @@ def build(state, name: str, config: LoRAConfig) -> None:
             module.__dict__["projection"] = projection
             state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
             continue
-        module = cls(projection.in_features, projection.out_features, config)
+        if config.use_dora:
+            module = DoRA(projection.in_features, projection.out_features, config, projection)
+        else:
+            module = cls(projection.in_features, projection.out_features, config)
         if module.gate is not None:
             module.gate.bind(state, name, layer_id, location)
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)

@@ -12,6 +12,8 @@ from ...errors import AdapterConfigError
 ATTN_MATRICES = ("q", "k", "v", "o")
 # what `scale_inputs` may name: an attention matrix or an FFN projection group
 INPUT_SCALABLE = ATTN_MATRICES + ("intermediate", "output")
+# whose DoRA: the `adapters` package's or peft's (methods/lora/dora.py says how they differ)
+DORA_SEMANTICS = ("adapters", "peft")
 
 
 def location_group(location: str) -> str:
@@ -31,6 +33,9 @@ class LoRAConfig(AdapterConfig):
     alpha / sqrt(r) (peft's rsLoRA). `init_weights`: "lora" (A Kaiming-uniform, B zeros), "bert" (both N(0, 0.02)),
     "ia3" (ones), and peft's "gaussian" (A ~ N(0, 1/r), B zeros) and "orthogonal" (A and B from alternate rows of
     one random orthogonal r x r matrix, so B A = 0 at the start while both train from non-zero values; even r).
+    `use_dora`: DoRA (Liu et al., 2024; `DoRAConfig`), a learned magnitude per output over the normalised rows of
+    `W + dW`; `dora_semantics` picks whose DoRA (methods/lora/dora.py): "adapters" (the `adapters` package's,
+    its checkpoints) or "peft" (peft's `use_dora=True`, PEFT checkpoints).
     """
 
     method: ClassVar[str] = "lora"
@@ -48,9 +53,11 @@ class LoRAConfig(AdapterConfig):
     use_gating: bool = False
     scale_inputs: list = field(default_factory=list)
     use_rslora: bool = False
+    use_dora: bool = False
+    dora_semantics: str = "adapters"
 
     def validate(self) -> None:
-        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora", "use_dora")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)
@@ -58,6 +65,10 @@ class LoRAConfig(AdapterConfig):
         self._check_names("attn_matrices", ATTN_MATRICES)
         self._check_str("composition_mode", ("add", "scale"))
         self._check_str("init_weights", ("lora", "bert", "ia3", "gaussian", "orthogonal"))
+        self._check_str("dora_semantics", DORA_SEMANTICS)
+        if self.use_dora and self.composition_mode != "add":
+            raise AdapterConfigError(f"{type(self).__name__}.use_dora is for LoRA (composition_mode='add'); (IA)^3 "
+                                     "has no weight direction to normalise")
         if self.init_weights == "orthogonal" and self.r % 2:
             raise AdapterConfigError(f"{type(self).__name__}: init_weights='orthogonal' needs an even r (its A and B "
                                      f"take alternate rows of one orthogonal matrix), got r={self.r}")
@@ -116,3 +127,12 @@ class IA3Config(LoRAConfig):
     attn_matrices: list = field(default_factory=lambda: ["k", "v"])
     composition_mode: str = "scale"
     init_weights: str = "ia3"
+
+
+@dataclass(eq=False)
+class DoRAConfig(LoRAConfig):
+    """DoRA (Liu et al., 2024): LoRA whose adapted weight `W + dW` is split into a learned magnitude per output
+    and its normalised direction, `W' = m (W + dW) / ||W + dW||` (norms over each output's row); the `adapters`
+    package's `DoRAConfig` ("dora"), its defaults. `dora_semantics="peft"` computes peft's DoRA instead."""
+
+    use_dora: bool = True
