@@ -104,7 +104,8 @@ class Magnitude(nn.Module):
                                              or source.requires_grad)
         if graph or torch.compiler.is_compiling():
             return self._scale(source, weight_of, up, down, scaling, dtype)
-        key = _key(source, m, up, down) + (scaling, dtype)
+        # (a value made in inference mode is an inference tensor: reused only there)
+        key = _key(source, m, up, down) + (scaling, dtype, torch.is_inference_mode_enabled())
         hit = self._cache.get("scale")
         if hit is None or hit[0] != key:
             hit = (key, self._scale(source, weight_of, up, down, scaling, dtype))
