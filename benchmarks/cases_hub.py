@@ -20,9 +20,10 @@ METHODS = {
     "ia3": ("IA3Config", {}),
     "unipelt": ("UniPELTConfig", {}),
     "loha": ("LoHaConfig", {"r": 8, "alpha": 16}),  # adapterkit only (peft's method; `adapters` has none)
+    "dora": ("DoRAConfig", {"r": 8, "alpha": 16}),
 }
 KEYS = ("lora_train", "lora_infer", "lora_merged", "pfeiffer_train", "pfeiffer_infer", "prefix_train",
-        "prefix_infer", "ia3_train", "unipelt_train", "add_lora", "merge_lora")
+        "prefix_infer", "ia3_train", "unipelt_train", "add_lora", "merge_lora", "dora_train", "dora_infer")
 ADAPTERKIT_ONLY = ("loha_train", "loha_infer")
 
 

@@ -14,6 +14,7 @@ METHODS = {
     "lora": "lora",
     "lora_all": "lora[r=4,alpha=16,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True,leave_out=[1]]",
     "ia3": "ia3", "ia3_alpha": "ia3[alpha=2.0,attn_matrices=['q','v'],output_lora=True]",
+    "dora": "dora[r=4,alpha=12,attn_matrices=['q','k','v'],intermediate_lora=True]",
 }
 LORA_FAMILY = ["lora", "lora_all", "ia3", "ia3_alpha"]
 

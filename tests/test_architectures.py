@@ -30,10 +30,14 @@ METHODS = {
     "lokr": "lokr",
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "lora_pissa": "lora[r=4,init_weights='pissa',attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+    "dora": "dora",
+    "dora_full": "dora[r=4,alpha=16,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+    "dora_peft": "dora[r=4,alpha=12,dora_semantics='peft',attn_matrices=['q','k','v'],output_lora=True]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
+DORA = ["dora", "dora_full", "dora_peft"]
+IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA
 ARCHS = list(archs.ARCHS)
 
 

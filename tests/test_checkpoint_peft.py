@@ -127,7 +127,7 @@ def test_peft_ia3_scaling_inputs_of_only_some_modules_of_a_kind_is_refused(tmp_p
 
 
 @pytest.mark.parametrize("option,value,message", [
-    ("use_dora", True, "use_dora=True is not supported"),
+    ("lora_bias", True, "lora_bias=True is not supported"),
     ("bias", "all", "bias='all'"),
     ("init_lora_weights", "loftq", "init_lora_weights='loftq' is not supported"),
     ("rank_pattern", {"query": 0}, r"rank_pattern\['query'\]=0 must be an integer >= 1"),

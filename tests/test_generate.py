@@ -20,6 +20,7 @@ CONFIGS = {
     "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=8]",
     "lora": "lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "ia3": "ia3",
+    "dora": "dora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "seq_bn": "seq_bn",
     "double_seq_bn": "double_seq_bn",
     "par_bn": "par_bn",

@@ -1,5 +1,5 @@
-"""LoRA (`W x + (alpha/r) B A x`) and (IA)^3 (`l * (W x)`) on the model's projections. One folder: config,
-modules, build / merge, the fused fast path, averaging strategies, PEFT and AdapterHub maps, and the spec
+"""LoRA (`W x + (alpha/r) B A x`), DoRA (LoRA renormalised per output row) and (IA)^3 (`l * (W x)`) on the
+model's projections. One folder: config, modules (DoRA in dora.py), build / merge, the fused fast path, averaging strategies, PEFT and AdapterHub maps, and the spec
 registered below."""
 
 from ...blocks import Average, BatchSplit, Parallel, Stack
@@ -7,17 +7,18 @@ from ...registry import MethodSpec, register_method
 from . import adapterhub, peft
 from .averaging import STRATEGIES
 from .build import build, merge
-from .config import IA3Config, LoRAConfig
+from .config import DoRAConfig, IA3Config, LoRAConfig
+from .dora import DoRA
 from .init import convert_to_plain_lora
 from .modules import IA3, IA3Input, LoRA
 
 SPEC = register_method(MethodSpec(
     name="lora", label="LoRA / (IA)^3", config=LoRAConfig, build=build, merge=merge,
-    config_names={"lora": LoRAConfig(), "ia3": IA3Config()},
+    config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "dora": DoRAConfig()},
     blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
-    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config},
+    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "DoRAConfig": DoRAConfig},
     api={"convert_to_plain_lora": convert_to_plain_lora},
 ))
 
-__all__ = ["SPEC", "LoRAConfig", "IA3Config", "LoRA", "IA3", "IA3Input"]
+__all__ = ["SPEC", "LoRAConfig", "IA3Config", "DoRAConfig", "LoRA", "DoRA", "IA3", "IA3Input"]

@@ -1,6 +1,7 @@
 """AdapterHub names of LoRA / (IA)^3 weights: `<layer>.<projection>.loras.<name>.lora_A` (ours:
 `layers.<i>.<location>.lora_A`); (IA)^3 keeps only `lora_B`, shaped (out, 1). A fused projection (GPT-2's
-c_attn) holds one tensor for all its parts: split on import, concatenated on export (io/adapterhub.py)."""
+c_attn) holds one tensor for all its parts: split on import, concatenated on export (io/adapterhub.py). DoRA's
+magnitude is the package's `m.weight`, shaped (out, 1) (ours: `magnitude.weight`, (out,))."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .config import LoRAConfig
 from .init import changes_base
 
 LAYER_KIND = "loras"
+MAGNITUDE, MAGNITUDE_HUB = "magnitude.weight", "m.weight"  # DoRA's: ours, the package's
 
 
 def config_to_hub(config, out: dict[str, Any]) -> None:
@@ -35,6 +37,11 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
     if out.pop("rank_pattern", None) or out.pop("alpha_pattern", None):
         raise AdapterConfigError("AdapterHub LoRA has one r and alpha per adapter; an adapter with rank_pattern / "
                                  "alpha_pattern saves in adapterkit or PEFT format")
+    if out.pop("dora_semantics", "adapters") != "adapters" and config.use_dora:
+        raise AdapterConfigError(
+            "a DoRA adapter with dora_semantics='peft' (peft's DoRA: bias not scaled, norm of W + (alpha/r) B A) "
+            "computes another function than the `adapters` package's DoRA; save it in the PEFT or adapterkit "
+            "format")
     if out.pop("use_rslora", False):
         out["alpha"] = config.scaling * config.r
     if out.get("init_weights") in ("gaussian", "orthogonal"):
@@ -93,7 +100,9 @@ def import_layer(key: str, layer_id: int, path: str, locations: list[str], rest:
     if scale and rest != "lora_B":
         raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
     for location, chunk in zip(parts, tensor.chunk(len(parts), dim=0)):
-        if scale:
+        if rest == MAGNITUDE_HUB:
+            out[f"layers.{layer_id}.{location}.{MAGNITUDE}"] = chunk.reshape(-1)
+        elif scale:
             out[f"layers.{layer_id}.{location}.ia3_l"] = chunk.reshape(-1)
         else:
             out[f"layers.{layer_id}.{location}.{rest}"] = chunk.contiguous()
@@ -110,6 +119,8 @@ def export_layer(prefix: str, path: str, location: str, param: str, tensor, name
             "format")
     check_contiguous(interface, location, f"adapter {name!r}")
     order = [loc for loc, _ in interface.all_linear_locations()].index(location)
+    if param == MAGNITUDE:
+        return f"{prefix}{path}.{LAYER_KIND}.{name}.{MAGNITUDE_HUB}", tensor.reshape(-1, 1), order
     if param == "ia3_l":
         return f"{prefix}{path}.{LAYER_KIND}.{name}.lora_B", tensor.reshape(-1, 1), order
     return f"{prefix}{path}.{LAYER_KIND}.{name}.{param}", tensor, order

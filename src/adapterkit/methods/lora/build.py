@@ -8,7 +8,9 @@ from ...configs.patterns import order_free, warn_unmatched
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
 from .init import changes_base, initialise
+from .dora import DoRA
 from .modules import IA3, IA3Input, LoRA
+
 
 def build(state, name: str, config: LoRAConfig) -> None:
     if config.composition_mode == "scale" and config.dropout > 0:
@@ -35,9 +37,15 @@ def build(state, name: str, config: LoRAConfig) -> None:
         if cls is LoRA:
             module_name = names.get(id(projection.module), "")
             adapted.append(module_name)
-            module = LoRA(projection.in_features, projection.out_features, config, *config.rank_for(module_name))
+            r_alpha = config.rank_for(module_name)
+            if config.use_dora:
+                module = DoRA(projection.in_features, projection.out_features, config, projection, *r_alpha)
+            else:
+                module = LoRA(projection.in_features, projection.out_features, config, *r_alpha)
             if changes_base(config.init_weights):
                 initialise(module, projection, config.init_weights)  # writes W - s B A (registry.build records it)
+                if config.use_dora:  # as peft: the magnitude starts from the residual weight
+                    module.initialise_magnitude()
         else:
             module = cls(projection.in_features, projection.out_features, config)
         if module.gate is not None:

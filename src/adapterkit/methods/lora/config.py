@@ -14,6 +14,8 @@ from .init import check_init
 ATTN_MATRICES = ("q", "k", "v", "o")
 # what `scale_inputs` may name: an attention matrix or an FFN projection group
 INPUT_SCALABLE = ATTN_MATRICES + ("intermediate", "output")
+# whose DoRA: the `adapters` package's or peft's (methods/lora/dora.py says how they differ)
+DORA_SEMANTICS = ("adapters", "peft")
 
 
 def location_group(location: str) -> str:
@@ -37,6 +39,9 @@ class LoRAConfig(AdapterConfig):
     singular vectors / its QR factors, and the base weight made `W - s B A` so the output is unchanged; deleting
     the adapter restores W exactly). `rank_pattern` / `alpha_pattern`: per-module r and alpha, keyed by module name
     as peft (configs/patterns.py).
+    `use_dora`: DoRA (Liu et al., 2024; `DoRAConfig`), a learned magnitude per output over the normalised rows of
+    `W + dW`; `dora_semantics` picks whose DoRA (methods/lora/dora.py): "adapters" (the `adapters` package's,
+    its checkpoints) or "peft" (peft's `use_dora=True`, PEFT checkpoints).
     """
 
     method: ClassVar[str] = "lora"
@@ -56,9 +61,11 @@ class LoRAConfig(AdapterConfig):
     use_rslora: bool = False
     rank_pattern: dict = field(default_factory=dict)
     alpha_pattern: dict = field(default_factory=dict)
+    use_dora: bool = False
+    dora_semantics: str = "adapters"
 
     def validate(self) -> None:
-        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora", "use_dora")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)
@@ -76,6 +83,10 @@ class LoRAConfig(AdapterConfig):
         if (self.rank_pattern or self.alpha_pattern) and self.composition_mode != "add":
             raise AdapterConfigError(f"{name}: rank_pattern / alpha_pattern are for LoRA (composition_mode='add'); "
                                      "(IA)^3 has r=1 and one alpha")
+        self._check_str("dora_semantics", DORA_SEMANTICS)
+        if self.use_dora and self.composition_mode != "add":
+            raise AdapterConfigError(f"{type(self).__name__}.use_dora is for LoRA (composition_mode='add'); (IA)^3 "
+                                     "has no weight direction to normalise")
         if self.composition_mode == "scale" and self.r != 1:
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
@@ -140,3 +151,12 @@ class IA3Config(LoRAConfig):
     attn_matrices: list = field(default_factory=lambda: ["k", "v"])
     composition_mode: str = "scale"
     init_weights: str = "ia3"
+
+
+@dataclass(eq=False)
+class DoRAConfig(LoRAConfig):
+    """DoRA (Liu et al., 2024): LoRA whose adapted weight `W + dW` is split into a learned magnitude per output
+    and its normalised direction, `W' = m (W + dW) / ||W + dW||` (norms over each output's row); the `adapters`
+    package's `DoRAConfig` ("dora"), its defaults. `dora_semantics="peft"` computes peft's DoRA instead."""
+
+    use_dora: bool = True

@@ -4,6 +4,9 @@ module names and the targets). Semantics are checked, not assumed:
 - LoRA: `W x + (lora_alpha / r) B A x`, as ours; `use_rslora` (`lora_alpha / sqrt(r)`) as ours, both ways;
   `rank_pattern` / `alpha_pattern` verbatim (the same matching rule, configs/patterns.py); `init_lora_weights`
   "pissa" / "pissa_niter_<N>" / "olora" kept, since peft redoes them on load (the base becomes the residual).
+- DoRA (`use_dora`): peft's semantics (nn/dora.py), ours with `dora_semantics="peft"`, both ways; its magnitude
+  `lora_magnitude_vector` (out,) is our `magnitude.weight`. The `adapters` package's DoRA (the default
+  semantics) computes another function (its bias scaled, its norm unscaled) and is refused on export.
 - (IA)^3 on a non-feedforward module: `l * (W x + b)` (peft scales the output, bias included), as ours. On a
   `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
   projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
@@ -15,15 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ...errors import CheckpointError
+from ...errors import AdapterConfigError, CheckpointError
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
 from .init import changes_base
 from .modules import IA3, IA3Input
 
 # PEFT parameter suffix -> ours
-PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"}
+PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l",
+          "lora_magnitude_vector": "magnitude.weight"}
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
-_LORA_UNSUPPORTED = {"use_dora": False, "lora_bias": False, "use_qalora": False, "layer_replication": None,
+_LORA_UNSUPPORTED = {"lora_bias": False, "use_qalora": False, "layer_replication": None,
                      "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
 
 
@@ -42,10 +46,13 @@ def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict)
         if not isinstance(pattern, Mapping):
             raise CheckpointError(f"{source}: PEFT {key}={pattern!r} must be an object (or null)")
         patterns[key] = dict(pattern)
-    if not isinstance(data.get("use_rslora", False), bool):
-        raise CheckpointError(f"{source}: PEFT use_rslora={data['use_rslora']!r} must be true or false")
+    for key in ("use_rslora", "use_dora"):
+        if not isinstance(data.get(key, False), bool):
+            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} must be true or false")
     fields = dict(targets, r=r, alpha=alpha, dropout=data.get("lora_dropout", 0.0),
                   use_rslora=data.get("use_rslora", False), init_weights=_init_from_peft(source, data), **patterns)
+    if data.get("use_dora", False):
+        fields.update(use_dora=True, dora_semantics="peft")
     tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoRAConfig, fields, tensors
 
@@ -101,7 +108,16 @@ def module_tensors(module) -> tuple[dict, bool]:
         return {"ia3_l": module.vector().detach().reshape(-1, 1)}, False
     if isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)
         return {"ia3_l": module.vector().detach().reshape(1, -1)}, True
-    return {"lora_A.weight": module.lora_A.detach(), "lora_B.weight": module.lora_B.detach()}, False
+    params = {"lora_A.weight": module.lora_A.detach(), "lora_B.weight": module.lora_B.detach()}
+    magnitude = getattr(module, "magnitude", None)
+    if magnitude is not None:
+        if magnitude.semantics != "peft":
+            raise AdapterConfigError(
+                "a DoRA adapter with dora_semantics='adapters' (the `adapters` package's DoRA: bias scaled, norm of "
+                "W + B A without alpha/r) computes another function than peft's DoRA; save it in the AdapterHub or "
+                "adapterkit format, or use dora_semantics='peft' for PEFT")
+        params["lora_magnitude_vector"] = magnitude.weight.detach()
+    return params, False
 
 
 def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
@@ -110,6 +126,6 @@ def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
         return {"peft_type": "IA3", "feedforward_modules": feedforward, "init_ia3_weights": True, **common}
     init = config.init_weights if changes_base(config.init_weights) else True  # peft redoes PiSSA / OLoRA on load
     return {"peft_type": "LORA", "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
-            "bias": "none", "use_rslora": config.use_rslora, "use_dora": False, "init_lora_weights": init,
+            "bias": "none", "use_rslora": config.use_rslora, "use_dora": config.use_dora, "init_lora_weights": init,
             "layers_to_transform": None, "layers_pattern": None, "rank_pattern": dict(config.rank_pattern),
             "alpha_pattern": dict(config.alpha_pattern), **common}

@@ -24,6 +24,9 @@ class Strategy:
         if config.composition_mode != "add":
             raise AdapterError(f"combine_strategy {self.name!r} is for LoRA adapters; {names[0]!r} is a "
                                "(IA)^3 adapter: use 'linear'")
+        if config.use_dora:
+            raise AdapterError(f"combine_strategy {self.name!r} combines LoRA's A and B only, but {names[0]!r} is a "
+                               "DoRA adapter (its magnitude renormalises the whole weight); use 'linear'")
         if config.use_gating:
             raise AdapterError(f"combine_strategy {self.name!r} averages LoRA's A and B only; gated LoRA adapters "
                                "can be averaged with 'linear'")
