@@ -7,14 +7,23 @@ import torch
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
 from .modules import IA3, IA3Input, LoRA
+from . import vera
+
+def locations_of(state, config: LoRAConfig):
+    """The interface locations `config` targets."""
+    return state.interface.linear_locations(
+        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+        intermediate=config.intermediate_lora, output=config.output_lora)
+
 
 def build(state, name: str, config: LoRAConfig) -> None:
     if config.composition_mode == "scale" and config.dropout > 0:
         raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
     cls = IA3 if config.composition_mode == "scale" else LoRA
-    locations = state.interface.linear_locations(
-        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
-        intermediate=config.intermediate_lora, output=config.output_lora)
+    locations = locations_of(state, config)
+    if config.is_vera:
+        vera.build(state, name, config, locations)
+        return
     for layer_id, location, projection in state.projections(locations, config.leave_out):
         if location_group(location) in config.scale_inputs:
             if projection.rows is not None:

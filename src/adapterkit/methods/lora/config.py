@@ -48,6 +48,13 @@ class LoRAConfig(AdapterConfig):
     use_gating: bool = False
     scale_inputs: list = field(default_factory=list)
     use_rslora: bool = False
+    vera_d: float | None = None
+    vera_b: float | None = None
+
+    @property
+    def is_vera(self) -> bool:
+        """VeRA (vera.py): set by `vera_d` / `vera_b`, as the `adapters` package decides."""
+        return self.vera_d is not None or self.vera_b is not None
 
     def validate(self) -> None:
         self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
@@ -57,7 +64,8 @@ class LoRAConfig(AdapterConfig):
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
         self._check_names("attn_matrices", ATTN_MATRICES)
         self._check_str("composition_mode", ("add", "scale"))
-        self._check_str("init_weights", ("lora", "bert", "ia3", "gaussian", "orthogonal"))
+        self._check_str("init_weights", ("lora", "bert", "ia3", "gaussian", "orthogonal", "vera"))
+        self._check_vera()
         if self.init_weights == "orthogonal" and self.r % 2:
             raise AdapterConfigError(f"{type(self).__name__}: init_weights='orthogonal' needs an even r (its A and B "
                                      f"take alternate rows of one orthogonal matrix), got r={self.r}")
@@ -74,6 +82,25 @@ class LoRAConfig(AdapterConfig):
                 f"{type(self).__name__} targets no projection: enable selfattn_lora with attn_matrices, "
                 "intermediate_lora or output_lora"
             )
+
+    def _check_vera(self) -> None:
+        self._check_number("vera_d", optional=True)
+        self._check_number("vera_b", optional=True)
+        name = type(self).__name__
+        if not self.is_vera:
+            if self.init_weights == "vera":
+                raise AdapterConfigError(f"{name}: init_weights='vera' is VeRA's (frozen random A and B); set "
+                                         "vera_d and vera_b (VeraConfig) or choose another init")
+            return
+        if self.vera_d is None or self.vera_b is None:
+            raise AdapterConfigError(f"{name}: VeRA needs both vera_d and vera_b (the initial values of its trained "
+                                     f"vectors), got vera_d={self.vera_d!r}, vera_b={self.vera_b!r}")
+        if self.composition_mode != "add":
+            raise AdapterConfigError(f"{name}: VeRA (vera_d / vera_b set) needs composition_mode='add', got "
+                                     f"{self.composition_mode!r}")
+        if self.init_weights != "vera":
+            raise AdapterConfigError(f"{name}: VeRA (vera_d / vera_b set) needs init_weights='vera' (its frozen A and "
+                                     f"B Kaiming-uniform), got {self.init_weights!r}")
 
     def _check_scale_inputs(self) -> None:
         self._check_names("scale_inputs", INPUT_SCALABLE)
@@ -116,3 +143,17 @@ class IA3Config(LoRAConfig):
     attn_matrices: list = field(default_factory=lambda: ["k", "v"])
     composition_mode: str = "scale"
     init_weights: str = "ia3"
+
+
+@dataclass(eq=False)
+class VeraConfig(LoRAConfig):
+    """VeRA (Kopiczko et al., 2024): `h = W0 x + (alpha/r) diag(b) B diag(d) A x` with A (r, in) and B (out, r)
+    frozen, random and shared by all the adapter's projections (sized to the largest, each takes its leading rows /
+    columns, as peft), and only the vectors d (r, starts at `vera_d`) and b (out, starts at `vera_b`) trained.
+    The frozen matrices are saved with the adapter, so a reload is exact."""
+
+    r: int = 8
+    vera_d: float | None = 0.1
+    vera_b: float | None = 0.0
+    init_weights: str = "vera"
+    composition_mode: str = "add"
