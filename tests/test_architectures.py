@@ -29,10 +29,13 @@ METHODS = {
     "loha_full": "loha[r=2,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "lokr": "lokr",
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
+    "vera": "vera[r=4]",
+    "vera_full": "vera[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
+VERA = ["vera", "vera_full"]  # b starts at 0: the identity
+IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + VERA
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + VERA
 ARCHS = list(archs.ARCHS)
 
 
@@ -66,9 +69,11 @@ def randomize(module, seed=0, scale=0.3):
 def test_forward_backward_reaches_every_adapter_parameter(arch, method):
     model = fresh(arch)
     base = forward(model, arch)
-    n_before = sum(p.numel() for p in model.parameters())
+    def size():  # buffers too: VeRA's frozen pair is saved and counted (as the `adapters` package counts it)
+        return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    n_before = size()
     model.add_adapter("a", config=METHODS[method])
-    added = sum(p.numel() for p in model.parameters()) - n_before
+    added = size() - n_before
     model.train_adapter("a")
     assert model.adapter_summary(as_dict=True)[0]["#param"] == added > 0
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
