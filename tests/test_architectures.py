@@ -31,9 +31,10 @@ METHODS = {
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "vera": "vera[r=4]",
     "vera_full": "vera[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+    "dvora": "dvora[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
-VERA = ["vera", "vera_full"]  # b starts at 0: the identity
+VERA = ["vera", "vera_full", "dvora"]  # b starts at 0 (DvoRA: and m at ||W||): the identity
 IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + VERA
 MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + VERA
 ARCHS = list(archs.ARCHS)

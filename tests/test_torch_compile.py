@@ -86,7 +86,8 @@ METHODS = ["par_bn", "double_seq_bn_inv", "ia3[intermediate_lora=False,output_lo
 
 @pytest.mark.parametrize("arch,config", [("bert", m) for m in METHODS]
                          + [("t5", "prefix_tuning"), ("bart", "mam"), ("gpt2", "unipelt"),
-                            ("llama", "compacter[reduction_factor=4]"), ("gpt2", "vera"), ("llama", "vera")])
+                            ("llama", "compacter[reduction_factor=4]"), ("gpt2", "vera"), ("llama", "vera"),
+                            ("gpt2", "dvora"), ("llama", "dvora")])
 def test_every_method_compiles_as_one_graph_once(arch, config):
     torch._dynamo.reset()
     model = _model(arch, config)

@@ -17,7 +17,7 @@ import transformers
 from safetensors.torch import load_file
 
 import adapterkit
-from adapterkit import AdapterConfigError, VeraConfig
+from adapterkit import AdapterConfigError, DvoRAConfig, VeraConfig
 
 import archs
 from ckpt_helpers import outputs
@@ -26,9 +26,9 @@ ATOL = 1e-5
 FIXTURES = Path(__file__).parent / "fixtures"
 VERA = FIXTURES / "adapters_vera"
 MANIFEST = json.loads((VERA / "manifest.json").read_text())
-CONFIGS = {"VeraConfig": VeraConfig}
+CONFIGS = {"VeraConfig": VeraConfig, "DvoRAConfig": DvoRAConfig}
 LOCATION = {"q": "attn_q", "k": "attn_k", "v": "attn_v"}
-OURS = {"d": "vera_lambda_d", "b": "vera_lambda_b"}
+OURS = {"d": "vera_lambda_d", "b": "vera_lambda_b", "m": "magnitude.weight"}
 
 
 # -- the `adapters` package -------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ REFERENCE = [(case, arch) for case, entry in MANIFEST["cases"].items() if entry[
 
 def test_fixture_set_records_where_the_package_fails():
     refused = MANIFEST["refused"]
-    assert {"gpt2/vera", "llama/vera", "bert/vera_ffn"} <= set(refused)  # fused Conv1D, GQA k/v, other widths
+    assert {"gpt2/vera", "llama/vera", "bert/vera_ffn", "gpt2/dvora", "llama/dvora"} <= set(refused)  # fused Conv1D, GQA k/v, other widths
     assert "shape" in refused["llama/vera"] and "attn_key" in refused["gpt2/vera"]
     # its own save / reload changes the outputs: the frozen pair is not in its files
     assert min(MANIFEST["package_reload_diff"].values()) > 0.2
@@ -90,9 +90,10 @@ def _randomised(arch: str, config, seed: int = 0):
     return model
 
 
+@pytest.mark.parametrize("method", ["vera", "dvora"])
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
-def test_reload_is_exact_in_a_fresh_model(arch, tmp_path):
-    model = _randomised(arch, "vera[r=4,intermediate_lora=True]")
+def test_reload_is_exact_in_a_fresh_model(arch, method, tmp_path):
+    model = _randomised(arch, f"{method}[r=4,intermediate_lora=True]")
     expected = outputs(model, archs.inputs(arch))
     model.save_adapter(tmp_path, "a")
     torch.manual_seed(12345)  # other RNG state: a regenerated frozen pair would differ
@@ -104,15 +105,42 @@ def test_reload_is_exact_in_a_fresh_model(arch, tmp_path):
     assert {"shared.vera.vera_A", "shared.vera.vera_B"} <= set(load_file(tmp_path / "adapter.safetensors"))
 
 
-def test_adapterhub_format_is_refused_both_ways(tmp_path):
-    model = _randomised("bert", "vera")
+@pytest.mark.parametrize("method", ["vera", "dvora"])
+def test_adapterhub_format_is_refused(method, tmp_path):
+    model = _randomised("bert", method)
     with pytest.raises(AdapterConfigError, match="no exact AdapterHub form"):
         model.save_adapter(tmp_path / "x", "a", format="adapterhub")
 
 
+def test_dvora_has_no_peft_form(tmp_path):
+    model = _randomised("bert", "dvora")
+    with pytest.raises(AdapterConfigError, match="DvoRA .* has no PEFT form"):
+        model.save_adapter(tmp_path / "x", "a", format="peft")
+
+
+def test_dvora_merge_writes_its_forward_where_the_package_merge_does_not():
+    """alpha != r and biased projections: the package's merge (m (W + dW_u) / ||W + dW_u||) differs from its
+    forward; ours equals it."""
+    model = _randomised("bert", "dvora[r=4,alpha=16]")
+    q = model.encoder.layer[0].attention.self.query
+    with torch.no_grad():
+        q.bias.normal_(0, 0.5)  # (the tiny model's biases start at 0)
+    inputs = archs.inputs("bert")
+    expected = outputs(model, inputs)
+    module = model.adapterkit["a"].layers["0"]["attn_q"]
+    w, bias = q.weight.detach().clone(), q.bias.detach().clone()
+    with torch.no_grad():
+        delta = module.unscaled_weight()
+        package = module.magnitude.weight[:, None] * (w + delta) / torch.linalg.norm(w + delta, dim=1)[:, None]
+    model.merge_adapter("a")
+    assert (q.weight - package).abs().max() > 1e-3 and (q.bias - bias).abs().max() > 1e-4
+    assert (outputs(model, inputs) - expected).abs().max() <= ATOL
+
+
 # -- GPT-2 and grouped-query Llama: train and merge ------------------------------------------------------
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-@pytest.mark.parametrize("config", ["vera[r=4,attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True]"])
+@pytest.mark.parametrize("config", ["vera[r=4,attn_matrices=['q','k','v'],intermediate_lora=True,output_lora=True]",
+                                    "dvora[r=4,alpha=8,attn_matrices=['q','k','v'],intermediate_lora=True]"])
 def test_trains_and_merges_on_fused_and_grouped_query_projections(arch, config):
     model = adapterkit.init(archs.model(arch))
     model.add_adapter("a", config=config)
@@ -222,10 +250,13 @@ def test_summary_counts_on_roberta_base_shape():
     with torch.device("meta"):
         model = adapterkit.init(transformers.RobertaModel(config))
         model.add_adapter("vera", config="vera")
+        model.add_adapter("dvora", config="dvora")
     rows = {r["name"]: r for r in model.adapter_summary(as_dict=True)}
     package = MANIFEST["roberta_base_summary"]
     modules, r, out = 12 * 2, 8, 768
-    assert rows["vera"]["#param"] == package["vera"]["#param"] - modules * (r * r - r + out * out - out) == 30_912
+    fewer = modules * (r * r - r + out * out - out)
+    assert rows["vera"]["#param"] == package["vera"]["#param"] - fewer == 30_912
+    assert rows["dvora"]["#param"] == package["dvora"]["#param"] - fewer == 30_912 + modules * out
     assert rows["Full model"]["#param"] == package["Full model"]["#param"]
 
 

@@ -7,16 +7,18 @@ from ...registry import MethodSpec, register_method
 from . import adapterhub, peft
 from .averaging import STRATEGIES
 from .build import build, merge
-from .config import IA3Config, LoRAConfig, VeraConfig
+from .config import DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
 from .modules import IA3, IA3Input, LoRA
 from .vera import Vera
 
 SPEC = register_method(MethodSpec(
     name="lora", label="LoRA / (IA)^3 / VeRA", config=LoRAConfig, build=build, merge=merge,
-    config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "vera": VeraConfig()},
+    config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "vera": VeraConfig(),
+                  "dvora": DvoRAConfig()},
     blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
-    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "VeraConfig": VeraConfig},
+    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "VeraConfig": VeraConfig,
+             "DvoRAConfig": DvoRAConfig},
 ))
 
-__all__ = ["SPEC", "LoRAConfig", "IA3Config", "LoRA", "IA3", "IA3Input", "VeraConfig", "Vera"]
+__all__ = ["SPEC", "LoRAConfig", "IA3Config", "LoRA", "IA3", "IA3Input", "VeraConfig", "DvoRAConfig", "Vera"]

@@ -31,6 +31,9 @@ class Strategy:
         if config.composition_mode != "add":
             raise AdapterError(f"combine_strategy {self.name!r} is for LoRA adapters; {names[0]!r} is a "
                                "(IA)^3 adapter: use 'linear'")
+        if config.is_vera:
+            raise AdapterError(f"combine_strategy {self.name!r} is for LoRA's A and B; {names[0]!r} is a VeRA "
+                               "adapter: use 'linear' (as the `adapters` package)")
         if config.use_gating:
             raise AdapterError(f"combine_strategy {self.name!r} averages LoRA's A and B only; gated LoRA adapters "
                                "can be averaged with 'linear'")

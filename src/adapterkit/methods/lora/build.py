@@ -7,7 +7,8 @@ import torch
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
 from .modules import IA3, IA3Input, LoRA
-from . import vera
+from .dvora import DvoRA
+from .vera import SHARED_KEY, Vera, VeraShared, largest
 
 def locations_of(state, config: LoRAConfig):
     """The interface locations `config` targets."""
@@ -22,7 +23,7 @@ def build(state, name: str, config: LoRAConfig) -> None:
     cls = IA3 if config.composition_mode == "scale" else LoRA
     locations = locations_of(state, config)
     if config.is_vera:
-        vera.build(state, name, config, locations)
+        _build_vera(state, name, config, locations)
         return
     for layer_id, location, projection in state.projections(locations, config.leave_out):
         if location_group(location) in config.scale_inputs:
@@ -38,6 +39,24 @@ def build(state, name: str, config: LoRAConfig) -> None:
         if module.gate is not None:
             module.gate.bind(state, name, layer_id, location)
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+
+def _build_vera(state, name: str, config: LoRAConfig, locations) -> None:
+    """One frozen pair for the adapter (`shared.vera`, sized to its largest projection), a VeRA / DvoRA module on
+    each projection."""
+    found = list(state.projections(locations, config.leave_out))
+    if not found:
+        return
+    in_max, out_max = largest(p for _, _, p in found)
+    shared = state.add_model_module(name, SHARED_KEY, VeraShared(config.r, in_max, out_max))
+    for layer_id, location, projection in found:
+        if config.use_dora:
+            module = DvoRA(projection.in_features, projection.out_features, config, shared, projection)
+        else:
+            module = Vera(projection.in_features, projection.out_features, config, shared)
+        if module.gate is not None:
+            module.gate.bind(state, name, layer_id, location)
+        state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+
 
 @torch.no_grad()
 def merge(state, name: str, config: LoRAConfig) -> None:

@@ -50,6 +50,7 @@ class LoRAConfig(AdapterConfig):
     use_rslora: bool = False
     vera_d: float | None = None
     vera_b: float | None = None
+    use_dora: bool = False
 
     @property
     def is_vera(self) -> bool:
@@ -57,7 +58,7 @@ class LoRAConfig(AdapterConfig):
         return self.vera_d is not None or self.vera_b is not None
 
     def validate(self) -> None:
-        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora")
+        self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora", "use_dora")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
         self._check_number("alpha", minimum=0, exclusive_min=True)
@@ -88,6 +89,9 @@ class LoRAConfig(AdapterConfig):
         self._check_number("vera_b", optional=True)
         name = type(self).__name__
         if not self.is_vera:
+            if self.use_dora:
+                raise AdapterConfigError(f"{name}: use_dora=True is supported here with VeRA (DvoRAConfig: set vera_d "
+                                         "and vera_b); DoRA for plain LoRA is not in this build")
             if self.init_weights == "vera":
                 raise AdapterConfigError(f"{name}: init_weights='vera' is VeRA's (frozen random A and B); set "
                                          "vera_d and vera_b (VeraConfig) or choose another init")
@@ -157,3 +161,11 @@ class VeraConfig(LoRAConfig):
     vera_b: float | None = 0.0
     init_weights: str = "vera"
     composition_mode: str = "add"
+
+
+@dataclass(eq=False)
+class DvoRAConfig(VeraConfig):
+    """DvoRA: VeRA with DoRA's learned magnitude over each output row of the normalised `W + dW` (dvora.py has the
+    `adapters` package's exact semantics)."""
+
+    use_dora: bool = True

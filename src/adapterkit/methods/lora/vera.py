@@ -100,16 +100,3 @@ def largest(projections) -> tuple[int, int]:
     """(in_max, out_max) over the projections a VeRA adapter serves: the shared pair's size."""
     projections = list(projections)
     return max(p.in_features for p in projections), max(p.out_features for p in projections)
-
-
-def build(state, name: str, config: LoRAConfig, locations) -> None:
-    found = list(state.projections(locations, config.leave_out))
-    if not found:
-        return
-    in_max, out_max = largest(p for _, _, p in found)
-    shared = state.add_model_module(name, SHARED_KEY, VeraShared(config.r, in_max, out_max))
-    for layer_id, location, projection in found:
-        module = Vera(projection.in_features, projection.out_features, config, shared)
-        if module.gate is not None:
-            module.gate.bind(state, name, layer_id, location)
-        state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)

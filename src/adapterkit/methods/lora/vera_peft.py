@@ -88,6 +88,9 @@ def model_level_tensors(state, name: str, config: LoRAConfig) -> dict:
 
 
 def peft_config(config: LoRAConfig, common: dict) -> dict:
+    if config.use_dora:
+        raise AdapterConfigError("DvoRA (VeRA with use_dora=True) has no PEFT form (peft's VeRA has no magnitude); "
+                                 "save it as format='adapterkit'")
     if config.use_gating:
         raise AdapterConfigError("a gated VeRA (use_gating=True) has no PEFT form (peft's VeRA has no gate); save "
                                  "it as format='adapterkit'")
