@@ -3,7 +3,7 @@
 Settings match the adapterkit cases: LoRA r=8, alpha=16 on query/value, no dropout; prefix tuning of length 30
 through a 512-wide MLP (peft's `prefix_projection`, as adapterkit's and `adapters`' default `flat=False`);
 (IA)^3 with peft's own default targets for BERT (key, value, and the FFN output projection's input); LoHa r=8,
-alpha=16 on query/value.
+alpha=16 on query/value; VeRA r=8 on query/value.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from common import Case, inference_case, make_model, train_case
 
 KEYS = ("lora_train", "lora_infer", "lora_merged", "prefix_train", "prefix_infer", "ia3_train", "loha_train",
-        "loha_infer", "add_lora", "merge_lora")
+        "loha_infer", "add_lora", "merge_lora", "vera_train", "vera_infer")
 
 
 def _config(method: str):
@@ -25,6 +25,8 @@ def _config(method: str):
         return peft.IA3Config()
     if method == "loha":
         return peft.LoHaConfig(r=8, alpha=16, target_modules=["query", "value"])
+    if method == "vera":
+        return peft.VeraConfig(r=8, target_modules=["query", "value"])
     raise KeyError(method)
 
 

@@ -30,6 +30,8 @@ CASES = [
     ("unipelt_train", "UniPELT train step", "train"),
     ("loha_train", "LoHa r=8 train step", "train"),
     ("loha_infer", "LoHa r=8 inference, unmerged", "infer"),
+    ("vera_train", "VeRA r=8 train step", "train"),
+    ("vera_infer", "VeRA r=8 inference, unmerged", "infer"),
     ("add_lora", "add a LoRA r=8 adapter", "op"),
     ("merge_lora", "merge a LoRA r=8 adapter", "op"),
 ]

@@ -283,3 +283,48 @@ def test_starts_as_the_identity_and_copies_deeply():
     clone = copy.deepcopy(model)
     vera = clone.adapterkit["a"].layers["0"]["attn_q"]
     assert vera.__dict__["shared"] is clone.adapterkit["a"].shared["vera"]
+
+
+# -- composition -----------------------------------------------------------------------------------------
+def _two(arch="bert"):
+    model = adapterkit.init(archs.model(arch))
+    for i, config in enumerate(["vera[r=4]", "dvora[r=4,attn_matrices=['q','k','v']]"]):
+        model.add_adapter(f"a{i}", config=config)
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for p in model.adapterkit[f"a{i}"].parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def _run(model, setup, inputs):
+    model.set_active_adapters(setup)
+    return outputs(model, inputs)
+
+
+def test_batch_split_and_routing_give_each_row_its_adapter():
+    from adapterkit import BatchSplit
+    model, inputs = _two(), archs.inputs("bert", batch=2)
+    alone = [_run(model, name, inputs)[row] for row, name in enumerate(["a0", "a1"])]
+    split = _run(model, BatchSplit("a0", "a1", batch_sizes=1), inputs)
+    for row in range(2):
+        assert (split[row] - alone[row]).abs().max() <= 1e-6
+    model.set_active_adapters(None)
+    with torch.no_grad():
+        routed = model(**inputs, adapter_names=["a0", "a1"]).last_hidden_state
+    for row in range(2):
+        assert (routed[row] - alone[row]).abs().max() <= 1e-6
+
+
+def test_average_stack_and_parallel_run():
+    from adapterkit import Average, Parallel, Stack
+    model, inputs = _two(), archs.inputs("bert")
+    plain = _run(model, None, inputs)
+    a0 = _run(model, "a0", inputs)
+    both = _run(model, Average("a0", "a1", weights=[0.5, 0.5]), inputs)
+    assert (both - a0).abs().max() > 1e-3 and (both - plain).abs().max() > 1e-3
+    assert (_run(model, Average("a0", weights=[1.0]), inputs) - a0).abs().max() <= 1e-6
+    assert (_run(model, Stack("a0", "a1"), inputs) - plain).abs().max() > 1e-3
+    out = _run(model, Parallel("a0", "a1"), inputs)
+    assert out.shape[0] == 2 * inputs["input_ids"].shape[0]
+    assert (out[: inputs["input_ids"].shape[0]] - a0).abs().max() <= 1e-5
