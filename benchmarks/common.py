@@ -32,6 +32,8 @@ CASES = [
     ("loha_infer", "LoHa r=8 inference, unmerged", "infer"),
     ("dora_train", "DoRA r=8 train step", "train"),
     ("dora_infer", "DoRA r=8 inference, unmerged", "infer"),
+    ("vera_train", "VeRA r=8 train step", "train"),
+    ("vera_infer", "VeRA r=8 inference, unmerged", "infer"),
     ("add_lora", "add a LoRA r=8 adapter", "op"),
     ("merge_lora", "merge a LoRA r=8 adapter", "op"),
 ]

@@ -33,11 +33,17 @@ METHODS = {
     "dora": "dora",
     "dora_full": "dora[r=4,alpha=16,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "dora_peft": "dora[r=4,alpha=12,dora_semantics='peft',attn_matrices=['q','k','v'],output_lora=True]",
+
+    "vera": "vera[r=4]",
+    "vera_full": "vera[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+    "dvora": "dvora[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
 DORA = ["dora", "dora_full", "dora_peft"]
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA
+VERA = ["vera", "vera_full", "dvora"]  # b starts at 0 (DvoRA: and m at ||W||): the identity
+IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA
 ARCHS = list(archs.ARCHS)
 
 
@@ -71,9 +77,11 @@ def randomize(module, seed=0, scale=0.3):
 def test_forward_backward_reaches_every_adapter_parameter(arch, method):
     model = fresh(arch)
     base = forward(model, arch)
-    n_before = sum(p.numel() for p in model.parameters())
+    def size():  # buffers too: VeRA's frozen pair is saved and counted (as the `adapters` package counts it)
+        return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    n_before = size()
     model.add_adapter("a", config=METHODS[method])
-    added = sum(p.numel() for p in model.parameters()) - n_before
+    added = size() - n_before
     model.train_adapter("a")
     assert model.adapter_summary(as_dict=True)[0]["#param"] == added > 0
     trainable = {id(p) for p in model.parameters() if p.requires_grad}

@@ -149,7 +149,7 @@ def test_unsupported_peft_type(tmp_path):
     data = json.loads((path / "adapter_config.json").read_text())
     (path / "adapter_config.json").write_text(json.dumps({**data, "peft_type": "BOFT"}))
     model = adapterkit.init(tiny_model("bert"))
-    with pytest.raises(CheckpointError, match="PEFT type 'BOFT' is not supported; supported: LORA, IA3, LOHA, LOKR"):
+    with pytest.raises(CheckpointError, match="PEFT type 'BOFT' is not supported; supported: LORA, IA3, VERA, LOHA, LOKR"):
         model.load_adapter(path)
 
 

@@ -37,7 +37,9 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     ("bert", "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]"), ("bert", "prefix_tuning"),
     ("bert", "compacter[reduction_factor=4]"), ("bert", "unipelt"), ("bert", "lora[use_gating=True]"),
     ("gpt2", "lora"), ("t5", "prefix_tuning"), ("llama", "seq_bn"), ("bert", "dora"),
-    ("gpt2", "dora[attn_matrices=['q','k','v'],output_lora=True]"), ("llama", "dora[dora_semantics='peft']")])
+    ("gpt2", "dora[attn_matrices=['q','k','v'],output_lora=True]"), ("llama", "dora[dora_semantics='peft']"),
+    ("bert", "vera[intermediate_lora=True]"),
+    ("llama", "vera"), ("gpt2", "dvora")])
 def test_float32_adapters_on_a_bfloat16_model(arch, config):
     model, reference = _mixed(arch, {"a": config})
     model.set_active_adapters("a")

@@ -81,13 +81,16 @@ def test_no_graph_break_in_inference_mode(arch, config):
 # recompile) on BERT, GPT-2, Llama, BART and T5 in a one-off sweep (2026-11-27)
 METHODS = ["par_bn", "double_seq_bn_inv", "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]",
            "prefix_tuning_flat", "compacter++[reduction_factor=4]", "seq_bn[use_gating=True]",
-           "lora[use_gating=True]", "dora", "dora[dora_semantics='peft',dropout=0.1]"]
+           "lora[use_gating=True]", "dora", "dora[dora_semantics='peft',dropout=0.1]",
+           "vera[r=4,intermediate_lora=True]"]
 
 
 @pytest.mark.parametrize("arch,config", [("bert", m) for m in METHODS]
                          + [("t5", "prefix_tuning"), ("bart", "mam"), ("gpt2", "unipelt"),
                             ("llama", "compacter[reduction_factor=4]"), ("gpt2", "dora[attn_matrices=['q','k','v']]"),
-                            ("llama", "dora[attn_matrices=['k','v']]")])
+                            ("llama", "dora[attn_matrices=['k','v']]"),
+                            ("gpt2", "vera"), ("llama", "vera"),
+                            ("gpt2", "dvora"), ("llama", "dvora")])
 def test_every_method_compiles_as_one_graph_once(arch, config):
     torch._dynamo.reset()
     model = _model(arch, config)

@@ -13,10 +13,11 @@ def summary_rows(state) -> list[dict]:
     rows = []
     for name, config in state.configs.items():
         params = list(state.container[name].parameters())
-        rows.append({
+        frozen = list(state.container[name].buffers())  # saved frozen tensors (VeRA's random pair), counted as the
+        rows.append({                                   # `adapters` package counts its frozen shared parameters
             "name": name,
             "architecture": config.method,
-            "#param": sum(p.numel() for p in params),
+            "#param": sum(p.numel() for p in params) + sum(b.numel() for b in frozen),
             "%param": 0.0,
             "active": name in active,
             "train": all(p.requires_grad for p in params),

@@ -4,7 +4,8 @@ PEFT keys name the wrapped model's modules: `base_model.model.<module path>.<par
 from the architecture interface, so this file has no per-model knowledge; which PEFT types exist, their
 parameters and their semantics come from the methods that declare a "peft" map (`MethodSpec.formats["peft"]`:
 `READERS` {peft_type: reader}, `PARAMS`, `module_tensors`, `output_vector`, `peft_config`, optional
-`export_refusal`; e.g. methods/lora/peft.py). This file reads and writes projection adapters: the same projections
+`export_refusal`, and for model-level tensors (VeRA's shared pair) `MODEL_LEVEL`, `complete_read`,
+`model_level_tensors`; e.g. methods/lora/peft.py). This file reads and writes projection adapters: the same projections
 in every layer.
 
 - Prefix tuning (peft_type PREFIX_TUNING) has no exact conversion: PEFT passes its prefix as a key/value cache,
@@ -50,6 +51,23 @@ def _labels() -> str:
 
 def _params() -> dict[str, str]:
     return {suffix: ours for m in _maps() for suffix, ours in m.PARAMS.items()}
+
+
+def _split_model_level(weights: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(layer weights, model-level ones): keys `base_model.<name>` (optionally `.<adapter>`) for a `<name>` some map
+    lists in `MODEL_LEVEL` (peft's shared tensors, e.g. VeRA's frozen `vera_A`), the latter keyed by `<name>`."""
+    names = {n for m in _maps() for n in getattr(m, "MODEL_LEVEL", ())}
+    if not names:
+        return dict(weights), {}
+    pattern = re.compile(rf"^(?:base_model\.)?({'|'.join(map(re.escape, sorted(names)))})(?:\.[^.]+)?$")
+    layer, model_level = {}, {}
+    for key, tensor in weights.items():
+        m = pattern.match(key)
+        if m:
+            model_level[m.group(1)] = tensor
+        else:
+            layer[key] = tensor
+    return layer, model_level
 
 
 # PEFT types that adapterkit has a method for, but whose semantics differ: why no exact conversion exists
@@ -124,7 +142,8 @@ def _split_fused(key: str, tensor: torch.Tensor, param: str, parts: list, layer_
     adapterkit vector per part. A LoRA there is one low-rank update over all parts (ours: one per part), and a
     feedforward (IA)^3 scales the input the parts share: neither has an adapterkit form."""
     if param != "ia3_l" or tensor.dim() != 2 or tensor.shape[1] != 1:
-        what = "a LoRA (one low-rank update over all its parts; adapterkit has one per part)" if param != "ia3_l" \
+        what = "a low-rank update (LoRA / VeRA: one over all its parts; adapterkit has one per part)" \
+            if param != "ia3_l" \
             else "a feedforward (IA)^3 (it scales the input all parts share)"
         raise CheckpointError(f"{weights_file}: {key} puts {what} on a fused projection; no exact conversion exists")
     vector = tensor.reshape(-1)
@@ -172,10 +191,18 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
         )
     _check_architecture(model, source, data)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
+    weights, model_level = _split_model_level(weights)
     sites = _sites(model, weights, weights_file, data)
     targets = _targets(sites, model.adapter_state, source)
     config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
     config = parse_config(source, lambda d: config_cls(**d), fields)
+    # a map that reads model-level tensors completes the adapter's from them (or from the config, peft's seed)
+    complete = getattr(next(m for m in _maps() if peft_type in m.READERS), "complete_read", None)
+    if complete is not None:
+        tensors = complete(model, source, data, config, model_level, tensors)
+    elif model_level:
+        raise CheckpointError(f"{weights_file}: PEFT {peft_type} holds model-level tensors "
+                              f"({', '.join(sorted(model_level))}) that adapterkit cannot place")
     name = directory.name if is_valid_name(directory.name) else "default"
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
                       format=FORMAT)
@@ -253,5 +280,8 @@ def write(model, stage: StagedWrite, name: str) -> None:
         "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
     }
     peft_config = peft_map.peft_config(config, common, target_modules(model, feedforward) if feedforward else [])
+    model_level = getattr(peft_map, "model_level_tensors", None)  # peft's shared tensors (VeRA's frozen pair)
+    if model_level is not None:
+        tensors.update(model_level(state, name, config))
     stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     stage.write_json(CONFIG_NAME, peft_config)

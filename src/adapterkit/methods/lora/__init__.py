@@ -7,18 +7,22 @@ from ...registry import MethodSpec, register_method
 from . import adapterhub, peft
 from .averaging import STRATEGIES
 from .build import build, merge
-from .config import DoRAConfig, IA3Config, LoRAConfig
+from .config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
 from .dora import DoRA
 from .init import convert_to_plain_lora
 from .modules import IA3, IA3Input, LoRA
+from .vera import Vera
 
 SPEC = register_method(MethodSpec(
-    name="lora", label="LoRA / (IA)^3", config=LoRAConfig, build=build, merge=merge,
-    config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "dora": DoRAConfig()},
+    name="lora", label="LoRA / (IA)^3 / VeRA", config=LoRAConfig, build=build, merge=merge,
+    config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "dora": DoRAConfig(), "vera": VeraConfig(),
+                  "dvora": DvoRAConfig()},
     blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
-    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "DoRAConfig": DoRAConfig},
+    exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "DoRAConfig": DoRAConfig, "VeraConfig": VeraConfig,
+             "DvoRAConfig": DvoRAConfig},
     api={"convert_to_plain_lora": convert_to_plain_lora},
 ))
 
-__all__ = ["SPEC", "LoRAConfig", "IA3Config", "DoRAConfig", "LoRA", "DoRA", "IA3", "IA3Input"]
+__all__ = ["SPEC", "LoRAConfig", "IA3Config", "DoRAConfig", "VeraConfig", "DvoRAConfig", "LoRA", "DoRA", "IA3",
+           "IA3Input", "Vera"]

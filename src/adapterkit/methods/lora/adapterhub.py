@@ -15,11 +15,17 @@ from .init import changes_base
 
 LAYER_KIND = "loras"
 MAGNITUDE, MAGNITUDE_HUB = "magnitude.weight", "m.weight"  # DoRA's: ours, the package's
+VERA_REFUSAL = (
+    "VeRA / DvoRA adapters have no exact AdapterHub form: the `adapters` package leaves the frozen random A and B "
+    "out of its files (so its own reloads change outputs) and keeps d and b as full square matrices; save and load "
+    "them in the adapterkit or PEFT format")
 
 
 def config_to_hub(config, out: dict[str, Any]) -> None:
     """The `adapters` package's LoRA scales by alpha / r: rsLoRA's alpha / sqrt(r) is written as that alpha; peft's
     inits, which the package would refuse, as its default (the file holds the trained weights)."""
+    if config.is_vera:
+        raise AdapterConfigError(VERA_REFUSAL)
     if "o" in config.attn_matrices:
         raise AdapterConfigError(
             "AdapterHub LoRA cannot target the attention output projection ('o' in attn_matrices; the `adapters` "
@@ -73,6 +79,8 @@ def enabled_locations(config, interface) -> list[str]:
 
 def prepare_import(config, interface, present_here, name: str) -> dict:
     """Checked once per import: the enabled locations, and none whose AdapterHub namesake is another module."""
+    if config.is_vera:
+        raise AdapterConfigError(VERA_REFUSAL)
     enabled = enabled_locations(config, interface)
     differs = [loc for loc in enabled if loc in interface.adapterhub_differs
                and (present_here is None or loc in present_here)]

@@ -7,18 +7,27 @@ import torch
 from ...configs.patterns import order_free, warn_unmatched
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
-from .init import changes_base, initialise
 from .dora import DoRA
+from .dvora import DvoRA
+from .init import changes_base, initialise
 from .modules import IA3, IA3Input, LoRA
+from .vera import SHARED_KEY, Vera, VeraShared, largest
+
+def locations_of(state, config: LoRAConfig):
+    """The interface locations `config` targets."""
+    return state.interface.linear_locations(
+        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
+        intermediate=config.intermediate_lora, output=config.output_lora)
 
 
 def build(state, name: str, config: LoRAConfig) -> None:
     if config.composition_mode == "scale" and config.dropout > 0:
         raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
     cls = IA3 if config.composition_mode == "scale" else LoRA
-    locations = state.interface.linear_locations(
-        attn_matrices=config.attn_matrices if config.selfattn_lora else (),
-        intermediate=config.intermediate_lora, output=config.output_lora)
+    locations = locations_of(state, config)
+    if config.is_vera:
+        _build_vera(state, name, config, locations)
+        return
     names = {id(m): n for n, m in state.model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
     adapted, projections = [], state.projections(locations, config.leave_out)
@@ -68,6 +77,24 @@ def _fix_pattern_order(state, name: str, config: LoRAConfig, adapted: list[str])
     replace = getattr(state, "replace_member_config", None)  # a checkpoint's dry run keeps the config as read
     if changes and replace is not None:
         replace(name, config, config.replace(**changes))
+
+def _build_vera(state, name: str, config: LoRAConfig, locations) -> None:
+    """One frozen pair for the adapter (`shared.vera`, sized to its largest projection), a VeRA / DvoRA module on
+    each projection."""
+    found = list(state.projections(locations, config.leave_out))
+    if not found:
+        return
+    in_max, out_max = largest(p for _, _, p in found)
+    shared = state.add_model_module(name, SHARED_KEY, VeraShared(config.r, in_max, out_max))
+    for layer_id, location, projection in found:
+        if config.use_dora:
+            module = DvoRA(projection.in_features, projection.out_features, config, shared, projection)
+        else:
+            module = Vera(projection.in_features, projection.out_features, config, shared)
+        if module.gate is not None:
+            module.gate.bind(state, name, layer_id, location)
+        state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+
 
 @torch.no_grad()
 def merge(state, name: str, config: LoRAConfig) -> None:

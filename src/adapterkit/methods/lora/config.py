@@ -63,6 +63,13 @@ class LoRAConfig(AdapterConfig):
     alpha_pattern: dict = field(default_factory=dict)
     use_dora: bool = False
     dora_semantics: str = "adapters"
+    vera_d: float | None = None
+    vera_b: float | None = None
+
+    @property
+    def is_vera(self) -> bool:
+        """VeRA (vera.py): set by `vera_d` / `vera_b`, as the `adapters` package decides."""
+        return self.vera_d is not None or self.vera_b is not None
 
     def validate(self) -> None:
         self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora", "use_dora")
@@ -87,6 +94,7 @@ class LoRAConfig(AdapterConfig):
         if self.use_dora and self.composition_mode != "add":
             raise AdapterConfigError(f"{type(self).__name__}.use_dora is for LoRA (composition_mode='add'); (IA)^3 "
                                      "has no weight direction to normalise")
+        self._check_vera()
         if self.composition_mode == "scale" and self.r != 1:
             raise AdapterConfigError(
                 f"{type(self).__name__}: composition_mode='scale' ((IA)^3) needs r=1, got r={self.r}"
@@ -100,6 +108,31 @@ class LoRAConfig(AdapterConfig):
                 f"{type(self).__name__} targets no projection: enable selfattn_lora with attn_matrices, "
                 "intermediate_lora or output_lora"
             )
+
+    def _check_vera(self) -> None:
+        self._check_number("vera_d", optional=True)
+        self._check_number("vera_b", optional=True)
+        name = type(self).__name__
+        if not self.is_vera:
+            if self.init_weights == "vera":
+                raise AdapterConfigError(f"{name}: init_weights='vera' is VeRA's (frozen random A and B); set "
+                                         "vera_d and vera_b (VeraConfig) or choose another init")
+            return
+        if self.vera_d is None or self.vera_b is None:
+            raise AdapterConfigError(f"{name}: VeRA needs both vera_d and vera_b (the initial values of its trained "
+                                     f"vectors), got vera_d={self.vera_d!r}, vera_b={self.vera_b!r}")
+        if self.composition_mode != "add":
+            raise AdapterConfigError(f"{name}: VeRA (vera_d / vera_b set) needs composition_mode='add', got "
+                                     f"{self.composition_mode!r}")
+        if self.init_weights != "vera":
+            raise AdapterConfigError(f"{name}: VeRA (vera_d / vera_b set) needs init_weights='vera' (its frozen A and "
+                                     f"B Kaiming-uniform), got {self.init_weights!r}")
+        if self.rank_pattern or self.alpha_pattern:
+            raise AdapterConfigError(f"{name}: VeRA shares one frozen pair of rank r over its projections; "
+                                     "rank_pattern / alpha_pattern are for LoRA")
+        if self.use_dora and self.dora_semantics != "adapters":
+            raise AdapterConfigError(f"{name}: DvoRA is the `adapters` package's (dora_semantics='adapters'); "
+                                     "peft has no DvoRA")
 
     def _check_scale_inputs(self) -> None:
         self._check_names("scale_inputs", INPUT_SCALABLE)
@@ -158,5 +191,27 @@ class DoRAConfig(LoRAConfig):
     """DoRA (Liu et al., 2024): LoRA whose adapted weight `W + dW` is split into a learned magnitude per output
     and its normalised direction, `W' = m (W + dW) / ||W + dW||` (norms over each output's row); the `adapters`
     package's `DoRAConfig` ("dora"), its defaults. `dora_semantics="peft"` computes peft's DoRA instead."""
+
+    use_dora: bool = True
+
+
+@dataclass(eq=False)
+class VeraConfig(LoRAConfig):
+    """VeRA (Kopiczko et al., 2024): `h = W0 x + (alpha/r) diag(b) B diag(d) A x` with A (r, in) and B (out, r)
+    frozen, random and shared by all the adapter's projections (sized to the largest, each takes its leading rows /
+    columns, as peft), and only the vectors d (r, starts at `vera_d`) and b (out, starts at `vera_b`) trained.
+    The frozen matrices are saved with the adapter, so a reload is exact."""
+
+    r: int = 8
+    vera_d: float | None = 0.1
+    vera_b: float | None = 0.0
+    init_weights: str = "vera"
+    composition_mode: str = "add"
+
+
+@dataclass(eq=False)
+class DvoRAConfig(VeraConfig):
+    """DvoRA: VeRA with DoRA's learned magnitude over each output row of the normalised `W + dW` (dvora.py has the
+    `adapters` package's exact semantics)."""
 
     use_dora: bool = True

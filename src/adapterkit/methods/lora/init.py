@@ -23,7 +23,7 @@ import torch
 
 from ...errors import AdapterConfigError, AdapterError
 
-PLAIN = ("lora", "bert", "ia3", "gaussian", "orthogonal")
+PLAIN = ("lora", "bert", "ia3", "gaussian", "orthogonal", "vera")
 BASE_CHANGING = ("pissa", "pissa_niter_<N>", "olora")
 
 

@@ -11,6 +11,7 @@ module names and the targets). Semantics are checked, not assumed:
   `feedforward_modules` entry peft scales the *input*, `W (l * x) + b`: adapterkit's `scale_inputs` (per kind of
   projection: "o", "output", ...), both ways; a kind scaled at the input in some modules and at the output in
   others has no adapterkit form and is refused.
+- VeRA: vera_peft.py (its frozen pair is a model-level tensor: `MODEL_LEVEL`, `complete_read`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from ...errors import AdapterConfigError, CheckpointError
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
 from .init import changes_base
 from .modules import IA3, IA3Input
+from .vera import Vera
+from . import vera_peft
+from .vera_peft import MODEL_LEVEL, complete_read, model_level_tensors  # noqa: F401 (the map's interface)
 
 # PEFT parameter suffix -> ours
 PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l",
-          "lora_magnitude_vector": "magnitude.weight"}
+          "lora_magnitude_vector": "magnitude.weight", **vera_peft.PARAMS}
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
 _LORA_UNSUPPORTED = {"lora_bias": False, "use_qalora": False, "layer_replication": None,
                      "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
@@ -78,7 +82,7 @@ def read_ia3(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
     return IA3Config, fields, tensors
 
 
-READERS = {"LORA": read_lora, "IA3": read_ia3}
+READERS = {"LORA": read_lora, "IA3": read_ia3, "VERA": vera_peft.read}
 # peft's init_lora_weights whose only effect on a loaded adapter is none (its weights are the file's)
 _PLAIN_INITS = {True: "lora", False: "lora", "gaussian": "lora", "orthogonal": "lora", "eva": "lora"}
 
@@ -108,6 +112,8 @@ def module_tensors(module) -> tuple[dict, bool]:
         return {"ia3_l": module.vector().detach().reshape(-1, 1)}, False
     if isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)
         return {"ia3_l": module.vector().detach().reshape(1, -1)}, True
+    if isinstance(module, Vera):
+        return vera_peft.module_tensors(module), False
     params = {"lora_A.weight": module.lora_A.detach(), "lora_B.weight": module.lora_B.detach()}
     magnitude = getattr(module, "magnitude", None)
     if magnitude is not None:
@@ -122,6 +128,8 @@ def module_tensors(module) -> tuple[dict, bool]:
 
 def peft_config(config: LoRAConfig, common: dict, feedforward) -> dict:
     """The PEFT adapter_config.json of `config`; `feedforward`: the `feedforward_modules` value ((IA)^3)."""
+    if config.is_vera:
+        return vera_peft.peft_config(config, common)
     if config.composition_mode == "scale":
         return {"peft_type": "IA3", "feedforward_modules": feedforward, "init_ia3_weights": True, **common}
     init = config.init_weights if changes_base(config.init_weights) else True  # peft redoes PiSSA / OLoRA on load

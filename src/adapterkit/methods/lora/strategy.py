@@ -27,6 +27,9 @@ class Strategy:
         if config.use_dora:
             raise AdapterError(f"combine_strategy {self.name!r} combines LoRA's A and B only, but {names[0]!r} is a "
                                "DoRA adapter (its magnitude renormalises the whole weight); use 'linear'")
+        if config.is_vera:
+            raise AdapterError(f"combine_strategy {self.name!r} is for LoRA's A and B; {names[0]!r} is a VeRA "
+                               "adapter: use 'linear' (as the `adapters` package)")
         if config.use_gating:
             raise AdapterError(f"combine_strategy {self.name!r} averages LoRA's A and B only; gated LoRA adapters "
                                "can be averaged with 'linear'")
