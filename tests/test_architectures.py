@@ -29,6 +29,9 @@ METHODS = {
     "loha_full": "loha[r=2,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "lokr": "lokr",
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
+    "loreft": "loreft[suffix_positions=1,r=2]",
+    "noreft": "noreft[suffix_positions=2,tied_weights=True]",
+    "direft": "direft[suffix_positions=1]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
 IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES

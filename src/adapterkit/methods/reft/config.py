@@ -45,6 +45,9 @@ class ReftConfig(AdapterConfig):
                                          "layer indices (ints >= 0)")
             self._check_layer_list("layers")
             self.layers = list(self.layers)
+            if not self.layers:
+                raise AdapterConfigError(f"{type(self).__name__}.layers=[] edits no layer; give 'all' or at least "
+                                         "one layer index")
         self._check_number("prefix_positions", minimum=0, integer=True)
         self._check_number("suffix_positions", minimum=0, integer=True)
         self._check_number("r", minimum=1, integer=True)

@@ -31,6 +31,10 @@ class ReftUnit(nn.Module):
         self.learned_source = nn.Linear(dim, config.r, bias=True, dtype=dtype)
         projection = nn.Linear(dim, config.r, bias=False, dtype=torch.float32 if self.orthogonal else dtype)
         self.projection = orthogonal_parametrization(projection) if self.orthogonal else projection
+        if self.orthogonal and projection.parametrizations.weight.original.is_meta:
+            # built on the meta device (a checkpoint's dry run), torch leaves the frozen base unset: give it its
+            # shape, so that the expected state dict is the real one
+            projection.parametrizations.weight[0].base = torch.empty(dim, dim, dtype=torch.float32, device="meta")
         self.non_linearity = nn.Identity() if config.non_linearity is None else activation(config.non_linearity)
         self.dropout = nn.Dropout(config.dropout)
 

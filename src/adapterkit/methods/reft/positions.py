@@ -38,7 +38,7 @@ def _call_kwargs(inputs) -> dict:
 
 def past_length(kwargs: dict) -> int:
     """Tokens already in the KV cache the forward was given (0 without one)."""
-    cache = kwargs.get("past_key_values")
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5's generate() passes `cache`
     get = getattr(cache, "get_seq_length", None)
     return int(get()) if callable(get) else 0
 
