@@ -33,11 +33,12 @@ METHODS = {
     "dora": "dora",
     "dora_full": "dora[r=4,alpha=16,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "dora_peft": "dora[r=4,alpha=12,dora_semantics='peft',attn_matrices=['q','k','v'],output_lora=True]",
-
     "vera": "vera[r=4]",
     "vera_full": "vera[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
     "dvora": "dvora[r=4,alpha=8,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
-
+    "loreft": "loreft[suffix_positions=1,r=2]",
+    "noreft": "noreft[suffix_positions=2,tied_weights=True]",
+    "direft": "direft[suffix_positions=1]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
 DORA = ["dora", "dora_full", "dora_peft"]

@@ -75,6 +75,7 @@ class ModelHooks:
             channels = setup.parallel_channels if setup is not None else 1
             if channels > 1:
                 args, kwargs = _replicate(args, kwargs, channels)
+        record.inputs, record.scratch = (args, kwargs), {}
         names = set()
         for setup in setups:
             if setup is not None:
@@ -84,7 +85,8 @@ class ModelHooks:
 
     def after(self, module, args, kwargs, output):
         record = self.state.record
-        record.routing = None
+        record.routing = record.inputs = None
+        record.scratch = {}
         extras = []
         for key, value in (("adapter_gating_scores", record.gating_scores),
                            ("adapter_fusion_attentions", record.fusion_attentions)):
@@ -102,7 +104,27 @@ class ModelHooks:
         return output
 
 
+class EncoderHooks:
+    """Keep the encoder's own inputs while it runs (encoder-decoder models): generate() calls the encoder outside
+    the model's forward, so its attention mask is not among the model's inputs then."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def before(self, module, args, kwargs):
+        self.state.record.encoder_inputs = (args, kwargs)
+
+    def after(self, module, args, kwargs, output):
+        self.state.record.encoder_inputs = None
+
+
 def install(model, state) -> None:
     hooks = ModelHooks(state)
     model.register_forward_pre_hook(hooks.before, with_kwargs=True)
     model.register_forward_hook(hooks.after, with_kwargs=True, always_call=True)
+    get_encoder = getattr(model, "get_encoder", None)
+    encoder = get_encoder() if state.interface.encoder_layers and callable(get_encoder) else None
+    if isinstance(encoder, torch.nn.Module) and encoder is not model:
+        encoder_hooks = EncoderHooks(state)
+        encoder.register_forward_pre_hook(encoder_hooks.before, with_kwargs=True)
+        encoder.register_forward_hook(encoder_hooks.after, with_kwargs=True, always_call=True)

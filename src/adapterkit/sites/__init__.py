@@ -1,11 +1,12 @@
 """Attach points (base.py) and the built-in site kinds: projections, residual sites, the embeddings, attention."""
 
-from . import attention, embeddings, projection, residual  # noqa: F401  (each registers its kinds)
+from . import attention, embeddings, layer, projection, residual  # noqa: F401  (each registers its kinds)
 from .attention import AttentionSite
 from .base import PER_KIND, Site, make_site, register_residual_kind, register_site_kind
 from .embeddings import EmbeddingSite
+from .layer import LayerOutputSite
 from .projection import ProjectionSite
 from .residual import PostLNSite, SublayerHookSite
 
 __all__ = ["PER_KIND", "Site", "make_site", "register_site_kind", "register_residual_kind", "ProjectionSite", "PostLNSite",
-           "SublayerHookSite", "EmbeddingSite", "AttentionSite"]
+           "SublayerHookSite", "EmbeddingSite", "AttentionSite", "LayerOutputSite"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ForwardRecord:
-    __slots__ = ("gating_scores", "fusion_attentions", "routing")
+    __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -16,3 +16,9 @@ class ForwardRecord:
         self.fusion_attentions: dict | None = None
         # the per-example routing of the running forward (compose/routing.py), or None
         self.routing = None
+        # the running forward's (args, kwargs), for methods that read its masks (ReFT's positions), else None
+        self.inputs = None
+        # the same for the encoder of an encoder-decoder model: generate() calls it outside the model's forward
+        self.encoder_inputs = None
+        # per-forward values a method's before_forward computes for its modules (method name -> value)
+        self.scratch: dict = {}

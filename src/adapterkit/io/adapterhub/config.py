@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Mapping
 
 from ...configs import AdapterConfig, ConfigUnion
@@ -38,10 +39,11 @@ def config_from_adapterhub(data: Mapping[str, Any]) -> AdapterConfig:
             raise AdapterConfigError(f"an AdapterHub union config needs exactly the key 'configs' (a list of "
                                      f"configs); got {data!r}")
         return ConfigUnion(*[config_from_adapterhub(member) for member in members])
-    for key, off in _INERT_FIELDS.items():
-        if key in data and data.pop(key) not in (off,):
-            raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
     supported = [spec.name for spec in specs() if "adapterhub" in spec.formats]
+    own = {f.name for f in fields(spec_for(method).config)} if method in supported else set()
+    for key, off in _INERT_FIELDS.items():
+        if key in data and key not in own and data.pop(key) not in (off,):  # a method's own field is read
+            raise AdapterConfigError(f"AdapterHub config sets {key!r}, which adapterkit does not support yet")
     if method not in supported:
         raise AdapterConfigError(
             f"AdapterHub architecture {method!r} is not supported yet; supported: {', '.join(supported)}, union"
