@@ -26,6 +26,8 @@ from .registry import before_forward
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
 ADAPTER_NAMES = "adapter_names"
+# what the hooks pop: generate() must not refuse them as unknown model arguments (model.py)
+FORWARD_ARGUMENTS = (OUTPUT_GATING, OUTPUT_FUSION, ADAPTER_NAMES, multitask.TASK_IDS)
 # tensor arguments whose first dimension is not the batch
 _NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
 

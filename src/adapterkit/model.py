@@ -241,6 +241,13 @@ class AdapterModelMixin(FusionMixin):
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
         return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)
 
+    def _validate_model_kwargs(self, model_kwargs: dict) -> None:
+        """generate() checks its extra arguments against the model's forward: those the adapter hooks take
+        (`task_ids`, ...: forward_hooks.py) are the model's too, and reach every step's forward."""
+        for key in forward_hooks.FORWARD_ARGUMENTS:
+            model_kwargs.pop(key, None)
+        return super()._validate_model_kwargs(model_kwargs)
+
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):
         """The release notes' table: name, architecture, #param, %param (of the base model), active, train."""

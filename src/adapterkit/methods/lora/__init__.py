@@ -2,7 +2,7 @@
 modules, build / merge, the fused fast path, averaging strategies, PEFT and AdapterHub maps, and the spec
 registered below."""
 
-from ...blocks import Average, BatchSplit, Parallel, Stack
+from ...blocks import Average, BatchSplit, MultiTask, Parallel, Stack
 from ...registry import MethodSpec, register_method
 from . import adapterhub, peft
 from .averaging import STRATEGIES
@@ -13,7 +13,7 @@ from .modules import IA3, IA3Input, LoRA
 SPEC = register_method(MethodSpec(
     name="lora", label="LoRA / (IA)^3", config=LoRAConfig, build=build, merge=merge,
     config_names={"lora": LoRAConfig(), "ia3": IA3Config()},
-    blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
+    blocks=(Stack, BatchSplit, Parallel, Average, MultiTask), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
     exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config},
 ))
