@@ -29,10 +29,15 @@ METHODS = {
     "loha_full": "loha[r=2,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
     "lokr": "lokr",
     "lokr_full": "lokr[r=1,decompose_both=True,attn_matrices=['q','k','v','o'],intermediate=True,output=True]",
+    # a lone MTL-LoRA runs as its task's adapter, without task_ids (as in the `adapters` package)
+    "mtl_lora": "mtl_lora[r=4,n_up_projection=2]",
+    "mtl_lora_full": "mtl_lora[r=2,n_up_projection=3,task_specific_matrix_type='linear',"
+                     "attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES
+MTL_LORA = ["mtl_lora", "mtl_lora_full"]
+IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + MTL_LORA
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + MTL_LORA
 ARCHS = list(archs.ARCHS)
 
 
