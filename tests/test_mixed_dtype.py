@@ -36,7 +36,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     ("bert", "seq_bn"), ("bert", "par_bn"), ("bert", "double_seq_bn_inv"), ("bert", "lora"), ("bert", "ia3"),
     ("bert", "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]"), ("bert", "prefix_tuning"),
     ("bert", "compacter[reduction_factor=4]"), ("bert", "unipelt"), ("bert", "lora[use_gating=True]"),
-    ("gpt2", "lora"), ("t5", "prefix_tuning"), ("llama", "seq_bn")])
+    ("gpt2", "lora"), ("t5", "prefix_tuning"), ("llama", "seq_bn"), ("llama", "mtl_lora[n_up_projection=2]")])
 def test_float32_adapters_on_a_bfloat16_model(arch, config):
     model, reference = _mixed(arch, {"a": config})
     model.set_active_adapters("a")
