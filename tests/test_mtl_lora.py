@@ -431,3 +431,15 @@ def test_generate_with_task_ids_runs_each_row_as_its_task(arch):
     with AdapterSetup(None):
         plain = model.generate(ids, attention_mask=torch.ones_like(ids), **common)
     assert not torch.equal(plain.sequences, out.sequences)
+
+
+def test_summary_rows_on_roberta_base_equal_the_packages():
+    config = transformers.RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                                        layer_norm_eps=1e-5)
+    with torch.device("meta"):
+        model = adapterkit.init(transformers.RobertaModel(config))
+        model.add_adapter("mtl_lora", config="mtl_lora")
+        model.add_adapter("mtl_lora_n3", config=MTLLoRAConfig(n_up_projection=3))
+    rows = {r["name"]: [r["#param"], round(r["%param"], 3)] for r in model.adapter_summary(as_dict=True)}
+    assert rows == MANIFEST["summary_roberta_base"]
+    assert model.adapter_summary(as_dict=True)[0]["architecture"] == "mtl_lora"

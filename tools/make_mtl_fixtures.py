@@ -76,6 +76,18 @@ def run(model, inputs, task_ids=None):
     return model(**inputs, **extra).last_hidden_state.detach().clone().contiguous()
 
 
+def summary_rows() -> dict:
+    """adapter_summary counts on the roberta-base shape (built on the meta device: no weights)."""
+    config = transformers.RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
+                                        layer_norm_eps=1e-5)
+    with torch.device("meta"):
+        model = transformers.RobertaModel(config)
+        adapters.init(model)
+        model.add_adapter("mtl_lora", config="mtl_lora")
+        model.add_adapter("mtl_lora_n3", config=MTLLoRAConfig(n_up_projection=3))
+    return {row["name"]: [row["#param"], round(row["%param"], 3)] for row in model.adapter_summary(as_dict=True)}
+
+
 def main() -> None:
     fc.deterministic()
     if OUT.exists():
@@ -148,6 +160,7 @@ def main() -> None:
     overflow = run(model, inputs)
     manifest["package_nan_at_weights_5"] = bool(torch.isnan(overflow).any())
     assert manifest["package_nan_at_weights_5"], "the package no longer overflows; drop that README line"
+    manifest["summary_roberta_base"] = summary_rows()
     fc.finish(OUT, manifest, SIZE_LIMIT, "MTL-LoRA fixtures too large")
     print(json.dumps(manifest["package_refuses"], indent=1))
 
