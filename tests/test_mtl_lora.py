@@ -443,3 +443,16 @@ def test_summary_rows_on_roberta_base_equal_the_packages():
     rows = {r["name"]: [r["#param"], round(r["%param"], 3)] for r in model.adapter_summary(as_dict=True)}
     assert rows == MANIFEST["summary_roberta_base"]
     assert model.adapter_summary(as_dict=True)[0]["architecture"] == "mtl_lora"
+
+
+def test_per_example_adapter_names_with_multitask_rows_and_dropout_in_training():
+    model = archs.randomised("bert", {t: MTLLoRAConfig(r=4, n_up_projection=2, dropout=0.1) for t in "abc"})
+    batch = archs.inputs("bert")
+    with torch.no_grad():
+        out = model(**batch, adapter_names=[MultiTask("a", "b"), "c", MultiTask("a", "b")],
+                    task_ids=[1, 0, 0]).last_hidden_state
+    torch.testing.assert_close(out, _per_row(model, batch, ["b", "c", "a"]), atol=1e-6, rtol=0)
+    model.train_adapter(MultiTask("a", "b", "c"))  # dropout on: each task's rows run on their own (not batched)
+    model(**batch, task_ids=[2, 1, 0]).last_hidden_state.pow(2).sum().backward()
+    for task in "abc":
+        assert model.adapterkit[task].layers["0"]["attn_q"].task_specific.grad.abs().sum() > 0
