@@ -39,12 +39,20 @@ METHODS = {
     "loreft": "loreft[suffix_positions=1,r=2]",
     "noreft": "noreft[suffix_positions=2,tied_weights=True]",
     "direft": "direft[suffix_positions=1]",
+
+    # a lone MTL-LoRA runs as its task's adapter, without task_ids (as in the `adapters` package)
+    "mtl_lora": "mtl_lora[r=4,n_up_projection=2]",
+    "mtl_lora_full": "mtl_lora[r=2,n_up_projection=3,task_specific_matrix_type='linear',"
+                     "attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+
 }
 WEIGHT_UPDATES = ["loha", "loha_full", "lokr", "lokr_full"]  # peft's LyCORIS family (nn/delta.py)
 DORA = ["dora", "dora_full", "dora_peft"]
 VERA = ["vera", "vera_full", "dvora"]  # b starts at 0 (DvoRA: and m at ||W||): the identity
-IDENTITY = ["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA
-MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA
+MTL_LORA = ["mtl_lora", "mtl_lora_full"]
+IDENTITY = (["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA
+            + MTL_LORA)
+MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA + MTL_LORA
 ARCHS = list(archs.ARCHS)
 
 

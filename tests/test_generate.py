@@ -25,6 +25,7 @@ CONFIGS = {
     "double_seq_bn": "double_seq_bn",
     "par_bn": "par_bn",
     "seq_bn_inv": "seq_bn_inv",
+    "mtl_lora": "mtl_lora[r=4,n_up_projection=2,attn_matrices=['q','k','v','o'],intermediate_lora=True]",
     "cross_seq_bn": "seq_bn[output_adapter=False,cross_adapter=True]",  # encoder-decoder models only
 }
 CASES = [(arch, config) for arch in MODELS for config in CONFIGS

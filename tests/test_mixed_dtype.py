@@ -39,7 +39,8 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     ("gpt2", "lora"), ("t5", "prefix_tuning"), ("llama", "seq_bn"), ("bert", "dora"),
     ("gpt2", "dora[attn_matrices=['q','k','v'],output_lora=True]"), ("llama", "dora[dora_semantics='peft']"),
     ("bert", "vera[intermediate_lora=True]"),
-    ("llama", "vera"), ("gpt2", "dvora")])
+    ("llama", "vera"), ("gpt2", "dvora"),
+    ("llama", "mtl_lora[n_up_projection=2]")])
 def test_float32_adapters_on_a_bfloat16_model(arch, config):
     model, reference = _mixed(arch, {"a": config})
     model.set_active_adapters("a")

@@ -18,7 +18,8 @@ def _model(arch: str, config: str):
 
 
 @pytest.mark.parametrize("arch,config", [("bert", "lora"), ("bert", "seq_bn"), ("bert", "prefix_tuning"),
-                                         ("llama", "lora"), ("llama", "double_seq_bn_inv")])
+                                         ("llama", "lora"), ("llama", "double_seq_bn_inv"),
+                                         ("gpt2", "mtl_lora[n_up_projection=2]")])
 def test_no_graph_break_and_same_outputs_and_gradients(arch, config):
     torch._dynamo.reset()
     model = _model(arch, config)

@@ -12,7 +12,7 @@ guard_command_start()  # the `adapterkit` command only: Ctrl-C while the imports
 
 from . import blocks as composition  # noqa: F401  (the composition blocks' module under its 0.1 name)
 from . import methods  # noqa: F401  (the built-in methods register themselves)
-from .blocks import Average, BatchSplit, Fuse, Parallel, Split, Stack, parse_composition
+from .blocks import Average, BatchSplit, Fuse, MultiTask, Parallel, Split, Stack, parse_composition
 from .configs import ADAPTER_CONFIG_MAP, DEFAULT_ADAPTER_CONFIG, AdapterConfig, ConfigUnion, resolve_config
 from .context import AdapterSetup
 from .errors import AdapterConfigError, AdapterError, CheckpointError
@@ -36,7 +36,7 @@ __all__ = [
     "ParBnConfig", "PfeifferConfig", "PfeifferInvConfig", "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig",
     "LoRAConfig", "IA3Config", "CompacterConfig", "CompacterPlusPlusConfig", "PrefixTuningConfig", "ConfigUnion",
     "MAMConfig", "UniPELTConfig", "ADAPTER_CONFIG_MAP", "DEFAULT_ADAPTER_CONFIG", "resolve_config",
-    "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "parse_composition",
+    "Stack", "Fuse", "Split", "BatchSplit", "Parallel", "Average", "MultiTask", "parse_composition",
     "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
     "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer", "MethodSpec", "register_method",

@@ -140,6 +140,12 @@ class Parallel(AdapterCompositionBlock):
         return len(self.children)
 
 
+class MultiTask(AdapterCompositionBlock):
+    """Each row through the child its task picks: `model(..., task_ids=...)` gives one task per row, an index into
+    the children (or a child's name); MTL-LoRA's tasks, whose adapters may share parameters
+    (`model.share_parameters`). How it runs: compose/multitask.py."""
+
+
 class Average(AdapterCompositionBlock):
     """Weighted sum of the adapters' outputs, `sum_i w_i * output_i`; weights are normalised to sum to 1 unless
     `normalize_weights=False` (what "output" is per method: see `adapterkit.compose`)."""
@@ -203,12 +209,13 @@ def _sizes(block: AdapterCompositionBlock, field: str, value) -> list[int]:
 
 # Which blocks (or names, `str`) may be nested in which: the rules of adapter-transformers / `adapters`.
 ALLOWED_NESTINGS: dict[type, tuple[type, ...]] = {
-    Stack: (str, Fuse, Split, Parallel, BatchSplit, Average),
+    Stack: (str, Fuse, Split, Parallel, BatchSplit, Average, MultiTask),
     Fuse: (str, Stack),
     Split: (str, Split, Stack, BatchSplit, Average),
     Parallel: (str, Stack, BatchSplit, Average),
     BatchSplit: (str, Stack, Split, BatchSplit, Average),
     Average: (str, Stack, Split, BatchSplit),
+    MultiTask: (str, Stack, Average, Fuse),
 }
 
 

@@ -6,6 +6,7 @@ Popped before the model sees them (its forward does not know them):
 - `output_adapter_fusion_attentions=True`: fusion layers record their attention; the output gains
   `adapter_fusion_attentions`, `{fusion_name: {layer_id: {location: np.ndarray (batch, seq, n_adapters)}}}`.
 - `adapter_names=[...]`: one adapter name / setup (or None: the plain model) per row (compose/routing.py).
+- `task_ids=...`: one task per row for a setup with a `MultiTask` block (compose/multitask.py); ignored otherwise.
 Tuple outputs get the dicts appended, gating scores first.
 
 A setup with `Parallel` replicates the batch here, once per branch (branch-major: rows [i*B, (i+1)*B) are
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from transformers.utils import ModelOutput
 
+from .compose import multitask
 from .compose.routing import Routing
 from .errors import AdapterError
 from .registry import before_forward
@@ -24,6 +26,8 @@ from .registry import before_forward
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
 ADAPTER_NAMES = "adapter_names"
+# what the hooks pop: generate() must not refuse them as unknown model arguments (model.py)
+FORWARD_ARGUMENTS = (OUTPUT_GATING, OUTPUT_FUSION, ADAPTER_NAMES, multitask.TASK_IDS)
 # tensor arguments whose first dimension is not the batch
 _NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
 
@@ -62,7 +66,8 @@ class ModelHooks:
         record.gating_scores = {} if kwargs.pop(OUTPUT_GATING, False) else None
         record.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
         names = kwargs.pop(ADAPTER_NAMES, None)
-        record.routing = None
+        task_ids = kwargs.pop(multitask.TASK_IDS, None)
+        record.routing = record.task_ids = None
         if names is not None:
             reference = _batch_tensor(args, kwargs)
             if reference is None:
@@ -73,9 +78,18 @@ class ModelHooks:
             setup = state.current_setup()
             setups = [setup]
             channels = setup.parallel_channels if setup is not None else 1
-            if channels > 1:
+            if channels > 1 and not multitask.blocks_in(setup):  # (task_ids_for refuses Parallel with MultiTask)
                 args, kwargs = _replicate(args, kwargs, channels)
         record.inputs, record.scratch = (args, kwargs), {}
+        if any(multitask.blocks_in(s) for s in setups):  # task_ids without one are ignored, as by `adapters`
+            reference = _batch_tensor(args, kwargs)
+            for name in ("decoder_input_ids", "decoder_inputs_embeds"):  # an encoder-decoder's decoding step
+                if reference is None and isinstance(kwargs.get(name), torch.Tensor):
+                    reference = kwargs[name]
+            if reference is None:
+                raise AdapterError("task_ids needs the batch as input_ids or inputs_embeds")
+            record.task_ids = multitask.task_ids_for(setups, task_ids, reference.shape[0], reference.device,
+                                                     state.merged)
         names = set()
         for setup in setups:
             if setup is not None:
@@ -85,7 +99,7 @@ class ModelHooks:
 
     def after(self, module, args, kwargs, output):
         record = self.state.record
-        record.routing = record.inputs = None
+        record.routing = record.inputs = record.task_ids = None
         record.scratch = {}
         extras = []
         for key, value in (("adapter_gating_scores", record.gating_scores),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from . import forward_hooks, io, registry
+from . import forward_hooks, io, registry, sharing
 from .averaging import average_adapter
 from .blocks import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
@@ -120,7 +120,19 @@ class AdapterModelMixin(FusionMixin):
             plain = isinstance(state.active, Stack) and all(isinstance(c, str) for c in state.active.children)
             state.active = parse_composition(remaining) if remaining and plain else None
         del state.configs[adapter_name]
+        sharing.forget(state, adapter_name)
         state.drop_adapter_modules(adapter_name)
+
+    def share_parameters(self, adapter_names, name: str | None = None,
+                         reference_adapter_name: str | None = None) -> None:
+        """Tie the shareable parameters of several adapters of one method (MTL-LoRA: `lora_A`, `lora_B`) to those
+        of `reference_adapter_name` (default: the first). `adapter_names`: a MultiTask block, a list or "a,b";
+        `name`: the group's (default: the names joined by commas). As the `adapters` package (sharing.py)."""
+        sharing.share(self.adapter_state, adapter_names, name, reference_adapter_name)
+
+    def unshare_parameters(self, adapter_names, name: str | None = None) -> None:
+        """Undo `share_parameters`: each adapter gets its own copy of the (current) shared values."""
+        sharing.unshare(self.adapter_state, adapter_names, name)
 
     # -- activation and training -------------------------------------------------------------------
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
@@ -175,6 +187,9 @@ class AdapterModelMixin(FusionMixin):
             self.get_input_embeddings().weight.requires_grad_(True)
         for name, modules in state.container.items():
             modules.requires_grad_(name in names)
+        for name in names:  # again: a frozen adapter may share tensors with a trained one (share_parameters)
+            if name in state.container:
+                state.container[name].requires_grad_(True)
         freeze_fusions(self)
         self.set_active_adapters(setup)
         self.train()
@@ -240,6 +255,13 @@ class AdapterModelMixin(FusionMixin):
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
         return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)
+
+    def _validate_model_kwargs(self, model_kwargs: dict) -> None:
+        """generate() checks its extra arguments against the model's forward: those the adapter hooks take
+        (`task_ids`, ...: forward_hooks.py) are the model's too, and reach every step's forward."""
+        for key in forward_hooks.FORWARD_ARGUMENTS:
+            model_kwargs.pop(key, None)
+        return super()._validate_model_kwargs(model_kwargs)
 
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):

@@ -39,6 +39,8 @@ class MethodSpec:
     - `site_entry(state, adapter_name, key)`: what a per-kind site (one per layer and kind, e.g. attention) runs
       for this adapter (default: the module registered there).
     - `api`: model API functions the method adds, name -> fn(state, adapter_name) (`eject_prefix_tuning`).
+    - `shared_parameters`: the per-module parameters `model.share_parameters` may tie across adapters of this
+      method (MTL-LoRA's `lora_A`, `lora_B`: what its tasks share); none: its adapters cannot share.
     """
 
     name: str
@@ -56,6 +58,7 @@ class MethodSpec:
     exports: Mapping[str, type] = field(default_factory=dict)
     site_entry: Callable | None = None
     api: Mapping[str, Callable] = field(default_factory=dict)
+    shared_parameters: tuple = ()
 
 
 _SPECS: dict[str, MethodSpec] = {}

@@ -3,6 +3,8 @@
 
 - Stack: one after another (LoRA updates add up, (IA)^3 scales multiply), as without composition.
 - BatchSplit / Parallel: each row range through its own child; rows of an absent child are left unchanged.
+- MultiTask: each row through the child its task id picks (compose/multitask.py), in one batched pass where
+  every child is one LoRA-type module.
 - Average: "output" is what the `adapters` package average: the LoRA update (`out + sum_i w_i delta_i`) or the (IA)^3
   scaling vector (`out * sum_i w_i l_i`, an absent child counting as `l = 1`); other children (nested blocks,
   mixed kinds): `out + sum_i w_i (child_i(out) - out)`.
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import torch
 
+from . import multitask
 from .routing import Routed
-from .tree import AverageNode, Leaf, RowSplit, StackNode, row_slices
+from .tree import AverageNode, Leaf, RowSplit, StackNode, TaskSplit, row_slices
 
 
-def run(plan, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def run(plan, x: torch.Tensor, out: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """`task_ids`: the forward's, one per row, for MultiTask setups (None otherwise)."""
     if type(plan) is tuple:
         for module in plan:
             out = module(x, out)
@@ -28,17 +32,20 @@ def run(plan, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if isinstance(plan, Routed):
         if all(type(p) is tuple and len(p) <= 1 and (not p or _vectorisable(p[0])) for p, _ in plan.groups):
             return _vectorised(plan, x, out)
-        return plan.gather_run(lambda p, rows: run(p, x[rows], out[rows]))
-    return _eval(plan, x, out)
+        return plan.gather_run(lambda p, rows: run(p, x[rows], out[rows],
+                                                   None if task_ids is None else task_ids[rows]))
+    return _eval(plan, x, out, task_ids)
 
 
-def _eval(node, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _eval(node, x: torch.Tensor, out: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(node, Leaf):
         return node.module(x, out)
     if isinstance(node, StackNode):
         for child in node.children:
-            out = _eval(child, x, out)
+            out = _eval(child, x, out, task_ids)
         return out
+    if isinstance(node, TaskSplit):
+        return multitask.run(node, x, out, task_ids, _eval)
     if isinstance(node, RowSplit):
         parts = [out[rows] if child is None else _eval(child, x[rows], out[rows])
                  for rows, child in zip(row_slices(node, out.shape[0]), node.children)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..blocks import Average, BatchSplit, Fuse, Parallel, Split, Stack
+from ..blocks import Average, BatchSplit, Fuse, MultiTask, Parallel, Split, Stack
 from ..errors import AdapterError
 
 
@@ -52,6 +52,15 @@ class FuseNode:
         self.children, self.fusion, self.last, self.name = children, fusion, last, name
 
 
+class TaskSplit:
+    """MultiTask: each row through the child its task id picks (the forward's `task_ids`, compose/multitask.py)."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list):
+        self.children = children
+
+
 class SeqSplit:
     __slots__ = ("children", "splits")
 
@@ -79,6 +88,8 @@ def compile_tree(setup, leaf: Callable[[str], object], fuse: Callable[[Fuse, lis
         return AverageNode(kids, list(setup.weights))
     if isinstance(setup, Split):
         return SeqSplit(kids, list(setup.splits))
+    if isinstance(setup, MultiTask):
+        return TaskSplit(kids)
     if isinstance(setup, Fuse) and fuse is not None:
         return fuse(setup, kids)
     raise AdapterError(f"{type(setup).__name__} cannot run at this attach point")  # pragma: no cover

@@ -81,7 +81,8 @@ class ProjectionSite(Site):
         if not modules:
             return None
         _refuse_meta(self.state, modules, args[0])
-        return self.target.apply(output, lambda out: compose_projection.run(modules, args[0], out))
+        task_ids = self.state.record.task_ids
+        return self.target.apply(output, lambda out: compose_projection.run(modules, args[0], out, task_ids))
 
     def _forward(self, *args, **kwargs):
         module = self.target.module
@@ -101,7 +102,7 @@ class ProjectionSite(Site):
             out = type(module).forward(module, *args, **kwargs)
         if not modules:
             return out
-        return compose_projection.run(modules, x, out)
+        return compose_projection.run(modules, x, out, self.state.record.task_ids)
 
 
 def _refuse_meta(state, plan, x) -> None:

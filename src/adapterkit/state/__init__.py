@@ -74,6 +74,7 @@ class AdapterState(ModelShape):
         self.plans = PlanCache()
         self.record = ForwardRecord()
         self.on_meta: set = set()  # adapter entries with weights on the meta device (AdapterModules)
+        self.shared_groups: dict = {}  # share_parameters groups: name -> adapters, reference, params (sharing.py)
         model.add_module(CONTAINER, nn.ModuleDict())
 
     def require(self, name: str):

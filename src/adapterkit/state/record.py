@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ForwardRecord:
-    __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch")
+    __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch", "task_ids")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -22,3 +22,5 @@ class ForwardRecord:
         self.encoder_inputs = None
         # per-forward values a method's before_forward computes for its modules (method name -> value)
         self.scratch: dict = {}
+        # the running forward's task ids (a LongTensor, one per row) when its setup has a MultiTask, else None
+        self.task_ids = None

@@ -2,7 +2,7 @@
 model's projections. One folder: config, modules (DoRA in dora.py), build / merge, the fused fast path, averaging strategies, PEFT and AdapterHub maps, and the spec
 registered below."""
 
-from ...blocks import Average, BatchSplit, Parallel, Stack
+from ...blocks import Average, BatchSplit, MultiTask, Parallel, Stack
 from ...registry import MethodSpec, register_method
 from . import adapterhub, peft
 from .averaging import STRATEGIES
@@ -17,7 +17,7 @@ SPEC = register_method(MethodSpec(
     name="lora", label="LoRA / (IA)^3 / VeRA", config=LoRAConfig, build=build, merge=merge,
     config_names={"lora": LoRAConfig(), "ia3": IA3Config(), "dora": DoRAConfig(), "vera": VeraConfig(),
                   "dvora": DvoRAConfig()},
-    blocks=(Stack, BatchSplit, Parallel, Average), averaging=STRATEGIES,
+    blocks=(Stack, BatchSplit, Parallel, Average, MultiTask), averaging=STRATEGIES,
     formats={"adapterhub": adapterhub, "peft": peft},
     exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "DoRAConfig": DoRAConfig, "VeraConfig": VeraConfig,
              "DvoRAConfig": DvoRAConfig},
