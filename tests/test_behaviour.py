@@ -247,7 +247,7 @@ def test_unsupported_block_is_refused_clearly():
     model.add_adapter("c")
     with pytest.raises(AdapterError, match="no AdapterFusion named 'a,c'"):
         model.set_active_adapters(Fuse("a", "c"))
-    with pytest.raises(AdapterError, match="Fuse is not supported for LoRA / \\(IA\\)\\^3 adapter 'b'"):
+    with pytest.raises(AdapterError, match="Fuse is not supported for LoRA / \\(IA\\)\\^3 / VeRA adapter 'b'"):
         model.set_active_adapters(Fuse("a", "b"))
 
 

@@ -272,7 +272,7 @@ def test_routing_errors():
     (Parallel("a", Parallel("b", "c")), "cannot nest Parallel"),
     (Stack("a", Stack("b", "c")), "cannot nest Stack"),
     (BatchSplit(Average("a", Split("b", "c", splits=2)), "c", batch_sizes=1), "too deep"),
-    (Split("a", "l", splits=2), "Split is not supported for LoRA / \\(IA\\)\\^3 adapter 'l'"),
+    (Split("a", "l", splits=2), "Split is not supported for LoRA / \\(IA\\)\\^3 / VeRA adapter 'l'"),
     (Average("a", "p"), "Average is not supported for prefix-tuning adapter 'p'.* support: Stack, BatchSplit, "
                         "Parallel"),
     (Fuse("a", "l"), "Fuse is not supported for LoRA"),

@@ -278,7 +278,8 @@ def test_share_errors():
         model.share_parameters(["a", "b"])
     with pytest.raises(AdapterError, match="only adapters of one method can share"):
         model.share_parameters("a,l")
-    with pytest.raises(AdapterError, match="LoRA / \\(IA\\)\\^3 adapters cannot share parameters .* methods that "
+    with pytest.raises(AdapterError, match="LoRA / \\(IA\\)\\^3 / VeRA adapters cannot share parameters .* "
+                       "methods that "
                                            "can: MTL-LoRA"):
         model.share_parameters(["l", "m"])
     with pytest.raises(AdapterError, match="reference adapter 'z' is not among"):

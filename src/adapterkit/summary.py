@@ -13,8 +13,10 @@ def summary_rows(state) -> list[dict]:
     rows = []
     for name, config in state.configs.items():
         params = list(state.container[name].parameters())
-        frozen = list(state.container[name].buffers())  # saved frozen tensors (VeRA's random pair), counted as the
-        rows.append({                                   # `adapters` package counts its frozen shared parameters
+        # frozen tensors a module declares part of the adapter (VeRA's random pair), counted as the `adapters`
+        # package counts its frozen shared parameters; other buffers (torch's parametrization caches) are not
+        frozen = [getattr(m, b) for m in state.container[name].modules() for b in getattr(m, "counted_buffers", ())]
+        rows.append({
             "name": name,
             "architecture": config.method,
             "#param": sum(p.numel() for p in params) + sum(b.numel() for b in frozen),

@@ -12,7 +12,7 @@ from ...registry import members, spec_for, specs, spec_named
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
     "init_weights_seed": None, "stochastic_depth": 0.0, "vera_d": None, "vera_b": None,
-    "dtype": None,
+    "dtype": None, "use_dora": False,
 }
 
 

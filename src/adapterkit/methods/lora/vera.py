@@ -29,6 +29,8 @@ class VeraShared(nn.Module):
     """The frozen pair of one VeRA adapter: `vera_A` (r, in_max) and `vera_B` (out_max, r), Kaiming-uniform (gain
     sqrt(2), fan-in: the `adapters` package's `kaiming_uniform_` and peft's `_kaiming_init` alike)."""
 
+    counted_buffers = ("vera_A", "vera_B")  # in adapter_summary (summary.py), as the `adapters` package
+
     def __init__(self, r: int, in_features: int, out_features: int):
         super().__init__()
         self.register_buffer("vera_A", torch.empty(r, in_features))
