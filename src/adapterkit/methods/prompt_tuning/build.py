@@ -34,7 +34,8 @@ def placement(state, config: PromptTuningConfig) -> str:
 
 
 def build(state, name: str, config: PromptTuningConfig) -> None:
-    if not isinstance(getattr(state.model, "get_input_embeddings", lambda: None)(), nn.Module):
+    words = getattr(state.model, "get_input_embeddings", lambda: None)()
+    if not isinstance(getattr(words, "weight", None), nn.Parameter) or words.weight.dim() != 2:
         raise AdapterError(f"{type(state.model).__name__} has no input embeddings (get_input_embeddings()); prompt "
                            "tuning needs a model that reads token ids")
     insert_at = placement(state, config)
@@ -44,7 +45,6 @@ def build(state, name: str, config: PromptTuningConfig) -> None:
             f"PromptTuningConfig.prompt_length={config.prompt_length} leaves no room for tokens: "
             f"{type(state.model).__name__} has {limit} positions and the prompt takes {config.prompt_length} of them; "
             f"allowed: prompt_length < {limit}")
-    words = state.model.get_input_embeddings()
     module = PromptTuning(config, words.weight.shape[1], insert_at)
     module.prompt_embedding.weight.data = initial_weight(config, words, state.model.config)
     state.add_model_module(name, "prompt", module, site="prompt")
