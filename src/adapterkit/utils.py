@@ -36,3 +36,12 @@ def get_submodule(root: nn.Module, path: str) -> nn.Module:
             )
         module = child
     return module
+
+
+def max_positions(model_config) -> int | None:
+    """The number of positions a transformers config allows (`max_position_embeddings` / `n_positions`), or None."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

@@ -44,6 +44,11 @@ def _readers() -> dict[str, Callable]:
     return {peft_type: reader for m in _maps() for peft_type, reader in m.READERS.items()}
 
 
+def _whole_readers() -> dict[str, Callable]:
+    """PEFT types a method reads as a whole checkpoint (no projection weights: prompt tuning)."""
+    return {peft_type: reader for m in _maps() for peft_type, reader in getattr(m, "READ_CHECKPOINT", {}).items()}
+
+
 def _labels() -> str:
     """The methods the PEFT format holds here, for messages ("LoRA / (IA)^3 and LoHa and LoKr")."""
     return " and ".join(spec.label for spec in specs() if "peft" in spec.formats)
@@ -183,11 +188,20 @@ def _targets(sites: dict, state, source: Path) -> dict[str, Any]:
 def read(model, directory: Path, data: dict) -> Checkpoint:
     source = directory / CONFIG_NAME
     peft_type = data.get("peft_type")
+    whole = _whole_readers()
+    if isinstance(peft_type, str) and peft_type in whole:  # no projection weights: the method reads the file
+        _check_architecture(model, source, data)
+        weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
+        config_cls, fields, tensors = whole[peft_type](source, data, weights, weights_file)
+        config = parse_config(source, lambda d: config_cls(**d), fields)
+        name = directory.name if is_valid_name(directory.name) else "default"
+        return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,
+                          format=FORMAT)
     readers = _readers()
     if not isinstance(peft_type, str) or peft_type not in readers:
         why = f" ({NO_CONVERSION[peft_type]})" if isinstance(peft_type, str) and peft_type in NO_CONVERSION else ""
         raise CheckpointError(
-            f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join(readers)}"
+            f"{source}: PEFT type {peft_type!r} is not supported{why}; supported: {', '.join([*readers, *whole])}"
         )
     _check_architecture(model, source, data)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
@@ -238,6 +252,11 @@ def write(model, stage: StagedWrite, name: str) -> None:
             f"adapter {name!r} is a {config.method} adapter; the PEFT format holds {_labels()} "
             f"adapters{why}; save it as format='adapterkit' or 'adapterhub'"
         )
+    if hasattr(peft_map, "write_checkpoint"):  # a model-level method gives its whole file (prompt tuning)
+        tensors, peft_config = peft_map.write_checkpoint(model, name)
+        stage.write_safetensors(SAFE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+        stage.write_json(CONFIG_NAME, peft_config)
+        return
     prefix, layers = base_prefix(model), layer_prefixes(state)
     paths = [{location: path for path, location in table.items()} for table in layer_projections(state)]
     fused_names = [{location: path for path, parts in table.items() for location, _ in parts}

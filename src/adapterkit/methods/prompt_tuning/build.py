@@ -1,0 +1,50 @@
+"""How a prompt-tuning config becomes its module (`shared.prompt`) and the model-level "prompt" site."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch.nn as nn
+
+from ...errors import AdapterConfigError, AdapterError
+from ...utils import max_positions
+from .config import PromptTuningConfig
+from .modules import PromptTuning, initial_weight
+
+
+def reads_ids(module) -> bool:
+    """Whether the interface's embedding module computes the embeddings from the token ids itself (BERT-style),
+    without the attention mask (DeBERTa's multiplies by it, so its mask cannot be widened before it runs)."""
+    params = inspect.signature(module.forward).parameters
+    return "input_ids" in params and not {"mask", "attention_mask"} & set(params)
+
+
+def placement(state, config: PromptTuningConfig) -> str:
+    """`config.insert_at`, resolved on this model (None: the package's "embeddings" where it applies)."""
+    encoder_decoder = bool(getattr(state.model.config, "is_encoder_decoder", False))
+    embeddings_ok = not encoder_decoder and reads_ids(state.embeddings_module())
+    if config.insert_at is None:
+        return "embeddings" if embeddings_ok else "inputs"
+    if config.insert_at == "embeddings" and not embeddings_ok:
+        raise AdapterConfigError(
+            f"PromptTuningConfig(insert_at='embeddings') needs an embedding module that reads the token ids "
+            f"(BERT-style encoders); {type(state.model).__name__} embeds tokens alone and adds positions later (or "
+            "is an encoder-decoder), so its prompt goes among the input embeddings: use insert_at='inputs' or None")
+    return config.insert_at
+
+
+def build(state, name: str, config: PromptTuningConfig) -> None:
+    words = getattr(state.model, "get_input_embeddings", lambda: None)()
+    if not isinstance(getattr(words, "weight", None), nn.Parameter) or words.weight.dim() != 2:
+        raise AdapterError(f"{type(state.model).__name__} has no input embeddings (get_input_embeddings()); prompt "
+                           "tuning needs a model that reads token ids")
+    insert_at = placement(state, config)
+    limit = max_positions(state.model.config)
+    if insert_at == "inputs" and limit is not None and config.prompt_length >= limit:
+        raise AdapterConfigError(
+            f"PromptTuningConfig.prompt_length={config.prompt_length} leaves no room for tokens: "
+            f"{type(state.model).__name__} has {limit} positions and the prompt takes {config.prompt_length} of them; "
+            f"allowed: prompt_length < {limit}")
+    module = PromptTuning(config, words.weight.shape[1], insert_at)
+    module.prompt_embedding.weight.data = initial_weight(config, words, state.model.config)
+    state.add_model_module(name, "prompt", module, site="prompt")
