@@ -6,6 +6,7 @@ Popped before the model sees them (its forward does not know them):
 - `output_adapter_fusion_attentions=True`: fusion layers record their attention; the output gains
   `adapter_fusion_attentions`, `{fusion_name: {layer_id: {location: np.ndarray (batch, seq, n_adapters)}}}`.
 - `adapter_names=[...]`: one adapter name / setup (or None: the plain model) per row (compose/routing.py).
+- `skip_layers=[...]`: AdapterDrop for this forward, the layers whose adapters are left out (state/skip.py).
 Tuple outputs get the dicts appended, gating scores first.
 
 A setup with `Parallel` replicates the batch here, once per branch (branch-major: rows [i*B, (i+1)*B) are
@@ -24,6 +25,7 @@ from .registry import before_forward
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
 ADAPTER_NAMES = "adapter_names"
+SKIP_LAYERS = "skip_layers"
 # tensor arguments whose first dimension is not the batch
 _NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
 
@@ -63,6 +65,7 @@ class ModelHooks:
         record.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
         names = kwargs.pop(ADAPTER_NAMES, None)
         record.routing = None
+        record.skip_layers = state.check_skip_layers(kwargs.pop(SKIP_LAYERS, None)) if SKIP_LAYERS in kwargs else None
         if names is not None:
             reference = _batch_tensor(args, kwargs)
             if reference is None:
@@ -85,6 +88,7 @@ class ModelHooks:
     def after(self, module, args, kwargs, output):
         record = self.state.record
         record.routing = None
+        record.skip_layers = None
         extras = []
         for key, value in (("adapter_gating_scores", record.gating_scores),
                            ("adapter_fusion_attentions", record.fusion_attentions)):

@@ -17,6 +17,7 @@ from .configs.registry import ADAPTER_CONFIG_MAP, register_config_class, registe
 from .configs.union import ConfigUnion
 from .errors import AdapterError
 from .merge_snapshot import MergeSnapshot, recording
+from .nn.seeding import seeded_build
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -131,8 +132,10 @@ def member_of(config: AdapterConfig, method: str) -> AdapterConfig | None:
 
 
 def build(state, name: str, config: AdapterConfig) -> None:
+    """Each member's build; a member with `init_weights_seed` builds every module from that seed (nn/seeding.py)."""
     for member, spec in member_specs(config):
-        spec.build(state, name, member)
+        with seeded_build(member.init_weights_seed):
+            spec.build(state, name, member)
 
 
 def _labels(config: AdapterConfig) -> str:

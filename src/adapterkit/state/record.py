@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ForwardRecord:
-    __slots__ = ("gating_scores", "fusion_attentions", "routing")
+    __slots__ = ("gating_scores", "fusion_attentions", "routing", "skip_layers")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -16,3 +16,5 @@ class ForwardRecord:
         self.fusion_attentions: dict | None = None
         # the per-example routing of the running forward (compose/routing.py), or None
         self.routing = None
+        # the running forward's `skip_layers=` (a frozenset), or None: the state's own (AdapterDrop, skip.py)
+        self.skip_layers = None

@@ -10,7 +10,7 @@ from ...registry import members, spec_for, specs, spec_named
 
 # AdapterHub fields adapterkit does not implement, with the value that means "off".
 _INERT_FIELDS = {
-    "init_weights_seed": None, "stochastic_depth": 0.0, "use_dora": False, "vera_d": None, "vera_b": None,
+    "use_dora": False, "vera_d": None, "vera_b": None,
     "dtype": None,
 }
 
