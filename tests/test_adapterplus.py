@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import adapterkit
-from adapterkit import AdapterPlusConfig, BnConfig, SeqBnConfig, resolve_config
+from adapterkit import AdapterError, AdapterPlusConfig, BnConfig, SeqBnConfig, resolve_config
 from adapterkit.errors import AdapterConfigError
 from adapterkit.nn.drop_path import DropPath
 
+import archs
 from plus_fixtures import ARCHS, case_model, expected, package_config, run
 from test_reference_adapters import load_base
 
@@ -97,6 +98,27 @@ def test_drop_path_rows_and_scaling(p):
     torch.testing.assert_close(rows[kept], torch.full_like(rows[kept], 1 / (1 - p)))
     assert abs((~kept).float().mean().item() - p) < 0.015
     assert torch.equal(module.eval()(x), x)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "bart", "gpt2", "llama", "t5", "vit"])
+def test_adapterplus_runs_or_is_refused_clearly(arch):
+    """original_ln_after=False needs the site to own the layer's norm: post-LN layers that add the residual and
+    norm in their own forward (DistilBERT, BART) cannot skip that norm, and say so."""
+    model = archs.model(arch)
+    adapterkit.init(model)
+    if arch in ("distilbert", "bart"):
+        with pytest.raises(AdapterError, match="original_ln_after=False cannot run at output_adapter of layer 0"):
+            model.add_adapter("a", config="adapterplus")
+        assert "a" not in model.adapters_config
+        return
+    model.add_adapter("a", config="adapterplus[reduction_factor=4]", set_active=True)
+    base = model.adapterkit.a
+    with torch.no_grad():
+        for p in base.parameters():
+            p.normal_(0, 0.3)
+        out = model(**archs.inputs(arch))[0]
+        model.set_active_adapters(None)
+        assert (out - model(**archs.inputs(arch))[0]).abs().max() > 1e-3
 
 
 def test_no_drop_path_module_without_stochastic_depth():

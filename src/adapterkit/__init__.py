@@ -41,7 +41,7 @@ __all__ = [
     "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
     "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer", "MethodSpec", "register_method",
-    "__version__", "AdapterPlusConfig",
+    "__version__", "AdapterPlusConfig", "AdapterDropCallback",
 ]
 
 
@@ -50,6 +50,9 @@ def __getattr__(name):
     if name == "AdapterTrainer":
         from .training import AdapterTrainer
         return AdapterTrainer
+    if name == "AdapterDropCallback":
+        from .adapterdrop import AdapterDropCallback
+        return AdapterDropCallback
     for spec in specs():  # a method's public config classes (`exports`), without a line here per method
         if name in spec.exports:
             return spec.exports[name]
