@@ -13,7 +13,7 @@ from adapterkit.errors import AdapterConfigError
 from adapterkit.nn.drop_path import DropPath
 
 import archs
-from plus_fixtures import ARCHS, case_model, expected, package_config, run
+from plus_fixtures import ARCHS, MANIFEST, case_model, expected, package_config, run
 from test_reference_adapters import load_base
 
 # fixture case -> our config for it, by name
@@ -112,13 +112,30 @@ def test_adapterplus_runs_or_is_refused_clearly(arch):
         assert "a" not in model.adapters_config
         return
     model.add_adapter("a", config="adapterplus[reduction_factor=4]", set_active=True)
-    base = model.adapterkit.a
     with torch.no_grad():
-        for p in base.parameters():
+        for p in model.adapterkit.a.parameters():
             p.normal_(0, 0.3)
+    model.train_adapter("a")
+    out = model(**archs.inputs(arch))[0]
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.adapterkit.a.parameters())
+    model.eval()
+    with torch.no_grad():
         out = model(**archs.inputs(arch))[0]
         model.set_active_adapters(None)
         assert (out - model(**archs.inputs(arch))[0]).abs().max() > 1e-3
+
+
+def test_summary_row_equals_the_packages_on_roberta_base():
+    from transformers import RobertaConfig, RobertaModel
+    config = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+    with torch.device("meta"):
+        model = adapterkit.init(RobertaModel(config))
+        model.add_adapter("adapterplus", config="adapterplus")
+    rows = {row["name"]: row["#param"] for row in model.adapter_summary(as_dict=True)}
+    package = MANIFEST["summary_roberta_base"]
+    assert rows["adapterplus"] == package["adapterplus"]
+    assert rows["Full model"] == package["full_model"]
 
 
 def test_no_drop_path_module_without_stochastic_depth():

@@ -91,6 +91,19 @@ def new_params(model, before: set[str]) -> dict[str, torch.Tensor]:
     return {canon: dict(model.named_parameters(remove_duplicate=False))[canon] for canon, _ in groups}
 
 
+def summary_counts() -> dict:
+    """The package's adapter_summary #param of AdapterPlus on a roberta-base-shaped model (meta device)."""
+    from transformers import RobertaConfig, RobertaModel
+    config = RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+    with torch.device("meta"):
+        model = RobertaModel(config)
+        adapters.init(model)
+        model.add_adapter("adapterplus", config=adapters.AdapterPlusConfig())
+    rows = model.adapter_summary(as_dict=True)
+    return {row["name"]: row["#param"] for row in rows if row["name"] != "Full model"} | {
+        "full_model": next(row["#param"] for row in rows if row["name"] == "Full model")}
+
+
 def main():
     fc.deterministic()
     load_stochastic_depth()
@@ -103,6 +116,7 @@ def main():
         "cases": [{"name": n, "class": c, "kwargs": kw} for n, c, kw in CASES],
         "init_cases": [{"name": n, "class": c, "kwargs": kw} for n, c, kw in INIT_CASES],
         "archs": {},
+        "summary_roberta_base": summary_counts(),
     }
     for arch in ref.ARCHS:
         src = ref.OUT / arch
