@@ -113,11 +113,11 @@ def test_lora_from_adapters_before_1_1_runs_with_alpha_equal_r(tmp_path):
 def test_unsupported_adapterhub_features_are_refused(tmp_path):
     path = _copy(tmp_path, "bert", "seq_bn", "safetensors")
     data = json.loads((path / "adapter_config.json").read_text())
-    data["config"]["stochastic_depth"] = 0.1
+    data["config"]["dtype"] = "float16"
     (path / "adapter_config.json").write_text(json.dumps(data))
     model = adapterkit.init(load_base("bert"))
     with pytest.raises(CheckpointError, match="adapter_config.json: invalid adapter config: AdapterHub config sets "
-                                              "'stochastic_depth'"):
+                                              "'dtype'"):
         model.load_adapter(path)
     assert model.adapters_config == {}
 

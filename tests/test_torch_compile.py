@@ -83,7 +83,7 @@ def test_no_graph_break_in_inference_mode(arch, config):
 METHODS = ["par_bn", "double_seq_bn_inv", "ia3[intermediate_lora=False,output_lora=True,scale_inputs=['output']]",
            "prefix_tuning_flat", "compacter++[reduction_factor=4]", "seq_bn[use_gating=True]",
            "lora[use_gating=True]", "dora", "dora[dora_semantics='peft',dropout=0.1]",
-           "vera[r=4,intermediate_lora=True]"]
+           "vera[r=4,intermediate_lora=True]", "adapterplus[reduction_factor=4]"]
 
 
 @pytest.mark.parametrize("arch,config", [("bert", m) for m in METHODS]
@@ -111,6 +111,22 @@ def test_every_method_compiles_as_one_graph_once(arch, config):
             again = compiled(**batch)[0]
     torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(again, eager, atol=1e-6, rtol=1e-6)
+
+
+def test_skip_layers_compile_as_one_graph():
+    """AdapterDrop: the skipped layers are read per forward (state.skipped), a guard, not a graph break."""
+    torch._dynamo.reset()
+    model = _model("bert", "seq_bn")
+    model.eval()
+    batch = archs.inputs("bert")
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        for skip in ([0], [1]):
+            model.set_active_adapters("a", skip_layers=skip)
+            eager = model(**batch)[0]
+            torch.testing.assert_close(compiled(**batch)[0], eager, atol=1e-6, rtol=1e-6)
+        model.set_active_adapters("a")
+        assert (compiled(**batch)[0] - eager).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("kind,block", [(kind, block) for kind in ("seq_bn", "lora")

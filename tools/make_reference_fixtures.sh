@@ -17,3 +17,7 @@ bash "$ROOT/tools/make_reference_venv.sh"
 "$VENV/bin/python" "$ROOT/tools/make_reft_fixtures.py"
 "$VENV/bin/python" "$ROOT/tools/make_mtl_fixtures.py"
 "$VENV/bin/python" "$ROOT/tools/make_prompt_fixtures.py"
+# stochastic depth needs torchvision's StochasticDepth: its wheel, unpacked beside the venv (only that file is used)
+TORCHVISION="$VENV/torchvision-stochastic-depth"
+[ -d "$TORCHVISION/torchvision" ] || "$VENV/bin/python" -m pip install -q --no-deps --target "$TORCHVISION" "torchvision==0.28.0"
+PYTHONPATH="$TORCHVISION" "$VENV/bin/python" "$ROOT/tools/make_plus_fixtures.py"

@@ -23,6 +23,7 @@ from .interfaces import (FusedSlice, ModelInterface, ResidualSite, SublayerSite,
 from .methods.bottleneck import (BnConfig, CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig,
                                  DoubleSeqBnInvConfig, HoulsbyConfig, HoulsbyInvConfig, ParallelConfig, ParBnConfig,
                                  PfeifferConfig, PfeifferInvConfig, SeqBnConfig, SeqBnInvConfig)
+from .methods.bottleneck import AdapterPlusConfig
 from .methods.lora import IA3Config, LoRAConfig
 from .methods.prefix_tuning import PrefixTuningConfig
 from .methods.presets import MAMConfig, UniPELTConfig
@@ -40,7 +41,7 @@ __all__ = [
     "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
     "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer", "MethodSpec", "register_method",
-    "__version__",
+    "__version__", "AdapterPlusConfig", "AdapterDropCallback",
 ]
 
 
@@ -49,6 +50,9 @@ def __getattr__(name):
     if name == "AdapterTrainer":
         from .training import AdapterTrainer
         return AdapterTrainer
+    if name == "AdapterDropCallback":
+        from .adapterdrop import AdapterDropCallback
+        return AdapterDropCallback
     for spec in specs():  # a method's public config classes (`exports`), without a line here per method
         if name in spec.exports:
             return spec.exports[name]

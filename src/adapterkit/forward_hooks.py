@@ -7,6 +7,7 @@ Popped before the model sees them (its forward does not know them):
   `adapter_fusion_attentions`, `{fusion_name: {layer_id: {location: np.ndarray (batch, seq, n_adapters)}}}`.
 - `adapter_names=[...]`: one adapter name / setup (or None: the plain model) per row (compose/routing.py).
 - `task_ids=...`: one task per row for a setup with a `MultiTask` block (compose/multitask.py); ignored otherwise.
+- `skip_layers=[...]`: AdapterDrop for this forward, the layers whose adapters are left out (state/skip.py).
 Tuple outputs get the dicts appended, gating scores first.
 
 A setup with `Parallel` replicates the batch here, once per branch (branch-major: rows [i*B, (i+1)*B) are
@@ -26,8 +27,9 @@ from .registry import before_forward
 OUTPUT_GATING = "output_adapter_gating_scores"
 OUTPUT_FUSION = "output_adapter_fusion_attentions"
 ADAPTER_NAMES = "adapter_names"
+SKIP_LAYERS = "skip_layers"
 # what the hooks pop: generate() must not refuse them as unknown model arguments (model.py)
-FORWARD_ARGUMENTS = (OUTPUT_GATING, OUTPUT_FUSION, ADAPTER_NAMES, multitask.TASK_IDS)
+FORWARD_ARGUMENTS = (OUTPUT_GATING, OUTPUT_FUSION, ADAPTER_NAMES, multitask.TASK_IDS, SKIP_LAYERS)
 # tensor arguments whose first dimension is not the batch
 _NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
 
@@ -68,6 +70,7 @@ class ModelHooks:
         names = kwargs.pop(ADAPTER_NAMES, None)
         task_ids = kwargs.pop(multitask.TASK_IDS, None)
         record.routing = record.task_ids = None
+        record.skip_layers = state.check_skip_layers(kwargs.pop(SKIP_LAYERS, None)) if SKIP_LAYERS in kwargs else None
         if names is not None:
             reference = _batch_tensor(args, kwargs)
             if reference is None:
@@ -101,6 +104,7 @@ class ModelHooks:
         record = self.state.record
         record.routing = record.inputs = record.task_ids = None
         record.scratch = {}
+        record.skip_layers = None
         extras = []
         for key, value in (("adapter_gating_scores", record.gating_scores),
                            ("adapter_fusion_attentions", record.fusion_attentions)):

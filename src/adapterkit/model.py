@@ -136,11 +136,13 @@ class AdapterModelMixin(FusionMixin):
 
     # -- activation and training -------------------------------------------------------------------
     def set_active_adapters(self, adapter_setup, skip_layers=None) -> None:
-        """Activate a name, a list of names (a Stack) or a composition block; None deactivates all."""
-        if skip_layers is not None:
-            raise AdapterError("skip_layers is not supported; use leave_out in the adapter config")
+        """Activate a name, a list of names (a Stack) or a composition block; None deactivates all.
+        `skip_layers`: AdapterDrop, layer indices whose adapters every forward leaves out until the next call
+        (state/skip.py)."""
         setup = parse_composition(adapter_setup)
+        skip = self.adapter_state.check_skip_layers(skip_layers)
         self.adapter_state.check_setup(setup)
+        self.adapter_state.skip_layers = skip
         self.adapter_state.active = setup
         self.adapter_state.invalidate()
         # built now, not in the first forward: torch.compile guards on the plan cache, and a plan first built inside

@@ -17,6 +17,7 @@ from .configs.registry import ADAPTER_CONFIG_MAP, register_config_class, registe
 from .configs.union import ConfigUnion
 from .errors import AdapterError
 from .merge_snapshot import MergeSnapshot, recording
+from .nn.seeding import seeded_build
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -138,14 +139,16 @@ def build(state, name: str, config: AdapterConfig) -> None:
     """Build adapter `name`'s modules. A method whose init changes the base weights (LoRA's PiSSA / OLoRA) writes
     them through `Projection.set`: the rows are copied first into `state.initialised[name]`, and `unbuild`
     (delete_adapter) writes them back bit for bit. A failed build is undone the same way. (A checkpoint's dry
-    run has no such record and writes nothing.)"""
+    run has no such record and writes nothing.) A member with `init_weights_seed` builds every module from that
+    seed (nn/seeding.py)."""
     initialised = getattr(state, "initialised", None)
     snapshot = MergeSnapshot()
     try:
         with recording(name, snapshot, getattr(state, "merged", {}), lambda module: _module_name(state.model, module),
                        action="add", initialised=initialised):
             for member, spec in member_specs(config):
-                spec.build(state, name, member)
+                with seeded_build(member.init_weights_seed):
+                    spec.build(state, name, member)
     except BaseException:
         snapshot.restore()
         raise

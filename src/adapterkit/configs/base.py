@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Iterable, Mapping, Optional
 
 from ..errors import AdapterConfigError
 
@@ -39,12 +39,17 @@ class AdapterConfig:
 
     `architecture` holds the same value under the name checkpoint files use (AdapterHub's `"architecture"` key);
     a subclass may set either one. In adapterkit's code "architecture" means a model architecture only.
+
+    `init_weights_seed` (every method, as in the `adapters` package): when set, every module of the adapter starts
+    its initialisation from this seed, so all its layers (and two adapters of the same config) start equal.
+    Keyword-only, so it does not shift any subclass's positional fields.
     """
 
     method: ClassVar[str] = ""
     architecture: ClassVar[str] = ""
     # Subclasses registered here by method, so `AdapterConfig.from_dict` can find the class.
     _by_method: ClassVar[dict[str, type["AdapterConfig"]]] = {}
+    init_weights_seed: Optional[int] = field(default=None, kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +60,8 @@ class AdapterConfig:
             cls.method = own["architecture"]
 
     def __post_init__(self) -> None:
+        # the generic field is checked here: subclasses' validate() never need to call up for it
+        self._check_number("init_weights_seed", minimum=0, maximum=2**64 - 1, integer=True, optional=True)
         self.validate()
 
     # -- validation helpers ---------------------------------------------------------------------

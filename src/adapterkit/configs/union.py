@@ -20,6 +20,7 @@ class ConfigUnion(AdapterConfig):
     """
 
     method: ClassVar[str] = "union"
+    init_weights_seed: ClassVar[None] = None  # not a field here: each member has its own
     configs: list
 
     def __init__(self, *configs: AdapterConfig):

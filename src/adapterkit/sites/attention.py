@@ -66,7 +66,7 @@ class AttentionSite(Site):
         """How far the active prefix adapter with `shift_positions` moves the real keys here (its prefix_length; 0
         without one). Only a single such adapter is supported: the package's behaviour for several is unchecked."""
         setup = self.state.current_setup()
-        names = [] if setup is None else setup.flatten()
+        names = [] if setup is None or self.state.skipped(self.key[0]) else setup.flatten()
         shifted = [ref for ref in self.collect(names) if ref.prefix.shift_positions]
         if not shifted:
             return 0

@@ -22,10 +22,12 @@ from ..errors import AdapterError
 from ..fusion.container import get_fusion
 from ..interfaces.base import ModelInterface
 from ..merge_snapshot import MergeSnapshot
+from ..nn.seeding import reseed
 from ..registry import member_specs
 from ..sites import PER_KIND, Site, make_site
 from .record import ForwardRecord
 from .shape import ModelShape
+from .skip import check_skip_layers
 
 CONTAINER = "adapterkit"
 
@@ -70,6 +72,7 @@ class AdapterState(ModelShape):
         self.merged: dict[str, MergeSnapshot] = {}  # merged adapter -> the base rows it overwrote
         self.initialised: dict[str, MergeSnapshot] = {}  # adapter -> the base rows its init changed (PiSSA)
         self.model_frozen = False
+        self.skip_layers: frozenset | None = None  # AdapterDrop: layers whose adapters are left out (skip.py)
         self.sites: dict[tuple, Site] = {}
         self.plans = PlanCache()
         self.record = ForwardRecord()
@@ -115,11 +118,13 @@ class AdapterState(ModelShape):
         self._ensure_site((layer_id, location), site, target).accept(placed)
         layers[str(layer_id)][location] = placed
         self._note_meta(name, placed)
+        reseed()  # a seeded build (init_weights_seed) constructs the next module from the seed again
 
     def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
         """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
         placed = self._entry(name).shared[key] = self._placed(module, self.base)
         self._note_meta(name, placed)
+        reseed()
         if site is not None:
             self._ensure_site(("model", key), site, None)
         return placed
@@ -226,8 +231,20 @@ class AdapterState(ModelShape):
             return self.active
         return None if override is AdapterSetup._NONE else override
 
+    def check_skip_layers(self, skip_layers) -> frozenset | None:
+        return check_skip_layers(skip_layers, len(self.layers), list(self.merged))
+
+    def skipped(self, layer_id) -> bool:
+        """AdapterDrop: does this forward leave out the adapters of layer `layer_id` (skip.py)?"""
+        skip = self.record.skip_layers
+        if skip is None:
+            skip = self.skip_layers
+        return bool(skip) and layer_id in skip
+
     def active_at(self, key: tuple):
         """What the site at `key` runs now: a tuple of modules, a compiled composition, or ()."""
+        if self.skipped(key[0]):
+            return ()
         routing = self.record.routing
         if routing is not None:
             return routing.at(key)

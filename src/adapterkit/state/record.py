@@ -7,7 +7,8 @@ from __future__ import annotations
 
 
 class ForwardRecord:
-    __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch", "task_ids")
+    __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch", "task_ids",
+                 "skip_layers")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -24,3 +25,5 @@ class ForwardRecord:
         self.scratch: dict = {}
         # the running forward's task ids (a LongTensor, one per row) when its setup has a MultiTask, else None
         self.task_ids = None
+        # the running forward's `skip_layers=` (a frozenset), or None: the state's own (AdapterDrop, skip.py)
+        self.skip_layers = None

@@ -6,7 +6,7 @@ from ...registry import MethodSpec, register_method
 from . import adapterhub
 from .build import build
 from .config import (BnConfig, CompacterConfig, CompacterPlusPlusConfig, DoubleSeqBnConfig, DoubleSeqBnInvConfig,
-                     HoulsbyConfig, HoulsbyInvConfig, ParallelConfig, ParBnConfig, PfeifferConfig, PfeifferInvConfig,
+                     AdapterPlusConfig, HoulsbyConfig, HoulsbyInvConfig, ParallelConfig, ParBnConfig, PfeifferConfig, PfeifferInvConfig,
                      SeqBnConfig, SeqBnInvConfig)
 from .modules import BottleneckAdapter
 
@@ -20,15 +20,17 @@ SPEC = register_method(MethodSpec(
         # adapters 1.x names
         "seq_bn": SeqBnConfig(), "double_seq_bn": DoubleSeqBnConfig(), "seq_bn_inv": SeqBnInvConfig(),
         "double_seq_bn_inv": DoubleSeqBnInvConfig(), "par_bn": ParBnConfig(), "scaled_par_bn": ParBnConfig(scaling="learned"),
+        # a class in adapters 1.3.0 (AdapterPlusConfig), not in its ADAPTER_CONFIG_MAP; a name here
+        "adapterplus": AdapterPlusConfig(),
     },
     blocks=(Stack, Fuse, Split, BatchSplit, Parallel, Average), fusable=True,
     formats={"adapterhub": adapterhub},
     exports={c.__name__: c for c in (BnConfig, SeqBnConfig, SeqBnInvConfig, DoubleSeqBnConfig, DoubleSeqBnInvConfig,
-                                     ParBnConfig, CompacterConfig, CompacterPlusPlusConfig)}
+                                     ParBnConfig, CompacterConfig, CompacterPlusPlusConfig, AdapterPlusConfig)}
     | {"PfeifferConfig": PfeifferConfig, "PfeifferInvConfig": PfeifferInvConfig, "HoulsbyConfig": HoulsbyConfig,
        "HoulsbyInvConfig": HoulsbyInvConfig, "ParallelConfig": ParallelConfig},
 ))
 
 __all__ = ["SPEC", "BnConfig", "SeqBnConfig", "SeqBnInvConfig", "DoubleSeqBnConfig", "DoubleSeqBnInvConfig",
-           "ParBnConfig", "CompacterConfig", "CompacterPlusPlusConfig", "PfeifferConfig", "PfeifferInvConfig",
+           "AdapterPlusConfig", "ParBnConfig", "CompacterConfig", "CompacterPlusPlusConfig", "PfeifferConfig", "PfeifferInvConfig",
            "HoulsbyConfig", "HoulsbyInvConfig", "ParallelConfig", "BottleneckAdapter"]

@@ -59,6 +59,8 @@ class BnConfig(AdapterConfig):
     hypercomplex_nonlinearity: str = "glorot-uniform"
     phm_rank: int = 1
     phm_bias: bool = True
+    # AdapterPlus: the probability of dropping the adapter branch per batch row in training (nn/drop_path.py)
+    stochastic_depth: float = 0.0
 
     def validate(self) -> None:
         self._check_bool("mh_adapter", "output_adapter", "cross_adapter", "original_ln_before", "original_ln_after",
@@ -86,6 +88,7 @@ class BnConfig(AdapterConfig):
                            optional=self.inv_adapter is None)
         self._check_layer_list("leave_out")
         self._check_number("dropout", minimum=0.0, maximum=1.0, exclusive_max=True)
+        self._check_number("stochastic_depth", minimum=0.0, maximum=1.0, exclusive_max=True)
         self._check_bool("use_gating", "phm_layer", "factorized_phm_W", "shared_W_phm", "shared_phm_rule",
                          "factorized_phm_rule", "learn_phm", "phm_bias")
         # the PHM fields are checked even with phm_layer=False: a saved config must never hold garbage
@@ -216,6 +219,25 @@ class CompacterConfig(DoubleSeqBnConfig):
 
     phm_layer: bool = True
     reduction_factor: Union[float, Mapping] = 32
+    non_linearity: str = "gelu"
+
+
+@dataclass(eq=False)
+class AdapterPlusConfig(BnConfig):
+    """AdapterPlus (Steitz & Roth, 2024): one adapter after the FFN on `LN(h + x)`, its own residual taken after
+    that norm, no norm after; a learned per-channel scaling, Houlsby init, gelu, rf 96 and stochastic depth 0.1.
+    `adapter(z) + z` with `z = LN(h + x)` is the layer's output (the package's warning applies: keep
+    original_ln_before or original_ln_after True)."""
+
+    original_ln_after: bool = False
+    original_ln_before: bool = True
+    residual_before_ln: Union[bool, str] = False
+    stochastic_depth: float = 0.1
+    init_weights: str = "houlsby"
+    scaling: Union[float, str] = "channel"
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    reduction_factor: Union[float, Mapping] = 96
     non_linearity: str = "gelu"
 
 

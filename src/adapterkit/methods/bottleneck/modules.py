@@ -14,8 +14,10 @@ import torch
 import torch.nn as nn
 
 from ...nn.activations import activation, init_bert
+from ...nn.drop_path import DropPath
 from ...nn.dtypes import OwnDtype, cast, in_own_dtype
 from ...nn.gating import Gate
+from ...nn.seeding import reseed
 from .config import BnConfig
 from .phm import PHMLinear, PHMShared
 
@@ -46,12 +48,14 @@ class BottleneckAdapter(OwnDtype):
             self.scaling = float(config.scaling)
         self.norm_after = nn.LayerNorm(hidden_size) if config.ln_after else None
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.drop_path = DropPath(config.stochastic_depth) if config.stochastic_depth > 0 else None
         self.gate = Gate(hidden_size) if config.use_gating else None
         self.reset_parameters()
         self.refresh_dtype()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        reseed()  # init_weights_seed: the package seeds here, after constructing the layers (nn/seeding.py)
         init = self.config.init_weights
         if self.config.phm_layer:  # PHM layers keep their own init; "mam_adapter" still starts as identity
             if init == "mam_adapter":
@@ -77,10 +81,12 @@ class BottleneckAdapter(OwnDtype):
         return self._gated(self.up_projection(z), z)
 
     def up_projection(self, z: torch.Tensor) -> torch.Tensor:
-        """`s * up(act(down(norm_before(z))))`: what AdapterFusion attends over (before dropout and gate). Computed
-        in the adapter's own dtype, returned in z's (dtypes.py)."""
+        """`s * drop_path(up(act(down(norm_before(z)))))`: what AdapterFusion attends over (before dropout and
+        gate). Computed in the adapter's own dtype, returned in z's (dtypes.py)."""
         h = cast(z, self.own_dtype)
         up = self.up(self.act(self.down(self.norm_before(h) if self.norm_before is not None else h)))
+        if self.drop_path is not None:  # stochastic depth: before the scaling, as the package
+            up = self.drop_path(up)
         if not (isinstance(self.scaling, float) and self.scaling == 1.0):
             up = up * self.scaling
         return cast(up, z.dtype)
