@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import RobertaConfig, RobertaModel
@@ -78,3 +81,35 @@ def test_active_and_train_columns():
     assert rows["Full model"]["train"] is False
     text = model.adapter_summary()
     assert "Full model                               124,645,632     100.000               0" in text
+
+
+# The `adapters` package's own adapter_summary on roberta-base for its configs beyond the 3.1 notes
+# (tools/make_summary_fixtures.py). VeRA / DvoRA: the package trains d and b as full (r x r) and (out x out)
+# matrices; ours are the paper's and peft's vectors, so its count is ours plus the off-diagonals it adds.
+PACKAGE = json.loads((Path(__file__).parent / "fixtures" / "adapters_summary.json").read_text())
+DENSE_VECTORS = {"vera", "dvora"}
+ARCHITECTURE = {"mtl_lora": "mtl_lora", "prompt_tuning": "prompt_tuning", "loreft": "reft", "noreft": "reft",
+                "direft": "reft", "adapterplus": "bottleneck"}
+
+
+@pytest.fixture(scope="module")
+def package_rows():
+    model = roberta_base()
+    with torch.device("meta"):
+        for name in PACKAGE["rows"]:
+            model.add_adapter(name, config=name)
+    return {r["name"]: r for r in model.adapter_summary(as_dict=True)}
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGE["rows"]))
+def test_new_configs_count_as_the_package(package_rows, name):
+    package, ours = PACKAGE["rows"][name], package_rows[name]
+    assert "error" not in package, package.get("error")
+    expected = package["#param"]
+    if name in DENSE_VECTORS:
+        config, hidden, layers = package["config"], 768, 12
+        modules = layers * len(config["attn_matrices"])
+        expected -= modules * (config["r"] ** 2 - config["r"] + hidden ** 2 - hidden)
+    assert ours["#param"] == expected
+    assert ours["architecture"] == ARCHITECTURE.get(name, "lora")
+    assert package_rows["Full model"]["#param"] == PACKAGE["full_model"]

@@ -21,8 +21,8 @@ class ReftConfig(AdapterConfig):
     and the last `suffix_positions` real (non-padding) tokens of each row:
     `h <- dropout(h + R^T (act(W h + b) - R h))` (without `- R h` when `subtract_projection` is off), R (r x d)
     orthonormal rows when `orthogonality`. Prefix and suffix have their own (R, W, b) unless `tied_weights`.
-    `dtype`: the interventions' dtype (None: the model's). `init_weights_seed`: re-seed before each unit's init
-    (all units then start equal), as the package does."""
+    `dtype`: the interventions' dtype (None: the model's). `init_weights_seed` (the base config's): re-seed before each
+    unit's init (all units then start equal), as the package does."""
 
     method: ClassVar[str] = "reft"
 
@@ -36,7 +36,6 @@ class ReftConfig(AdapterConfig):
     dropout: float = 0.05
     non_linearity: Optional[str] = None
     dtype: Optional[str] = None
-    init_weights_seed: Optional[int] = None
 
     def validate(self) -> None:
         if self.layers != "all":
@@ -57,7 +56,6 @@ class ReftConfig(AdapterConfig):
             self._check_str("non_linearity", NON_LINEARITIES, lower=True)
         if self.dtype is not None:
             self._check_str("dtype", DTYPES)
-        self._check_number("init_weights_seed", minimum=0, integer=True, optional=True)
 
 
 @dataclass(eq=False)
