@@ -130,7 +130,8 @@ def test_dvora_merge_writes_its_forward_where_the_package_merge_does_not():
     module = model.adapterkit["a"].layers["0"]["attn_q"]
     w, bias = q.weight.detach().clone(), q.bias.detach().clone()
     with torch.no_grad():
-        delta = module.unscaled_weight()
+        up, down = module.unscaled_factors()
+        delta = up @ down
         package = module.magnitude.weight[:, None] * (w + delta) / torch.linalg.norm(w + delta, dim=1)[:, None]
     model.merge_adapter("a")
     assert (q.weight - package).abs().max() > 1e-3 and (q.bias - bias).abs().max() > 1e-4
