@@ -101,6 +101,6 @@ def test_lora_on_fused_slices_has_no_peft_form(tmp_path):
         model.save_adapter(tmp_path / "a", "a", format="peft")
     assert not (tmp_path / "a").exists()
     path, _ = _peft_made(_bare("gpt2"), peft.LoraConfig(r=2, target_modules=["c_attn"]), tmp_path / "peft")
-    with pytest.raises(CheckpointError, match="c_attn.lora_A.weight puts a LoRA \\(one low-rank update over all its "
-                                              "parts; adapterkit has one per part\\) on a fused projection"):
+    with pytest.raises(CheckpointError, match="c_attn.lora_A.weight puts a low-rank update \\(LoRA / VeRA: one over "
+                                              "all its parts; adapterkit has one per part\\) on a fused projection"):
         adapterkit.init(_bare("gpt2")).load_adapter(path)
