@@ -22,10 +22,11 @@ METHODS = {
     "loha": ("LoHaConfig", {"r": 8, "alpha": 16}),  # adapterkit only (peft's method; `adapters` has none)
     "dora": ("DoRAConfig", {"r": 8, "alpha": 16}),
     "vera": ("VeraConfig", {"r": 8}),  # q/v, d = 0.1, b = 0 (alpha = r: no scaling, as peft's)
+    "prompt": ("PromptTuningConfig", {"prompt_length": 10}),
 }
 KEYS = ("lora_train", "lora_infer", "lora_merged", "pfeiffer_train", "pfeiffer_infer", "prefix_train",
         "prefix_infer", "ia3_train", "unipelt_train", "add_lora", "merge_lora", "dora_train", "dora_infer",
-        "vera_train", "vera_infer")
+        "vera_train", "vera_infer", "prompt_train", "prompt_infer")
 ADAPTERKIT_ONLY = ("loha_train", "loha_infer")
 
 

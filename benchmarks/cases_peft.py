@@ -3,7 +3,8 @@
 Settings match the adapterkit cases: LoRA r=8, alpha=16 on query/value, no dropout; prefix tuning of length 30
 through a 512-wide MLP (peft's `prefix_projection`, as adapterkit's and `adapters`' default `flat=False`);
 (IA)^3 with peft's own default targets for BERT (key, value, and the FFN output projection's input); LoHa r=8,
-alpha=16 on query/value; DoRA the same as LoRA with `use_dora=True`; VeRA r=8 on query/value.
+alpha=16 on query/value; DoRA the same as LoRA with `use_dora=True`; VeRA r=8 on query/value; prompt tuning
+10 virtual tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from common import Case, inference_case, make_model, train_case
 
 KEYS = ("lora_train", "lora_infer", "lora_merged", "prefix_train", "prefix_infer", "ia3_train", "loha_train",
         "loha_infer", "add_lora", "merge_lora", "dora_train", "dora_infer",
-        "vera_train", "vera_infer")
+        "vera_train", "vera_infer", "prompt_train", "prompt_infer")
 
 
 def _config(method: str):
@@ -30,6 +31,8 @@ def _config(method: str):
         return peft.LoHaConfig(r=8, alpha=16, target_modules=["query", "value"])
     if method == "vera":
         return peft.VeraConfig(r=8, target_modules=["query", "value"])
+    if method == "prompt":
+        return peft.PromptTuningConfig(task_type=peft.TaskType.FEATURE_EXTRACTION, num_virtual_tokens=10)
     raise KeyError(method)
 
 

@@ -34,6 +34,8 @@ CASES = [
     ("dora_infer", "DoRA r=8 inference, unmerged", "infer"),
     ("vera_train", "VeRA r=8 train step", "train"),
     ("vera_infer", "VeRA r=8 inference, unmerged", "infer"),
+    ("prompt_train", "prompt tuning (10) train step", "train"),
+    ("prompt_infer", "prompt tuning (10) inference", "infer"),
     ("add_lora", "add a LoRA r=8 adapter", "op"),
     ("merge_lora", "merge a LoRA r=8 adapter", "op"),
 ]
