@@ -264,11 +264,23 @@ def test_cross_adapter_on_a_model_without_cross_attention_is_a_clear_error():
     assert "c" not in model.adapters_config
 
 
-def test_original_ln_after_false_is_rejected_where_the_layer_applies_its_own_norm():
+def test_original_ln_after_false_where_the_layer_applies_its_own_norm():
+    """DistilBERT norms `sublayer + residual` in its own forward: that norm is skipped for such an adapter (exact
+    against the `adapters` package: tests/test_adapterplus.py), alone or in a Stack; other setups say so."""
+    from adapterkit import BatchSplit
     model = fresh("distilbert")
-    with pytest.raises(AdapterError, match="original_ln_after"):
-        model.add_adapter("a", config="seq_bn[original_ln_after=False]")
-    assert "a" not in model.adapters_config and not model.adapter_state.sites
+    model.add_adapter("a", config="seq_bn[original_ln_after=False]", set_active=True)
+    model.add_adapter("b", config="seq_bn")
+    randomize(model.adapterkit["a"])
+    out = forward(model, "distilbert")
+    model.set_active_adapters(["b", "a"])
+    forward(model, "distilbert")
+    model.set_active_adapters(BatchSplit("a", "b", batch_sizes=[1, 2]))
+    with pytest.raises(AdapterError, match="original_ln_after=False at output_adapter of layer 0 runs alone or in "
+                                           "a Stack here"):
+        forward(model, "distilbert")
+    model.set_active_adapters("a")
+    assert torch.equal(forward(model, "distilbert"), out)  # the refusal left no state behind
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

@@ -64,6 +64,7 @@ class SublayerHookSite(Site):
         self.layer_norm = get_submodule(layer, spec.layer_norm) if spec.layer_norm else None
         self._kept = threading.local()
         self._handles: list = []
+        self._skips_norm = False  # an adapter here has original_ln_after=False
 
     def __getstate__(self) -> dict:  # copy.deepcopy / pickle of the model: the per-thread slot is not state
         return {k: v for k, v in self.__dict__.items() if k != "_kept"}
@@ -78,14 +79,13 @@ class SublayerHookSite(Site):
     def accept(self, module: nn.Module) -> None:
         config = getattr(module, "config", None)
         if self.layer_norm is not None and config is not None and not getattr(config, "original_ln_after", True):
-            raise AdapterError(
-                f"original_ln_after=False cannot run at {self.key[1]} of layer {self.key[0]}: this layer applies its "
-                "own norm to the sublayer output plus the residual; use original_ln_after=True here"
-            )
+            self._skips_norm = True  # the layer's own norm must be bypassed for it (`_bypass_norm`)
 
     def install(self) -> None:
         self._handles = [self.residual.register_forward_pre_hook(self._keep, with_kwargs=True),
                          self.output.register_forward_hook(self._replace)]
+        if self.layer_norm is not None:
+            self._handles.append(self.layer_norm.register_forward_hook(self._bypass_norm))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -104,8 +104,29 @@ class SublayerHookSite(Site):
         if not modules or x is None:
             return None
         h = output[0] if isinstance(output, tuple) else output
-        new = compose_residual.run(modules, h, x, self.layer_norm, layer_adds_residual=True)
+        if self._skips_norm and not self._finishes_with_norm(modules):
+            # original_ln_after=False in a layer that norms `h' + x` itself: h' = (the adapters' finished output)
+            # - x, and the layer's norm is skipped for this call (`_bypass_norm`), so the layer returns that output
+            new = compose_residual.run(modules, h, x, self.layer_norm) - x
+            self._kept.bypass = True
+        else:
+            new = compose_residual.run(modules, h, x, self.layer_norm, layer_adds_residual=True)
         return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
+
+    def _finishes_with_norm(self, modules) -> bool:
+        """Whether the layer's own norm ends the active adapters' computation here (a Stack's last adapter decides,
+        as compose/residual.py's `finish`); other setups with such an adapter are refused."""
+        if type(modules) is not tuple:
+            raise AdapterError(
+                f"original_ln_after=False at {self.key[1]} of layer {self.key[0]} runs alone or in a Stack here: "
+                "this layer norms the sublayer output plus the residual itself, which is skipped for it")
+        return getattr(getattr(modules[-1], "config", None), "original_ln_after", True)
+
+    def _bypass_norm(self, module, args, output):
+        if getattr(self._kept, "bypass", False):
+            self._kept.bypass = False
+            return args[0]
+        return None
 
 
 def _residual_site(state, key, target) -> Site:
