@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import adapterkit
-from adapterkit import AdapterError, AdapterPlusConfig, BnConfig, SeqBnConfig, resolve_config
+from adapterkit import AdapterPlusConfig, BnConfig, SeqBnConfig, resolve_config
 from adapterkit.errors import AdapterConfigError
 from adapterkit.nn.drop_path import DropPath
 
