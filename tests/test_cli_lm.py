@@ -233,6 +233,41 @@ def test_other_methods_train(method, data, tmp_path):
     assert report["steps"] == 2 and math.isfinite(report["metrics"]["perplexity"])
 
 
+def test_text_with_packing_and_full_fine_tuning_train(tmp_path):
+    base = build("llama", tmp_path / "llama")
+    path = write_jsonl(tmp_path / "text.jsonl", [{"text": f"{r['prompt']} {r['completion']}"} for r in rows(16)])
+    out = tmp_path / "packed"
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", path, "--packing",
+                 "--max-length", "16", "--max-steps", "2", "--batch-size", "4", "--output-dir", str(out),
+                 "--no-plot"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["format"] == "text" and report["packing"] and report["train_examples"] == math.ceil(16 * 11 / 16)
+    out = tmp_path / "full"
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", path, "--method", "full",
+                 "--max-steps", "2", "--batch-size", "8", "--lr", "1e-2", "--output-dir", str(out), "--no-plot"]) == 0
+    tuned, plain = AutoModelForCausalLM.from_pretrained(out / "model"), AutoModelForCausalLM.from_pretrained(base)
+    assert not torch.equal(tuned.lm_head.weight, plain.lm_head.weight)  # every weight trained, and was saved
+
+
+def test_generate_reads_prompt_files(trained, tmp_path, capsys):
+    base, out, _ = trained
+    text = tmp_path / "prompts.txt"
+    text.write_text("reverse red blue :\n\nreverse cat dog :\n")
+    chat = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "reverse sun :"},
+                                                    {"messages": [{"role": "user", "content": "hello"}]}])
+    args = ["--adapter-dir", str(out / "adapter"), "--max-new-tokens", "3"]
+    from_text = _cli_generate(capsys, [*args, "--prompts-file", str(text)])
+    assert [r["prompt"] for r in from_text] == ["reverse red blue :", "reverse cat dog :"]
+    one = _cli_generate(capsys, [*args, "--prompt", "reverse cat dog :"])
+    assert from_text[1]["token_ids"] == one[0]["token_ids"] and len(one[0]["token_ids"]) <= 3
+    from_jsonl = _cli_generate(capsys, [*args, "--prompts-file", chat])
+    chat_one = _cli_generate(capsys, [*args, "--chat", "--prompt", "hello"])
+    assert len(from_jsonl) == 2 and from_jsonl[1]["token_ids"] == chat_one[0]["token_ids"]
+    capsys.readouterr()
+    assert main(["generate", *args]) == 2
+    assert capsys.readouterr().err.strip() == "adapterkit: error: give --prompt TEXT (repeatable) or --prompts-file FILE"
+
+
 def test_packing_concatenates_and_cuts(tmp_path):
     from adapterkit.cli.lm_data import load_lm
     texts = [{"text": " ".join(WORDS[i:i + 5])} for i in range(6)]
@@ -264,6 +299,11 @@ def test_seq2seq_t5_trains_and_generates(tmp_path, capsys):
     with torch.no_grad():
         want = model.generate(**tok(items[0]["source"], return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert rows_out[0]["token_ids"] == want[0, 1:].tolist()
+    capsys.readouterr()
+    assert main(["eval", "--task", "seq2seq", "--adapter-dir", str(out / "adapter"), "--dev-file", path]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    assert evaluated["perplexity"] == pytest.approx(report["metrics"]["perplexity"], rel=1e-5)
+    assert evaluated["tokens"] == sum(len(r["target"].split()) + 1 for r in items)  # the target and its EOS
     assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", path]) == 2  # T5 is not a decoder
 
 
@@ -274,6 +314,9 @@ BAD = {
     "empty": ("", "no data rows"),
     "no usable field": ('{"question": "a", "answer": "b"}\n', "fields found: answer, question"),
     "messages without assistant": ('{"messages": [{"role": "user", "content": "hi"}]}\n', "no 'assistant' turn"),
+    "number among strings": ('{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": 5}\n',
+                             "line 3: 'completion' must be a string, not int"),
+    "not an object": ('{"text": "red"}\n[1, 2]\n', "line 2 is not a JSON object"),
 }
 
 

@@ -69,7 +69,7 @@ def run(args) -> int:
 
     from .errors import UsageError
     from .lm_data import pad_id
-    from .lm_models import load_lm_model, load_tokenizer, model_for_adapter
+    from .lm_models import device, load_lm_model, load_tokenizer, model_for_adapter
     from .models import resolve_model_path
     from .outputs import output_file
 
@@ -84,14 +84,14 @@ def run(args) -> int:
     name = model.load_adapter(adapter_dir, set_active=True)
     if args.merge:
         model.merge_adapter(name)
-    model.eval()
+    model.to(device()).eval()
     lines = []
     with torch.no_grad():
         for prompt in prompts:
-            enc = encode_prompt(tokenizer, prompt, args.chat)
+            enc = encode_prompt(tokenizer, prompt, args.chat).to(device())
             ids = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=pad_id(tokenizer))[0]
-            new = ids[1:] if model.config.is_encoder_decoder else ids[enc["input_ids"].shape[1]:]
+            new = (ids[1:] if model.config.is_encoder_decoder else ids[enc["input_ids"].shape[1]:]).cpu()
             row = {"prompt": prompt, "completion": tokenizer.decode(new, skip_special_tokens=True),
                    "token_ids": new.tolist()}
             lines.append(json.dumps(row, ensure_ascii=False))

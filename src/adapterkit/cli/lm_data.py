@@ -22,7 +22,9 @@ SEQ2SEQ_FORMATS = {"source": ("source", "target"), "prompt": ("prompt", "complet
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The rows of a JSONL (or JSON) file, read by `datasets`; a file it cannot read is diagnosed line by line."""
+    """The rows of a JSONL (or JSON) file, read by `datasets`. A file it cannot read is read line by line: a line
+    that is not a JSON object is the error; if every line is one (Arrow could not unify a field's types across rows,
+    say an int `completion` among strings), those rows go on to the row checks, which name the line and field."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -40,9 +42,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
         with tempfile.TemporaryDirectory() as cache:
             rows = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache,
                                          keep_in_memory=True).to_list()
-    except Exception as exc:  # noqa: BLE001  (datasets / pyarrow raise many kinds; the scan below names the line)
-        _diagnose(path)
-        raise DataError(f"{path}: cannot be read as JSONL ({_first_line(exc)})") from None
+    except Exception:  # noqa: BLE001  (datasets / pyarrow raise many kinds; the scan below names the line)
+        rows = _read_lines(path)
     finally:
         logger.setLevel(level)
     if not rows:
@@ -50,15 +51,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def _first_line(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-
-
-def _diagnose(path: Path) -> None:
-    """Name the first line that is not a JSON object (what `datasets` failed on, without its traceback)."""
+def _read_lines(path: Path) -> list[dict]:
+    """Every line a JSON object (bounded nesting), or a DataError naming the first line that is not."""
     from ..errors import CheckpointError
     from ..io.files import parse_json
+    rows = []
     with path.open(encoding="utf-8-sig", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -69,6 +66,8 @@ def _diagnose(path: Path) -> None:
                 raise DataError(str(exc).replace("; the file is corrupted or truncated", "")) from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {number} is not a JSON object (found a JSON {type(row).__name__})")
+            rows.append(row)
+    return rows
 
 
 def _line_of(path: Path, row: int) -> int:

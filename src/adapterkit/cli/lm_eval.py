@@ -12,7 +12,7 @@ def run(args, task: str) -> int:
     from .errors import UsageError
     from .lm_data import Collator, load_lm, pad_id
     from .lm_metrics import perplexity
-    from .lm_models import load_lm_model, load_tokenizer, model_for_adapter
+    from .lm_models import device, load_lm_model, load_tokenizer, model_for_adapter
     from .lm_train import max_length_for_lm
     from .models import resolve_model_path
     from .outputs import output_file
@@ -29,7 +29,8 @@ def run(args, task: str) -> int:
     name = model.load_adapter(adapter_dir, set_active=True)
     dev = load_lm(args.dev_file, tokenizer, max_length_for_lm(args.max_length, model), task == "seq2seq",
                   getattr(args, "packing", False), args.max_eval_samples)
-    result = perplexity(model, dev.examples, Collator(pad_id(tokenizer)), args.batch_size)
+    model.to(device())
+    result = perplexity(model, dev.examples, Collator(pad_id(tokenizer)), args.batch_size, device())
     report = {"adapter": name, "task": task, "format": dev.fmt, "examples": len(dev), "metrics": result,
               "main_metric": "perplexity"}
     print(json.dumps(report, indent=2))

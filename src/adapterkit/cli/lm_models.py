@@ -38,6 +38,12 @@ def load_lm_model(path: Path, task: str | None = None):
     return adapterkit.init(model), found
 
 
+def device():
+    """The GPU when there is one (as the Trainer picks), else the CPU."""
+    import torch
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_tokenizer(path: Path, adapter_dir: Path | None = None):
     from transformers import AutoTokenizer
     saved = adapter_dir.parent / "tokenizer" if adapter_dir is not None else None
