@@ -333,6 +333,34 @@ def test_bad_file_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("adapterkit: error: ") and str(path) in err[0] and match in err[0]
 
 
+def test_a_chat_template_that_rejects_the_messages_is_one_line(tmp_path, capsys):
+    base = build("llama", tmp_path / "llama")
+    tok = PreTrainedTokenizerFast.from_pretrained(base)
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system turns') }}{% endif %}"
+                         + CHAT_TEMPLATE)
+    tok.save_pretrained(base)
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": turns},
+                                                 {"messages": [{"role": "system", "content": "red"}, *turns]}])
+    capsys.readouterr()
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", path, "--max-steps", "1",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"adapterkit: error: {path}: line 2: the tokenizer's chat template rejects these messages "
+                   "(no system turns)"]
+
+
+def test_merge_of_an_unmergeable_adapter_is_one_line(data, tmp_path, capsys):
+    base = build("gpt2", tmp_path / "gpt2")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", data["train"], "--method",
+                 "seq_bn", "--max-steps", "1", "--output-dir", str(out), "--no-plot"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--adapter-dir", str(out / "adapter"), "--prompt", "red", "--merge"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adapterkit: error: ") and "merge" in err[0]
+
+
 def test_bad_json_line_in_a_fresh_process_prints_one_line(tmp_path):
     """datasets logs its own error through a handler made at import; the process's stderr must still be one line."""
     base = build("gpt2", tmp_path / "gpt2")

@@ -137,9 +137,17 @@ def load_lm(path, tokenizer, max_length: int, seq2seq: bool, packing: bool = Fal
     if fmt == "messages" and not getattr(tokenizer, "chat_template", None):
         raise DataError(f"{path}: chat 'messages' need a tokenizer with a chat template; this tokenizer has none "
                         "(use 'prompt' + 'completion' fields instead)")
+    if fmt == "messages" and not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"{path}: chat 'messages' need a fast tokenizer (character offsets tell the assistant tokens "
+                        "apart); use 'prompt' + 'completion' fields instead")
     encode = _encode_seq2seq if seq2seq else {"text": _encode_text, "prompt": _encode_prompt,
                                               "messages": _encode_chat}[fmt]
-    examples = [encode(tokenizer, row, path) for row in rows]
+    examples = []
+    for i, row in enumerate(rows):
+        try:
+            examples.append(encode(tokenizer, row, path))
+        except _RowError as exc:  # the line is looked up only when there is an error (a scan of the file)
+            raise DataError(f"{path}: line {_line_of(path, i)}: {exc}") from None
     if packing:
         if seq2seq:
             raise DataError("--packing is for --task causal-lm (seq2seq examples are not concatenated)")
@@ -177,24 +185,37 @@ def _encode_prompt(tokenizer, row, path) -> dict:
     return {"input_ids": prompt + completion, "labels": [IGNORE] * len(prompt) + completion}
 
 
+class _RowError(Exception):
+    """A row the tokenizer cannot encode; load_lm adds the file and line."""
+
+
+def _render(tokenizer, messages, generation_prompt: bool = False) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as exc:  # noqa: BLE001  (jinja2's TemplateError & co.: the template rejects this conversation)
+        raise _RowError(f"the tokenizer's chat template rejects these messages "
+                        f"({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+
+
 def _encode_chat(tokenizer, row, path) -> dict:
     """The chat template renders the conversation; an assistant turn's tokens are what its rendering adds after
     the conversation so far with the generation prompt (the turn's content and its end-of-turn marker)."""
-    messages = row["messages"]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    messages = [{k: v for k, v in t.items() if v is not None} for t in row["messages"]]  # no Arrow-filled Nones
+    text = _render(tokenizer, messages)
     spans = []
     for i, turn in enumerate(messages):
         if turn["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        upto = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
+        before = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        upto = _render(tokenizer, messages[:i + 1])
         if not (text.startswith(upto) and upto.startswith(before)):
-            raise DataError(f"{path}: the tokenizer's chat template does not render a conversation as the sum of "
-                            "its turns, so the assistant tokens cannot be told apart; use 'prompt' + 'completion'")
+            raise _RowError("the tokenizer's chat template does not render this conversation as the sum of its "
+                            "turns, so the assistant tokens cannot be told apart; use 'prompt' + 'completion'")
         spans.append((len(before), len(upto)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
-    labels = [t if any(a <= s < b for a, b in spans) else IGNORE for t, (s, _) in zip(ids, enc["offset_mapping"])]
+    # a token is the assistant's when its characters overlap a span (a word's leading-space marker may sit before it)
+    labels = [t if any(s < b and e > a for a, b in spans) else IGNORE for t, (s, e) in zip(ids, enc["offset_mapping"])]
     return {"input_ids": ids, "labels": labels}
 
 
