@@ -152,6 +152,20 @@ def test_the_loss_ignores_prompt_tokens(trained):
     assert abs(loss - every_token) > 1e-2  # the check could tell the two apart
 
 
+def test_the_commands_first_loss_is_the_hand_computed_one(data, tmp_path):
+    """One batch of the whole training file: step 1's logged loss is the base model's (LoRA starts as a no-op)
+    completion-only cross-entropy over it, whatever order the Trainer draws the rows in. Llama: no dropout in
+    training mode (GPT-2's would make the logged loss differ)."""
+    base = build("llama", tmp_path / "llama")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", data["train"], "--max-steps",
+                 "1", "--batch-size", "32", "--output-dir", str(out), "--no-plot"]) == 0
+    logged = json.loads((out / "metrics.json").read_text())["history"][0]["loss"]
+    items = [json.loads(line) for line in open(data["train"])]
+    completion_only, every_token = _hand_loss(_load(base), PreTrainedTokenizerFast.from_pretrained(base), items)
+    assert logged == pytest.approx(completion_only, rel=1e-5) and abs(logged - every_token) > 1e-2
+
+
 def test_eval_perplexity_is_exp_of_the_completion_loss(trained, data, capsys):
     base, out, report = trained
     capsys.readouterr()

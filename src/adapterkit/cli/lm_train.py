@@ -15,7 +15,9 @@ DEFAULT_MAX_LENGTH = 512
 
 def add_arguments(p) -> None:
     """The options only the language-modelling tasks read (the rest are train's own)."""
-    g = p.add_argument_group("language modelling (--task causal-lm / seq2seq, JSONL --train-file)")
+    g = p.add_argument_group("language modelling", "--task causal-lm / seq2seq: JSONL --train-file with 'text', "
+                             "'prompt' + 'completion', chat 'messages' (seq2seq: 'source' + 'target'); the loss is "
+                             f"on the completion only; --max-length defaults to {DEFAULT_MAX_LENGTH} here")
     g.add_argument("--packing", action="store_true",
                    help="causal-lm: concatenate the examples and cut them into --max-length blocks (labels kept)")
 
