@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration,
+                          GPT2Config, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration)
 
 import adapterkit
@@ -67,6 +68,12 @@ def build(arch: str, path):
     elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                            initializer_range=0.2, **ids))
+    elif arch == "bart":
+        model = BartForConditionalGeneration(BartConfig(vocab_size=len(tok), d_model=32, encoder_layers=2,
+                                                        decoder_layers=2, encoder_attention_heads=4,
+                                                        decoder_attention_heads=4, encoder_ffn_dim=64,
+                                                        decoder_ffn_dim=64, max_position_embeddings=64,
+                                                        decoder_start_token_id=3, forced_eos_token_id=3, **ids))
     else:
         model = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2,
                                                     num_heads=4, decoder_start_token_id=0, **ids))
@@ -247,7 +254,7 @@ def test_other_methods_train(method, data, tmp_path):
     assert report["steps"] == 2 and math.isfinite(report["metrics"]["perplexity"])
 
 
-def test_text_with_packing_and_full_fine_tuning_train(tmp_path):
+def test_text_with_packing_and_full_fine_tuning_train(tmp_path, capsys):
     base = build("llama", tmp_path / "llama")
     path = write_jsonl(tmp_path / "text.jsonl", [{"text": f"{r['prompt']} {r['completion']}"} for r in rows(16)])
     out = tmp_path / "packed"
@@ -261,6 +268,12 @@ def test_text_with_packing_and_full_fine_tuning_train(tmp_path):
                  "--max-steps", "2", "--batch-size", "8", "--lr", "1e-2", "--output-dir", str(out), "--no-plot"]) == 0
     tuned, plain = AutoModelForCausalLM.from_pretrained(out / "model"), AutoModelForCausalLM.from_pretrained(base)
     assert not torch.equal(tuned.lm_head.weight, plain.lm_head.weight)  # every weight trained, and was saved
+    rows_out = _cli_generate(capsys, ["--model", str(out / "model"), "--prompt", "reverse red :", "--max-new-tokens",
+                                      "3"])
+    enc = PreTrainedTokenizerFast.from_pretrained(base)("reverse red :", return_tensors="pt")
+    with torch.no_grad():
+        want = tuned.eval().generate(**enc, max_new_tokens=3, do_sample=False)[0, enc["input_ids"].shape[1]:]
+    assert rows_out[0]["token_ids"] == want.tolist()
 
 
 def test_generate_reads_prompt_files(trained, tmp_path, capsys):
@@ -294,8 +307,9 @@ def test_packing_concatenates_and_cuts(tmp_path):
     assert all(e["labels"] == e["input_ids"] for e in data.examples)
 
 
-def test_seq2seq_t5_trains_and_generates(tmp_path, capsys):
-    base = build("t5", tmp_path / "t5")
+@pytest.mark.parametrize("arch", ["t5", "bart"])
+def test_seq2seq_trains_and_generates(arch, tmp_path, capsys):
+    base = build(arch, tmp_path / arch)
     items = [{"source": r["prompt"], "target": r["completion"]} for r in rows(16)]
     path = write_jsonl(tmp_path / "s2s.jsonl", items)
     out = tmp_path / "run"

@@ -15,7 +15,9 @@ def register(sub) -> None:
                        description="Load the base language model and a saved adapter and print one JSON line per "
                                    "prompt with its greedy continuation. The base model defaults to the one "
                                    "recorded by `adapterkit train` next to the adapter.")
-    p.add_argument("--adapter-dir", required=True, help="directory written by `adapterkit train` (…/adapter)")
+    p.add_argument("--adapter-dir", default=None, help="directory written by `adapterkit train` (…/adapter); "
+                                                       "without it the --model alone generates (e.g. …/model of a "
+                                                       "full fine-tune)")
     p.add_argument("--model", default=None, help="base checkpoint directory (default: the run's metrics.json)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts-file", default=None,
@@ -73,17 +75,21 @@ def run(args) -> int:
     from .models import resolve_model_path
     from .outputs import output_file
 
-    adapter_dir = Path(args.adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
+    adapter_dir = Path(args.adapter_dir) if args.adapter_dir else None
+    if adapter_dir is None and (args.model is None or args.merge):
+        raise UsageError("give --adapter-dir (a saved adapter)" if args.model is None else
+                         "--merge needs --adapter-dir (the adapter to merge)")
+    if adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file():
         raise UsageError(f"{adapter_dir}: no adapter_config.json (give the adapter directory that train saved)")
     prompts = read_prompts(args)
     output = output_file(args.output) if args.output else None
-    path = resolve_model_path(model_for_adapter(args.model, adapter_dir))
+    path = resolve_model_path(args.model if adapter_dir is None else model_for_adapter(args.model, adapter_dir))
     tokenizer = load_tokenizer(path, adapter_dir)
     model, _ = load_lm_model(path)
-    name = model.load_adapter(adapter_dir, set_active=True)
-    if args.merge:
-        model.merge_adapter(name)
+    if adapter_dir is not None:
+        name = model.load_adapter(adapter_dir, set_active=True)
+        if args.merge:
+            model.merge_adapter(name)
     model.to(device()).eval()
     lines = []
     with torch.no_grad():

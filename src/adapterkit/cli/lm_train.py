@@ -144,6 +144,8 @@ def run(args, task: str) -> int:
         model.save_adapter(saved, name)
     check_written(saved, "the trained model" if full else "the adapter")
     tokenizer.save_pretrained(out / "tokenizer")
+    if full:
+        tokenizer.save_pretrained(saved)  # …/model is then a whole checkpoint (`generate --model …/model`)
     report = {"task": task, "format": train.fmt, "packing": packing, "method": args.method, "name": name,
               "model": str(Path(path).resolve()), "train_examples": len(train), "dev_examples": len(dev),
               "max_length": max_length, "seed": args.seed, "steps": result.global_step,
