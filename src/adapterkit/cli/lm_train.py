@@ -44,9 +44,9 @@ def max_length_for_lm(requested: int | None, model) -> int:
 
 
 def freeze_outside_adapters(model) -> None:
-    """train_adapter leaves modules outside the base model trainable (a new classifier head must learn); an LM's
-    head is pretrained, large, and not part of the saved adapter, so training it would make the saved adapter
-    reproduce something other than what was trained. Only the adapter's own weights train here."""
+    """train_adapter leaves modules outside the base model trainable (a new classifier head must learn). Here
+    nothing but the adapter is saved, so anything else that trained (an LM head, say) would make the saved adapter
+    reproduce something other than what was trained: only the adapter's own weights train."""
     adapter = {id(p) for p in model.adapter_state.container.parameters()}
     for p in model.parameters():
         if id(p) not in adapter:
