@@ -244,6 +244,32 @@ def test_chat_messages_train_on_assistant_tokens(tmp_path, capsys):
     assert rows_out[0]["token_ids"] == want
 
 
+def test_chat_labels_with_a_byte_level_bpe_and_chatml(tmp_path):
+    """A GPT-2-style byte-level BPE with a ChatML template: the labelled tokens are exactly each assistant turn and
+    its end-of-turn marker, nothing of the system / user turns or the generation prompts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from adapterkit.cli.lm_data import load_lm
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["hello there, how are you? I am fine thanks. What is two plus three? It is five."] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>",
+                                                                                "<|im_end|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    turns = [("system", "be nice"), ("user", "What is two plus three?"), ("assistant", "It is five."),
+             ("user", "how are you?"), ("assistant", "I am fine thanks.")]
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": r, "content": c} for r, c in turns]}])
+    example = load_lm(path, tok, 512, seq2seq=False).examples[0]
+    assert tok.decode([t for t in example["labels"] if t != -100]) == \
+        "It is five.<|im_end|>\nI am fine thanks.<|im_end|>\n"
+    assert tok.decode(example["input_ids"]) == tok.apply_chat_template(
+        [{"role": r, "content": c} for r, c in turns], tokenize=False)
+
+
 @pytest.mark.parametrize("method", ["seq_bn", "prefix_tuning[prefix_length=4,bottleneck_size=16]", "ia3", "loha"])
 def test_other_methods_train(method, data, tmp_path):
     base = build("gpt2", tmp_path / "gpt2")
