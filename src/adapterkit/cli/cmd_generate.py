@@ -37,7 +37,7 @@ def read_prompts(args) -> list:
     if args.prompts_file:
         path = Path(args.prompts_file)
         if path.suffix.lower() in (".jsonl", ".json"):
-            from .lm_data import read_jsonl
+            from .lm_read import read_jsonl
             for i, row in enumerate(read_jsonl(path), 1):
                 value = row.get("messages") or row.get("prompt")
                 if not value or not isinstance(value, (str, list)):
