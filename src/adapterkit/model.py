@@ -170,7 +170,8 @@ class AdapterModelMixin(FusionMixin):
     def train_adapter(self, adapter_setup, train_embeddings: bool = False) -> None:
         """Freeze the base model, make exactly the named adapters trainable, activate them, train mode.
 
-        Parameters outside the base model (a task head such as a classifier) stay trainable, as in the `adapters` package.
+        Parameters outside the base model (a task head such as a classifier) stay trainable, as in the `adapters` package;
+        so does it, the output embeddings (an LM head, untied as in Llama) train only with `train_embeddings`.
         """
         setup = parse_composition(adapter_setup)
         if setup is None:
@@ -187,6 +188,9 @@ class AdapterModelMixin(FusionMixin):
         self.freeze_model(True)
         if train_embeddings:
             self.get_input_embeddings().weight.requires_grad_(True)
+        output = self.get_output_embeddings() if hasattr(self, "get_output_embeddings") else None
+        for module in output if isinstance(output, list) else [output] if output is not None else []:
+            module.requires_grad_(train_embeddings)
         for name, modules in state.container.items():
             modules.requires_grad_(name in names)
         for name in names:  # again: a frozen adapter may share tensors with a trained one (share_parameters)

@@ -37,6 +37,10 @@ def predictions(model, tokenizer, data, batch_size: int, max_length: int):
 
 
 def run(args) -> int:
+    from .lm_models import lm_task
+    if lm_task(args):  # --task causal-lm / seq2seq: perplexity on a JSONL dev file (lm_eval.py)
+        from .lm_eval import run as run_lm
+        return run_lm(args, lm_task(args))
     from .models import offline
     offline()
     from pathlib import Path

@@ -37,10 +37,16 @@ def register(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--output-dir", default=None, help="default: runs/<name>")
     p.add_argument("--no-plot", action="store_true")
+    from .lm_train import add_arguments as add_lm_arguments
+    add_lm_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from .lm_models import lm_task
+    if lm_task(args):  # --task causal-lm / seq2seq: JSONL text, loss on the completion (lm_train.py)
+        from .lm_train import run as run_lm
+        return run_lm(args, lm_task(args))
     from .models import offline
     offline()
     import torch

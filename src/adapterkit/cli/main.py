@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules():
     from . import cmd_summary
     modules = [cmd_summary]
-    for name in ("cmd_train", "cmd_eval", "cmd_merge", "cmd_convert"):
+    for name in ("cmd_train", "cmd_eval", "cmd_generate", "cmd_merge", "cmd_convert"):
         try:
             modules.append(__import__(f"{__package__}.{name}", fromlist=[name]))
         except ModuleNotFoundError as exc:  # a command whose module is not part of this build
