@@ -215,3 +215,33 @@ def test_patterns_round_trip_through_the_config_dict_and_string():
     model.add_adapter("a", config="loha[r=4,rank_pattern={'query': 2}]")
     shapes = {m.hada_w1_a.shape[1] for _, m in model.adapter_state.layer_modules("a")}
     assert shapes == {2, 4}
+
+
+def test_fused_gpt2_parts_take_their_projection_s_pattern(tmp_path):
+    """GPT-2's q / k / v are slices of one c_attn: a key naming it gives each part its r (the native format holds
+    it; peft's LoHa / LoKr do not take Conv1D)."""
+    model = adapterkit.init(archs.model("gpt2"))
+    model.add_adapter("a", config=LoKrConfig(r=4, decompose_both=True, attn_matrices=["q", "k", "v"],
+                                             rank_pattern={"h.0.attn.c_attn": 1}, alpha_pattern={"c_attn": 2}),
+                      set_active=True)
+    randomise(model.adapterkit["a"])
+    layers = {key: m for key, m in model.adapter_state.layer_modules("a")}
+    assert {key for key, m in layers.items() if not m.full_w1} == {(0, "attn_q"), (0, "attn_k"), (0, "attn_v")}
+    assert {m.scaling for m in layers.values()} == {2.0, 0.5}
+    inputs = archs.inputs("gpt2")
+    expected = _out(model, inputs)
+    model.save_adapter(tmp_path, "a")
+    again = adapterkit.init(archs.model("gpt2"))
+    again.load_adapter(tmp_path, set_active=True)
+    assert torch.equal(_out(again, inputs), expected)
+
+
+def test_linear_average_of_patterned_adapters():
+    model = _ours("lokr_bert")
+    model.add_adapter("b", config=model.adapters_config["a"])
+    randomise(model.adapterkit["a"], seed=1)
+    randomise(model.adapterkit["b"], seed=2)
+    model.average_adapter("avg", ["a", "b"], weights=[0.25, 0.75])
+    avg, a, b = (dict(model.adapterkit[n].named_parameters()) for n in ("avg", "a", "b"))
+    assert avg.keys() == a.keys()
+    assert all(torch.allclose(avg[k], 0.25 * a[k] + 0.75 * b[k]) for k in avg)
