@@ -188,14 +188,21 @@ def test_bad_fields_are_named(cls, fields, message):
         cls(**fields)
 
 
-def test_peft_rank_pattern_that_differs_is_refused(tmp_path):
+@pytest.mark.parametrize("key,value,message", [
+    ("rank_pattern", {"query": 0}, r"rank_pattern\['query'\]=0 must be an integer >= 1"),
+    ("alpha_pattern", {"value": -1}, r"alpha_pattern\['value'\]=-1 must be a finite number > 0"),
+    ("rank_pattern", ["query"], r"rank_pattern=\['query'\] must be an object"),
+    ("rank_pattern", {"query": 2}, "wrong shapes"),  # a pattern the saved factors do not have
+])
+def test_peft_patterns_that_cannot_load_are_refused(key, value, message, tmp_path):
     peft_model = _randomised_peft("bert", PEFT_CONFIGS["loha"]())
     peft_model.save_pretrained(tmp_path)
     path = tmp_path / "adapter_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "rank_pattern": {"query": 2}}))
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
     model = adapterkit.init(tiny_model("bert"))
-    with pytest.raises(adapterkit.CheckpointError, match="rank_pattern"):
+    with pytest.raises(adapterkit.CheckpointError, match=message):
         model.load_adapter(tmp_path)
+    assert not model.adapters_config
 
 
 def test_peft_export_on_gpt2_conv1d_is_refused_naming_why(tmp_path):

@@ -72,3 +72,22 @@ def warn_unmatched(owner: str, patterns: Mapping[str, Mapping], names: Iterable[
         if unmatched:
             warnings.warn(f"{owner}: the following {field_name} keys did not match any adapted module and were "
                           f"ignored: {unmatched}", RuntimeWarning, stacklevel=4)
+
+
+def settle(state, name: str, config, adapted: Iterable[str]) -> None:
+    """After a build of adapter `name` on the modules named `adapted`: warn about keys that matched none (as peft),
+    and swap the adapter's config for one whose patterns do not depend on their order (`order_free`), so every
+    save reloads to the same ranks and alphas. `config` has `r`, `alpha`, `rank_pattern`, `alpha_pattern`."""
+    if not (config.rank_pattern or config.alpha_pattern):
+        return
+    adapted = list(adapted)
+    warn_unmatched(f"adapter {name!r}", {"rank_pattern": config.rank_pattern,
+                                          "alpha_pattern": config.alpha_pattern}, adapted)
+    changes = {}
+    for field_name, default in (("rank_pattern", config.r), ("alpha_pattern", config.alpha)):
+        fixed = order_free(getattr(config, field_name), adapted, default)
+        if fixed is not None:
+            changes[field_name] = fixed
+    replace = getattr(state, "replace_member_config", None)  # a checkpoint's dry run keeps the config as read
+    if changes and replace is not None:
+        replace(name, config, config.replace(**changes))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..errors import AdapterConfigError, CheckpointError
+from ..errors import AdapterConfigError
 
 ATTN_MATRICES = ("q", "k", "v", "o")
 
@@ -47,11 +47,3 @@ def targets_from_peft(found: Mapping[str, Any]) -> dict[str, Any]:
             "intermediate": found["intermediate_lora"], "output": found["output_lora"],
             "leave_out": list(found["leave_out"])}
 
-
-def check_uniform_patterns(source, data: Mapping[str, Any], r, alpha) -> None:
-    """A PEFT config's `rank_pattern` / `alpha_pattern` must not give modules another r or alpha than the adapter's
-    (adapterkit has one r and alpha per adapter)."""
-    for key, base in (("rank_pattern", r), ("alpha_pattern", alpha)):
-        if any(v != base for v in (data.get(key) or {}).values()):
-            raise CheckpointError(f"{source}: PEFT {key}={data[key]!r} gives modules different values; allowed: "
-                                  "patterns equal to the adapter's r and alpha")

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
+from ..configs.patterns import settle
 from .dtypes import cast
 
 
@@ -82,10 +83,17 @@ class DeltaWeight(nn.Module):
 
 
 def build_on_projections(state, name: str, config, make) -> None:
-    """One `make(in_features, out_features)` module on each projection `config.locations()` selects."""
+    """One `make(in_features, out_features, r, alpha)` module on each projection `config.locations()` selects, r
+    and alpha that module's after the config's `rank_pattern` / `alpha_pattern` (keyed by the projection module's
+    full name in the model, as peft)."""
+    names = {id(m): n for n, m in state.model.named_modules()}
+    adapted = []
     for layer_id, location, projection in state.projections(config.locations(state.interface), config.leave_out):
-        module = make(projection.in_features, projection.out_features)
+        module_name = names.get(id(projection.module), "")
+        adapted.append(module_name)
+        module = make(projection.in_features, projection.out_features, *config.rank_for(module_name))
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
+    settle(state, name, config, adapted)
 
 
 

@@ -11,7 +11,8 @@ from .modules import LoHa
 
 
 def build(state, name: str, config: LoHaConfig) -> None:
-    build_on_projections(state, name, config, lambda fan_in, fan_out: LoHa(fan_in, fan_out, config))
+    build_on_projections(state, name, config,
+                         lambda fan_in, fan_out, r, alpha: LoHa(fan_in, fan_out, config, r, alpha))
 
 
 SPEC = register_method(MethodSpec(

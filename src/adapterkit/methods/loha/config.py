@@ -13,7 +13,8 @@ from ...configs.weight_update import WeightUpdateConfig
 class LoHaConfig(WeightUpdateConfig):
     """LoHa (Hyeon-Woo et al., 2022, FedPara): `dW = (alpha / r) (W1a W1b) * (W2a W2b)` (a Hadamard product of two
     rank-r products, so rank up to r^2 for 2 r (in + out) parameters). `init_weights=True`: W2b zeros (the adapter
-    starts as the identity), the rest Kaiming-uniform as peft; False: all random."""
+    starts as the identity), the rest Kaiming-uniform as peft; False: all random. `rank_pattern` /
+    `alpha_pattern`: per-module r and alpha, keyed by module name as peft (configs/patterns.py)."""
 
     method: ClassVar[str] = "loha"
 

@@ -29,11 +29,14 @@ class HadamardProduct(torch.autograd.Function):
 
 
 class LoHa(DeltaWeight):
-    """Parameter names and shapes as peft's (`hada_w1_a` (out, r), `hada_w1_b` (r, in), likewise w2)."""
+    """Parameter names and shapes as peft's (`hada_w1_a` (out, r), `hada_w1_b` (r, in), likewise w2). `r` /
+    `alpha`: this projection's, where `rank_pattern` / `alpha_pattern` give it others (scaling alpha / r)."""
 
-    def __init__(self, in_features: int, out_features: int, config: LoHaConfig):
-        super().__init__(config.scaling, config.rank_dropout, config.module_dropout)
-        r = config.r
+    def __init__(self, in_features: int, out_features: int, config: LoHaConfig, r: int | None = None,
+                 alpha: float | None = None):
+        r = config.r if r is None else r
+        alpha = config.alpha if alpha is None else alpha
+        super().__init__(alpha / r, config.rank_dropout, config.module_dropout)
         self.hada_w1_a = nn.Parameter(torch.empty(out_features, r))
         self.hada_w1_b = nn.Parameter(torch.empty(r, in_features))
         self.hada_w2_a = nn.Parameter(torch.empty(out_features, r))

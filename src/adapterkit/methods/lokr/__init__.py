@@ -11,7 +11,8 @@ from .modules import LoKr
 
 
 def build(state, name: str, config: LoKrConfig) -> None:
-    build_on_projections(state, name, config, lambda fan_in, fan_out: LoKr(fan_in, fan_out, config))
+    build_on_projections(state, name, config,
+                         lambda fan_in, fan_out, r, alpha: LoKr(fan_in, fan_out, config, r, alpha))
 
 
 SPEC = register_method(MethodSpec(

@@ -14,7 +14,8 @@ class LoKrConfig(WeightUpdateConfig):
     factor of the (out, in) = (a b, c d) weight (`decompose_factor`: a, c as close to it as divisibility allows,
     -1: near the square root). W2 is the low-rank product W2a W2b when r < max(b, d) / 2, and W1 too with
     `decompose_both`. `init_weights=True`: W1 (or W1a) zeros, as peft; "lycoris": W2 (or W2b) zeros; False: random.
-    `rank_dropout_scale`: rescale kept rows by their mean, as peft."""
+    `rank_dropout_scale`: rescale kept rows by their mean, as peft. `rank_pattern` / `alpha_pattern`: per-module r
+    (which also decides, per module, which factors are low-rank) and alpha, keyed by module name as peft."""
 
     method: ClassVar[str] = "lokr"
 

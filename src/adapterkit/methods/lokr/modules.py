@@ -33,11 +33,14 @@ def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
 
 class LoKr(DeltaWeight):
     """Parameter names as peft's: `lokr_w1` (a, c) or `lokr_w1_a` (a, r) / `lokr_w1_b` (r, c); `lokr_w2` (b, d) or
-    `lokr_w2_a` (b, r) / `lokr_w2_b` (r, d)."""
+    `lokr_w2_a` (b, r) / `lokr_w2_b` (r, d). `r` / `alpha`: this projection's, where `rank_pattern` /
+    `alpha_pattern` give it others (they decide which factors are low-rank and the scaling alpha / r)."""
 
-    def __init__(self, in_features: int, out_features: int, config: LoKrConfig):
-        super().__init__(config.scaling, config.rank_dropout, config.module_dropout, config.rank_dropout_scale)
-        r = config.r
+    def __init__(self, in_features: int, out_features: int, config: LoKrConfig, r: int | None = None,
+                 alpha: float | None = None):
+        r = config.r if r is None else r
+        alpha = config.alpha if alpha is None else alpha
+        super().__init__(alpha / r, config.rank_dropout, config.module_dropout, config.rank_dropout_scale)
         out_a, out_b = factorization(out_features, config.decompose_factor)
         in_c, in_d = factorization(in_features, config.decompose_factor)
         self.full_w1 = not (config.decompose_both and r < max(out_a, in_c) / 2)

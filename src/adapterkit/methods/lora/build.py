@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...configs.patterns import order_free, warn_unmatched
+from ...configs.patterns import settle
 from ...errors import AdapterError
 from .config import LoRAConfig, location_group
 from .dora import DoRA
@@ -60,23 +60,8 @@ def build(state, name: str, config: LoRAConfig) -> None:
         if module.gate is not None:
             module.gate.bind(state, name, layer_id, location)
         state.add_layer_module(name, layer_id, location, module, site="linear", target=projection)
-    if config.rank_pattern or config.alpha_pattern:
-        warn_unmatched(f"adapter {name!r}", {"rank_pattern": config.rank_pattern,
-                                              "alpha_pattern": config.alpha_pattern}, adapted)
-        _fix_pattern_order(state, name, config, adapted)
+    settle(state, name, config, adapted)  # unmatched keys warned, order-dependent patterns made exact
 
-
-def _fix_pattern_order(state, name: str, config: LoRAConfig, adapted: list[str]) -> None:
-    """Patterns whose result depends on their order (lost in sorted JSON) become exact per-module ones in the
-    adapter's config (configs/patterns.py), so every save reloads to the same ranks and alphas."""
-    changes = {}
-    for field_name, default in (("rank_pattern", config.r), ("alpha_pattern", config.alpha)):
-        fixed = order_free(getattr(config, field_name), adapted, default)
-        if fixed is not None:
-            changes[field_name] = fixed
-    replace = getattr(state, "replace_member_config", None)  # a checkpoint's dry run keeps the config as read
-    if changes and replace is not None:
-        replace(name, config, config.replace(**changes))
 
 def _build_vera(state, name: str, config: LoRAConfig, locations) -> None:
     """One frozen pair for the adapter (`shared.vera`, sized to its largest projection), a VeRA / DvoRA module on
