@@ -209,8 +209,10 @@ def load_glue(task: str, data_dir: str | Path, split: str, limit: int | None = N
     folder = Path(data_dir) / spec.dir
 
     def one(stem: str) -> Dataset:
-        return load_table(folder / f"{stem}.tsv", spec.text, spec.pair, spec.label, regression=spec.regression,
+        data = load_table(folder / f"{stem}.tsv", spec.text, spec.pair, spec.label, regression=spec.regression,
                           label_names=spec.labels, no_header=not spec.header, limit=limit)
+        data.info["metrics"] = spec.metrics  # the task's official metric set (pipeline.metrics_for)
+        return data
     if split == "train":
         return one("train")
     (first, stem), *others = spec.dev.items()

@@ -56,7 +56,6 @@ def load_splits(args, need_train: bool = True) -> tuple[Dataset | None, Dataset,
         spec = glue_task(args.task)
         train = load_glue(args.task, args.data_dir, "train", train_limit) if need_train else None
         dev = load_glue(args.task, args.data_dir, "dev", dev_limit)
-        dev.info["metrics"] = spec.metrics
         metric = spec.main
     elif kind is not None:
         if need_train and not args.train_file:
