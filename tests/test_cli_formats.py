@@ -160,3 +160,27 @@ def test_bad_file_in_a_fresh_process_prints_only_the_one_line(tmp_path, name):
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and name in lines[0], proc.stderr[-2000:]
+
+
+def test_hub_dataset_id_from_the_local_cache(ckpt, tmp_path, monkeypatch):
+    """A Hub id that the datasets cache holds trains offline, nothing downloaded. The cache is written by datasets'
+    own Parquet builder in the layout a Hub load leaves (<name>/default/<version>/<commit>/); a namespaced id
+    ("org/name") is not built here: the builder refuses local files for a repo id."""
+    import datasets
+    import pandas as pd
+    from datasets.data_files import DataFilesDict
+    from datasets.packaged_modules.parquet.parquet import Parquet
+    pd.DataFrame(ROWS).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame(ROWS[:6]).to_parquet(tmp_path / "validation.parquet")
+    files = DataFilesDict.from_local_or_remote({"train": [str(tmp_path / "train.parquet")],
+                                                "validation": [str(tmp_path / "validation.parquet")]},
+                                               base_path=str(tmp_path))
+    Parquet(cache_dir=str(tmp_path / "cache"), dataset_name="tiny_reviews", config_name="default",
+            config_id="default", hash="5f1c0a7e9b", data_files=files).download_and_prepare()
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    (tmp_path / "train.parquet").unlink()  # only the cache is read
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", str(ckpt), "--train-file", "tiny_reviews", "--max-steps", "2", "--batch-size",
+                 "4", "--no-plot", "--output-dir", str(tmp_path / "run")]) == 0
+    got = report(tmp_path / "run")
+    assert got["steps"] == 2 and got["train_examples"] == 16 and got["dev_examples"] == 6
