@@ -60,6 +60,17 @@ def _rows(path, split: str, no_header: bool, limit: int | None) -> list[dict]:
     return rows
 
 
+def _columns(path, split: str, no_header: bool, limit: int | None, specs) -> tuple[list[dict], list]:
+    """The rows with only the columns named by `specs` ((name or index, what) pairs; None specs skipped), and
+    those columns' names: the first row resolves the names, then only those columns are kept while reading, so
+    a large file with many columns (MNLI's parse trees) does not stay in memory whole."""
+    columns = list(_rows(path, split, no_header, 1)[0])
+    names = [column(str(spec), columns, path, what) if spec is not None else None for spec, what in specs]
+    rows = read_rows(path, split=split, no_header=no_header, limit=limit,
+                     columns=list(dict.fromkeys(n for n in names if n is not None)))
+    return rows, names
+
+
 def _empty(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -77,11 +88,8 @@ def load_table(path: str | Path, text_column: str = "text", pair_column: str | N
                label_column: str = "label", regression: bool = False, label_names: list[str] | None = None,
                no_header: bool = False, limit: int | None = None, split: str = "train") -> Dataset:
     """A table with a text column, an optional text-pair column and a label column (names or 0-based indices)."""
-    rows = _rows(path, split, no_header, limit)
-    columns = list(rows[0])
-    text_column = column(str(text_column), columns, path, "text")
-    label_column = column(str(label_column), columns, path, "label")
-    pair_column = column(str(pair_column), columns, path, "text pair") if pair_column is not None else None
+    rows, (text_column, label_column, pair_column) = _columns(
+        path, split, no_header, limit, ((text_column, "text"), (label_column, "label"), (pair_column, "text pair")))
     texts, pairs, raw = [], [] if pair_column else None, []
     header_rows = 0 if no_header else 1
     for i, row in enumerate(rows, 1 + header_rows):
@@ -105,10 +113,8 @@ def load_tagging(path: str | Path, tokens_column: str = "tokens", tags_column: s
     if Path(path).suffix.lower() in (".conll", ".txt"):
         sentences = _conll_sentences(path, limit)
     else:
-        rows = _rows(path, split, False, limit)
-        columns = list(rows[0])
-        tokens_column = column(str(tokens_column), columns, path, "tokens")
-        tags_column = column(str(tags_column), columns, path, "tags")
+        rows, (tokens_column, tags_column) = _columns(path, split, False, limit,
+                                                      ((tokens_column, "tokens"), (tags_column, "tags")))
         sentences = [(r[tokens_column], r[tags_column]) for r in rows]
     words, tags = [], []
     for i, (w, t) in enumerate(sentences, 1):
@@ -158,11 +164,8 @@ def load_choices(path: str | Path, question_column: str = "question", choices_co
                  label_column: str = "label", limit: int | None = None, split: str = "train") -> Dataset:
     """Multiple choice: a question (context), a list of choices, and the index of the right one. Every example
     has the same number of choices (the head scores them side by side)."""
-    rows = _rows(path, split, False, limit)
-    columns = list(rows[0])
-    question_column = column(str(question_column), columns, path, "question")
-    choices_column = column(str(choices_column), columns, path, "choices")
-    label_column = column(str(label_column), columns, path, "label")
+    rows, (question_column, choices_column, label_column) = _columns(
+        path, split, False, limit, ((question_column, "question"), (choices_column, "choices"), (label_column, "label")))
     questions, choices, labels = [], [], []
     for i, row in enumerate(rows, 1):
         options, label = row[choices_column], row[label_column]

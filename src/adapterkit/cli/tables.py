@@ -28,17 +28,18 @@ def _datasets():
     return datasets
 
 
-def read_rows(source: str | Path, split: str = "train", no_header: bool = False, limit: int | None = None
-              ) -> list[dict]:
-    """The first `limit` rows (all without it) as dicts; a headerless CSV/TSV names its columns "0", "1", ..."""
+def read_rows(source: str | Path, split: str = "train", no_header: bool = False, limit: int | None = None,
+              columns: list[str] | None = None) -> list[dict]:
+    """The first `limit` rows (all without it) as dicts, only `columns` kept if given; a headerless CSV/TSV names
+    its columns "0", "1", ..."""
     path = Path(source)
     try:
         if path.is_dir():
-            rows = _from_disk(path, split, limit)
+            rows = _from_disk(path, split, limit, columns)
         elif path.is_file():
-            rows = _from_file(path, no_header, limit)
+            rows = _from_file(path, no_header, limit, columns)
         elif _looks_like_hub_id(str(source)):
-            rows = _from_hub(str(source), split, limit)
+            rows = _from_hub(str(source), split, limit, columns)
         else:
             raise DataError(f"{source}: file not found")
     except DataError:
@@ -57,7 +58,7 @@ def _format(path: Path) -> str:
     return names.get(suffix, suffix[1:].upper()) if suffix in BUILDERS else "a cached Hub dataset"
 
 
-def _from_file(path: Path, no_header: bool, limit: int | None) -> list[dict]:
+def _from_file(path: Path, no_header: bool, limit: int | None, columns) -> list[dict]:
     suffix = path.suffix.lower()
     builder = BUILDERS.get(suffix)
     if builder is None:
@@ -76,13 +77,11 @@ def _from_file(path: Path, no_header: bool, limit: int | None) -> list[dict]:
     elif builder == "text":
         kw = {"encoding": "utf-8-sig"}
     ds = _datasets().load_dataset(builder, data_files=str(path), split="train", streaming=True, **kw)
-    rows = [dict(r) for r in itertools.islice(ds, limit)]
-    if builder == "csv" and no_header:
-        rows = [{str(k): v for k, v in r.items()} for r in rows]
-    return rows
+    rows = (({str(k): v for k, v in r.items()} if no_header else r) for r in itertools.islice(ds, limit))
+    return [r if columns is None else {c: r[c] for c in columns} for r in rows]
 
 
-def _from_disk(path: Path, split: str, limit: int | None) -> list[dict]:
+def _from_disk(path: Path, split: str, limit: int | None, columns) -> list[dict]:
     datasets = _datasets()
     try:
         ds = datasets.load_from_disk(str(path))
@@ -91,6 +90,12 @@ def _from_disk(path: Path, split: str, limit: int | None) -> list[dict]:
                         "dataset_dict.json); give a file or a save_to_disk folder") from None
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, path)
+    return _take(ds, limit, columns)
+
+
+def _take(ds, limit: int | None, columns) -> list[dict]:
+    if columns is not None:
+        ds = ds.select_columns(columns)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return ds.to_list()
@@ -109,7 +114,7 @@ def _looks_like_hub_id(text: str) -> bool:
             and Path(text).suffix.lower() not in BUILDERS)
 
 
-def _from_hub(repo_id: str, split: str, limit: int | None) -> list[dict]:
+def _from_hub(repo_id: str, split: str, limit: int | None, columns) -> list[dict]:
     datasets = _datasets()
     try:
         splits = datasets.load_dataset(repo_id)
@@ -117,9 +122,7 @@ def _from_hub(repo_id: str, split: str, limit: int | None) -> list[dict]:
         raise DataError(f"{repo_id}: not a local file or folder, and not a Hub dataset in the local cache "
                         f"(nothing is downloaded; {type(exc).__name__})") from None
     ds = _pick_split(splits, split, repo_id)
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    return ds.to_list()
+    return _take(ds, limit, columns)
 
 
 def column(spec: str, columns: list[str], where, what: str) -> str:
