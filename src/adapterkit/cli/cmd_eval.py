@@ -27,7 +27,7 @@ def logits_and_labels(model, tokenizer, data, batch_size: int, max_length: int):
     import numpy as np
     import torch
 
-    from .pipeline import Encoded, collator_for
+    from .encoding import Encoded, collator_for
     loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, max_length), batch_size=batch_size,
                                          collate_fn=collator_for(data.kind, tokenizer))
     outs, labels = [], []

@@ -52,8 +52,8 @@ def run(args) -> int:
 
     from .models import resolve_model_path
     from .outputs import check_written, output_dir
-    from .pipeline import (Encoded, add_head, check_labels, collator_for, compute_metrics_fn, eval_sets,
-                           load_splits, max_length_for)
+    from .encoding import Encoded, collator_for
+    from .pipeline import add_head, check_labels, compute_metrics_fn, eval_sets, load_splits, max_length_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
