@@ -1,4 +1,5 @@
-"""What `train` and `eval` share: data selection, the head of the data's kind, label checks, metrics (tokenising: encoding.py)."""
+"""What `train` and `eval` share: data selection, the head of the data's kind, label checks and metrics
+(tokenising: encoding.py)."""
 
 from __future__ import annotations
 
