@@ -93,6 +93,17 @@ def test_a_capped_read_stops_early(tmp_path):
         read_rows(path)
 
 
+def test_max_train_samples_reads_only_the_first_rows(ckpt, tmp_path):
+    """The command with --max-train-samples / --max-eval-samples on a file whose row 25,001 is broken: it trains."""
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(25_000)) + "x,1,2,3\n")
+    args = ["train", "--model", str(ckpt), "--train-file", str(path), "--max-steps", "2", "--batch-size", "4",
+            "--no-plot", "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--max-train-samples", "16", "--max-eval-samples", "8"]) == 0
+    assert report(tmp_path / "run")["train_examples"] == 16
+    assert main(args) == 2  # uncapped, the broken row is reached
+
+
 def _write_bad(tmp_path):
     import datasets
     import pandas as pd
