@@ -80,8 +80,25 @@ def test_format_trains_for_2_steps(ckpt, tmp_path, fmt):
 def test_column_index_on_a_file_with_a_header(tmp_path):
     from adapterkit.cli.data import load_table
     (tmp_path / "d.csv").write_text("id,sentence,y\n1,hello there,a\n2,good bye,b\n")
-    ds = load_table(tmp_path / "d.csv", text_column="1", label_column="2")
+    ds = load_table(tmp_path / "d.csv", text_column="1", label_column="y")  # a name: the file has a header
     assert ds.texts == ["hello there", "good bye"] and ds.label_names == ["a", "b"]
+    ds = load_table(tmp_path / "d.csv", text_column="sentence", label_column="2")
+    assert ds.texts == ["hello there", "good bye"] and ds.label_names == ["a", "b"]
+
+
+def test_indices_alone_read_a_headerless_file(tmp_path):
+    """CoLA-style: `--text-column 3 --label-column 1` without --no-header keeps row 1 as data; a file that does
+    have a header row, given indices only, is refused with a way out rather than learning a class "label"."""
+    from adapterkit.cli.data import load_table
+    (tmp_path / "cola.tsv").write_text("".join(f"gj04\t{i % 2}\t{'' if i % 2 else '*'}\tsentence {i}\n"
+                                               for i in range(6)))
+    ds = load_table(tmp_path / "cola.tsv", text_column="3", label_column="1")
+    assert len(ds) == 6 and ds.texts[0] == "sentence 0" and ds.labels == [0, 1, 0, 1, 0, 1]
+    (tmp_path / "h.tsv").write_text("id\tlabel\tmark\tsentence\n" + "".join(
+        f"{i}\t{i % 2}\t\tsentence {i}\n" for i in range(6)))
+    with pytest.raises(DataError, match="h.tsv: row 1 looks like a header .*'label'.*--no-header"):
+        load_table(tmp_path / "h.tsv", text_column="3", label_column="1")
+    assert len(load_table(tmp_path / "h.tsv", text_column="sentence", label_column="1")) == 6
 
 
 def test_a_capped_read_stops_early(tmp_path):

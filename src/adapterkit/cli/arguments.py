@@ -71,7 +71,8 @@ def add_data_arguments(p) -> None:
                    help="name or 0-based index (default: label; tags for token classification)")
     g.add_argument("--choices-column", default=None, help="multiple choice: the list of choices (default: choices)")
     g.add_argument("--no-header", action="store_true",
-                   help="CSV / TSV without a header row: columns are named by index, 0, 1, ...")
+                   help="CSV / TSV without a header row: columns are named by index, 0, 1, ... (implied when "
+                        "every column is given as an index)")
     g.add_argument("--regression", action="store_true", help="numeric labels (one output, MSE loss)")
     g.add_argument("--max-train-samples", type=positive_int, default=None,
                    help="read only the first N training rows (streamed: a large file is not loaded whole)")

@@ -87,7 +87,14 @@ def _label_index(path, raw: list, label_names: list[str] | None) -> tuple[list[i
 def load_table(path: str | Path, text_column: str = "text", pair_column: str | None = None,
                label_column: str = "label", regression: bool = False, label_names: list[str] | None = None,
                no_header: bool = False, limit: int | None = None, split: str = "train") -> Dataset:
-    """A table with a text column, an optional text-pair column and a label column (names or 0-based indices)."""
+    """A table with a text column, an optional text-pair column and a label column (names or 0-based indices).
+
+    A CSV / TSV whose columns are all given as indices (`--text-column 3 --label-column 1`) is read as headerless,
+    as is any with `no_header`: a header row would otherwise swallow the first example (CoLA's files)."""
+    specs = [str(c) for c in (text_column, label_column, pair_column) if c is not None]
+    inferred = (not no_header and Path(str(path)).suffix.lower() in (".csv", ".tsv") and Path(str(path)).is_file()
+                and all(c.isdigit() for c in specs))
+    no_header = no_header or inferred
     rows, (text_column, label_column, pair_column) = _columns(
         path, split, no_header, limit, ((text_column, "text"), (label_column, "label"), (pair_column, "text pair")))
     texts, pairs, raw = [], [] if pair_column else None, []
@@ -102,6 +109,10 @@ def load_table(path: str | Path, text_column: str = "text", pair_column: str | N
     if regression:
         labels = [_finite(path, i, label_column, v) for i, v in enumerate(raw, 1 + header_rows)]
         return Dataset(texts, labels, pairs, None, {"path": str(path)})
+    if inferred and len(raw) > 2 and str(raw[0]) not in {str(v) for v in raw[1:]}:
+        raise DataError(f"{path}: row 1 looks like a header (its label {raw[0]!r} is in no other row); the columns "
+                        "were given as indices, so the file is read as headerless: name the columns instead, or "
+                        "pass --no-header to keep row 1 as data")
     labels, names = _label_index(path, raw, label_names)
     return Dataset(texts, labels, pairs, names, {"path": str(path)})
 
