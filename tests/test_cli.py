@@ -85,7 +85,7 @@ def test_convert_to_peft_and_back(trained, tiny_checkpoint, tmp_path):
     (["train", "--method", "nonsense"], "unknown adapter config name 'nonsense'"),
     (["train", "--train-file", "/nonexistent/train.csv"], "file not found"),
     (["train", "--train-file", "{csv}", "--label-column", "stars"], "label column 'stars' not found"),
-    (["train", "--train-file", "{bad}"], "unsupported format .parquet"),
+    (["train", "--train-file", "{bad}"], "cannot be read as PARQUET"),
     (["train", "--task", "rte"], "--task needs --data-dir"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["eval", "--adapter-dir", "/nonexistent"], "no adapter_config.json"),

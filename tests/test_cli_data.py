@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from adapterkit.cli import metrics
 from adapterkit.cli.data import DataError, demo_data, load_glue, load_table
 
-GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+# ../shared/data/glue beside the checkout; GLUE_DIR overrides (a worktree elsewhere)
+GLUE = Path(os.environ.get("GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"))
 
 
 def test_metrics_against_definitions():
@@ -43,8 +45,9 @@ def test_table_formats(tmp_path):
     ("text,label\n", "e.csv", "no data rows"),
     ("txt,label\na,1\n", "c.csv", "text column 'text' not found; columns: label, txt"),
     ("text,lab\na,1\n", "l.csv", "label column 'label' not found"),
-    ("{bad json\n", "j.jsonl", "not valid JSON"),
-    ("a b c", "x.parquet", "unsupported format"),
+    ("{bad json\n", "j.jsonl", "cannot be read as JSON Lines"),
+    ("a b c", "x.parquet", "cannot be read as PARQUET"),
+    ("a b c", "x.xlsx", "unsupported format .xlsx"),
 ])
 def test_bad_data_names_file_and_problem(tmp_path, content, name, match):
     (tmp_path / name).write_text(content)

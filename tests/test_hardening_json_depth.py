@@ -97,5 +97,5 @@ def test_errors_are_adapter_errors():
 def test_cli_jsonl_data(tmp_path):
     from adapterkit.cli.data import DataError, load_table
     (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 1}\n{"text": ' + DEEP + ', "label": 0}\n')
-    with pytest.raises(DataError, match=r"d\.jsonl: line 2.*nest"):
+    with pytest.raises(DataError, match=r"d\.jsonl: cannot be read as JSON Lines.*depth"):
         load_table(tmp_path / "d.jsonl")

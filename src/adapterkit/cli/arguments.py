@@ -53,15 +53,29 @@ ratio = finite_float(0.0, 1.0, low_inclusive=True)
 
 def add_data_arguments(p) -> None:
     g = p.add_argument_group("data (default: the built-in demo reviews)")
-    g.add_argument("--task", help="GLUE task: rte, mrpc, stsb, sst2 (with --data-dir)")
-    g.add_argument("--data-dir", help="folder in the GLUE layout (<TASK>/train.tsv, dev.tsv)")
-    g.add_argument("--train-file", help="CSV / TSV / JSONL with a text, optional text-pair and label column")
-    g.add_argument("--dev-file", help="evaluation file, same format")
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--pair-column", default=None)
-    g.add_argument("--label-column", default="label")
+    g.add_argument("--task", help="GLUE task with --data-dir: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; "
+                                  "or, with --train-file: classification, regression, token-classification (ner), "
+                                  "multiple-choice")
+    g.add_argument("--data-dir", help="folder in the GLUE layout (<TASK>/train.tsv, dev.tsv; MNLI dev_matched.tsv, "
+                                      "dev_mismatched.tsv; CoLA headerless)")
+    g.add_argument("--train-file", help="CSV / TSV / JSON / JSONL / Parquet file, a datasets.save_to_disk folder, or "
+                                        "a Hub dataset id in the local cache (never downloaded); token "
+                                        "classification also reads CoNLL-style .conll / .txt")
+    g.add_argument("--dev-file", help="evaluation data, same formats (default: the train data's dev split if a "
+                                      "folder or Hub id has one, else the train file)")
+    g.add_argument("--text-column", default=None,
+                   help="name or 0-based index (default: text; tokens for token classification; question for "
+                        "multiple choice)")
+    g.add_argument("--pair-column", default=None, help="second text of a pair (name or index)")
+    g.add_argument("--label-column", default=None,
+                   help="name or 0-based index (default: label; tags for token classification)")
+    g.add_argument("--choices-column", default=None, help="multiple choice: the list of choices (default: choices)")
+    g.add_argument("--no-header", action="store_true",
+                   help="CSV / TSV without a header row: columns are named by index, 0, 1, ... (implied when "
+                        "every column is given as an index)")
     g.add_argument("--regression", action="store_true", help="numeric labels (one output, MSE loss)")
-    g.add_argument("--max-train-samples", type=positive_int, default=None)
-    g.add_argument("--max-eval-samples", type=positive_int, default=None)
+    g.add_argument("--max-train-samples", type=positive_int, default=None,
+                   help="read only the first N training rows (streamed: a large file is not loaded whole)")
+    g.add_argument("--max-eval-samples", type=positive_int, default=None, help="read only the first N dev rows")
     g.add_argument("--max-length", type=positive_int, default=None,
                    help="tokens per example (default: 128, or fewer if the model has fewer positions)")

@@ -21,19 +21,26 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def predictions(model, tokenizer, data, batch_size: int, max_length: int):
+def logits_and_labels(model, tokenizer, data, batch_size: int, max_length: int):
+    """Logits and labels over the data, batched with the collator training used (tagging: one row per token, so
+    batches padded to different lengths concatenate)."""
     import numpy as np
     import torch
-    outs = []
+
+    from .encoding import Encoded, collator_for
+    loader = torch.utils.data.DataLoader(Encoded(data, tokenizer, max_length), batch_size=batch_size,
+                                         collate_fn=collator_for(data.kind, tokenizer))
+    outs, labels = [], []
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(data), batch_size):
-            pairs = data.text_pairs[i:i + batch_size] if data.text_pairs is not None else None
-            enc = tokenizer(data.texts[i:i + batch_size], pairs, truncation=True, max_length=max_length,
-                            padding=True, return_tensors="pt")
-            outs.append(model(**enc).logits.float().numpy())
-    logits = np.concatenate(outs)
-    return logits.reshape(-1) if data.is_regression else logits.argmax(-1)
+        for batch in loader:
+            y = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            if data.kind == "tagging":
+                logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            outs.append(logits.numpy())
+            labels.append(y.numpy())
+    return np.concatenate(outs), np.concatenate(labels)
 
 
 def run(args) -> int:
@@ -49,11 +56,10 @@ def run(args) -> int:
 
     import adapterkit
 
-    from . import metrics
     from .errors import UsageError
     from .models import resolve_model_path
     from .outputs import output_file
-    from .pipeline import check_head_fits, load_splits, max_length_for
+    from .pipeline import check_head_fits, eval_sets, load_splits, max_length_for, metrics_for, relabel
 
     adapter_dir = Path(args.adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
@@ -68,12 +74,12 @@ def run(args) -> int:
     if name not in model.heads:
         raise UsageError(f"{adapter_dir}: no head saved with adapter {name!r}; evaluation needs one")
     check_head_fits(model.heads[name].config, dev, adapter_dir)
-    labels = model.heads[name].config.get("label2id") or {}
-    if dev.label_names is not None and labels and sorted(labels, key=labels.get) != dev.label_names:
-        raise UsageError(f"labels of the data {dev.label_names} differ from the head's {sorted(labels, key=labels.get)}")
-    preds = predictions(model, tokenizer, dev, args.batch_size, max_length_for(args.max_length, model))
-    result = (metrics.regression_metrics(preds, dev.labels) if dev.is_regression
-              else metrics.classification_metrics(preds, dev.labels))
+    dev = relabel(dev, model.heads[name].config.get("label2id") or {})
+    max_length = max_length_for(args.max_length, model)
+    result = {}
+    for split, data in ((eval_sets(dev).items()) if isinstance(eval_sets(dev), dict) else [("", dev)]):
+        logits, labels = logits_and_labels(model, tokenizer, data, args.batch_size, max_length)
+        result.update({f"{split}_{k}" if split else k: v for k, v in metrics_for(data, logits, labels).items()})
     report = {"adapter": name, "examples": len(dev), "metrics": result, "main_metric": metric}
     print(json.dumps(report, indent=2))
     if output is not None:

