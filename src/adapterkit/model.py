@@ -17,6 +17,7 @@ from .errors import AdapterError
 from .fusion.container import fusion_parameter_ids
 from .fusion_api import FusionMixin, freeze_fusions
 from .interfaces import ModelInterface, get_interface
+from .io import hub
 from .naming import check_adapter_name
 from .state import AdapterState
 from .summary import format_summary, summary_rows
@@ -216,11 +217,15 @@ class AdapterModelMixin(FusionMixin):
         io.save_adapter(self, save_directory, adapter_name, format=format, safetensors=safetensors)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
-                     with_head: bool = True, overwrite_ok: bool = False) -> str:
+                     with_head: bool = True, overwrite_ok: bool = False, **hub_options) -> str:
         """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
-        name. Everything is validated first: on any error the model is unchanged."""
-        return io.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format,
-                            overwrite_ok=overwrite_ok)
+        name. Everything is validated first: on any error the model is unchanged.
+
+        `path` may be a Hub repo id ("org/name"), fetched (adapter files only) through huggingface_hub: its cache
+        and HF_HUB_OFFLINE apply; `hub_options`: revision, cache_dir, token, local_files_only, subfolder."""
+        local = hub.resolve_path(path, **hub_options)
+        return io.load_adapter(self, local, load_as=load_as, set_active=set_active, format=format,
+                               overwrite_ok=overwrite_ok, folder_name=hub.folder_name(path, hub_options.get("subfolder")))
 
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""

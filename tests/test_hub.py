@@ -1,0 +1,180 @@
+"""Hub repos ("org/name") load through huggingface_hub, offline, from a cache the test builds in the real layout
+(tests/hub_cache.py, with huggingface_hub's own cache functions). Nothing here can reach a network: offline mode
+is on for every test (huggingface_hub then refuses every request)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub import constants
+
+import adapterkit
+from adapterkit import AdapterError
+
+from conftest import tiny_config, tiny_model
+from hub_cache import cache_repo
+from test_reference_adapters import FIXTURES, load_base
+
+HUB_FIXTURES = Path(__file__).parent / "fixtures" / "adapterhub"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def _out(model, batch):
+    with torch.no_grad():
+        return model(**batch).last_hidden_state
+
+
+def _randomised(config="lora[r=4]", seed=1):
+    model = adapterkit.init(tiny_model())
+    model.add_adapter("a", config=config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.adapterkit.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    model.set_active_adapters("a")
+    return model
+
+
+@pytest.mark.parametrize("format", ["adapterkit", "peft", "adapterhub"])
+def test_repo_of_each_layout_loads_offline(tmp_path, batch, format):
+    model = _randomised()
+    expected = _out(model, batch)
+    model.save_adapter(tmp_path / "saved", "a", format=format)
+    cache = tmp_path / "cache"
+    cache_repo(cache, "org/tiny-lora", tmp_path / "saved")
+    fresh = adapterkit.init(tiny_model())
+    # A PEFT checkpoint stores no name (peft names it after its folder): from a repo it is the repo's name.
+    assert fresh.load_adapter("org/tiny-lora", set_active=True, cache_dir=cache) == (
+        "tiny-lora" if format == "peft" else "a")
+    torch.testing.assert_close(_out(fresh, batch), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["bin", "safetensors"])
+def test_adapters_package_repo_loads_offline(tmp_path, variant):
+    """A repo holding an adapter (and head) that the `adapters` package saved (AdapterHub layout) gives its
+    outputs (tests/fixtures/adapterhub, made with adapters 1.3.0)."""
+    from safetensors.torch import load_file
+    case = HUB_FIXTURES / "bert" / "seq_bn_head"
+    cache_repo(tmp_path, "AdapterHub/bert-tiny-seq-bn", case / variant)
+    model = adapterkit.init(load_base("bert"))
+    name = model.load_adapter("AdapterHub/bert-tiny-seq-bn", set_active=True, cache_dir=tmp_path)
+    inputs = load_file(FIXTURES / "bert" / "inputs.safetensors")
+    with torch.no_grad():
+        out = model(**inputs).last_hidden_state
+    assert name == json.loads((case / variant / "adapter_config.json").read_text())["name"]
+    torch.testing.assert_close(out, load_file(case / "expected.safetensors")["last_hidden_state"], atol=1e-5, rtol=0)
+
+
+def test_only_adapter_files_are_asked_for(tmp_path, batch, monkeypatch):
+    """The repo also lists a 10 MB base model and a notebook that were never downloaded: the load does not need
+    them (offline, a read of the whole repo would fail as incomplete), and it asks huggingface_hub for adapter
+    files only."""
+    model = _randomised()
+    model.save_adapter(tmp_path / "saved", "a")
+    extra = {"model.safetensors": b"\0" * 10_000_000, "train.ipynb": b"{}", "sub/adapter_config.json": b"{}"}
+    cache_repo(tmp_path / "cache", "org/mixed", tmp_path / "saved", listed_only=extra)
+    with pytest.raises(huggingface_hub.errors.IncompleteSnapshotError):
+        huggingface_hub.snapshot_download("org/mixed", cache_dir=tmp_path / "cache")
+    asked = []
+    real = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: asked.append(k) or real(*a, **k))
+    fresh = adapterkit.init(tiny_model())
+    fresh.load_adapter("org/mixed", set_active=True, cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(_out(fresh, batch), _out(model, batch), atol=1e-6, rtol=0)
+    (call,) = asked
+    assert "model.safetensors" not in call["allow_patterns"] and "adapter_config.json" in call["allow_patterns"]
+    assert not any("*" in p for p in call["allow_patterns"])  # the root only: sub/ is another adapter
+
+
+def test_missing_repo_offline_is_a_clear_error(tmp_path):
+    model = adapterkit.init(tiny_model())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AdapterError) as err:
+        model.load_adapter("org/not-cached", cache_dir=tmp_path)
+    message = str(err.value)
+    assert "'org/not-cached'" in message and "not in the Hugging Face cache" in message
+    assert "HF_HUB_OFFLINE=0" in message and str(tmp_path) in message
+    assert not model.adapter_state.configs
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_local_files_only_is_honoured(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(AdapterError, match="local_files_only=True"):
+        adapterkit.init(tiny_model()).load_adapter("org/not-cached", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_revision_and_subfolder(tmp_path, batch):
+    model = _randomised()
+    model.save_adapter(tmp_path / "saved" / "adapters" / "a", "a")
+    cache_repo(tmp_path / "cache", "org/nested", tmp_path / "saved", revision="v1")
+    fresh = adapterkit.init(tiny_model())
+    fresh.load_adapter("org/nested", subfolder="adapters/a", revision="v1", set_active=True,
+                       cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(_out(fresh, batch), _out(model, batch), atol=1e-6, rtol=0)
+    with pytest.raises(AdapterError, match="not in the Hugging Face cache"):  # main was never cached
+        fresh.load_adapter("org/nested", subfolder="adapters/a", cache_dir=tmp_path / "cache", load_as="b")
+
+
+@pytest.mark.parametrize("subfolder", ["../x", "/etc", "a/../../b", "."])
+def test_subfolder_never_leaves_the_repo(tmp_path, subfolder):
+    with pytest.raises(AdapterError, match="subfolder"):
+        adapterkit.init(tiny_model()).load_adapter("org/x", subfolder=subfolder, cache_dir=tmp_path)
+
+
+def test_unknown_option_is_named(tmp_path):
+    with pytest.raises(AdapterError, match="use_safetensors.*revision"):
+        adapterkit.init(tiny_model()).load_adapter("org/x", use_safetensors=True)
+
+
+def test_local_directory_wins_and_bad_path_is_not_a_repo(tmp_path, monkeypatch, batch):
+    model = _randomised()
+    model.save_adapter(tmp_path / "org" / "name", "a")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the Hub"))
+    fresh = adapterkit.init(tiny_model())
+    fresh.load_adapter("org/name", set_active=True)  # the local folder, not the repo
+    torch.testing.assert_close(_out(fresh, batch), _out(model, batch), atol=1e-6, rtol=0)
+    with pytest.raises(AdapterError, match="no such adapter directory"):
+        fresh.load_adapter("../no/such/dir")
+
+
+def test_adapter_model_fetches_the_head_too(tmp_path, batch):
+    torch.manual_seed(0)
+    model = adapterkit.AutoAdapterModel.from_config(tiny_config())
+    model.add_adapter("sst", config="pfeiffer")
+    model.add_classification_head("sst", num_labels=3)
+    model.eval()
+    with torch.no_grad():
+        for p in model.adapterkit["sst"].parameters():
+            p.add_(0.1)
+    model.set_active_adapters("sst")
+    model.save_adapter(tmp_path / "saved", "sst")
+    cache_repo(tmp_path / "cache", "org/sst", tmp_path / "saved")
+    other = adapterkit.AutoAdapterModel.from_config(tiny_config())
+    other.load_state_dict(model.state_dict(), strict=False)
+    other.eval()
+    assert other.load_adapter("org/sst", set_active=True, cache_dir=tmp_path / "cache") == "sst"
+    assert other.active_head == "sst"
+    with torch.no_grad():
+        torch.testing.assert_close(other(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_auto_adapter_model_from_repo_offline(tmp_path, batch):
+    base = tiny_model()
+    base.save_pretrained(tmp_path / "base")
+    cache_repo(tmp_path / "cache", "org/tiny-bert", tmp_path / "base")
+    model = adapterkit.AutoAdapterModel.from_pretrained("org/tiny-bert", cache_dir=tmp_path / "cache").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).last_hidden_state, base(**batch).last_hidden_state, atol=0, rtol=0)
+    with pytest.raises(AdapterError) as err:
+        adapterkit.AutoAdapterModel.from_pretrained("org/not-cached", cache_dir=tmp_path / "cache")
+    assert "'org/not-cached'" in str(err.value) and "not in the Hugging Face cache" in str(err.value)
