@@ -178,3 +178,115 @@ def test_auto_adapter_model_from_repo_offline(tmp_path, batch):
     with pytest.raises(AdapterError) as err:
         adapterkit.AutoAdapterModel.from_pretrained("org/not-cached", cache_dir=tmp_path / "cache")
     assert "'org/not-cached'" in str(err.value) and "not in the Hugging Face cache" in str(err.value)
+
+
+# -- push_adapter_to_hub: staged locally; the upload calls are captured (no Hub, no local server) ------------------
+def _captured_upload(monkeypatch):
+    """Replace HfApi.create_repo / upload_folder with recorders that keep the files the upload would send."""
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = dict(repo_id=repo_id, endpoint=self.endpoint, **kwargs)
+        return huggingface_hub.RepoUrl(f"{self.endpoint}/{repo_id}", endpoint=self.endpoint)
+
+    def upload_folder(self, *, repo_id, folder_path, allow_patterns=None, **kwargs):
+        from huggingface_hub.utils import filter_repo_objects
+        names = [p.name for p in Path(folder_path).iterdir() if p.is_file()]
+        sent = list(filter_repo_objects(names, allow_patterns=allow_patterns))
+        calls["upload_folder"] = dict(repo_id=repo_id, allow_patterns=allow_patterns, **kwargs)
+        calls["files"] = {name: (Path(folder_path) / name).read_bytes() for name in sent}
+        return "commit-info"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def _pushed_model(tmp_path):
+    """An AdapterModel loaded from a (cached) base repo, so its card can name the base model."""
+    tiny_model().save_pretrained(tmp_path / "base")
+    cache_repo(tmp_path / "cache", "org/tiny-bert", tmp_path / "base")
+    model = adapterkit.AutoAdapterModel.from_pretrained("org/tiny-bert", cache_dir=tmp_path / "cache").eval()
+    model.add_adapter("sst", config="lora[r=4]")
+    model.add_classification_head("sst", num_labels=2)
+    with torch.no_grad():
+        for p in model.adapterkit["sst"].parameters():
+            p.add_(0.05)
+    model.set_active_adapters("sst")
+    return model
+
+
+def test_push_stages_the_save_and_a_card_then_round_trips(tmp_path, monkeypatch, batch):
+    calls = _captured_upload(monkeypatch)
+    model = _pushed_model(tmp_path)
+    metrics = {"eval_accuracy": 0.8125, "train_loss": 0.4321, "epoch": 3}
+    out = model.push_adapter_to_hub("me/sst-lora", "sst", datasets_tag="glue", metrics=metrics,
+                                    endpoint="http://127.0.0.1:9", private=True)
+    assert out == "commit-info"
+    assert calls["create_repo"]["repo_id"] == "me/sst-lora" and calls["create_repo"]["private"] is True
+    assert calls["create_repo"]["endpoint"] == "http://127.0.0.1:9"
+    model.save_adapter(tmp_path / "plain", "sst")
+    expected_files = {p.name for p in (tmp_path / "plain").iterdir()} | {"README.md"}
+    assert set(calls["files"]) == expected_files == set(calls["upload_folder"]["allow_patterns"])
+    for name in expected_files - {"README.md"}:  # the same files save_adapter writes
+        assert calls["files"][name] == (tmp_path / "plain" / name).read_bytes(), name
+
+    card = huggingface_hub.ModelCard(calls["files"]["README.md"].decode())
+    assert card.data.base_model == "org/tiny-bert" and card.data.library_name == "adapterkit"
+    assert {"adapterkit", "lora", "bert"} <= set(card.data.tags) and card.data.datasets == ["glue"]
+    config_json = card.text.split("## Adapter config")[1].split("```json")[1].split("```")[0]
+    assert json.loads(config_json) == model.adapter_state.configs["sst"].to_dict()
+    assert "| eval_accuracy | 0.8125 |" in card.text and "| epoch | 3 |" in card.text
+    assert "model.load_adapter('me/sst-lora', set_active=True)" in card.text
+    assert "AutoAdapterModel.from_pretrained('org/tiny-bert')" in card.text
+
+    # what was uploaded, put in a cache as the Hub would serve it, loads back with the same outputs
+    cache_repo(tmp_path / "cache", "me/sst-lora", calls["files"])
+    other = adapterkit.AutoAdapterModel.from_pretrained("org/tiny-bert", cache_dir=tmp_path / "cache").eval()
+    assert other.load_adapter("me/sst-lora", set_active=True, cache_dir=tmp_path / "cache") == "sst"
+    with torch.no_grad():
+        torch.testing.assert_close(other(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_card_usage_snippet_runs(tmp_path, monkeypatch, batch):
+    calls = _captured_upload(monkeypatch)
+    model = _pushed_model(tmp_path)
+    model.push_adapter_to_hub("me/sst-lora", "sst")
+    cache_repo(tmp_path / "cache", "me/sst-lora", calls["files"])
+    snippet = calls["files"]["README.md"].decode().split("```python\n")[1].split("```")[0]
+    # the snippet as a user runs it; the test's cache stands in for the default one
+    snippet = snippet.replace(".from_pretrained('org/tiny-bert')",
+                              f".from_pretrained('org/tiny-bert', cache_dir={str(tmp_path / 'cache')!r})")
+    snippet = snippet.replace("set_active=True)", f"set_active=True, cache_dir={str(tmp_path / 'cache')!r})")
+    scope = {}
+    exec(snippet, scope)  # noqa: S102 - our own card's code
+    with torch.no_grad():
+        torch.testing.assert_close(scope["model"].eval()(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_existing_card_is_kept_unless_overwritten(tmp_path, monkeypatch):
+    calls = _captured_upload(monkeypatch)
+    model = _randomised()
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "README.md").write_text("my card\n")
+    model.push_adapter_to_hub("me/a", "a", local_path=tmp_path / "stage")
+    assert calls["files"]["README.md"] == b"my card\n"
+    model.push_adapter_to_hub("me/a", "a", local_path=tmp_path / "stage", overwrite_adapter_card=True)
+    assert calls["files"]["README.md"].startswith(b"---\n") and b"my card" not in calls["files"]["README.md"]
+
+
+def test_push_offline_is_refused_before_any_request(tmp_path):
+    """No capture here: the real HfApi, with HF_HUB_OFFLINE on, refuses the request itself; the files stay staged."""
+    model = _randomised()
+    with pytest.raises(AdapterError, match="HF_HUB_OFFLINE is set"):
+        model.push_adapter_to_hub("me/a", "a", local_path=tmp_path / "stage")
+    assert {"adapter_config.json", "adapter.safetensors", "README.md"} <= {p.name for p in (tmp_path / "stage").iterdir()}
+
+
+def test_push_bad_card_option_and_unknown_adapter(tmp_path):
+    model = _randomised()
+    with pytest.raises(AdapterError, match="unknown adapter_card_kwargs citation"):
+        model.push_adapter_to_hub("me/a", "a", adapter_card_kwargs={"citation": "x"})
+    with pytest.raises(AdapterError, match="nope"):
+        model.push_adapter_to_hub("me/a", "nope", local_path=tmp_path / "s")
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

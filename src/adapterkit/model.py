@@ -231,6 +231,16 @@ class AdapterModelMixin(FusionMixin):
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
         return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)
 
+    def push_adapter_to_hub(self, repo_id: str, adapter_name: str, **options):
+        """Upload an adapter (as `save_adapter` writes it, head included) plus a model card (README.md: config,
+        base model, `metrics` if given, usage) to the Hub through huggingface_hub; returns its CommitInfo.
+
+        Options (hub_push.push_adapter_to_hub): datasets_tag, local_path (stage there, else a temp folder),
+        commit_message, private, token, overwrite_adapter_card, create_pr, revision, commit_description,
+        adapter_card_kwargs (tags, language, license, description), metrics, format, endpoint."""
+        from .hub_push import push_adapter_to_hub
+        return push_adapter_to_hub(self, repo_id, adapter_name, **options)
+
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):
         """The release notes' table: name, architecture, #param, %param (of the base model), active, train."""
