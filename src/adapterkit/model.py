@@ -231,6 +231,19 @@ class AdapterModelMixin(FusionMixin):
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
         return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)
 
+    def save_adapter_setup(self, save_directory, adapter_setup, head_setup=None, format: str = "adapterkit",
+                           safetensors: bool = True) -> None:
+        """Save a whole composition as the `adapters` package lays it out: `adapter_setup.json` plus one folder per
+        adapter, fusion and head (setup_io.py); `format="adapterhub"` writes the adapters in its file format."""
+        from .setup_io import save_adapter_setup
+        save_adapter_setup(self, save_directory, adapter_setup, head_setup, format=format, safetensors=safetensors)
+
+    def load_adapter_setup(self, adapter_setup_name_or_path, set_active: bool = False, **hub_options):
+        """Load a folder (or Hub repo) saved by `save_adapter_setup`, ours or the `adapters` package's; returns
+        (adapter setup, head setup). On any error the model is unchanged."""
+        from .setup_io import load_adapter_setup
+        return load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active, **hub_options)
+
     def push_adapter_to_hub(self, repo_id: str, adapter_name: str, **options):
         """Upload an adapter (as `save_adapter` writes it, head included) plus a model card (README.md: config,
         base model, `metrics` if given, usage) to the Hub through huggingface_hub; returns its CommitInfo.

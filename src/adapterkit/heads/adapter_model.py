@@ -36,6 +36,8 @@ class AdapterModel(AdapterModelMixin):
     """Mixin of the generated `<Arch>AdapterModel` classes (listed before `<Arch>PreTrainedModel`)."""
 
     _base_model_class: ClassVar[type]
+    # The files a Hub load fetches for one adapter: the adapter's and its head's.
+    hub_files: ClassVar[tuple[str, ...]] = hub.ADAPTER_FILES + head_io.HEAD_FILES
     # Head losses are per-batch means: the Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
@@ -239,7 +241,7 @@ class AdapterModel(AdapterModelMixin):
         and with `with_head` the directory's head (if any; never for a PEFT checkpoint) under the adapter's name,
         once the adapter is in; the head is validated before it is added, and if it fails the adapter is taken out
         again: on any error the model is unchanged."""
-        source, path = path, hub.resolve_path(path, hub.ADAPTER_FILES + head_io.HEAD_FILES, **hub_options)
+        source, path = path, hub.resolve_path(path, self.hub_files, **hub_options)
 
         def load_head_too(name: str, ckpt) -> None:
             if with_head and ckpt.format != peft.FORMAT and head_io.has_head(path):
