@@ -4,11 +4,13 @@ is on for every test (huggingface_hub then refuses every request)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import huggingface_hub
 import pytest
+import safetensors.torch
 import torch
 from huggingface_hub import constants
 
@@ -228,8 +230,18 @@ def test_push_stages_the_save_and_a_card_then_round_trips(tmp_path, monkeypatch,
     model.save_adapter(tmp_path / "plain", "sst")
     expected_files = {p.name for p in (tmp_path / "plain").iterdir()} | {"README.md"}
     assert set(calls["files"]) == expected_files == set(calls["upload_folder"]["allow_patterns"])
-    for name in expected_files - {"README.md"}:  # the same files save_adapter writes
-        assert calls["files"][name] == (tmp_path / "plain" / name).read_bytes(), name
+    for name in expected_files - {"README.md"}:  # the same files save_adapter writes (safetensors' header order
+        sent, saved = calls["files"][name], (tmp_path / "plain" / name).read_bytes()  # of metadata varies: decode)
+        if name.endswith(".json"):  # the weights' sha256 is of the file's bytes: checked against the sent file
+            sent_j, saved_j = json.loads(sent), json.loads(saved)
+            digest = sent_j.get("weights", {}).pop("sha256", None)
+            saved_j.get("weights", {}).pop("sha256", None)
+            assert sent_j == saved_j, name
+            if digest is not None:
+                assert hashlib.sha256(calls["files"][sent_j["weights"]["file"]]).hexdigest() == digest
+        else:
+            sent_t, saved_t = safetensors.torch.load(sent), safetensors.torch.load(saved)
+            assert sent_t.keys() == saved_t.keys() and all(torch.equal(sent_t[k], saved_t[k]) for k in sent_t), name
 
     card = huggingface_hub.ModelCard(calls["files"]["README.md"].decode())
     assert card.data.base_model == "org/tiny-bert" and card.data.library_name == "adapterkit"
@@ -290,3 +302,52 @@ def test_push_bad_card_option_and_unknown_adapter(tmp_path):
     with pytest.raises(AdapterError, match="nope"):
         model.push_adapter_to_hub("me/a", "nope", local_path=tmp_path / "s")
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+# -- the environment, as users set it (a fresh process: huggingface_hub reads HF_HUB_* at import) ------------------
+def _env(cache, **extra):
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    return {**env, "HF_HUB_CACHE": str(cache), **extra}
+
+
+def test_hf_hub_offline_and_cache_from_the_environment(tmp_path, batch):
+    import subprocess
+    import sys
+    model = _randomised()
+    model.save_adapter(tmp_path / "saved", "a")
+    cache_repo(tmp_path / "cache", "org/env-lora", tmp_path / "saved")
+    torch.save(_out(model, batch), tmp_path / "expected.pt")
+    script = (
+        "import sys, torch; sys.path.insert(0, 'tests'); import adapterkit; from conftest import tiny_model\n"
+        "from test_hub import _out\n"
+        "m = adapterkit.init(tiny_model()); m.load_adapter('org/env-lora', set_active=True)\n"
+        "g = torch.Generator().manual_seed(7); ids = torch.randint(2, 99, (3, 9), generator=g)\n"
+        "mask = torch.ones_like(ids); mask[1, -3:] = 0\n"
+        f"assert torch.allclose(_out(m, dict(input_ids=ids, attention_mask=mask)), torch.load({str(tmp_path / 'expected.pt')!r}), atol=1e-6)\n"
+        "try:\n    m.load_adapter('org/absent')\nexcept adapterkit.AdapterError as e:\n    print(e)\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root,
+                          env=_env(tmp_path / "cache", HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'org/absent' is not a local directory and not in the Hugging Face cache" in done.stdout
+    assert "HF_HUB_OFFLINE is set" in done.stdout and str(tmp_path / "cache") in done.stdout
+
+
+def test_cli_model_from_the_cache(tmp_path):
+    """`--model org/name` reads the model from the Hugging Face cache (the CLI never downloads by default)."""
+    import subprocess
+    import sys
+    tiny_model().save_pretrained(tmp_path / "base")
+    # the repo also lists a pickled copy of the weights, never downloaded: only safetensors are asked for
+    cache_repo(tmp_path / "cache", "org/tiny-bert", tmp_path / "base", listed_only={"pytorch_model.bin": b"x" * 99})
+    run = [sys.executable, "-m", "adapterkit", "summary", "--adapter", "lora"]
+    done = subprocess.run(run + ["--model", "org/tiny-bert"], capture_output=True, text=True, timeout=120,
+                          env=_env(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "lora" in done.stdout and "Full model" in done.stdout
+    done = subprocess.run(run + ["--model", "org/absent"], capture_output=True, text=True, timeout=120,
+                          env=_env(tmp_path / "cache"))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "'org/absent'" in lines[0], done.stderr
+    assert "not in the Hugging Face cache" in lines[0] and "HF_HUB_OFFLINE=0" in lines[0]
