@@ -226,6 +226,8 @@ def test_save_checks_everything_before_writing(tmp_path):
         model.save_adapter_setup(tmp_path / "s", Fuse("b", "a"))
     with pytest.raises(AdapterError, match="head 'nope'"):
         model.save_adapter_setup(tmp_path / "s", "a", head_setup=["c", "nope"])
+    with pytest.raises(AdapterError, match="no PEFT form"):
+        model.save_adapter_setup(tmp_path / "s", Stack(Fuse("a", "b"), "c"), format="peft")
     with pytest.raises(AdapterError, match="do not exist"):
         model.save_adapter_setup(tmp_path / "s", Stack("a", "zz"))
     assert not (tmp_path / "s").exists()

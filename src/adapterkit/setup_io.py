@@ -129,6 +129,9 @@ def save_adapter_setup(model, save_directory: str | os.PathLike, adapter_setup, 
         if fusion.name not in model.adapter_fusions:
             raise AdapterError(f"the setup uses fusion {fusion.name!r}, which the model does not have; fusions: "
                                f"{', '.join(map(repr, model.adapter_fusions)) or '(none)'}")
+    if fusions and format == "peft":
+        raise AdapterError(f"the setup has fusions ({', '.join(f.name for f in fusions)}), which have no PEFT form; "
+                           "save it with format='adapterkit' or 'adapterhub'")
     heads = getattr(model, "heads", None)
     if head_setup is not None and head_setup is not False and heads is None:
         raise AdapterError(f"{type(model).__name__} has no prediction heads; save with head_setup=None")
