@@ -17,6 +17,7 @@ from .errors import AdapterError
 from .fusion.container import fusion_parameter_ids
 from .fusion_api import FusionMixin, freeze_fusions
 from .interfaces import ModelInterface, get_interface
+from .io import hub
 from .naming import check_adapter_name
 from .state import AdapterState
 from .summary import format_summary, summary_rows
@@ -252,11 +253,15 @@ class AdapterModelMixin(FusionMixin):
         io.save_adapter(self, save_directory, adapter_name, format=format, safetensors=safetensors)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
-                     with_head: bool = True, overwrite_ok: bool = False) -> str:
+                     with_head: bool = True, overwrite_ok: bool = False, **hub_options) -> str:
         """Load an adapter directory (any of the three formats, detected unless `format` is given); returns its
-        name. Everything is validated first: on any error the model is unchanged."""
-        return io.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format,
-                            overwrite_ok=overwrite_ok)
+        name. Everything is validated first: on any error the model is unchanged.
+
+        `path` may be a Hub repo id ("org/name"), fetched (adapter files only) through huggingface_hub: its cache
+        and HF_HUB_OFFLINE apply; `hub_options`: revision, cache_dir, token, local_files_only, subfolder."""
+        local = hub.resolve_path(path, **hub_options)
+        return io.load_adapter(self, local, load_as=load_as, set_active=set_active, format=format,
+                               overwrite_ok=overwrite_ok, folder_name=hub.folder_name(path, hub_options.get("subfolder")))
 
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
@@ -268,6 +273,29 @@ class AdapterModelMixin(FusionMixin):
         for key in forward_hooks.FORWARD_ARGUMENTS:
             model_kwargs.pop(key, None)
         return super()._validate_model_kwargs(model_kwargs)
+
+    def save_adapter_setup(self, save_directory, adapter_setup, head_setup=None, format: str = "adapterkit",
+                           safetensors: bool = True) -> None:
+        """Save a whole composition as the `adapters` package lays it out: `adapter_setup.json` plus one folder per
+        adapter, fusion and head (setup_io.py); `format="adapterhub"` writes the adapters in its file format."""
+        from .setup_io import save_adapter_setup
+        save_adapter_setup(self, save_directory, adapter_setup, head_setup, format=format, safetensors=safetensors)
+
+    def load_adapter_setup(self, adapter_setup_name_or_path, set_active: bool = False, **hub_options):
+        """Load a folder (or Hub repo) saved by `save_adapter_setup`, ours or the `adapters` package's; returns
+        (adapter setup, head setup). On any error the model is unchanged."""
+        from .setup_io import load_adapter_setup
+        return load_adapter_setup(self, adapter_setup_name_or_path, set_active=set_active, **hub_options)
+
+    def push_adapter_to_hub(self, repo_id: str, adapter_name: str, **options):
+        """Upload an adapter (as `save_adapter` writes it, head included) plus a model card (README.md: config,
+        base model, `metrics` if given, usage) to the Hub through huggingface_hub; returns its CommitInfo.
+
+        Options (hub_push.push_adapter_to_hub): datasets_tag, local_path (stage there, else a temp folder),
+        commit_message, private, token, overwrite_adapter_card, create_pr, revision, commit_description,
+        adapter_card_kwargs (tags, language, license, description), metrics, format, endpoint."""
+        from .hub_push import push_adapter_to_hub
+        return push_adapter_to_hub(self, repo_id, adapter_name, **options)
 
     # -- reporting ---------------------------------------------------------------------------------
     def adapter_summary(self, as_dict: bool = False):

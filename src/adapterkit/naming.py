@@ -23,8 +23,8 @@ _FORBIDDEN = set('/\\:*?"<>|.')
 _RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
     f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
 RULES = (f"use a non-empty string of at most {MAX_NAME_BYTES} UTF-8 bytes without dots, whitespace, control "
-         "characters or any of / \\ : * ? \" < > |, that is not a Windows device name (CON, NUL, COM1, ...) nor "
-         "an nn.ModuleDict attribute (keys, to, training, ...)")
+         "characters or any of / \\ : * ? \" < > |, that is not a Windows device name (CON, NUL, COM1, ...), "
+         "'__base__' nor an nn.ModuleDict attribute (keys, to, training, ...)")
 
 
 @lru_cache(maxsize=1)
@@ -46,6 +46,8 @@ def name_problem(name: Any) -> str | None:
         return f"it is {len(name.encode('utf-8'))} UTF-8 bytes long"
     if name.upper() in _RESERVED:
         return "it is a reserved device name on Windows"
+    if name == "__base__":
+        return "it is reserved: adapter_names=[...] uses '__base__' for base-model rows (as peft does)"
     if name in _module_attributes():
         return "it is an attribute of nn.ModuleDict (adapters, fusions and heads are kept in one)"
     return None

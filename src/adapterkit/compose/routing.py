@@ -1,5 +1,5 @@
-"""Per-example adapter setups: `model(..., adapter_names=[...])`, one setup (a name, a block, or None for the
-plain model) per row of the batch.
+"""Per-example adapter setups: `model(..., adapter_names=[...])`, one setup (a name, a block, or None / "__base__"
+for the plain model, the latter as in peft) per row of the batch.
 
 The forward pre-hook builds one `Routing` per call: rows grouped by setup. At each site, `Routing.at` gives the
 site a `Routed` plan (each group's own compiled plan with its row indices) or, when every row shares one setup,
@@ -17,6 +17,7 @@ from ..blocks import AdapterCompositionBlock, parse_composition
 from ..errors import AdapterError
 
 _MISSING = object()
+BASE_ROW = "__base__"  # peft's name for "no adapter on this row"; reserved (naming.py), so never an adapter's
 
 
 class Routed:
@@ -51,12 +52,13 @@ class Routing:
 
     def __init__(self, state, names: Sequence, rows: int, device):
         if isinstance(names, (str, AdapterCompositionBlock)) or not isinstance(names, Sequence):
-            raise AdapterError(f"adapter_names must be a list with one adapter name (or None) per row, got {names!r}")
+            raise AdapterError(f"adapter_names must be a list with one adapter name (or None / {BASE_ROW!r}) per row, "
+                               f"got {names!r}")
         if len(names) != rows:
             raise AdapterError(f"adapter_names has {len(names)} entries for a batch of {rows} rows; give one per row")
         members: dict = {}
         for row, name in enumerate(names):
-            members.setdefault(None if name is None else parse_composition(name), []).append(row)
+            members.setdefault(None if name is None or name == BASE_ROW else parse_composition(name), []).append(row)
         for setup in members:
             if setup is None:
                 continue

@@ -21,7 +21,7 @@ import torch.nn as nn
 from ..blocks import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
-from ..io import checkpoint, peft
+from ..io import checkpoint, hub, peft
 from ..io.staging import one_commit
 from ..model import AdapterModelMixin, init
 from ..naming import check_adapter_name
@@ -37,6 +37,8 @@ class AdapterModel(AdapterModelMixin):
     """Mixin of the generated `<Arch>AdapterModel` classes (listed before `<Arch>PreTrainedModel`)."""
 
     _base_model_class: ClassVar[type]
+    # The files a Hub load fetches for one adapter: the adapter's and its head's.
+    hub_files: ClassVar[tuple[str, ...]] = hub.ADAPTER_FILES + head_io.HEAD_FILES
     # Head losses are per-batch means: the Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
@@ -241,16 +243,20 @@ class AdapterModel(AdapterModelMixin):
                 head_io.save_head(self, Path(save_directory), adapter_name)
 
     def load_adapter(self, path, load_as: str | None = None, set_active: bool = False, format: str | None = None,
-                     with_head: bool = True, overwrite_ok: bool = False) -> str:
-        """As `AdapterModelMixin.load_adapter`, and with `with_head` the directory's head (if any; never for a
-        PEFT checkpoint) under the adapter's name, once the adapter is in; the head is validated before it is
-        added, and if it fails the adapter is taken out again: on any error the model is unchanged."""
+                     with_head: bool = True, overwrite_ok: bool = False, **hub_options) -> str:
+        """As `AdapterModelMixin.load_adapter` (a Hub repo id too: its head files are fetched with the adapter's),
+        and with `with_head` the directory's head (if any; never for a PEFT checkpoint) under the adapter's name,
+        once the adapter is in; the head is validated before it is added, and if it fails the adapter is taken out
+        again: on any error the model is unchanged."""
+        source, path = path, hub.resolve_path(path, self.hub_files, **hub_options)
+
         def load_head_too(name: str, ckpt) -> None:
             if with_head and ckpt.format != peft.FORMAT and head_io.has_head(path):
                 head_io.load_head(self, Path(path), load_as=name, set_active=set_active)
 
         return checkpoint.load_adapter(self, path, load_as=load_as, set_active=set_active, format=format,
-                                       overwrite_ok=overwrite_ok, after_add=load_head_too)
+                                       overwrite_ok=overwrite_ok, after_add=load_head_too,
+                                       folder_name=hub.folder_name(source, hub_options.get("subfolder")))
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' save_pretrained; adapter configs and the active setup go into config.json too."""

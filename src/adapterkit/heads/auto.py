@@ -17,6 +17,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from ..errors import AdapterError
 from ..interfaces import get_interface
+from ..io import hub as hub_io
 from .adapter_model import AdapterModel
 from .conversion import rename_task_weights, task_head_config, task_head_for
 from .io import load_head_weights
@@ -64,7 +65,14 @@ class AutoAdapterModel:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, interface=None, **kwargs) -> AdapterModel:
         """Load a checkpoint: a saved AdapterModel, a bare base model, or a task model (its head converted)."""
         hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        config = kwargs.get("config") or AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        try:
+            config = kwargs.get("config") or AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        except OSError:  # transformers' "couldn't connect ... cached files": say which repo and how to fix it
+            if hub_io.is_repo_id(pretrained_model_name_or_path) and hub_io.may_not_download(
+                    hub.get("local_files_only", False)):
+                raise hub_io.not_cached(pretrained_model_name_or_path, hub.get("revision"), hub.get("cache_dir"),
+                                        hub.get("local_files_only", False)) from None
+            raise
         model_cls = adapter_model_class(config)
         interface = interface or get_interface(config.model_type)
         architecture = (getattr(config, "architectures", None) or [None])[0]

@@ -39,6 +39,7 @@ HEAD_CONFIG_NAME = "head_config.json"
 HEAD_WEIGHTS_NAME = "head.safetensors"
 HUB_SAFE_WEIGHTS_NAME = "model_head.safetensors"
 HUB_WEIGHTS_NAME = "pytorch_model_head.bin"
+HEAD_FILES = (HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME, HUB_SAFE_WEIGHTS_NAME, HUB_WEIGHTS_NAME)  # what a Hub load fetches
 FORMAT = "adapterkit.head"
 FORMAT_VERSION = 1
 

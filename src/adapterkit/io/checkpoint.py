@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AdapterError, CheckpointError
-from ..naming import check_loaded_name, child_directory
+from ..naming import check_loaded_name, child_directory, is_valid_name
 from . import adapterhub, native, peft
 from .common import CONFIG_NAME, Checkpoint, reading
 from .files import read_json
@@ -92,14 +92,20 @@ def read_checkpoint(model, path: str | os.PathLike, format: str | None = None) -
 
 def load_adapter(model, path: str | os.PathLike, load_as: str | None = None, set_active: bool = False,
                  format: str | None = None, overwrite_ok: bool = False,
-                 after_add: Callable[[str, Checkpoint], None] | None = None) -> str:
+                 after_add: Callable[[str, Checkpoint], None] | None = None,
+                 folder_name: str | None = None) -> str:
     """Read, validate, then add the adapter; returns the adapter's name on the model.
+
+    `folder_name`: what a PEFT checkpoint (named after its folder) is called when its folder's own name is not
+    meaningful (a Hub snapshot's commit hash); ignored when not a valid adapter name.
 
     `after_add(name, checkpoint)` runs once the adapter and its weights are in, before `set_active` activates
     it; if it raises, the adapter is deleted again and the error propagates.
     """
     ckpt = read_checkpoint(model, path, format)
     name = load_as if load_as is not None else ckpt.name  # load_as='' is refused, not ignored
+    if load_as is None and ckpt.format == peft.FORMAT and folder_name is not None and is_valid_name(folder_name):
+        name = folder_name
     check_loaded_name(name, load_as, ckpt.config_file)
     state = model.adapter_state
     if name in state.configs and not overwrite_ok:

@@ -55,6 +55,12 @@ def save_fusion(model, directory: Path, name: str, meta_dict: dict | None, forma
     if format == "adapterhub":  # converted (or refused) before anything is written
         state = model.adapter_state
         weights = fusion_state_dict_to_adapterhub(weights, name, state.interface, state)
+        # From a model around a base model (an AdapterModel: `model.bert`), keys carry the base model's prefix,
+        # as the package writes them: its fusion loader (unlike its adapter loader) loads unprefixed keys into the
+        # base model only when the model is that base model, and skips them silently otherwise.
+        prefix = getattr(model, "base_model_prefix", "")
+        if prefix and isinstance(getattr(model, prefix, None), torch.nn.Module):
+            weights = {f"{prefix}.{k}": v for k, v in weights.items()}
         if safetensors:
             file = HUB_WEIGHTS[0]
         else:

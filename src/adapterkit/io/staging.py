@@ -113,6 +113,10 @@ class StagedWrite:
         torch.save({k: _plain(v) for k, v in tensors.items()}, buffer)
         return self.write_bytes(filename, buffer.getvalue())
 
+    def staged_names(self) -> list[str]:
+        """The file names staged so far (what this commit will write)."""
+        return list(self._staged)
+
     def commit(self) -> None:
         if not self._staged:
             return
