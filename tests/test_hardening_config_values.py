@@ -24,9 +24,25 @@ from conftest import tiny_config
 BAD = [float("nan"), float("inf"), -float("inf"), [[1]], {"bad": [1]}, "no-such-value", object()]
 
 
+def _required(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+
 def config_classes():
+    """Every config class with defaults (ReftConfig, like the package's, has none: its subclasses do)."""
     return sorted({cls for cls in CONFIG_CLASSES.values() if isinstance(cls, type) and issubclass(cls, AdapterConfig)
-                   and not issubclass(cls, ConfigUnion) and cls is not AdapterConfig}, key=lambda c: c.__name__)
+                   and not issubclass(cls, ConfigUnion) and cls is not AdapterConfig and not _required(cls)},
+                  key=lambda c: c.__name__)
+
+
+def test_only_reft_s_base_config_has_required_fields():
+    abstract = {cls.__name__ for cls in CONFIG_CLASSES.values() if isinstance(cls, type)
+                and issubclass(cls, AdapterConfig) and not issubclass(cls, ConfigUnion) and _required(cls)}
+    assert abstract == {"ReftConfig"}
+    with pytest.raises(AdapterConfigError, match="ReftConfig needs layers, orthogonality, prefix_positions, r, "
+                                                 "suffix_positions"):
+        AdapterConfig.from_dict({"architecture": "reft"})
 
 
 CASES = [(cls, f.name) for cls in config_classes() for f in dataclasses.fields(cls)]

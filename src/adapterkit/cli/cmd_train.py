@@ -7,7 +7,8 @@ import json
 import math
 import time
 
-from .errors import RunFailed, UsageError
+from .errors import UsageError
+from .learned import check_learned
 
 ORDER = 1
 METHOD_HELP = ("config name or string, e.g. lora, pfeiffer, 'lora[r=4,alpha=16]', prefix_tuning, unipelt; "
@@ -131,7 +132,7 @@ def run(args) -> int:
     trainer.remove_callback(PrinterCallback)  # Progress prints one readable line per log instead
     start = time.perf_counter()
     result = trainer.train()
-    _check_learned(model, history, result, lr)
+    check_learned(model, history, result, lr)
     final = trainer.evaluate()
     seconds = time.perf_counter() - start
 
@@ -157,17 +158,3 @@ def run(args) -> int:
     print(f"saved: {saved}  metrics: {out / 'metrics.json'}" + ("" if args.no_plot else
                                                                f"  plot: {out / 'training_curve.png'}"))
     return 0
-
-
-def _check_learned(model, history: list[dict], result, lr: float) -> None:
-    """A run whose loss or trained weights are not finite learned nothing valid: fail before anything is saved."""
-    import torch
-    bad = next((h for h in history if "loss" in h and not math.isfinite(h["loss"])), None)
-    if bad is not None or not math.isfinite(result.training_loss):
-        step = bad["step"] if bad else result.global_step
-        loss = bad["loss"] if bad else result.training_loss
-        raise RunFailed(f"training loss is not finite ({loss}) at step {step}; nothing saved. Check the labels "
-                        f"(scale) and try a lower --lr than {lr:g}")
-    if any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
-        raise RunFailed(f"trained weights are not finite; nothing saved. Check the labels (scale) and try a lower "
-                        f"--lr than {lr:g}")

@@ -62,7 +62,7 @@ def run(args, task: str) -> int:
 
     import adapterkit
 
-    from .cmd_train import _check_learned
+    from .learned import check_learned
     from .lm_data import Collator, load_lm, pad_id
     from .lm_metrics import perplexity
     from .lm_models import load_lm_model, load_tokenizer
@@ -131,7 +131,7 @@ def run(args, task: str) -> int:
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     result = trainer.train()
-    _check_learned(model, history, result, lr)
+    check_learned(model, history, result, lr)
     seconds = time.perf_counter() - start
     device = next(model.parameters()).device
     final = perplexity(model, dev.examples, collator, max(8, args.batch_size), device)

@@ -178,6 +178,11 @@ class AdapterConfig:
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any]) -> "AdapterConfig":
         cls._check_keys(data)
+        required = sorted(f.name for f in fields(cls) if f.init and f.name not in data
+                          and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if required:  # a family's base config with no defaults of its own (ReftConfig, as the `adapters` package)
+            raise AdapterConfigError(f"{cls.__name__} needs {', '.join(required)} (it has no defaults); give them or "
+                                     "use one of its named configs")
         return cls(**data)
 
     def replace(self, **changes: Any) -> "AdapterConfig":

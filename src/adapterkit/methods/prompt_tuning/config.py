@@ -51,6 +51,9 @@ class PromptTuningConfig(AdapterConfig):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise AdapterConfigError(f"PromptTuningConfig.{name}={value!r} must be None or a string")
+            if value is not None and self.prompt_init != "from_string":
+                raise AdapterConfigError(f"PromptTuningConfig.{name} is for prompt_init='from_string' (the text "
+                                         f"whose token embeddings start the prompt), not {self.prompt_init!r}")
         if self.prompt_init == "from_string" and not self.prompt_init_text:
             raise AdapterConfigError("PromptTuningConfig(prompt_init='from_string') needs prompt_init_text (the text "
                                      "whose token embeddings start the prompt); or use prompt_init='random_uniform'")

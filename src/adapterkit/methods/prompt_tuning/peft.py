@@ -39,9 +39,10 @@ def read_checkpoint(source: Path, data: Mapping[str, Any], weights: Mapping, wei
             dim is not None and tensor.shape[1] != dim):
         raise CheckpointError(f"{weights_file}: prompt_embeddings has shape {tuple(tensor.shape)}; the config says "
                               f"({length}, {dim})")
-    fields = {"prompt_length": int(tensor.shape[0]), "prompt_init": INITS[init], "insert_at": "inputs",
-              "prompt_init_text": data.get("prompt_tuning_init_text"),
-              "tokenizer_name_or_path": data.get("tokenizer_name_or_path")}
+    fields = {"prompt_length": int(tensor.shape[0]), "prompt_init": INITS[init], "insert_at": "inputs"}
+    if INITS[init] == "from_string":  # peft keeps a tokenizer name with other inits too; it means nothing there
+        fields.update(prompt_init_text=data.get("prompt_tuning_init_text"),
+                      tokenizer_name_or_path=data.get("tokenizer_name_or_path"))
     return PromptTuningConfig, fields, {"shared.prompt.prompt_embedding.weight": tensor}
 
 
