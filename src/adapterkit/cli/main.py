@@ -5,6 +5,7 @@ Ctrl-C 130. Imports stay light here: the interrupt handling is in place before a
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import interrupt
@@ -51,7 +52,14 @@ def one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+# libraries that log on import what a command's user cannot act on: bitsandbytes' CPU backend warns that an
+# optional kernel package (fetched from the Hub) is missing whenever transformers imports it
+QUIET_LOGGERS = ("bitsandbytes",)
+
+
 def main(argv=None) -> int:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     with interrupt.handled():
         try:
             parser = build_parser()
