@@ -1,11 +1,14 @@
 """`generate(adapter_names=[...])` with the KV cache: each row generates with its own adapter (or the plain model).
 
-GPT-2, Llama (left padding) and T5 LM models with 3 randomised adapters of one method (LoRA, (IA)^3 vectorised;
-seq_bn, prefix tuning grouped) and base rows (None and "__base__"). Greedy and beam search equal each row generated
-alone (its prompt without padding) with its adapter active. Sampling draws depend on the batch: torch.multinomial
-draws every row's token from one stream, so a row's draw depends on the batch's shape, not on the other rows'
-probabilities. What is exactly comparable is therefore the same batch under the same seed with one adapter active
-for all rows: the rows routed to that adapter must equal those rows.
+GPT-2, Llama (left padding) and T5 LM models with 3 randomised adapters of one method (LoRA, (IA)^3, DoRA, VeRA
+vectorised; seq_bn, prefix tuning grouped) and base rows (None and "__base__"); BART, Mistral and Qwen2 with LoRA
+and prefix tuning. Greedy (tokens and every step's logits) and beam search with num_return_sequences equal each
+row generated alone (its prompt without padding) with its adapter active.
+
+Sampling draws depend on the batch: transformers samples with torch.multinomial, which draws every row's token
+from one random stream, so a row's draw depends on the batch's shape (not on the other rows' probabilities), and
+a row alone cannot reproduce its draws in a batch. What is exactly comparable is the same batch under the same seed
+with one adapter active for every row: the rows routed to that adapter must equal those rows.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from transformers import MistralForCausalLM, Qwen2ForCausalLM
+
 import adapterkit
-from adapterkit import AdapterError
+from adapterkit import AdapterError, MultiTask
 
 from test_generate import lm
 
@@ -24,15 +29,19 @@ CONFIGS = {
     "ia3": "ia3",
     "seq_bn": "seq_bn[reduction_factor=4]",
     "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=8]",
+    "dora": "dora[r=4,attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",
+    "vera": "vera[r=8]",
 }
 NAMES = ["a", None, "b", "c", "__base__", "a"]
 NEW = 5
 # T5's larger init of test_generate.py saturates beam scores into exact ties (any order of them is right)
-INIT = {"t5": {"initializer_factor": 2.0}}
+INIT = {"t5": {"initializer_factor": 2.0}, "mistral": {"initializer_range": 0.2}, "qwen2": {"initializer_range": 0.2}}
+# the other decoders and encoder-decoders, greedy and beam search on one vectorised and one grouped method
+MORE = {"bart": None, "mistral": MistralForCausalLM, "qwen2": Qwen2ForCausalLM}
 
 
 def _model(arch: str, method: str):
-    model = lm(arch, **INIT.get(arch, {}))
+    model = lm(arch, cls=MORE.get(arch), **INIT.get(arch, {}))
     for name in "abc":
         model.add_adapter(name, config=CONFIGS[method])
     g = torch.Generator().manual_seed(0)
@@ -176,3 +185,23 @@ def test_an_encoder_whose_signature_lacks_the_names_still_routes_in_generate():
     assert seen and "adapter_names" not in seen[0]  # generate() did not pass them
     for row, name in enumerate(NAMES):
         assert torch.equal(out[row:row + 1], _alone(model, ids, mask, row, name, do_sample=False)), (row, name)
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix_tuning"])
+@pytest.mark.parametrize("arch", list(MORE))
+def test_other_architectures(arch, method):
+    test_greedy_equals_each_row_alone(arch, method)
+    test_beam_search_equals_each_row_alone(arch, method)
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_task_ids_lists_follow_the_beams(arch):
+    """MultiTask's per-row `task_ids` as a list (transformers expands only tensors): each row's beams are its task's."""
+    model = _model(arch, "lora")
+    ids, mask = _prompts(model)
+    model.set_active_adapters(MultiTask("a", "b", "c"))
+    tasks = [2, 0, 1, 1, 0, 2]
+    options = dict(do_sample=False, num_beams=3, num_return_sequences=2)
+    out = _generate(model, ids, mask, task_ids=tasks, **options)
+    for row, task in enumerate(tasks):
+        assert torch.equal(out[2 * row:2 * row + 2], _alone(model, ids, mask, row, "abc"[task], **options)), row

@@ -44,7 +44,9 @@ def per_row_arguments(state, args, kwargs):
                 f"generate(adapter_names=...) has {len(names)} entries for {batch} input rows: give one adapter name "
                 f"(or None / '__base__') per input row; num_beams and num_return_sequences repeat it for each row's "
                 f"beams and samples")
-        Routing(state, names, len(names) if batch is None else batch, "cpu")  # unknown names etc.: refused now
+        if batch is None:
+            batch = len(names) if isinstance(names, (list, tuple)) else 0
+        Routing(state, names, batch, "cpu")  # not a list, unknown names, Parallel: refused before anything runs
     record = state.record
     previous, record.generate_rows = record.generate_rows, (rows or None)
     try:
