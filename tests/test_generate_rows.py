@@ -109,6 +109,8 @@ def test_beam_search_equals_each_row_alone(arch, method):
         if name not in (None, "__base__"):
             changed += not torch.equal(expected, _alone(model, ids, mask, row, None, **options))
     assert changed >= 2  # the adapters change the beams
+    model.generation_config.update(num_beams=3, num_return_sequences=2)  # beams from the config expand alike
+    assert torch.equal(_generate(model, ids, mask, adapter_names=NAMES, do_sample=False), out)
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))
@@ -140,6 +142,8 @@ def test_wrong_length_or_unknown_names_are_clear_errors_and_leave_nothing_behind
         _generate(model, ids, mask, adapter_names=["a", "b", "c"], num_beams=2)
     with pytest.raises(AdapterError, match=r"'nope'.*do not exist.*'a', 'b', 'c'"):
         _generate(model, ids, mask, adapter_names=NAMES[:-1] + ["nope"])
+    with pytest.raises(AdapterError, match=r"must be a list with one adapter name"):
+        _generate(model, ids, mask, adapter_names="a")
     record = model.adapter_state.record
     assert record.generate_rows is None and record.routing is None and record.inputs is None
     out = _generate(model, ids, mask, adapter_names=NAMES)  # still works afterwards
