@@ -36,10 +36,10 @@ INIT = {"gpt2": {"initializer_range": 0.2}, "llama": {"initializer_range": 0.2},
         "t5": {"initializer_factor": 5.0}}
 
 
-def lm(arch: str):
-    model = archs.model(arch, cls=MODELS[arch], bos_token_id=None, eos_token_id=None, pad_token_id=0,
+def lm(arch: str, cls=None, **init):
+    model = archs.model(arch, cls=cls or MODELS[arch], bos_token_id=None, eos_token_id=None, pad_token_id=0,
                         forced_bos_token_id=None, forced_eos_token_id=None, decoder_start_token_id=0,
-                        **INIT[arch])
+                        **{**INIT.get(arch, {}), **init})
     model.generation_config.update(eos_token_id=None, forced_bos_token_id=None, forced_eos_token_id=None,
                                    bos_token_id=None, pad_token_id=0, decoder_start_token_id=0,
                                    no_repeat_ngram_size=0, num_beams=1, do_sample=False)

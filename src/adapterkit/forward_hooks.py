@@ -30,6 +30,8 @@ ADAPTER_NAMES = "adapter_names"
 SKIP_LAYERS = "skip_layers"
 # what the hooks pop: generate() must not refuse them as unknown model arguments (model.py)
 FORWARD_ARGUMENTS = (OUTPUT_GATING, OUTPUT_FUSION, ADAPTER_NAMES, multitask.TASK_IDS, SKIP_LAYERS)
+# the per-row ones: generate() repeats them for beams and samples (generation.py)
+ROW_ARGUMENTS = (ADAPTER_NAMES, multitask.TASK_IDS)
 # tensor arguments whose first dimension is not the batch
 _NOT_BATCHED = {"cache_position", "head_mask", "decoder_head_mask", "cross_attn_head_mask"}
 
@@ -39,6 +41,36 @@ def _batch_tensor(args, kwargs):
         if isinstance(kwargs.get(name), torch.Tensor):
             return kwargs[name]
     return args[0] if args and isinstance(args[0], torch.Tensor) else None
+
+
+def _reference(args, kwargs):
+    """The tensor whose first dimension is the batch; an encoder-decoder's decoding step has only decoder inputs."""
+    reference = _batch_tensor(args, kwargs)
+    for name in ("decoder_input_ids", "decoder_inputs_embeds"):
+        if reference is None and isinstance(kwargs.get(name), torch.Tensor):
+            reference = kwargs[name]
+    return reference
+
+
+def _route(state, args, kwargs, names, task_ids) -> list:
+    """Set the record's per-row routing (`adapter_names`) and task ids for one forward; returns its setups."""
+    record = state.record
+    record.routing = record.task_ids = None
+    if names is not None:
+        reference = _reference(args, kwargs)
+        if reference is None:
+            raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
+        record.routing = Routing(state, names, reference.shape[0], reference.device)
+        setups = [setup for setup, _ in record.routing.groups]
+    else:
+        setups = [state.current_setup()]
+    if any(multitask.blocks_in(s) for s in setups):  # task_ids without one are ignored, as by `adapters`
+        reference = _reference(args, kwargs)
+        if reference is None:
+            raise AdapterError("task_ids needs the batch as input_ids or inputs_embeds")
+        record.task_ids = multitask.task_ids_for(setups, task_ids, reference.shape[0], reference.device,
+                                                 state.merged)
+    return setups
 
 
 def _replicate(args, kwargs, channels: int):
@@ -69,30 +101,14 @@ class ModelHooks:
         record.fusion_attentions = {} if kwargs.pop(OUTPUT_FUSION, False) else None
         names = kwargs.pop(ADAPTER_NAMES, None)
         task_ids = kwargs.pop(multitask.TASK_IDS, None)
-        record.routing = record.task_ids = None
         record.skip_layers = state.check_skip_layers(kwargs.pop(SKIP_LAYERS, None)) if SKIP_LAYERS in kwargs else None
-        if names is not None:
-            reference = _batch_tensor(args, kwargs)
-            if reference is None:
-                raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
-            record.routing = Routing(state, names, reference.shape[0], reference.device)
-            setups = [setup for setup, _ in record.routing.groups]
-        else:
+        if names is None:
             setup = state.current_setup()
-            setups = [setup]
             channels = setup.parallel_channels if setup is not None else 1
             if channels > 1 and not multitask.blocks_in(setup):  # (task_ids_for refuses Parallel with MultiTask)
                 args, kwargs = _replicate(args, kwargs, channels)
+        setups = _route(state, args, kwargs, names, task_ids)
         record.inputs, record.scratch = (args, kwargs), {}
-        if any(multitask.blocks_in(s) for s in setups):  # task_ids without one are ignored, as by `adapters`
-            reference = _batch_tensor(args, kwargs)
-            for name in ("decoder_input_ids", "decoder_inputs_embeds"):  # an encoder-decoder's decoding step
-                if reference is None and isinstance(kwargs.get(name), torch.Tensor):
-                    reference = kwargs[name]
-            if reference is None:
-                raise AdapterError("task_ids needs the batch as input_ids or inputs_embeds")
-            record.task_ids = multitask.task_ids_for(setups, task_ids, reference.shape[0], reference.device,
-                                                     state.merged)
         names = set()
         for setup in setups:
             if setup is not None:
@@ -124,16 +140,32 @@ class ModelHooks:
 
 class EncoderHooks:
     """Keep the encoder's own inputs while it runs (encoder-decoder models): generate() calls the encoder outside
-    the model's forward, so its attention mask is not among the model's inputs then."""
+    the model's forward, so its attention mask is not among the model's inputs then. Run so, the encoder routes
+    its rows itself: by its own `adapter_names` / `task_ids`, or by those generate() was given (generation.py),
+    which generate() does not pass to an encoder whose signature lacks them."""
 
     def __init__(self, state):
         self.state = state
+        self.routed = False
 
     def before(self, module, args, kwargs):
-        self.state.record.encoder_inputs = (args, kwargs)
+        record = self.state.record
+        record.encoder_inputs = (args, kwargs)
+        own = {key: kwargs.pop(key) for key in ROW_ARGUMENTS if key in kwargs}
+        if record.inputs is not None:  # inside the model's forward: its hook routed the rows already
+            return args, kwargs
+        rows = {**(record.generate_rows or {}), **own}
+        self.routed = any(value is not None for value in rows.values())
+        if self.routed:
+            _route(self.state, args, kwargs, rows.get(ADAPTER_NAMES), rows.get(multitask.TASK_IDS))
+        return args, kwargs
 
     def after(self, module, args, kwargs, output):
-        self.state.record.encoder_inputs = None
+        record = self.state.record
+        record.encoder_inputs = None
+        if self.routed:
+            record.routing = record.task_ids = None
+            self.routed = False
 
 
 def install(model, state) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from . import forward_hooks, io, registry, sharing
+from . import forward_hooks, generation, io, registry, sharing
 from .averaging import average_adapter
 from .blocks import AdapterCompositionBlock, Stack, parse_composition
 from .configs import AdapterConfig, resolve_config
@@ -273,6 +273,19 @@ class AdapterModelMixin(FusionMixin):
         for key in forward_hooks.FORWARD_ARGUMENTS:
             model_kwargs.pop(key, None)
         return super()._validate_model_kwargs(model_kwargs)
+
+    def generate(self, *args, **kwargs):
+        """transformers' generate(), which also takes `adapter_names=[...]` (one setup or None / "__base__" per
+        input row) and per-row `task_ids`: each row generates with its own adapter (generation.py)."""
+        with generation.per_row_arguments(self.adapter_state, args, kwargs):
+            return super().generate(*args, **kwargs)
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids=None, **model_kwargs):
+        """Beams and samples: transformers repeats the tensor arguments, the per-row lists are repeated alike."""
+        generation.expand(model_kwargs, expand_size)
+        return super()._expand_inputs_for_generation(expand_size=expand_size, is_encoder_decoder=is_encoder_decoder,
+                                                     input_ids=input_ids, **model_kwargs)
 
     def save_adapter_setup(self, save_directory, adapter_setup, head_setup=None, format: str = "adapterkit",
                            safetensors: bool = True) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 class ForwardRecord:
     __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch", "task_ids",
-                 "skip_layers")
+                 "skip_layers", "generate_rows")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -27,3 +27,6 @@ class ForwardRecord:
         self.task_ids = None
         # the running forward's `skip_layers=` (a frozenset), or None: the state's own (AdapterDrop, skip.py)
         self.skip_layers = None
+        # while generate() runs: its per-row arguments ({"adapter_names": [...], ...}) for an encoder it runs
+        # outside the model's forward (generation.py), else None
+        self.generate_rows = None
