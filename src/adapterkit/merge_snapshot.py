@@ -34,10 +34,23 @@ class _Piece:
         self.module = projection.module
         self.rows = rows
         part = self.kind(self.module, rows)
-        self.weight = part.weight()
+        self.backend = part.backend
+        # a quantized module: its whole stored state, exactly (requantizing any rows changes the packed tensor)
+        self.quantized = None if self.backend is None else self.backend.save(self.module)
+        self.weight = part.weight() if self.backend is None else None
         self.bias = part.bias()
 
     def restore(self) -> None:
+        if self.backend is not None:
+            self.backend.restore(self.module, self.quantized)
+            if self.bias is not None:  # the rows' bias, as Projection.set writes it
+                bias, rows = self.module.bias, self.rows
+                with torch.no_grad():
+                    if rows is None:
+                        bias.copy_(self.bias)
+                    else:
+                        bias[rows if isinstance(rows, slice) else rows.to(bias.device)] = self.bias
+            return
         self.kind(self.module, self.rows).set(self.weight, self.bias)
 
 
@@ -70,6 +83,8 @@ class MergeSnapshot:
         if not todo.any():
             return
         rows = projection.rows if torch.equal(todo, wanted) else todo.nonzero().flatten()
+        if projection.backend is not None:
+            rows = None  # a quantized module: its whole weight state and bias
         self.pieces.append(_Piece(projection, rows))
         held |= todo
 
@@ -95,13 +110,27 @@ class MergeSnapshot:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for p in self.pieces for t in (p.weight, p.bias) if t is not None)
+        return sum(t.numel() * t.element_size() for p in self.pieces for t in (p.weight, p.bias, *_tensors(p.quantized))
+                   if t is not None)
+
+
+def _tensors(saved) -> list:
+    """The tensors in a backend's saved state (tuples, dicts, a QuantState's attributes), for `nbytes`."""
+    if isinstance(saved, torch.Tensor):
+        return [saved]
+    if isinstance(saved, (tuple, list)):
+        return [t for item in saved for t in _tensors(item)]
+    if isinstance(saved, dict):
+        return [t for item in saved.values() for t in _tensors(item)]
+    if saved is not None and hasattr(saved, "__dict__"):
+        return [t for item in vars(saved).values() if isinstance(item, (torch.Tensor, tuple, list)) for t in _tensors(item)]
+    return []
 
 
 def _mask(projection) -> torch.Tensor:
     mask = torch.zeros(projection.full_out_features, dtype=torch.bool)
     rows = projection.rows
-    if rows is None:
+    if rows is None or projection.backend is not None:  # quantized: saved and restored whole
         mask[:] = True
     else:
         mask[rows if isinstance(rows, slice) else rows.cpu()] = True

@@ -22,6 +22,7 @@ from ..errors import AdapterError
 from ..fusion.container import get_fusion
 from ..interfaces.base import ModelInterface
 from ..merge_snapshot import MergeSnapshot
+from ..quantized import backend_of
 from ..nn.seeding import reseed
 from ..registry import member_specs
 from ..sites import PER_KIND, Site, make_site
@@ -96,6 +97,9 @@ class AdapterState(ModelShape):
 
     def _placed(self, module: nn.Module, reference) -> nn.Module:
         reference = getattr(reference, "module", reference)  # a Projection: its module
+        backend = backend_of(reference)
+        if backend is not None:  # a quantized projection: the adapter in the float dtype its weight dequantizes to
+            return module.to(device=reference.weight.device, dtype=backend.dtype(reference))
         param = next(reference.parameters(), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
