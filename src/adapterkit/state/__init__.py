@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import torch
 import torch.nn as nn
 from transformers import PretrainedConfig
 
@@ -98,8 +99,9 @@ class AdapterState(ModelShape):
     def _placed(self, module: nn.Module, reference) -> nn.Module:
         reference = getattr(reference, "module", reference)  # a Projection: its module
         backend = backend_of(reference)
-        if backend is not None:  # a quantized projection: the adapter in the float dtype its weight dequantizes to
-            return module.to(device=reference.weight.device, dtype=backend.dtype(reference))
+        if backend is not None:  # quantized: the adapter in float32 at least, as peft's default (trained in it)
+            dtype = torch.promote_types(backend.dtype(reference), torch.float32)
+            return module.to(device=reference.weight.device, dtype=dtype)
         param = next(reference.parameters(), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
