@@ -14,14 +14,24 @@ import copy
 import pytest
 import torch
 import transformers as tf
+from transformers.pytorch_utils import Conv1D
 
 import adapterkit
 import archs
 from adapterkit.quantized import backend_of
 
-bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install -e '.[quant]')")
+try:
+    import bitsandbytes as bnb
+except ImportError:  # skipped per test (not at collection), so that the `ci` marker turns the skips into failures
+    bnb = None
 
 pytestmark = [pytest.mark.ci, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+@pytest.fixture(autouse=True)
+def _needs_bitsandbytes():
+    if bnb is None:
+        pytest.skip("bitsandbytes is not installed (pip install -e '.[quant]'; the `test` extra has it)")
 
 # hidden 64: bitsandbytes' CPU kernels (and its AVX512-BF16 repacking) need in_features >= the 4-bit blocksize (64)
 SHAPE = dict(hidden_size=64, intermediate_size=128)
@@ -50,15 +60,16 @@ def quantized(base_dir, bits: int, repack: bool = False):
     return adapterkit.init(model.eval())
 
 
-def dequantized_float(base_dir, qmodel):
+def dequantized_float(base_dir, qmodel, cls=tf.LlamaForCausalLM):
     """The float model with every quantized projection of `qmodel` replaced by its dequantized weight."""
-    model = tf.LlamaForCausalLM.from_pretrained(base_dir)
+    model = cls.from_pretrained(base_dir)
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, module in qmodel.named_modules():
             backend = backend_of(module)
             if backend is not None:
-                modules[name].weight.copy_(backend.dequantize(module))
+                weight = backend.dequantize(module)  # (out, in); GPT-2's Conv1D stores (in, out)
+                modules[name].weight.copy_(weight.t() if isinstance(modules[name], Conv1D) else weight)
     return adapterkit.init(model.eval())
 
 
@@ -297,3 +308,36 @@ def test_an_8bit_layer_without_int8_weights_is_a_clear_error():
     layer = bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=True)
     with pytest.raises(adapterkit.AdapterError, match="not int8"):
         backend_of(layer).dequantize(layer)
+
+
+@pytest.mark.parametrize("arch,cls", [("gpt2", tf.GPT2LMHeadModel), ("bert", tf.BertForMaskedLM)])
+@pytest.mark.parametrize("config", ["lora[attn_matrices=['q','k','v']]", "dora", "seq_bn", "prefix_tuning",
+                                    "prompt_tuning", "unipelt"])
+def test_every_method_on_4bit_gpt2_and_bert_equals_the_dequantized_float_model(tmp_path, arch, cls, config):
+    """GPT-2's fused c_attn (a Conv1D, quantized to a Linear4bit (out, in)) takes LoRA / DoRA on its q / k / v rows;
+    bottleneck, prefix and prompt tuning run on a quantized model unchanged."""
+    torch.manual_seed(0)
+    cls(archs.config(arch, **({"n_embd": 64} if arch == "gpt2" else SHAPE))).save_pretrained(tmp_path)
+    qmodel = adapterkit.init(cls.from_pretrained(tmp_path, quantization_config=tf.BitsAndBytesConfig(**BITS[4]),
+                                                 device_map="cpu").eval())
+    for module in qmodel.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    assert quantized_names(qmodel)
+    qmodel.add_adapter("a", config=config)
+    qmodel.train_adapter("a")
+    batch = archs.inputs(arch)
+    qmodel(**batch).logits.pow(2).mean().backward()  # (prompt tuning lengthens the output: no labels here)
+    assert all(p.grad is not None for p in qmodel.adapterkit.parameters() if p.requires_grad)
+    randomise(qmodel, "a")
+    qmodel.eval()
+    fmodel = dequantized_float(tmp_path, qmodel, cls)
+    fmodel.add_adapter("a", config=config)
+    copy_adapter(qmodel, fmodel, "a")
+    eps = float_error(qmodel, fmodel, batch)
+    qmodel.set_active_adapters("a"), fmodel.set_active_adapters("a")
+    got, expected = logits(qmodel, batch), logits(fmodel, batch)
+    assert (got - expected).abs().max().item() <= max(3 * eps, 1e-5)
+    fmodel.set_active_adapters(None)
+    plain = logits(fmodel, batch)
+    assert (plain - expected[:, -plain.shape[1]:]).abs().max().item() > 1e-3  # (a prompt's positions cut off)

@@ -4,7 +4,9 @@ Recomputing the base from the merged weight (`W - s B A`, `W / l`) is not exact:
 cycle), a zero (IA)^3 entry (0 / 0), an adapter whose tensors changed while merged. So the generic merge
 (registry.merge) records every `Projection.set` made while a method merges: before the first write to some rows
 it copies them (weight and bias rows, in the module's dtype and on its device; for a slice of a fused projection
-only the slice), and reset writes the copies back bit for bit and drops them. Any method that writes the weights
+only the slice), and reset writes the copies back bit for bit and drops them. A quantized projection (quantized/) is
+copied whole, as stored (packed weight and quant state), since requantizing any rows rewrites its packed tensor; so
+two adapters merged into one quantized module are refused like two on the same rows. Any method that writes the weights
 through `Projection.set` gets exact reset for free; a merge that changes a model tensor another way is an error.
 
 The same record serves inits that change the base weights (PiSSA, OLoRA: `W - s B A`): registry.build records

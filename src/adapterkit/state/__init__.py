@@ -102,7 +102,8 @@ class AdapterState(ModelShape):
         if backend is not None:  # quantized: the adapter in float32 at least, as peft's default (trained in it)
             dtype = torch.promote_types(backend.dtype(reference), torch.float32)
             return module.to(device=reference.weight.device, dtype=dtype)
-        param = next(reference.parameters(), None)
+        # the first float parameter (a layer holding quantized projections: their packed integer weights are not)
+        param = next((p for p in reference.parameters() if p.is_floating_point()), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
     def _note_meta(self, name: str, placed: nn.Module) -> None:
