@@ -341,3 +341,50 @@ def test_every_method_on_4bit_gpt2_and_bert_equals_the_dequantized_float_model(t
     fmodel.set_active_adapters(None)
     plain = logits(fmodel, batch)
     assert (plain - expected[:, -plain.shape[1]:]).abs().max().item() > 1e-3  # (a prompt's positions cut off)
+
+
+def test_two_merges_into_one_quantized_module_are_refused_and_pissa_on_4bit_is_undone(tmp_path):
+    """GPT-2's c_attn holds q, k and v: on a float base two adapters may merge into its q and v rows; quantized,
+    the module is requantized and restored whole, so the second merge is refused (clearly). A base-changing init
+    (PiSSA) requantizes too, and deleting the adapter restores the stored weights bit for bit."""
+    torch.manual_seed(0)
+    tf.GPT2LMHeadModel(archs.config("gpt2", n_embd=64)).save_pretrained(tmp_path)
+    model = adapterkit.init(tf.GPT2LMHeadModel.from_pretrained(
+        tmp_path, quantization_config=tf.BitsAndBytesConfig(**BITS[4]), device_map="cpu"))
+    model.add_adapter("a", config="lora[attn_matrices=['q']]")
+    model.add_adapter("b", config="lora[attn_matrices=['v']]")
+    before = stored(model)
+    model.merge_adapter("a")
+    with pytest.raises(adapterkit.AdapterError, match="a quantized module, written and restored whole"):
+        model.merge_adapter("b")
+    model.reset_adapter("a")
+    assert_same(before, stored(model))
+    model.add_adapter("p", config="lora[init_weights='pissa',attn_matrices=['q','v']]")
+    assert any(not torch.equal(before[k], v) for k, v in stored(model).items())
+    model.delete_adapter("p")
+    assert_same(before, stored(model))
+
+
+def test_adapter_trainer_trains_qlora_with_gradient_checkpointing(base_dir, tmp_path):
+    """transformers' Trainer refuses a "purely quantized" model; AdapterTrainer accepts one with a trainable adapter
+    (and refuses one without, clearly)."""
+    from datasets import Dataset
+    model = tf.LlamaForCausalLM.from_pretrained(base_dir, quantization_config=tf.BitsAndBytesConfig(**BITS[4]),
+                                                device_map="cpu")
+    model = adapterkit.init(adapterkit.prepare_model_for_kbit_training(model))
+    args = tf.TrainingArguments(output_dir=str(tmp_path), max_steps=10, per_device_train_batch_size=3,
+                                learning_rate=1e-2, report_to=[], use_cpu=True, logging_steps=1, save_strategy="no")
+    with pytest.raises(adapterkit.AdapterError, match="no trainable adapter"):
+        adapterkit.AdapterTrainer(model=model, args=args)
+    model.add_adapter("a", config=ALL_LINEAR)
+    model.train_adapter("a")
+    before = stored(model)
+    batch = archs.inputs("llama")
+    data = Dataset.from_dict({"input_ids": batch["input_ids"].tolist(), "labels": batch["input_ids"].tolist(),
+                              "attention_mask": batch["attention_mask"].tolist()})
+    trainer = adapterkit.AdapterTrainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 10 and losses[-1] < 0.9 * losses[0], losses
+    assert not getattr(model, "_hf_peft_config_loaded", False)  # (set for the constructor only)
+    assert_same(before, stored(model))

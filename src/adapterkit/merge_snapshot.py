@@ -153,8 +153,10 @@ class _Recorder:
             for other, snapshot in others.items():
                 held = snapshot.mask(projection.module)
                 if held is not None and (held & wanted).any():
-                    raise AdapterError(f"cannot {self.action} {self.name!r}: adapter {other!r} {why} {module} (the "
-                                       f"same rows); {undo}({other!r}) first")
+                    rows = ("a quantized module, written and restored whole" if projection.backend is not None
+                            else "the same rows")
+                    raise AdapterError(f"cannot {self.action} {self.name!r}: adapter {other!r} {why} {module} "
+                                       f"({rows}); {undo}({other!r}) first")
         self.snapshot.note(projection)
 
 
