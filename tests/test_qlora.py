@@ -254,6 +254,8 @@ def test_peft_runs_our_export_on_a_4bit_base_as_we_do(base_dir, tmp_path):
     model.save_adapter(tmp_path / "a", "a", format="peft")
     batch = archs.inputs("llama")
     ours = logits(model, batch)
+    model.set_active_adapters(None)
+    assert (logits(model, batch) - ours).abs().max().item() > 1e-3
     plain = tf.LlamaForCausalLM.from_pretrained(base_dir, quantization_config=tf.BitsAndBytesConfig(**BITS[4]),
                                                 device_map="cpu")
     for module in plain.modules():
@@ -388,3 +390,28 @@ def test_adapter_trainer_trains_qlora_with_gradient_checkpointing(base_dir, tmp_
     assert len(losses) == 10 and losses[-1] < 0.9 * losses[0], losses
     assert not getattr(model, "_hf_peft_config_loaded", False)  # (set for the constructor only)
     assert_same(before, stored(model))
+
+
+def test_a_peft_lora_trained_on_4bit_loads_on_the_float_base(base_dir, tmp_path):
+    """peft's own save of a LoRA on a 4-bit base: adapterkit loads it on the dequantized float model with peft's
+    outputs, and on a fresh 4-bit model too."""
+    peft = pytest.importorskip("peft")
+    plain = tf.LlamaForCausalLM.from_pretrained(base_dir, quantization_config=tf.BitsAndBytesConfig(**BITS[4]),
+                                                device_map="cpu")
+    for module in plain.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    torch.manual_seed(0)
+    peft_model = peft.get_peft_model(plain, peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                             init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "peft")
+    batch = archs.inputs("llama")
+    theirs = logits(peft_model.eval(), batch)
+    with peft_model.disable_adapter():
+        assert (logits(peft_model, batch) - theirs).abs().max().item() > 1e-3  # the adapter does something
+    fresh = quantized(base_dir, 4)
+    fresh.load_adapter(tmp_path / "peft", load_as="a", set_active=True)
+    assert (logits(fresh, batch) - theirs).abs().max().item() < 1e-5
+    fmodel = dequantized_float(base_dir, fresh)
+    fmodel.load_adapter(tmp_path / "peft", load_as="a", set_active=True)
+    assert (logits(fmodel, batch) - theirs).abs().max().item() < 1e-5
