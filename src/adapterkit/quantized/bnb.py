@@ -35,7 +35,12 @@ class FourBit:
         weight = module.weight
         state = weight.quant_state if weight.quant_state is not None else getattr(module, "quant_state", None)
         if getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            try:  # (private in bitsandbytes 0.50: what its own state_dict() calls, without changing the layer)
+                from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            except ImportError:
+                raise _error(module, "its 4-bit weight is in bitsandbytes' CPU-repacked layout and this "
+                                     "bitsandbytes has no inverse for it; set support_avx512bf16_for_cpu=False on "
+                                     "the layers before the first inference call") from None
             return _convert_weight_packed_for_cpu_inverse(weight.data.clone(), copy.deepcopy(state))
         return weight.data, state
 
