@@ -27,6 +27,7 @@ from .methods.bottleneck import AdapterPlusConfig
 from .methods.lora import IA3Config, LoRAConfig
 from .methods.prefix_tuning import PrefixTuningConfig
 from .methods.presets import MAMConfig, UniPELTConfig
+from .kbit import prepare_model_for_kbit_training
 from .model import AdapterModelMixin, init
 from .registry import MethodSpec, register_method, specs
 from .version import __version__
@@ -41,7 +42,7 @@ __all__ = [
     "AdapterFusionConfig", "StaticAdapterFusionConfig", "DynamicAdapterFusionConfig",
     "ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "register_interface",
     "supported_model_types", "AutoAdapterModel", "AdapterModel", "AdapterTrainer", "MethodSpec", "register_method",
-    "__version__", "AdapterPlusConfig", "AdapterDropCallback",
+    "__version__", "AdapterPlusConfig", "AdapterDropCallback", "prepare_model_for_kbit_training",
 ]
 
 

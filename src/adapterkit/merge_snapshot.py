@@ -4,7 +4,9 @@ Recomputing the base from the merged weight (`W - s B A`, `W / l`) is not exact:
 cycle), a zero (IA)^3 entry (0 / 0), an adapter whose tensors changed while merged. So the generic merge
 (registry.merge) records every `Projection.set` made while a method merges: before the first write to some rows
 it copies them (weight and bias rows, in the module's dtype and on its device; for a slice of a fused projection
-only the slice), and reset writes the copies back bit for bit and drops them. Any method that writes the weights
+only the slice), and reset writes the copies back bit for bit and drops them. A quantized projection (quantized/) is
+copied whole, as stored (packed weight and quant state), since requantizing any rows rewrites its packed tensor; so
+two adapters merged into one quantized module are refused like two on the same rows. Any method that writes the weights
 through `Projection.set` gets exact reset for free; a merge that changes a model tensor another way is an error.
 
 The same record serves inits that change the base weights (PiSSA, OLoRA: `W - s B A`): registry.build records
@@ -34,10 +36,23 @@ class _Piece:
         self.module = projection.module
         self.rows = rows
         part = self.kind(self.module, rows)
-        self.weight = part.weight()
+        self.backend = part.backend
+        # a quantized module: its whole stored state, exactly (requantizing any rows changes the packed tensor)
+        self.quantized = None if self.backend is None else self.backend.save(self.module)
+        self.weight = part.weight() if self.backend is None else None
         self.bias = part.bias()
 
     def restore(self) -> None:
+        if self.backend is not None:
+            self.backend.restore(self.module, self.quantized)
+            if self.bias is not None:  # the rows' bias, as Projection.set writes it
+                bias, rows = self.module.bias, self.rows
+                with torch.no_grad():
+                    if rows is None:
+                        bias.copy_(self.bias)
+                    else:
+                        bias[rows if isinstance(rows, slice) else rows.to(bias.device)] = self.bias
+            return
         self.kind(self.module, self.rows).set(self.weight, self.bias)
 
 
@@ -70,6 +85,8 @@ class MergeSnapshot:
         if not todo.any():
             return
         rows = projection.rows if torch.equal(todo, wanted) else todo.nonzero().flatten()
+        if projection.backend is not None:
+            rows = None  # a quantized module: its whole weight state and bias
         self.pieces.append(_Piece(projection, rows))
         held |= todo
 
@@ -95,13 +112,27 @@ class MergeSnapshot:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for p in self.pieces for t in (p.weight, p.bias) if t is not None)
+        return sum(t.numel() * t.element_size() for p in self.pieces for t in (p.weight, p.bias, *_tensors(p.quantized))
+                   if t is not None)
+
+
+def _tensors(saved) -> list:
+    """The tensors in a backend's saved state (tuples, dicts, a QuantState's attributes), for `nbytes`."""
+    if isinstance(saved, torch.Tensor):
+        return [saved]
+    if isinstance(saved, (tuple, list)):
+        return [t for item in saved for t in _tensors(item)]
+    if isinstance(saved, dict):
+        return [t for item in saved.values() for t in _tensors(item)]
+    if saved is not None and hasattr(saved, "__dict__"):
+        return [t for item in vars(saved).values() if isinstance(item, (torch.Tensor, tuple, list)) for t in _tensors(item)]
+    return []
 
 
 def _mask(projection) -> torch.Tensor:
     mask = torch.zeros(projection.full_out_features, dtype=torch.bool)
     rows = projection.rows
-    if rows is None:
+    if rows is None or projection.backend is not None:  # quantized: saved and restored whole
         mask[:] = True
     else:
         mask[rows if isinstance(rows, slice) else rows.cpu()] = True
@@ -122,8 +153,10 @@ class _Recorder:
             for other, snapshot in others.items():
                 held = snapshot.mask(projection.module)
                 if held is not None and (held & wanted).any():
-                    raise AdapterError(f"cannot {self.action} {self.name!r}: adapter {other!r} {why} {module} (the "
-                                       f"same rows); {undo}({other!r}) first")
+                    rows = ("a quantized module, written and restored whole" if projection.backend is not None
+                            else "the same rows")
+                    raise AdapterError(f"cannot {self.action} {self.name!r}: adapter {other!r} {why} {module} "
+                                       f"({rows}); {undo}({other!r}) first")
         self.snapshot.note(projection)
 
 

@@ -8,6 +8,7 @@ method code never sees the storage. New module types register their weight layou
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -16,6 +17,7 @@ from transformers.pytorch_utils import Conv1D
 
 from . import merge_snapshot
 from .errors import AdapterError
+from .quantized import backend_of
 
 # module type -> whether its weight is stored (in, out) instead of nn.Linear's (out, in)
 _TRANSPOSED: dict[type, bool] = {nn.Linear: False, Conv1D: True}
@@ -27,6 +29,8 @@ def register_weight_layout(module_type: type, *, transposed: bool) -> None:
 
 
 def _layout(module: nn.Module) -> bool:
+    if backend_of(module) is not None:
+        return False  # a quantized projection reads and writes its weight (out, in) through its backend
     for module_type, transposed in _TRANSPOSED.items():
         if isinstance(module, module_type):
             return transposed
@@ -35,6 +39,15 @@ def _layout(module: nn.Module) -> bool:
         f"{type(module).__name__} is not a projection LoRA / (IA)^3 can attach to; supported module types: {allowed} "
         "(register others with adapterkit.projection.register_weight_layout)"
     )
+
+
+def _shape(module: nn.Module, transposed: bool) -> tuple[int, int]:
+    """(out, in) of a projection module."""
+    backend = backend_of(module)
+    if backend is not None:
+        return backend.shape(module)
+    shape = module.weight.shape
+    return (shape[1], shape[0]) if transposed else (shape[0], shape[1])
 
 
 def _rows(out_features: int, index: int, parts: int, heads: int | None) -> slice | torch.Tensor:
@@ -55,9 +68,8 @@ class Projection:
     def __init__(self, module: nn.Module, rows: slice | torch.Tensor | None = None):
         self.module = module
         self.transposed = _layout(module)
-        weight = module.weight
-        self.in_features = weight.shape[0] if self.transposed else weight.shape[1]
-        full_out = weight.shape[1] if self.transposed else weight.shape[0]
+        self.backend = backend_of(module)
+        full_out, self.in_features = _shape(module, self.transposed)
         self.full_out_features = full_out
         self.rows = rows
         if rows is None:
@@ -69,8 +81,7 @@ class Projection:
 
     @classmethod
     def fused(cls, module: nn.Module, index: int, parts: int, heads: int | None = None) -> "Projection":
-        weight = module.weight
-        full_out = weight.shape[1] if _layout(module) else weight.shape[0]
+        full_out = _shape(module, _layout(module))[0]
         return cls(module, _rows(full_out, index, parts, heads))
 
     # -- the forward path --------------------------------------------------------------------------
@@ -86,7 +97,10 @@ class Projection:
 
     # -- the weights (merging) ---------------------------------------------------------------------
     def weight(self) -> torch.Tensor:
-        """A copy of W, shape (out, in)."""
+        """A copy of W, shape (out, in) (dequantized, for a quantized projection)."""
+        if self.backend is not None:
+            w = self.backend.dequantize(self.module)
+            return (w if self.rows is None else w[self._rows(w)]).clone()
         w = self.module.weight.detach()
         w = w.t() if self.transposed else w
         return (w if self.rows is None else w[self._rows(w)]).clone()
@@ -103,18 +117,36 @@ class Projection:
         """Write W (out, in) and, if given, b back into the module. During a merge the rows are first copied
         (merge_snapshot.py), so that reset can restore them exactly."""
         merge_snapshot.before_write(self)
-        w = self.module.weight
-        view = w.t() if self.transposed else w
-        if self.rows is None:
-            view.copy_(weight.to(device=w.device, dtype=w.dtype))
+        if self.backend is not None:
+            self._requantize(weight)
         else:
-            view[self._rows(view)] = weight.to(device=w.device, dtype=w.dtype)
+            self._write(weight)
         if bias is not None:
             b = self.module.bias
             if self.rows is None:
                 b.copy_(bias.to(device=b.device, dtype=b.dtype))
             else:
                 b[self._rows(b)] = bias.to(device=b.device, dtype=b.dtype)
+
+    def _requantize(self, weight: torch.Tensor) -> None:
+        """Dequantize, write the rows, quantize again (peft's bnb merge). This rounds: warned once per call site."""
+        warnings.warn(f"writing into a quantized projection ({self.backend.name}) dequantizes, changes and quantizes "
+                      "the weight again, so the result is rounded to the quantization grid; reset_adapter / "
+                      "delete_adapter restore the original quantized weights exactly", stacklevel=3)
+        full = self.backend.dequantize(self.module)
+        if self.rows is None:
+            full = weight.to(device=full.device, dtype=full.dtype)
+        else:
+            full[self._rows(full)] = weight.to(device=full.device, dtype=full.dtype)
+        self.backend.requantize(self.module, full)
+
+    def _write(self, weight: torch.Tensor) -> None:
+        w = self.module.weight
+        view = w.t() if self.transposed else w
+        if self.rows is None:
+            view.copy_(weight.to(device=w.device, dtype=w.dtype))
+        else:
+            view[self._rows(view)] = weight.to(device=w.device, dtype=w.dtype)
 
     def _rows(self, tensor: torch.Tensor):
         return self.rows if isinstance(self.rows, slice) else self.rows.to(tensor.device)

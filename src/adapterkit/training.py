@@ -11,6 +11,8 @@ All checkpoint writing and reading of weights goes through `save_trainable` / `l
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
 from pathlib import Path
@@ -99,6 +101,26 @@ def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
             expected[key].copy_(tensor)
 
 
+@contextmanager
+def _quantized_base_allowed(model):
+    """transformers' Trainer refuses a quantized model that is not a peft model ("purely quantized"). An adapterkit
+    model with trainable adapters is not one: checked here the same way (a trainable quantization method, something
+    to train), then the Trainer is told, for its constructor only, that adapters are attached."""
+    if model is None or not getattr(model, "is_quantized", False) or getattr(model, "_hf_peft_config_loaded", False):
+        yield
+        return
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and not quantizer.is_trainable:
+        raise AdapterError(f"{quantizer.quantization_config.quant_method} quantization does not support training")
+    if not any(p.requires_grad for p in model.adapterkit.parameters()):
+        raise AdapterError("this quantized model has no trainable adapter; add one and call train_adapter(...) first")
+    model._hf_peft_config_loaded = True
+    try:
+        yield
+    finally:
+        del model._hf_peft_config_loaded
+
+
 class AdapterTrainer(Trainer):
     """A `Trainer` for adapterkit models whose checkpoints contain only adapters and heads.
 
@@ -110,7 +132,8 @@ class AdapterTrainer(Trainer):
         if model is not None and not isinstance(model, AdapterModelMixin):
             raise AdapterError(f"AdapterTrainer needs an adapterkit model; call adapterkit.init(model) on this "
                                f"{type(model).__name__} (or load it with AutoAdapterModel) and train_adapter(...)")
-        super().__init__(model, args, *pargs, **kwargs)
+        with _quantized_base_allowed(model):
+            super().__init__(model, args, *pargs, **kwargs)
         head = getattr(model, "active_head", None)
         if self.args.label_names is None and head is not None:
             self.label_names = list(model.heads[head].label_names)

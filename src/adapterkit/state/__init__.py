@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import torch
 import torch.nn as nn
 from transformers import PretrainedConfig
 
@@ -22,6 +23,7 @@ from ..errors import AdapterError
 from ..fusion.container import get_fusion
 from ..interfaces.base import ModelInterface
 from ..merge_snapshot import MergeSnapshot
+from ..quantized import backend_of
 from ..nn.seeding import reseed
 from ..registry import member_specs
 from ..sites import PER_KIND, Site, make_site
@@ -96,7 +98,12 @@ class AdapterState(ModelShape):
 
     def _placed(self, module: nn.Module, reference) -> nn.Module:
         reference = getattr(reference, "module", reference)  # a Projection: its module
-        param = next(reference.parameters(), None)
+        backend = backend_of(reference)
+        if backend is not None:  # quantized: the adapter in float32 at least, as peft's default (trained in it)
+            dtype = torch.promote_types(backend.dtype(reference), torch.float32)
+            return module.to(device=reference.weight.device, dtype=dtype)
+        # the first float parameter (a layer holding quantized projections: their packed integer weights are not)
+        param = next((p for p in reference.parameters() if p.is_floating_point()), None)
         return module if param is None else module.to(device=param.device, dtype=param.dtype)
 
     def _note_meta(self, name: str, placed: nn.Module) -> None:

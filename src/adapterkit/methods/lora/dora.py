@@ -21,7 +21,10 @@ from .modules import LoRA
 
 
 def live_weight(projection: Projection) -> torch.Tensor:
-    """W (out, in) of `projection` as the forward uses it: not detached, not copied (a view where it can be)."""
+    """W (out, in) of `projection` as the forward uses it: not detached, not copied (a view where it can be); a
+    dequantized copy on a quantized projection."""
+    if projection.backend is not None:
+        return projection.weight()
     w = projection.module.weight
     w = w.t() if projection.transposed else w
     rows = projection.rows

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ...nn.dtypes import cast
 from ...nn.gating import Gate
 from ...projection import Projection
+from ...quantized import float_weight
 from .config import LoRAConfig
 from . import fused
 
@@ -181,9 +182,9 @@ class IA3Input(nn.Module):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         projection = self.__dict__["projection"]
-        weight = projection.module.weight
+        weight = float_weight(projection.module)  # (dequantized, on a quantized projection)
         weight = weight.t() if projection.transposed else weight
-        return out + F.linear(x * (self.vector() - 1).to(x.dtype), weight)
+        return out + F.linear(x * (self.vector() - 1).to(x.dtype), weight.to(x.dtype))
 
     def merge_into(self, projection: Projection) -> None:
         projection.set(projection.weight() * self.vector().detach()[None, :])
