@@ -426,3 +426,35 @@ def test_bad_json_line_in_a_fresh_process_prints_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"adapterkit: error: {path}: line 2"), proc.stderr
+
+
+def _wide_llama(path):
+    """bitsandbytes' CPU 4-bit kernels need in_features >= 64: a 64-wide tiny Llama with the test tokenizer."""
+    tok = tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=64, initializer_range=0.2, pad_token_id=0,
+                                         bos_token_id=2, eos_token_id=3))
+    model.generation_config.update(pad_token_id=0, eos_token_id=3, bos_token_id=2)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_quantize_4bit_trains_a_qlora_adapter_that_loads_on_the_float_base(data, tmp_path, capsys):
+    pytest.importorskip("bitsandbytes")
+    base, out = _wide_llama(tmp_path / "base"), tmp_path / "run"
+    rc = main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", data["train"], "--dev-file",
+               data["dev"], "--method", LORA, "--max-steps", "20", "--batch-size", "8", "--lr", "3e-2",
+               "--warmup-ratio", "0", "--quantize", "4bit", "--output-dir", str(out), "--no-plot"])
+    assert rc == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["quantize"] == "4bit" and report["quantized_modules"] == 2 * 7  # every linear of both layers
+    losses = [h["loss"] for h in report["history"] if "loss" in h]
+    assert sum(losses[-5:]) / 5 < 0.8 * losses[0]
+    model = _load(base, out / "adapter")  # the adapter trained on 4-bit runs on the float base
+    assert model.adapter_summary(as_dict=True)[0]["#param"] > 0
+    assert main(["train", "--task", "causal-lm", "--model", str(base), "--train-file", data["train"], "--method",
+                 "full", "--quantize", "4bit", "--output-dir", str(tmp_path / "full"), "--no-plot"]) == 2
+    assert "pick an adapter method" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import UsageError
 
 TASKS = ("causal-lm", "seq2seq")
+QUANTIZE = ("4bit", "8bit")
 
 
 def lm_task(args) -> str | None:
@@ -18,8 +19,22 @@ def lm_task(args) -> str | None:
     return {"causal-lm": "causal-lm", "causallm": "causal-lm", "clm": "causal-lm", "seq2seq": "seq2seq"}.get(task)
 
 
-def load_lm_model(path: Path, task: str | None = None):
-    """(model, task) with `task` inferred from the config when None; a mismatch is a UsageError."""
+def _quantization(quantize: str):
+    """transformers' BitsAndBytesConfig for --quantize (nf4 with float32 compute: adapters train in float32)."""
+    import importlib.util
+
+    import torch
+    from transformers import BitsAndBytesConfig
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError(f"--quantize {quantize} needs bitsandbytes: pip install 'adapterkit[quant]'")
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+
+
+def load_lm_model(path: Path, task: str | None = None, quantize: str | None = None):
+    """(model, task) with `task` inferred from the config when None; a mismatch is a UsageError. `quantize`
+    ("4bit" / "8bit"): the base loaded through bitsandbytes and prepared for k-bit training (QLoRA)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     import adapterkit
@@ -31,10 +46,15 @@ def load_lm_model(path: Path, task: str | None = None):
         what = "an encoder-decoder" if found == "seq2seq" else "a decoder-only"
         raise UsageError(f"--task {task}: {path} is {what} model ({config.model_type}); use --task {found}")
     cls = AutoModelForSeq2SeqLM if found == "seq2seq" else AutoModelForCausalLM
+    if quantize is not None and not path.is_dir():
+        raise UsageError(f"--quantize {quantize} loads a checkpoint's weights; {path} is a config only")
+    extra = {"quantization_config": _quantization(quantize)} if quantize else {}
     try:
-        model = cls.from_pretrained(path, local_files_only=True) if path.is_dir() else cls.from_config(config)
-    except (OSError, ValueError) as exc:
+        model = cls.from_pretrained(path, local_files_only=True, **extra) if path.is_dir() else cls.from_config(config)
+    except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"cannot load a {found} model from {path}: {str(exc).splitlines()[0]}") from None
+    if quantize:
+        adapterkit.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return adapterkit.init(model), found
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import UsageError
+from .lm_models import QUANTIZE
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -20,6 +21,9 @@ def add_arguments(p) -> None:
                              f"on the completion only; --max-length defaults to {DEFAULT_MAX_LENGTH} here")
     g.add_argument("--packing", action="store_true",
                    help="causal-lm: concatenate the examples and cut them into --max-length blocks (labels kept)")
+    g.add_argument("--quantize", choices=QUANTIZE, default=None,
+                   help="load the base with bitsandbytes (QLoRA): 4bit (nf4) or 8bit weights, float32 adapters; "
+                        "needs `pip install adapterkit[quant]`")
 
 
 class ListDataset:
@@ -83,7 +87,10 @@ def run(args, task: str) -> int:
     path = resolve_model_path(args.model)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(path)
-    model, task = load_lm_model(path, task)
+    if full and getattr(args, "quantize", None):
+        raise UsageError(f"--quantize {args.quantize} trains adapters on a frozen quantized base; --method full "
+                         "would train the quantized weights themselves: pick an adapter method")
+    model, task = load_lm_model(path, task, getattr(args, "quantize", None))
     seq2seq = task == "seq2seq"
     max_length = max_length_for_lm(args.max_length, model)
     packing = getattr(args, "packing", False)
@@ -147,7 +154,9 @@ def run(args, task: str) -> int:
     if full:
         tokenizer.save_pretrained(saved)  # …/model is then a whole checkpoint (`generate --model …/model`)
     report = {"task": task, "format": train.fmt, "packing": packing, "method": args.method, "name": name,
-              "model": str(Path(path).resolve()), "train_examples": len(train), "dev_examples": len(dev),
+              "model": str(Path(path).resolve()), "quantize": getattr(args, "quantize", None),
+              "quantized_modules": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()),
+              "train_examples": len(train), "dev_examples": len(dev),
               "max_length": max_length, "seed": args.seed, "steps": result.global_step,
               "train_seconds": round(seconds, 2), "train_loss": result.training_loss, "metrics": final,
               "main_metric": "perplexity", "history": history, "saved": str(saved)}
