@@ -348,3 +348,29 @@ def test_adapterhub_config_keeps_reft_dtype_and_seed():
     assert (config.dtype, config.init_weights_seed, config.subtract_projection) == ("float32", 3, True)
     with pytest.raises(AdapterConfigError, match="output_reft"):
         config_from_adapterhub(dict(data, output_reft=False))
+
+
+def test_seq2seq_generate_with_the_cache_equals_the_uncached_loop():
+    """T5: the encoder's and decoder's interventions under generate() (encoder run once, decoder one token a
+    step) give each step the logits of a full forward without the cache."""
+    from transformers import T5ForConditionalGeneration
+    torch.manual_seed(0)
+    model = adapterkit.init(archs.model("t5", cls=T5ForConditionalGeneration))
+    model.add_adapter("r", config="loreft[prefix_positions=2,r=2]", set_active=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.adapterkit.r.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    model.eval()
+    inputs = {k: v[:1] for k, v in archs.inputs("t5").items() if k != "decoder_input_ids"}
+    res = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, output_logits=True,
+                         return_dict_in_generate=True)
+    dec = torch.tensor([[model.config.decoder_start_token_id]])
+    with torch.no_grad():
+        for step in range(6):
+            logits = model(**inputs, decoder_input_ids=dec, use_cache=False).logits[:, -1]
+            assert (logits - res.logits[step]).abs().max() < 1e-5
+            dec = torch.cat([dec, res.sequences[:, step + 1:step + 2]], 1)
+        with adapterkit.AdapterSetup(None):
+            base = model(**inputs, decoder_input_ids=dec, use_cache=False).logits
+        assert (model(**inputs, decoder_input_ids=dec, use_cache=False).logits - base).abs().max() > 1e-2
