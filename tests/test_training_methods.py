@@ -35,3 +35,27 @@ def test_adapter_trainer_trains_exactly_the_adapter_and_head(tmp_path, config):
     # plus the adapter's saved buffers (VeRA's frozen pair, the base of ReFT's orthogonal map): resuming needs them
     buffers = {n for n, _ in model.named_buffers() if n.startswith("adapterkit.task.")} & set(model.state_dict())
     assert set(load_file(tmp_path / "checkpoint-4" / CHECKPOINT_WEIGHTS_NAME)) == trainable | buffers
+
+
+def test_a_task_ids_column_reaches_the_forward_through_the_adapter_trainer(tmp_path):
+    """Trainer drops data set columns model.forward does not name; adapterkit's per-row arguments are kept, so an
+    MTL-LoRA MultiTask trains from a `task_ids` column (without it the active MultiTask refuses the batch)."""
+    datasets = pytest.importorskip("datasets")
+    from adapterkit import MultiTask
+    torch.manual_seed(0)
+    model = AutoAdapterModel.from_config(BertConfig(**CONFIG))
+    for task in ("a", "b"):
+        model.add_adapter(task, config="mtl_lora[n_up_projection=2]")
+    model.share_parameters(MultiTask("a", "b"))
+    model.add_classification_head("a", num_labels=2)
+    model.train_adapter(MultiTask("a", "b"))
+    model.active_head = "a"
+    rows = dataset()
+    data = datasets.Dataset.from_dict({"input_ids": [r["input_ids"].tolist() for r in rows],
+                                       "attention_mask": [r["attention_mask"].tolist() for r in rows],
+                                       "labels": [r["labels"] for r in rows],
+                                       "task_ids": [i % 2 for i in range(len(rows))]})
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    AdapterTrainer(model=model, args=args(tmp_path, max_steps=3, save_steps=3), train_dataset=data).train()
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in model.named_parameters() if n.startswith(
+        "adapterkit.b."))  # rows of task b trained task b's own parameters

@@ -24,6 +24,7 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from .errors import AdapterError
+from .forward_hooks import FORWARD_ARGUMENTS
 from .heads.io import read_json, read_weights
 from .io.staging import one_commit, recover
 from .model import AdapterModelMixin
@@ -59,7 +60,13 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write adapters + heads (+ their configs, for a readable check on load) into `directory`, in one commit."""
     directory = Path(directory)
-    weights = {k: v.to("cpu").contiguous() for k, v in trainable_state_dict(model).items()}
+    weights, seen = {}, set()
+    for key, tensor in trainable_state_dict(model).items():
+        tensor = tensor.to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in seen:  # tied across adapters (MTL-LoRA's shared A / B):
+            tensor = tensor.clone()                      # a copy per key; loading writes both into the one tensor
+        seen.add(tensor.untyped_storage().data_ptr())
+        weights[key] = tensor
     state = model.adapter_state
     meta = {
         "format": "adapterkit.training", "format_version": 1,
@@ -137,6 +144,12 @@ class AdapterTrainer(Trainer):
         head = getattr(model, "active_head", None)
         if self.args.label_names is None and head is not None:
             self.label_names = list(model.heads[head].label_names)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """The adapter hooks' per-row forward arguments (`task_ids`, `adapter_names`, `skip_layers`) are the model's
+        too: a data set's `task_ids` column reaches the forward (Trainer drops columns model.forward does not name)."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [k for k in FORWARD_ARGUMENTS if k not in self._signature_columns]
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
