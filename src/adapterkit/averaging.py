@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import mixing_weights
+from .blocks import named_weights
 from .errors import AdapterError
 from .registry import members, spec_for, specs
 _IGNORED = ("dropout", "init_weights")  # fields the sources may differ in (as the package)
@@ -28,17 +28,8 @@ def _signature(data):
     return data
 
 
-def _weights(adapter_list, weights, normalize: bool) -> tuple[list[str], list[float]]:
-    if isinstance(adapter_list, dict):
-        if weights is not None:
-            raise AdapterError("average_adapter: give the weights either in adapter_list (a dict) or in weights")
-        names, weights = list(adapter_list), list(adapter_list.values())
-    else:
-        names = list(adapter_list)
-    if not names:
-        raise AdapterError("average_adapter needs at least one adapter to average")
-    return names, mixing_weights("average_adapter", weights, len(names), normalize or weights is None,
-                                 f"average_adapter: {{n}} weights for {len(names)} adapters {names}")
+def _weights(items, weights, normalize: bool) -> tuple[list[str], list[float]]:
+    return named_weights("average_adapter", "adapter_list", "adapters", items, weights, normalize)
 
 
 def _strategies() -> dict:

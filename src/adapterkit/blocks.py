@@ -197,6 +197,25 @@ def mixing_weights(owner: str, weights, count: int, normalize: bool, mismatch: s
     return weights
 
 
+def named_weights(owner: str, argument: str, kind: str, items, weights, normalize: bool
+                  ) -> tuple[list[str], list[float]]:
+    """The names and mixing weights of `average_adapter` / `average_head`: `items` (the `argument`) a list of names,
+    or a dict name -> weight (then no separate `weights`); `kind` ("adapters", "heads") names them in errors."""
+    if isinstance(items, dict):
+        if weights is not None:
+            raise AdapterError(f"{owner}: give the weights either in {argument} (a dict) or in weights")
+        names, weights = list(items), list(items.values())
+    elif isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise AdapterError(f"{owner}: {argument}={items!r} must be a list of {kind[:-1]} names or a dict "
+                           "name -> weight")
+    else:
+        names = list(items)
+    if not names:
+        raise AdapterError(f"{owner} needs at least one {kind[:-1]} to average")
+    return names, mixing_weights(owner, weights, len(names), normalize or weights is None,
+                                 f"{owner}: {{n}} weights for {len(names)} {kind} {names}")
+
+
 def _sizes(block: AdapterCompositionBlock, field: str, value) -> list[int]:
     sizes = [value] * len(block.children) if isinstance(value, int) else list(value)
     if len(sizes) != len(block.children) or not all(isinstance(v, int) and v >= 0 for v in sizes):

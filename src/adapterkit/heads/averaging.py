@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from ..blocks import mixing_weights
+from ..blocks import named_weights
 from ..errors import AdapterError
 from .registry import build_head
 
 _IGNORED = ("dropout_prob",)  # config keys the heads may differ in (as the package)
 
 
-def _weights(head_list, weights, normalize: bool) -> tuple[list[str], list[float]]:
-    if isinstance(head_list, dict):
-        if weights is not None:
-            raise AdapterError("average_head: give the weights either in head_list (a dict) or in weights")
-        names, weights = list(head_list), list(head_list.values())
-    elif isinstance(head_list, (str, bytes)) or not hasattr(head_list, "__iter__"):
-        raise AdapterError(f"average_head: head_list={head_list!r} must be a list of head names or a dict "
-                           "name -> weight")
-    else:
-        names = list(head_list)
-    if not names:
-        raise AdapterError("average_head needs at least one head to average")
-    return names, mixing_weights("average_head", weights, len(names), normalize or weights is None,
-                                 f"average_head: {{n}} weights for {len(names)} heads {names}")
+def _weights(items, weights, normalize: bool) -> tuple[list[str], list[float]]:
+    return named_weights("average_head", "head_list", "heads", items, weights, normalize)
 
 
 def _check_alike(heads: list) -> None:
