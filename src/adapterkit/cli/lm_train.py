@@ -69,6 +69,7 @@ def run(args, task: str) -> int:
     from .learned import check_learned
     from .lm_data import Collator, load_lm, pad_id
     from .lm_metrics import perplexity
+    from ..quantized import is_quantized
     from .lm_models import load_lm_model, load_tokenizer
     from .models import resolve_model_path
     from .outputs import check_written, output_dir
@@ -155,7 +156,7 @@ def run(args, task: str) -> int:
         tokenizer.save_pretrained(saved)  # …/model is then a whole checkpoint (`generate --model …/model`)
     report = {"task": task, "format": train.fmt, "packing": packing, "method": args.method, "name": name,
               "model": str(Path(path).resolve()), "quantize": getattr(args, "quantize", None),
-              "quantized_modules": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules()),
+              "quantized_modules": sum(is_quantized(m) for m in model.modules()),
               "train_examples": len(train), "dev_examples": len(dev),
               "max_length": max_length, "seed": args.seed, "steps": result.global_step,
               "train_seconds": round(seconds, 2), "train_loss": result.training_loss, "metrics": final,
