@@ -65,6 +65,7 @@ class SublayerHookSite(Site):
         self._kept = threading.local()
         self._handles: list = []
         self._skips_norm = False  # an adapter here has original_ln_after=False
+        self._norm_handle = None
 
     def __getstate__(self) -> dict:  # copy.deepcopy / pickle of the model: the per-thread slot is not state
         return {k: v for k, v in self.__dict__.items() if k != "_kept"}
@@ -80,17 +81,25 @@ class SublayerHookSite(Site):
         config = getattr(module, "config", None)
         if self.layer_norm is not None and config is not None and not getattr(config, "original_ln_after", True):
             self._skips_norm = True  # the layer's own norm must be bypassed for it (`_bypass_norm`)
+            if self._handles and self._norm_handle is None:  # installed already: hook the norm now
+                self._hook_norm()
 
     def install(self) -> None:
         self._handles = [self.residual.register_forward_pre_hook(self._keep, with_kwargs=True),
                          self.output.register_forward_hook(self._replace)]
-        if self.layer_norm is not None:
-            self._handles.append(self.layer_norm.register_forward_hook(self._bypass_norm))
+        if self._skips_norm:
+            self._hook_norm()
+
+    def _hook_norm(self) -> None:
+        """Only sites with such an adapter hook the layer's norm: no hook call on every other forward."""
+        self._norm_handle = self.layer_norm.register_forward_hook(self._bypass_norm)
+        self._handles.append(self._norm_handle)
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._norm_handle = None
         self._kept = threading.local()
 
     def _keep(self, module, args, kwargs):
