@@ -9,6 +9,7 @@ weights through `io.adapterhub` with the names each interface declares.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -31,8 +32,7 @@ ARCHS = sorted(MANIFEST["archs"])
 # (adapterkit: up + gate, and down): such checkpoints are refused on import, naming why (test below)
 REFUSED = {("llama", "lora_qkv_ffn"), ("llama", "ia3")}
 PREFIX_CASES = ("prefix_tuning", "prefix_tuning_gated", "prefix_tuning_dec_self")
-# DeBERTa's disentangled attention does not call transformers' attention registry: no prefix tuning there
-NO_PREFIX = {(arch, case) for arch in ("deberta", "deberta-v2") for case in PREFIX_CASES}
+NO_PREFIX: set = set()  # DeBERTa's own attention takes prefixes through hooks (sites/own_attention.py)
 CASES = [(arch, case) for arch in ARCHS for case in MANIFEST["archs"][arch]["cases"]
          if (arch, case) not in REFUSED | NO_PREFIX]
 
@@ -179,12 +179,15 @@ def test_t5_shift_positions_is_what_differs_and_load_adapter_sets_it(case, tmp_p
 
 
 @pytest.mark.parametrize("arch", ["deberta", "deberta-v2"])
-def test_prefix_tuning_refused_where_attention_bypasses_the_registry(arch):
+def test_prefix_tuning_refused_where_attention_bypasses_the_registry_undeclared(arch):
+    """Without an `own_attention` description, an attention outside the registry refuses prefix tuning, saying so."""
     config = config_from_adapterhub(json.loads((FIXTURES / arch / "prefix_tuning" / "adapter_config.json")
                                                .read_text()))
-    model = adapterkit.init(load_base(arch))
+    interface = dataclasses.replace(adapterkit.interfaces.get_interface(arch), own_attention=None)
+    model = adapterkit.init(load_base(arch), interface=interface)
     with pytest.raises(adapterkit.AdapterError, match="prefix tuning cannot attach to layer 0 of Deberta.*attention "
-                                                      "does not go through transformers' attention-function registry"):
+                                                      "does not go through transformers' attention-function registry"
+                                                      ", and its interface declares no own_attention"):
         model.add_adapter("prefix_tuning", config=config)
 
 

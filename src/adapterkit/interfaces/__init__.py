@@ -1,9 +1,9 @@
 """Declarative architecture descriptions, one small file per architecture, registered by model_type."""
 
-from .base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, TaskHead
+from .base import FusedSlice, ModelInterface, OwnAttention, ResidualSite, SublayerSite, TaskHead
 from .registry import get_interface, register_interface, supported_model_types
 from . import (bart, bert, deberta, deberta_v2, distilbert, electra, gpt2, llama, mistral, qwen2,  # noqa: F401
                roberta, t5, vit, xlm_roberta)  # (register built-ins)
 
-__all__ = ["ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "get_interface",
+__all__ = ["ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "OwnAttention", "get_interface",
            "register_interface", "supported_model_types"]

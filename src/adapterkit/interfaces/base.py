@@ -79,6 +79,28 @@ class FusedSlice:
     per_head: str | None = None
 
 
+@dataclass(frozen=True)
+class OwnAttention:
+    """An attention module that computes its scores itself instead of calling transformers' attention registry
+    (DeBERTa's disentangled attention), described so prefix tuning still reaches it through hooks.
+
+    - `kind`: how keys and values come about (a registered kind, sites/own_attention.py): "separate" (key and
+      value projections of their own, DeBERTa-v2) or "fused_per_head" (one projection whose output is split per
+      head into [q k v], DeBERTa).
+    - `key` / `value`: the projections (paths relative to the attention module); for "fused_per_head", `key` is
+      the fused projection and `value_bias` the parameter the module adds to the values after it (prefix values
+      are taken as they are, so they get it subtracted first).
+    - `bias_method`: the module's method computing a relative-position bias from (query, key, ...): it sees the
+      real keys only, and its result is zero over the prefix (the `adapters` package's semantics).
+    """
+
+    kind: str
+    key: str
+    value: str | None = None
+    value_bias: str | None = None
+    bias_method: str | None = None
+
+
 ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one
 ResidualSpec = Union[ResidualSite, SublayerSite]
 
@@ -141,6 +163,8 @@ class ModelInterface:
     task_heads: Mapping[str, TaskHead] = field(default_factory=dict)
     # False where the model's attention does not call transformers' ALL_ATTENTION_FUNCTIONS (prefix tuning needs it)
     attention_registry: bool = True
+    # where attention_registry is False: how prefix tuning reaches the module's own attention code (None: refused)
+    own_attention: OwnAttention | None = None
     # keyword arguments of the attention function that add a bias over keys (T5's position_bias): prefix tuning
     # pads them with zeros for the prefix positions
     attention_bias_kwargs: tuple[str, ...] = ()

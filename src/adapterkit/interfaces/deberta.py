@@ -1,5 +1,6 @@
 """DeBERTa: BERT-style post-LN output modules; q/k/v come from one fused `in_proj` whose output DeBERTa splits
-per head ([q_0 k_0 v_0 q_1 ...], see `DisentangledSelfAttention.transpose_for_scores`).
+per head ([q_0 k_0 v_0 q_1 ...], see `DisentangledSelfAttention.transpose_for_scores`). Its attention computes
+its scores itself (no attention registry): prefix tuning reaches it through `own_attention`.
 
 `adapters` 1.x slices `in_proj` as three contiguous blocks instead, so its LoRA / (IA)^3 "q" touches a mix of
 heads' q, k and v. `DEBERTA_ADAPTERHUB_QKV` reproduces that layout for checkpoints trained there
@@ -8,7 +9,7 @@ heads' q, k and v. `DEBERTA_ADAPTERHUB_QKV` reproduces that layout for checkpoin
 
 from dataclasses import replace
 
-from .base import FusedSlice, ModelInterface, ResidualSite
+from .base import FusedSlice, ModelInterface, OwnAttention, ResidualSite
 from .registry import register_interface
 
 _IN_PROJ = "attention.self.in_proj"
@@ -26,7 +27,8 @@ DEBERTA = register_interface(ModelInterface(
     residual_sites={"mh_adapter": ResidualSite("attention.output"), "output_adapter": ResidualSite("output")},
     self_attention="attention.self",
     lm_heads=("cls", "lm_predictions"),
-    attention_registry=False,  # DeBERTa's disentangled attention is its own code: no prefix tuning
+    attention_registry=False,  # DeBERTa's disentangled attention is its own code: prefix tuning goes through hooks
+    own_attention=OwnAttention("fused_per_head", key="in_proj", value_bias="v_bias", bias_method="disentangled_att_bias"),
 ))
 
 DEBERTA_ADAPTERHUB_QKV = replace(DEBERTA, attention={

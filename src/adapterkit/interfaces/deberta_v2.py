@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+from .base import OwnAttention
 from .deberta import DEBERTA
 from .registry import register_interface
 
@@ -10,4 +11,6 @@ DEBERTA_V2 = register_interface(replace(
     model_types=("deberta-v2",),
     attention={"q": "attention.self.query_proj", "k": "attention.self.key_proj", "v": "attention.self.value_proj",
                "o": "attention.output.dense"},
+    own_attention=OwnAttention("separate", key="key_proj", value="value_proj",
+                               bias_method="disentangled_attention_bias"),
 ))

@@ -94,12 +94,17 @@ def _prefix_site(state, key, target) -> Site:
     field = "cross_attention" if key[1] == "cross_prefix" else "self_attention"
     path = getattr(state.interface, field)
     module = resolve(state.layers[key[0]], path) if path else None
-    if module is None or not state.interface.attention_registry:
+    own = state.interface.own_attention
+    if module is None or not (state.interface.attention_registry or own):
         raise AdapterError(
             f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
             + (f"its interface names no {field} module there" if module is None else
-               "its attention does not go through transformers' attention-function registry")
+               "its attention does not go through transformers' attention-function registry, and its interface "
+               "declares no own_attention (interfaces/base.py OwnAttention) for it")
         )
+    if not state.interface.attention_registry:
+        from .own_attention import own_attention_site  # (it builds on this module)
+        return own_attention_site(state, key, module, own)
     return AttentionSite(state, key, module)
 
 

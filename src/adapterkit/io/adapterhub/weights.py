@@ -115,16 +115,9 @@ def state_dict_to_adapterhub(tensors: Mapping[str, torch.Tensor], name: str, int
 
 def _fused(key: str, parts: list) -> torch.Tensor:
     """One AdapterHub tensor from a fused projection's parts in q, k, v order (the inverse of the import's split);
-    a gate reads the whole projection's input, so its parts must agree."""
+    a gated LoRA's gate too: the package keeps one gate there with one head (row) per part."""
     tensors = [tensor for _, _, tensor in parts]
-    if len(tensors) == 1:
-        return tensors[0]
-    if ".gate." in key:
-        if any(not torch.equal(t, tensors[0]) for t in tensors[1:]):
-            raise AdapterConfigError(f"{key}: the LoRA gates of {', '.join(loc for _, loc, _ in parts)} differ, but "
-                                     "AdapterHub keeps one gate per fused projection; save in the adapterkit format")
-        return tensors[0]
-    return torch.cat(tensors, dim=0)
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
 
 
 def fusion_state_dict_from_adapterhub(weights: Mapping[str, torch.Tensor], fusion_name: str,

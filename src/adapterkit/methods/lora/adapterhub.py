@@ -100,9 +100,13 @@ def import_layer(key: str, layer_id: int, path: str, locations: list[str], rest:
         raise AdapterConfigError(f"AdapterHub weight {key!r}: the config enables no projection at {path!r}")
     check_contiguous(interface, parts[0], f"AdapterHub weight {key!r}")
     out = {}
-    if rest.startswith("gate."):  # a gated LoRA's gate reads the projection's input: one per part
-        for location in parts:
-            out[f"layers.{layer_id}.{location}.{rest}"] = tensor
+    if rest.startswith("gate."):
+        # a gated LoRA's gate reads the projection's input. On a fused projection the package keeps one gate with
+        # one head per part (q, k, v order): each part's gate is its row; a single-head gate serves every part.
+        rows = tensor.chunk(len(parts), dim=0) if len(parts) > 1 and tensor.shape[0] == len(parts) \
+            else [tensor] * len(parts)
+        for location, row in zip(parts, rows):
+            out[f"layers.{layer_id}.{location}.{rest}"] = row.contiguous()
         return out
     scale = config.composition_mode == "scale"  # (IA)^3 keeps only lora_B, shaped (out, 1)
     if scale and rest != "lora_B":
