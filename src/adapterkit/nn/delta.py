@@ -16,8 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
+from ..configs.module_targets import select, target_key
 from ..configs.patterns import settle
+from ..errors import AdapterError
+from ..projection import Projection
 from .dtypes import cast
+from .module_target import kind_of, targeted_modules
 
 
 _WHOLE = (nn.Linear, Conv1D)  # the exact types whose forward `run_whole` reproduces (not subclasses: quantised...)
@@ -86,6 +90,9 @@ def build_on_projections(state, name: str, config, make) -> None:
     """One `make(in_features, out_features, r, alpha)` module on each projection `config.locations()` selects, r
     and alpha that module's after the config's `rank_pattern` / `alpha_pattern` (keyed by the projection module's
     full name in the model, as peft)."""
+    if config.target_modules is not None:
+        _build_targeted(state, name, config, make)
+        return
     names = {id(m): n for n, m in state.model.named_modules()}
     adapted = []
     for layer_id, location, projection in state.projections(config.locations(state.interface), config.leave_out):
@@ -96,10 +103,24 @@ def build_on_projections(state, name: str, config, make) -> None:
     settle(state, name, config, adapted)
 
 
+def _build_targeted(state, name: str, config, make) -> None:
+    """The same on the linear modules `target_modules` selects (configs/module_targets.py), kept at model level."""
+    adapted = []
+    for module_name, module in select(state.model, config.target_modules, config.exclude_modules):
+        if kind_of(module) != "linear":
+            raise AdapterError(f"{type(config).__name__}: target_modules selects {module_name} "
+                               f"({type(module).__name__}); adapterkit's weight-update adapters (LoHa, LoKr) take "
+                               "linear modules only (nn.Linear, Conv1D); narrow target_modules or add exclude_modules")
+        projection = Projection(module)
+        adapted.append(module_name)
+        made = make(projection.in_features, projection.out_features, *config.rank_for(module_name))
+        state.add_model_module(name, target_key(module_name), made, site="linear", target=projection)
+    settle(state, name, config, adapted)
+
 
 @torch.no_grad()
 def merge(state, name: str, config) -> None:
     """Fold each module's dW into its projection, through `Projection.set` (the generic merge keeps the rows it
     writes, refuses rows another merged adapter holds, and reset restores them bit for bit: registry.merge)."""
-    for (layer_id, location), module in state.layer_modules(name):
-        module.merge_into(state.sites[(layer_id, location)].target)
+    for key, module in [*state.layer_modules(name), *targeted_modules(state, name)]:
+        module.merge_into(state.sites[key].target)
