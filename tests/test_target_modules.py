@@ -139,3 +139,102 @@ def test_export_loads_in_peft(case, tmp_path):
     again = adapterkit.init(MODELS[kind]())  # and back
     again.load_adapter(tmp_path, load_as="a", set_active=True)
     assert (_out(again, kind) - expected).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("kind,target_modules,exclude", [
+    ("llama", "all-linear", None), ("llama", r".*\.(q|v)_proj", None), ("llama", ["mlp.up_proj", "o_proj"], None),
+    ("opt", "all-linear", r".*fc\d"), ("gpt2", "all-linear", ["c_proj"]),
+])
+def test_selection_is_peft_s(kind, target_modules, exclude):
+    """The modules selected are the ones peft wraps (suffix match for lists, full match for a regex, "all-linear"
+    leaves the LM head out)."""
+    make = (lambda: archs.model("gpt2", cls=tf.GPT2LMHeadModel)) if kind == "gpt2" else \
+        (lambda: tf.OPTForCausalLM(_opt().config).eval()) if kind == "opt" else \
+        (lambda: archs.model("llama", cls=tf.LlamaForCausalLM))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapped = peft.get_peft_model(make(), peft.LoraConfig(r=2, target_modules=target_modules,
+                                                               exclude_modules=exclude))
+    theirs = {n.removeprefix("base_model.model.") for n, m in wrapped.named_modules()
+              if isinstance(m, peft.tuners.lora.LoraLayer)}
+    model = adapterkit.init(make())
+    model.add_adapter("a", LoRAConfig(r=2, target_modules=target_modules, exclude_modules=exclude))
+    names = {id(m): n for n, m in model.named_modules()}
+    ours = {names[id(model.adapter_state.sites[key].target.module)] for key in model.adapter_state.sites}
+    assert ours == theirs and "lm_head" not in ours
+
+
+@pytest.mark.parametrize("kind,config", [
+    ("llama", LoRAConfig(target_modules=["embed_tokens", "k_proj"], init_weights="bert")),
+    ("convnext", LoRAConfig(target_modules=["patch_embeddings", "downsampling_layer.1"], init_weights="bert")),
+    ("convnext", IA3Config(target_modules=["patch_embeddings", "downsampling_layer.1"], init_weights="bert",
+                           feedforward_modules=["patch_embeddings"])),
+    ("wav2vec2", LoRAConfig(target_modules=r".*conv_layers\.\d\.conv", init_weights="bert")),
+    ("opt", adapterkit.LoKrConfig(target_modules=["v_proj"], init_weights=False)),
+])
+def test_merge_and_reset(kind, config):
+    model = adapterkit.init(MODELS[kind]())
+    base, weights = _out(model, kind), {k: v.clone() for k, v in model.state_dict().items()}
+    model.add_adapter("a", config, set_active=True)
+    adapted = _out(model, kind)
+    assert (adapted - base).abs().max() > 1e-3
+    model.merge_adapter("a")
+    targets = [site.target.module for site in model.adapter_state.sites.values()]
+    assert targets and not any("forward" in m.__dict__ for m in targets)  # merged: they run as plain modules
+    assert (_out(model, kind) - adapted).abs().max() <= 1e-5
+    model.reset_adapter("a")
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items() if k in weights)
+    assert (_out(model, kind) - adapted).abs().max() <= ATOL
+    model.delete_adapter("a")
+    assert torch.equal(_out(model, kind), base)
+
+
+def test_trains_on_a_model_without_an_interface():
+    model = adapterkit.init(_convnext())
+    model.add_adapter("a", LoRAConfig(target_modules=["patch_embeddings", "pwconv1"]))
+    model.train_adapter("a")
+    model(**_inputs("convnext")).last_hidden_state.square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all(n.startswith("adapterkit.a.") for n in grads)
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)
+
+
+@pytest.mark.parametrize("kind,config,message", [
+    ("opt", "seq_bn", "no adapter interface for model_type 'opt'.*target_modules"),
+    ("opt", LoRAConfig(), "no adapter interface for model_type 'opt'"),
+    ("llama", IA3Config(target_modules=["embed_tokens"]), "peft's \\(IA\\)\\^3 takes nn.Linear, Conv1D and nn.Conv2d"),
+    ("wav2vec2", IA3Config(target_modules=r".*conv_layers\.0\.conv"), "\\(IA\\)\\^3 on .*Conv1d"),
+    ("convnext", LoRAConfig(target_modules=["dwconv"]), "groups > 1"),
+    ("convnext", adapterkit.DoRAConfig(target_modules=["patch_embeddings"]), "DoRA on .*linear modules only"),
+    ("convnext", adapterkit.VeraConfig(target_modules=["patch_embeddings"]), "VeRA on .*linear modules only"),
+    ("convnext", adapterkit.LoHaConfig(target_modules=["patch_embeddings"]), "LoHa, LoKr\\) take linear modules"),
+    ("llama", LoRAConfig(target_modules=["input_layernorm"]), "LlamaRMSNorm\\), which LoRA-type adapters cannot"),
+    ("llama", LoRAConfig(target_modules=["nothing_here"]), "selects no module of LlamaModel"),
+])
+def test_refusals_name_the_problem(kind, config, message):
+    model = adapterkit.init(MODELS[kind]())
+    with pytest.raises(AdapterError, match=message):
+        model.add_adapter("a", config)
+    assert "a" not in model.adapters_config and not model.adapter_state.sites
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(target_modules=[]), "must be a non-empty list"), (dict(target_modules="("), "not a valid regular"),
+    (dict(exclude_modules=["x"]), "only apply with target_modules"),
+    (dict(target_modules=["q_proj"], leave_out=[0]), "leave_out"),
+    (dict(target_modules=["q_proj"], use_gating=True), "use_gating"),
+])
+def test_config_checks(fields, message):
+    with pytest.raises(adapterkit.AdapterConfigError, match=message):
+        LoRAConfig(**fields)
+
+
+def test_native_save_and_load_and_config_string(tmp_path):
+    model = adapterkit.init(_opt())
+    model.add_adapter("a", "lora[target_modules=['q_proj','embed_tokens'],init_weights=bert]", set_active=True)
+    expected = _out(model, "opt")
+    model.save_adapter(tmp_path, "a")
+    again = adapterkit.init(_opt())
+    again.load_adapter(tmp_path, set_active=True)
+    assert again.adapters_config["a"].target_modules == ["q_proj", "embed_tokens"]
+    assert torch.equal(_out(again, "opt"), expected)
