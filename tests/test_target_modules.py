@@ -43,7 +43,7 @@ def _wav2vec2():  # no interface; a Conv1d feature extractor (kernel 10 / 3, str
                                               num_conv_pos_embedding_groups=2, do_stable_layer_norm=True)).eval()
 
 
-MODELS = {"llama": _llama, "opt": _opt, "convnext": _convnext, "wav2vec2": _wav2vec2}
+MODELS = {"llama": _llama, "opt": _opt, "convnext": _convnext, "wav2vec2": _wav2vec2, "gpt2": lambda: archs.model("gpt2")}
 
 
 def _inputs(kind):
@@ -111,6 +111,12 @@ CASES = {
                LoRAConfig(r=2, target_modules=r".*conv_layers\.\d\.conv")),
     "loha": ("opt", lambda: peft.LoHaConfig(r=2, target_modules=["q_proj", "fc1"]),
              adapterkit.LoHaConfig(r=2, target_modules=["q_proj", "fc1"])),
+    "lokr": ("opt", lambda: peft.LoKrConfig(r=2, target_modules=r".*layers\.0\..*(v_proj|fc2)"),
+             adapterkit.LoKrConfig(r=2, target_modules=r".*layers\.0\..*(v_proj|fc2)")),
+    "vera": ("opt", lambda: peft.VeraConfig(r=4, target_modules=["q_proj", "fc1"]),
+             adapterkit.VeraConfig(r=4, target_modules=["q_proj", "fc1"])),
+    "gpt2-c_attn": ("gpt2", lambda: peft.LoraConfig(r=2, target_modules=["c_attn", "mlp.c_proj"]),
+                    LoRAConfig(r=2, target_modules=["c_attn", "mlp.c_proj"])),
 }
 
 
@@ -238,3 +244,22 @@ def test_native_save_and_load_and_config_string(tmp_path):
     again.load_adapter(tmp_path, set_active=True)
     assert again.adapters_config["a"].target_modules == ["q_proj", "embed_tokens"]
     assert torch.equal(_out(again, "opt"), expected)
+
+
+def test_compositions_summary_and_adapterhub_refusal(tmp_path):
+    model = adapterkit.init(_llama())
+    for name in ("a", "b"):
+        model.add_adapter(name, LoRAConfig(target_modules=["q_proj", "embed_tokens"], init_weights="bert"))
+    x = _inputs("llama")
+    with torch.no_grad():
+        model.set_active_adapters("a")
+        a = model(**x).last_hidden_state
+        model.set_active_adapters("b")
+        b = model(**x).last_hidden_state
+        model.set_active_adapters(adapterkit.BatchSplit("a", "b", batch_sizes=[1, 1]))
+        split = model(**x).last_hidden_state
+    assert torch.allclose(split[0], a[0], atol=ATOL) and torch.allclose(split[1], b[1], atol=ATOL)
+    assert "a" in model.adapter_summary()
+    with pytest.raises(adapterkit.AdapterConfigError, match="selects its modules by name.*format='peft'"):
+        model.save_adapter(tmp_path / "hub", "a", format="adapterhub")
+    assert not (tmp_path / "hub").exists()
