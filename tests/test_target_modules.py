@@ -115,6 +115,10 @@ CASES = {
              adapterkit.LoKrConfig(r=2, target_modules=r".*layers\.0\..*(v_proj|fc2)")),
     "vera": ("opt", lambda: peft.VeraConfig(r=4, target_modules=["q_proj", "fc1"]),
              adapterkit.VeraConfig(r=4, target_modules=["q_proj", "fc1"])),
+    "loha-conv2d": ("convnext", lambda: peft.LoHaConfig(r=2, target_modules=["patch_embeddings", "pwconv2"]),
+                    adapterkit.LoHaConfig(r=2, target_modules=["patch_embeddings", "pwconv2"])),
+    "loha-conv1d": ("wav2vec2", lambda: peft.LoHaConfig(r=2, alpha=4, target_modules=r".*conv_layers\.1\.conv"),
+                    adapterkit.LoHaConfig(r=2, alpha=4, target_modules=r".*conv_layers\.1\.conv")),
     "gpt2-c_attn": ("gpt2", lambda: peft.LoraConfig(r=2, target_modules=["c_attn", "mlp.c_proj"]),
                     LoRAConfig(r=2, target_modules=["c_attn", "mlp.c_proj"])),
 }
@@ -177,6 +181,8 @@ def test_selection_is_peft_s(kind, target_modules, exclude):
                            feedforward_modules=["patch_embeddings"])),
     ("wav2vec2", LoRAConfig(target_modules=r".*conv_layers\.\d\.conv", init_weights="bert")),
     ("opt", adapterkit.LoKrConfig(target_modules=["v_proj"], init_weights=False)),
+    ("convnext", adapterkit.LoHaConfig(target_modules=["patch_embeddings", "downsampling_layer.1"],
+                                       init_weights=False)),
 ])
 def test_merge_and_reset(kind, config):
     model = adapterkit.init(MODELS[kind]())
@@ -213,7 +219,7 @@ def test_trains_on_a_model_without_an_interface():
     ("convnext", LoRAConfig(target_modules=["dwconv"]), "groups > 1"),
     ("convnext", adapterkit.DoRAConfig(target_modules=["patch_embeddings"]), "DoRA on .*linear modules only"),
     ("convnext", adapterkit.VeraConfig(target_modules=["patch_embeddings"]), "VeRA on .*linear modules only"),
-    ("convnext", adapterkit.LoHaConfig(target_modules=["patch_embeddings"]), "LoHa, LoKr\\) take linear modules"),
+    ("convnext", adapterkit.LoKrConfig(target_modules=["patch_embeddings"]), "LoKr takes linear modules only"),
     ("llama", LoRAConfig(target_modules=["input_layernorm"]), "LlamaRMSNorm\\), which LoRA-type adapters cannot"),
     ("llama", LoRAConfig(target_modules=["nothing_here"]), "selects no module of LlamaModel"),
 ])
