@@ -208,19 +208,21 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     _check_architecture(model, source, data)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights, model_level = _split_model_level(weights)
-    try:  # interface locations first; else by module name, as peft (peft_modules.py)
-        if not peft_modules.has_interface(model):
-            raise CheckpointError("")
-        sites = _sites(model, weights, weights_file, data)
-        targets = _targets(sites, model.adapter_state, source)
-        config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
-    except CheckpointError as located:
+    located = None  # interface locations first; where they cannot hold the file, module names (peft_modules.py)
+    if peft_modules.has_interface(model):
+        try:
+            sites = _sites(model, weights, weights_file, data)
+            targets = _targets(sites, model.adapter_state, source)
+            config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
+        except CheckpointError as e:
+            located = e
+    if located is not None or not peft_modules.has_interface(model):
         try:
             sites, names = peft_modules.module_sites(model, weights, weights_file, _params(), data)
             targets = peft_modules.module_targets(model, names, data, target_modules)
             config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
         except CheckpointError:
-            if str(located):
+            if located is not None:  # the locations' error names what the file holds in adapterkit's terms
                 raise located from None
             raise
     config = parse_config(source, lambda d: config_cls(**d), fields)
