@@ -37,12 +37,12 @@ def refusal(interface: ModelInterface, config) -> str | None:
             "as peft)")
 
 
-__all__ = ["MissingInterface", "missing_interface", "refusal"]
-
-
 def interface_or_missing(model_type: str) -> ModelInterface:
     """The registered interface of `model_type`, else a MissingInterface carrying the registry's error."""
     try:
         return get_interface(model_type)
     except AdapterError as e:
         return missing_interface(model_type, str(e).split("; supported:")[0])
+
+
+__all__ = ["MissingInterface", "interface_or_missing", "missing_interface", "refusal"]
