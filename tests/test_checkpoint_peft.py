@@ -114,16 +114,18 @@ def test_peft_default_ia3_with_feedforward_modules_converts_both_ways(batch, tmp
         assert close(again(**batch).last_hidden_state, expected) <= ATOL
 
 
-def test_peft_ia3_scaling_inputs_of_only_some_modules_of_a_kind_is_refused(tmp_path):
+def test_peft_ia3_scaling_inputs_of_only_some_modules_of_a_kind_loads_by_module_name(tmp_path, batch):
+    """No location config scales the input of some output projections and the output of others: the file loads
+    as a module-targeted adapter (target_modules / feedforward_modules, as peft) with peft's outputs."""
     config = peft.IA3Config(target_modules=["key", "output.dense", "layer.0.output.dense"],
                             feedforward_modules=["layer.0.output.dense"])
-    path, _ = _peft_made("bert", config, tmp_path)
-    model = model_with("bert", "lora", name="existing")
-    before = snapshot(model)
-    with pytest.raises(CheckpointError, match="scales the input of some output projections and the output of "
-                                              "others .*no exact conversion"):
-        model.load_adapter(path)
-    assert_unchanged(model, before)
+    path, peft_model = _peft_made("bert", config, tmp_path)
+    with torch.no_grad():
+        expected = peft_model(**batch).last_hidden_state
+    model = adapterkit.init(tiny_model("bert"))
+    name = model.load_adapter(path, set_active=True)
+    assert model.adapters_config[name].feedforward_modules == ["layer.0.output.dense"]
+    assert close(outputs(model, batch), expected) <= ATOL
 
 
 @pytest.mark.parametrize("option,value,message", [

@@ -51,7 +51,8 @@ CASES = [(cls, f.name) for cls in config_classes() for f in dataclasses.fields(c
 @pytest.mark.parametrize("cls,field", CASES, ids=[f"{c.__name__}.{f}" for c, f in CASES])
 def test_every_adapter_config_field_is_checked(cls, field):
     assert cls()  # the defaults are valid
-    for bad in BAD:
+    # a regex field (peft's target_modules) takes any string that compiles: an unbalanced one is its bad string
+    for bad in BAD if field != "target_modules" else [b if b != "no-such-value" else "(" for b in BAD]:
         with pytest.raises(AdapterConfigError, match=rf"\b{field}\b"):
             cls(**{field: bad})
 

@@ -16,7 +16,8 @@ from .configs import AdapterConfig, resolve_config
 from .errors import AdapterError
 from .fusion.container import fusion_parameter_ids
 from .fusion_api import FusionMixin, freeze_fusions
-from .interfaces import ModelInterface, get_interface
+from .interfaces import ModelInterface
+from .interfaces.missing import interface_or_missing
 from .io import hub
 from .naming import check_adapter_name
 from .state import AdapterState
@@ -341,7 +342,7 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
             raise AdapterError(
                 f"{type(model).__name__} has no config.model_type; pass init(model, interface=ModelInterface(...))"
             )
-        interface = get_interface(model_type)
+        interface = interface_or_missing(model_type)  # none: module-targeted adapters only (interfaces/missing.py)
     state = AdapterState(model, interface)
     if not isinstance(model, AdapterModelMixin):  # AdapterModel classes carry the mixin already
         model.__class__ = _with_mixin(type(model))

@@ -16,6 +16,7 @@ from .configs.base import AdapterConfig
 from .configs.registry import ADAPTER_CONFIG_MAP, register_config_class, register_config_name
 from .configs.union import ConfigUnion
 from .errors import AdapterError
+from .interfaces.missing import refusal
 from .merge_snapshot import MergeSnapshot, recording
 from .nn.seeding import seeded_build
 
@@ -141,6 +142,9 @@ def build(state, name: str, config: AdapterConfig) -> None:
     (delete_adapter) writes them back bit for bit. A failed build is undone the same way. (A checkpoint's dry
     run has no such record and writes nothing.) A member with `init_weights_seed` builds every module from that
     seed (nn/seeding.py)."""
+    why = refusal(state.interface, config)  # a model without an interface takes module-targeted adapters only
+    if why:
+        raise AdapterError(f"cannot add adapter {name!r}: {why}")
     initialised = getattr(state, "initialised", None)
     snapshot = MergeSnapshot()
     try:

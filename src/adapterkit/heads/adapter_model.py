@@ -22,6 +22,7 @@ from ..blocks import Stack
 from ..context import AdapterSetup, current_override
 from ..errors import AdapterError
 from ..io import checkpoint, hub, peft
+from ..interfaces import get_interface
 from ..io.staging import one_commit
 from ..model import AdapterModelMixin, init
 from ..naming import check_adapter_name
@@ -48,7 +49,7 @@ class AdapterModel(AdapterModelMixin):
                 base_model if base_model is not None else self._base_model_class(config))
         self.heads = nn.ModuleDict()
         self._active_head: str | None = None
-        init(self, interface)
+        init(self, interface or get_interface(config.model_type))  # flexible heads need the interface
         self.post_init()
         # After post_init, so transformers' weight init never re-initialises adapters or (tied) heads.
         settings = dict(getattr(config, _SETTINGS, None) or {})

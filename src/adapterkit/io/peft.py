@@ -27,7 +27,9 @@ from ..naming import is_valid_name
 from ..registry import spec_for, specs
 from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
                      parse_config)
+from . import peft_modules
 from .files import StagedWrite, read_weights
+from .peft_modules import targeted
 
 FORMAT = "peft"
 SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -206,9 +208,23 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     _check_architecture(model, source, data)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights, model_level = _split_model_level(weights)
-    sites = _sites(model, weights, weights_file, data)
-    targets = _targets(sites, model.adapter_state, source)
-    config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
+    located = None  # interface locations first; where they cannot hold the file, module names (peft_modules.py)
+    if peft_modules.has_interface(model):
+        try:
+            sites = _sites(model, weights, weights_file, data)
+            targets = _targets(sites, model.adapter_state, source)
+            config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
+        except CheckpointError as e:
+            located = e
+    if located is not None or not peft_modules.has_interface(model):
+        try:
+            sites, names = peft_modules.module_sites(model, weights, weights_file, _params(), data)
+            targets = peft_modules.module_targets(model, names, data, target_modules)
+            config_cls, fields, tensors = readers[peft_type](source, data, sites, targets)
+        except CheckpointError:
+            if located is not None:  # the locations' error names what the file holds in adapterkit's terms
+                raise located from None
+            raise
     config = parse_config(source, lambda d: config_cls(**d), fields)
     # a map that reads model-level tensors completes the adapter's from them (or from the config, peft's seed)
     complete = getattr(next(m for m in _maps() if peft_type in m.READERS), "complete_read", None)
@@ -263,6 +279,7 @@ def write(model, stage: StagedWrite, name: str) -> None:
                    for table in layer_fused_parts(state)]
     tensors: dict[str, torch.Tensor] = {}
     wanted, feedforward = set(), set()
+    targeted(state, name, peft_map, tensors, wanted, feedforward)  # module-targeted modules, by module name
     for (layer_id, location), module in state.layer_modules(name):
         vector = peft_map.output_vector(module) if location in fused_names[layer_id] else None
         if vector is not None:

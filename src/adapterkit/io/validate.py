@@ -37,7 +37,7 @@ class _DryRunState(ModelShape):
             layers[str(layer_id)] = nn.ModuleDict()
         layers[str(layer_id)][location] = module
 
-    def add_model_module(self, name, key, module, *, site=None):
+    def add_model_module(self, name, key, module, *, site=None, target=None):
         self.modules.shared[key] = module
         return module
 

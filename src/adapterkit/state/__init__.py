@@ -127,13 +127,15 @@ class AdapterState(ModelShape):
         self._note_meta(name, placed)
         reseed()  # a seeded build (init_weights_seed) constructs the next module from the seed again
 
-    def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None) -> nn.Module:
-        """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any."""
-        placed = self._entry(name).shared[key] = self._placed(module, self.base)
+    def add_model_module(self, name: str, key: str, module: nn.Module, *, site: str | None = None,
+                         target=None) -> nn.Module:
+        """A model-level module of adapter `name` (`shared.<key>`); `site`: the attach point it needs, if any;
+        `target`: the module (or Projection) that site adapts (module-targeted adapters: methods' targets.py)."""
+        placed = self._entry(name).shared[key] = self._placed(module, self.base if target is None else target)
         self._note_meta(name, placed)
         reseed()
         if site is not None:
-            self._ensure_site(("model", key), site, None)
+            self._ensure_site(("model", key), site, target)
         return placed
 
     def module_at(self, name: str, key: tuple) -> nn.Module | None:

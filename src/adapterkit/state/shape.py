@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from ..errors import AdapterError
 from ..interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
+from ..interfaces.missing import MissingInterface
 from ..projection import Projection
 from ..utils import get_submodule
 
@@ -16,10 +17,11 @@ class ModelShape:
         self.model = model
         self.interface = interface
         self.base = getattr(model, "base_model", model)
-        self.layers, self.stacks = _layer_stacks(self.base, interface)
+        missing = isinstance(interface, MissingInterface)  # no interface: module-targeted adapters only
+        self.layers, self.stacks = ([], []) if missing else _layer_stacks(self.base, interface)
         config = getattr(model, "config", None)
         self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
-        if not self.hidden_size:
+        if not self.hidden_size and not missing:
             raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
         self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
 

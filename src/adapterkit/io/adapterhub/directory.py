@@ -26,6 +26,10 @@ _LEGACY_ACTIVATIONS = {"gelu": "gelu_new", "gelu_orig": "gelu"}
 def write(model, stage: StagedWrite, name: str, safetensors: bool = True) -> None:
     state = model.adapter_state
     config = state.configs[name]
+    if any(getattr(m, "target_modules", None) is not None for m in getattr(config, "configs", None) or [config]):
+        raise AdapterConfigError(f"adapter {name!r} selects its modules by name (target_modules); the AdapterHub "
+                                 "format has locations only (attn_matrices, intermediate_lora, ...): save it as "
+                                 "format='peft' or 'adapterkit'")
     hub_config = config_to_adapterhub(config)
     tensors = state_dict_to_adapterhub(model.adapterkit[name].state_dict(), name, state.interface, config, state)
     facts = model_facts(model)

@@ -12,7 +12,8 @@ from .modules import LoHa
 
 def build(state, name: str, config: LoHaConfig) -> None:
     build_on_projections(state, name, config,
-                         lambda fan_in, fan_out, r, alpha: LoHa(fan_in, fan_out, config, r, alpha))
+                         lambda fan_in, fan_out, r, alpha: LoHa(fan_in, fan_out, config, r, alpha),
+                         convolutions=True)  # peft's LoHa on Conv1d / Conv2d (nn/delta.py)
 
 
 SPEC = register_method(MethodSpec(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ...configs.module_targets import checkpoint_key
 from ...configs.weight_update import fields_from_peft, peft_export_refusal, peft_fields
 from .config import LoHaConfig
 
@@ -15,7 +16,7 @@ PARAMS = {name: name for name in FACTORS}
 
 def read(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
     fields = fields_from_peft(source, data, targets)
-    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    tensors = {checkpoint_key(i, loc, p): t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoHaConfig, fields, tensors
 
 

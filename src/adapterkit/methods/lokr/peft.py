@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ...configs.module_targets import checkpoint_key
 from ...configs.weight_update import fields_from_peft, peft_export_refusal, peft_fields
 from .config import LoKrConfig
 
@@ -19,7 +20,7 @@ def read(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
                   decompose_both=data.get("decompose_both", False),
                   decompose_factor=data.get("decompose_factor", -1),
                   rank_dropout_scale=data.get("rank_dropout_scale", False))
-    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    tensors = {checkpoint_key(i, loc, p): t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoKrConfig, fields, tensors
 
 

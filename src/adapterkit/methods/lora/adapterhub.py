@@ -40,6 +40,8 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
             f"LoRA init_weights={config.init_weights!r} changed the base weights (W - s B A), which the `adapters` "
             "package would not redo on load; call model.convert_to_plain_lora(name) first (the equal plain LoRA of "
             "rank 2r on the original weights), or save in adapterkit or PEFT format")
+    for key in ("target_modules", "exclude_modules", "feedforward_modules"):  # None: io refuses module targets
+        out.pop(key, None)
     if out.pop("rank_pattern", None) or out.pop("alpha_pattern", None):
         raise AdapterConfigError("AdapterHub LoRA has one r and alpha per adapter; an adapter with rank_pattern / "
                                  "alpha_pattern saves in adapterkit or PEFT format")

@@ -6,11 +6,13 @@ import torch
 
 from ...configs.patterns import settle
 from ...errors import AdapterError
+from ...nn.module_target import targeted_modules
 from .config import LoRAConfig, location_group
 from .dora import DoRA
 from .dvora import DvoRA
 from .init import changes_base, initialise
 from .modules import IA3, IA3Input, LoRA
+from .targets import build_targeted
 from .vera import SHARED_KEY, Vera, VeraShared, largest
 
 def locations_of(state, config: LoRAConfig):
@@ -23,6 +25,9 @@ def locations_of(state, config: LoRAConfig):
 def build(state, name: str, config: LoRAConfig) -> None:
     if config.composition_mode == "scale" and config.dropout > 0:
         raise AdapterError(f"adapter {name!r}: (IA)^3 (composition_mode='scale') does not support dropout")
+    if config.target_modules is not None:  # peft's selection by module name (targets.py)
+        build_targeted(state, name, config)
+        return
     cls = IA3 if config.composition_mode == "scale" else LoRA
     locations = locations_of(state, config)
     if config.is_vera:
@@ -90,5 +95,5 @@ def merge(state, name: str, config: LoRAConfig) -> None:
             f"cannot merge {name!r}: its LoRA is gated (use_gating=True), and the gate depends on the input; "
             "only ungated LoRA / (IA)^3 adapters can be merged"
         )
-    for (layer_id, location), module in state.layer_modules(name):
-        module.merge_into(state.sites[(layer_id, location)].target)
+    for key, module in [*state.layer_modules(name), *targeted_modules(state, name)]:
+        module.merge_into(state.sites[key].target)

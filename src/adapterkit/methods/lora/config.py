@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ...configs.base import AdapterConfig
+from ...configs.module_targets import check_module_targets
 from ...configs.patterns import check_pattern, value_for
 from ...errors import AdapterConfigError
 from .init import check_init
@@ -65,6 +66,10 @@ class LoRAConfig(AdapterConfig):
     dora_semantics: str = "adapters"
     vera_d: float | None = None
     vera_b: float | None = None
+    # peft's module selection (configs/module_targets.py); None: the location fields above
+    target_modules: list | str | None = None
+    exclude_modules: list | str | None = None
+    feedforward_modules: list | str | None = None
 
     @property
     def is_vera(self) -> bool:
@@ -72,6 +77,7 @@ class LoRAConfig(AdapterConfig):
         return self.vera_d is not None or self.vera_b is not None
 
     def validate(self) -> None:
+        targeted = check_module_targets(self)
         self._check_bool("selfattn_lora", "intermediate_lora", "output_lora", "use_gating", "use_rslora", "use_dora")
         self._check_layer_list("leave_out")
         self._check_number("r", minimum=1, integer=True)
@@ -103,7 +109,8 @@ class LoRAConfig(AdapterConfig):
             raise AdapterConfigError(f"{type(self).__name__}.use_rslora is for LoRA (composition_mode='add'); "
                                      "(IA)^3 has no rank to scale by")
         self._check_scale_inputs()
-        if not ((self.selfattn_lora and self.attn_matrices) or self.intermediate_lora or self.output_lora):
+        if not targeted and not ((self.selfattn_lora and self.attn_matrices) or self.intermediate_lora
+                                 or self.output_lora):
             raise AdapterConfigError(
                 f"{type(self).__name__} targets no projection: enable selfattn_lora with attn_matrices, "
                 "intermediate_lora or output_lora"

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ...configs.module_targets import checkpoint_key
 from ...errors import AdapterConfigError, CheckpointError
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
 from .init import changes_base
@@ -29,7 +30,8 @@ from .vera_peft import MODEL_LEVEL, complete_read, model_level_tensors  # noqa: 
 
 # PEFT parameter suffix -> ours
 PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l",
-          "lora_magnitude_vector": "magnitude.weight", **vera_peft.PARAMS}
+          "lora_magnitude_vector": "magnitude.weight", "lora_embedding_A": "lora_embedding_A",
+          "lora_embedding_B": "lora_embedding_B", **vera_peft.PARAMS}
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
 _LORA_UNSUPPORTED = {"lora_bias": False, "use_qalora": False, "layer_replication": None,
                      "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
@@ -57,7 +59,7 @@ def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict)
                   use_rslora=data.get("use_rslora", False), init_weights=_init_from_peft(source, data), **patterns)
     if data.get("use_dora", False):
         fields.update(use_dora=True, dora_semantics="peft")
-    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    tensors = {checkpoint_key(i, loc, p): t for (i, loc), params in sites.items() for p, t in params.items()}
     return LoRAConfig, fields, tensors
 
 
@@ -71,7 +73,9 @@ def read_ia3(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
                 feedforward = t.dim() == 2 and t.shape[0] == 1 and t.shape[1] != 1
                 (scaled_input if feedforward else scaled_output).add(location_group(loc))
                 t = t.reshape(-1)
-            tensors[f"layers.{i}.{loc}.{p}"] = t
+            tensors[checkpoint_key(i, loc, p)] = t
+    if "target_modules" in targets:  # module-targeted: peft's feedforward_modules say whose input is scaled
+        return IA3Config, dict(targets), tensors
     mixed = scaled_input & scaled_output
     if mixed:
         raise CheckpointError(
@@ -108,6 +112,8 @@ def output_vector(module):
 
 def module_tensors(module) -> tuple[dict, bool]:
     """({PEFT parameter suffix: tensor}, whether PEFT lists the module as feedforward) of one projection's module."""
+    if hasattr(module, "peft_tensors"):  # on an embedding or convolution (kernel_modules.py)
+        return module.peft_tensors(), bool(getattr(module, "feedforward", False))
     if isinstance(module, IA3):
         return {"ia3_l": module.vector().detach().reshape(-1, 1)}, False
     if isinstance(module, IA3Input):  # a peft feedforward module: its input scaled, (1, in)

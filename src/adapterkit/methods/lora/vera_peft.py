@@ -17,9 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
+from ...configs.module_targets import checkpoint_key
 from ...errors import AdapterConfigError, CheckpointError
 from .build import locations_of
 from .config import LoRAConfig, VeraConfig
+from .targets import vera_size
 from .vera import SHARED_KEY, largest
 
 PARAMS = {"vera_lambda_d": "vera_lambda_d", "vera_lambda_b": "vera_lambda_b"}
@@ -33,7 +35,7 @@ def read(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
     r = data.get("r")
     fields = dict(targets, r=r, alpha=r, dropout=data.get("vera_dropout", 0.0),
                   vera_d=data.get("d_initial", 0.1), vera_b=0.0)
-    tensors = {f"layers.{i}.{loc}.{p}": t for (i, loc), params in sites.items() for p, t in params.items()}
+    tensors = {checkpoint_key(i, loc, p): t for (i, loc), params in sites.items() for p, t in params.items()}
     return VeraConfig, fields, tensors
 
 
@@ -53,7 +55,10 @@ def complete_read(model, source: Path, data: Mapping[str, Any], config: LoRAConf
                                   f"({', '.join(sorted(model_level))}), which only VeRA has")
         return tensors
     state = model.adapter_state
-    in_max, out_max = largest(p for _, _, p in state.projections(locations_of(state, config), config.leave_out))
+    if config.target_modules is not None:
+        in_max, out_max = vera_size(model, config)
+    else:
+        in_max, out_max = largest(p for _, _, p in state.projections(locations_of(state, config), config.leave_out))
     if set(model_level) == set(MODEL_LEVEL):
         a, b = model_level["vera_A"], model_level["vera_B"]
     elif not model_level:
