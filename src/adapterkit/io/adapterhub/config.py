@@ -89,6 +89,16 @@ def read_config(config: AdapterConfig, interface) -> AdapterConfig:
     return ConfigUnion(*fixed) if isinstance(config, ConfigUnion) else fixed[0]
 
 
+def relocate(config: AdapterConfig, weights: Mapping[str, Any], state, name: str):
+    """Where the `adapters` package places a method's modules elsewhere on this architecture, the method may take
+    the checkpoint in a form that keeps the package's placement (LoRA / (IA)^3 on Llama's FFN: module-targeted):
+    (config, adapterkit tensors), or None to read it the usual way."""
+    if isinstance(config, ConfigUnion):
+        return None
+    fn = getattr(hub_map(config), "relocate", None)
+    return None if fn is None else fn(config, weights, state, name)
+
+
 def fix_loaded(config: AdapterConfig, data: Mapping[str, Any], weights: Mapping[str, Any], name: str) -> AdapterConfig:
     """The method's fix of what an old checkpoint's config says, given its `adapter_config.json` and weights.
 

@@ -9,7 +9,8 @@ from ...errors import AdapterConfigError, CheckpointError
 from ...version import __version__
 from ..common import CONFIG_NAME, Checkpoint, check_compatible, model_facts, name_from, parse_config
 from ..files import StagedWrite, read_weights
-from .config import config_from_adapterhub, config_to_adapterhub, fix_legacy_dict, fix_loaded, read_config
+from .config import (config_from_adapterhub, config_to_adapterhub, fix_legacy_dict, fix_loaded, read_config,
+                     relocate)
 from .weights import state_dict_from_adapterhub, state_dict_to_adapterhub
 
 FORMAT = "adapterhub"
@@ -78,8 +79,12 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     weights = {_rename_legacy(k): v for k, v in weights.items()}
     config = fix_loaded(config, data, weights, name)
     try:
-        tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config,
-                                             state=model.adapter_state)
+        relocated = relocate(config, weights, model.adapter_state, name)  # the package's placement, kept
+        if relocated is not None:
+            config, tensors = relocated
+        else:
+            tensors = state_dict_from_adapterhub(weights, name, model.adapter_state.interface, config,
+                                                 state=model.adapter_state)
     except AdapterConfigError as e:
         raise CheckpointError(f"{weights_file}: {e}") from None
     return Checkpoint(name=name, config=config, tensors=tensors, config_file=source, weights_file=weights_file,

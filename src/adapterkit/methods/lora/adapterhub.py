@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ...configs.module_targets import target_key
 from ...errors import AdapterConfigError
 from ...interfaces.base import FusedSlice
 from .config import LoRAConfig
@@ -158,3 +159,41 @@ def shared_import(name: str, interface) -> list:
 
 def shared_export(interface) -> dict[str, str]:
     return {}
+
+
+def relocate(config, weights, state, name: str):
+    """An AdapterHub LoRA / (IA)^3 whose FFN projections sit elsewhere in the `adapters` package than in adapterkit
+    here (Llama's "intermediate" on down_proj, gated T5's on wi_1 alone): the same adapter on the package's modules,
+    as a module-targeted one (`target_modules` = the exact module names, so its config records the placement), with
+    the file's tensors under those modules' keys. (config, tensors), or None where the placements agree.
+
+    Gated LoRA and `scale_inputs` have no module-targeted form: such checkpoints keep the refusal."""
+    interface = state.interface
+    if not any(loc in interface.adapterhub_differs for loc in enabled_locations(config, interface)):
+        return None
+    if config.use_gating or config.is_vera:
+        return None  # prepare_import refuses, naming why
+    modules = dict(state.model.named_modules())
+    suffix = f".{LAYER_KIND}.{name}."
+    tensors, targets = {}, set()
+    for key, tensor in weights.items():
+        if suffix not in key:
+            raise AdapterConfigError(f"AdapterHub weight {key!r} is not a LoRA / (IA)^3 weight of adapter {name!r}")
+        path, param = key.split(suffix, 1)
+        found = [n for n in modules if n == path or n.endswith("." + path) or path.endswith("." + n)]
+        found = [n for n in found if n.split(".")[-1] == path.split(".")[-1]]
+        if len(found) != 1:
+            raise AdapterConfigError(f"AdapterHub weight {key!r}: no single module {path!r} in this model")
+        module_name = found[0]
+        targets.add(module_name)
+        ours = f"shared.{target_key(module_name)}"
+        if param == MAGNITUDE_HUB:
+            tensors[f"{ours}.{MAGNITUDE}"] = tensor.reshape(-1)
+        elif config.composition_mode == "scale":
+            if param != "lora_B":
+                raise AdapterConfigError(f"unexpected (IA)^3 weight {key!r}")
+            tensors[f"{ours}.ia3_l"] = tensor.reshape(-1)
+        else:
+            tensors[f"{ours}.{param}"] = tensor
+    relocated = config.replace(target_modules=sorted(targets), leave_out=[])
+    return relocated, tensors
