@@ -236,6 +236,7 @@ def test_prepare_model_for_kbit_training_on_a_bf16_int8_base(base_dir):
         torch.testing.assert_close(grads[1][key], grads[0][key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # (a fresh interpreter: ~6 s of imports; CI runs it, the module being `ci`)
 def test_adapterkit_imports_neither_torchao_nor_bitsandbytes():
     """The backends match nothing until the library is imported, and adapterkit never imports it: adapting and
     merging on a float model loads no torchao or bitsandbytes module beyond what transformers itself loads
