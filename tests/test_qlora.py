@@ -1,10 +1,8 @@
 """QLoRA: adapters on bitsandbytes 4-bit (nf4) and 8-bit bases loaded by transformers on the CPU
 (`BitsAndBytesConfig`), src/adapterkit/quantized/.
 
-The reference for "right" is a float model whose projections hold the dequantized weights: a quantized layer
-computes `dequant(W) x` (up to float rounding), so the adapted quantized model must equal that float model with the
-same adapter as closely as the unadapted pair agree. Requires bitsandbytes (the `test` extra installs it); marked
-`ci` so that CI cannot pass by skipping.
+The reference for "right" is a float model whose projections hold the dequantized weights (quant_helpers.py).
+Requires bitsandbytes (the `test` extra installs it); marked `ci` so that CI cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -14,11 +12,12 @@ import copy
 import pytest
 import torch
 import transformers as tf
-from transformers.pytorch_utils import Conv1D
 
 import adapterkit
 import archs
 from adapterkit.quantized import backend_of
+from quant_helpers import (assert_same, copy_adapter, dequantized_float, float_error, logits, quantized_names,
+                           randomise, stored)
 
 try:
     import bitsandbytes as bnb
@@ -58,56 +57,6 @@ def quantized(base_dir, bits: int, repack: bool = False):
         if isinstance(module, bnb.nn.Linear4bit) and not repack:
             module.support_avx512bf16_for_cpu = False
     return adapterkit.init(model.eval())
-
-
-def dequantized_float(base_dir, qmodel, cls=tf.LlamaForCausalLM):
-    """The float model with every quantized projection of `qmodel` replaced by its dequantized weight."""
-    model = cls.from_pretrained(base_dir)
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for name, module in qmodel.named_modules():
-            backend = backend_of(module)
-            if backend is not None:
-                weight = backend.dequantize(module)  # (out, in); GPT-2's Conv1D stores (in, out)
-                modules[name].weight.copy_(weight.t() if isinstance(modules[name], Conv1D) else weight)
-    return adapterkit.init(model.eval())
-
-
-def quantized_names(model) -> list[str]:
-    return [n for n, m in model.named_modules() if backend_of(m) is not None]
-
-
-def stored(model) -> dict:
-    """Every base tensor as stored (packed weights with their quant state / SCB), copied."""
-    return {k: v.clone() for k, v in model.state_dict().items() if "adapterkit" not in k}
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
-
-
-def logits(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def randomise(model, name: str, scale: float = 0.3, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.adapterkit[name].parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
-def copy_adapter(source, target, name: str) -> None:
-    target.adapterkit[name].load_state_dict(source.adapterkit[name].state_dict())
-
-
-def float_error(qmodel, fmodel, batch) -> float:
-    """How closely the quantized model and its dequantized float twin agree without adapters: float rounding."""
-    qmodel.set_active_adapters(None), fmodel.set_active_adapters(None)
-    return (logits(qmodel, batch) - logits(fmodel, batch)).abs().max().item()
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -244,6 +193,43 @@ def test_checkpoints_move_between_quantized_and_float_bases(base_dir, format, tm
     for key, value in fmodel.adapterkit["a"].state_dict().items():
         assert torch.equal(fresh.adapterkit["a"].state_dict()[key], value), key
     assert (logits(fresh, batch) - logits(fmodel, batch)).abs().max().item() <= max(10 * eps, 1e-5)
+
+
+def _train(model, name: str, steps: int = 10) -> None:
+    model.train_adapter(name)
+    batch = archs.inputs("llama")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@pytest.mark.parametrize("format", ["peft", "adapterhub"])
+def test_a_lora_trained_on_4bit_serves_on_the_original_float_model_and_back(base_dir, format, tmp_path):
+    """QLoRA's use: train on the 4-bit base, serve on the original float checkpoint (and the other way). The
+    adapted outputs differ by about what the bases differ (the quantization error), and far less than the
+    adapter's own effect; the adapter tensors load exactly."""
+    batch = archs.inputs("llama")
+    for source, target in (("4bit", "float"), ("float", "4bit")):
+        models = {"4bit": quantized(base_dir, 4),
+                  "float": adapterkit.init(tf.LlamaForCausalLM.from_pretrained(base_dir).eval())}
+        quantization_error = float_error(models["4bit"], models["float"], batch)
+        torch.manual_seed(0)
+        models[source].add_adapter("a", config=HUB_LORA, set_active=True)
+        _train(models[source], "a")
+        models[source].save_adapter(tmp_path / source, "a", format=format)
+        models[target].load_adapter(tmp_path / source, load_as="a", set_active=True, format=format)
+        for key, value in models[source].adapterkit["a"].state_dict().items():
+            assert torch.equal(models[target].adapterkit["a"].state_dict()[key], value), key
+        got, expected = logits(models[target], batch), logits(models[source], batch)
+        models[source].set_active_adapters(None)
+        effect = (expected - logits(models[source], batch)).abs().max().item()
+        diff = (got - expected).abs().max().item()
+        print(f"{format} {source}->{target}: quantization error {quantization_error:.3e}, adapted {diff:.3e}, "
+              f"adapter effect {effect:.3e}")
+        assert diff <= 2 * quantization_error and effect > 5 * quantization_error
 
 
 def test_peft_runs_our_export_on_a_4bit_base_as_we_do(base_dir, tmp_path):

@@ -4,7 +4,8 @@ peft's function of the same name (peft/utils/other.py) for adapterkit models.
 Why each step: the non-quantized half-precision parameters (norms, embeddings, heads) are cast to float32, where
 small updates and the norms' statistics do not round away; with gradient checkpointing the reentrant checkpoint
 only recomputes a segment whose input needs a gradient, and a frozen base's embeddings give none, so the input
-embeddings' output is made to require one (not needed with `use_reentrant=False`). The base is frozen: call
+embeddings' output is made to require one (not needed with `use_reentrant=False`, transformers' default; it
+registers that hook itself for models fed `input_ids`, so it is added here only where it did not). The base is frozen: call
 `train_adapter` afterwards, which makes exactly the adapter (and its head) trainable again.
 """
 
@@ -39,10 +40,12 @@ def prepare_model_for_kbit_training(model: nn.Module, use_gradient_checkpointing
     if enable is None or not getattr(model, "supports_gradient_checkpointing", False):
         raise AdapterError(f"{type(model).__name__} does not support gradient checkpointing in transformers; "
                            "pass use_gradient_checkpointing=False")
-    if kwargs.get("use_reentrant", True):
+    enable(gradient_checkpointing_kwargs=kwargs or None)  # (no kwargs: transformers' use_reentrant=False)
+    # transformers registers the input-gradient hooks itself for models fed input_ids; registering them again
+    # would leak a hook that disable_input_require_grads() no longer removes
+    if kwargs.get("use_reentrant", False) and not getattr(model, "_require_grads_hooks", None):
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
         else:
             model.get_input_embeddings().register_forward_hook(lambda module, args, out: out.requires_grad_(True))
-    enable(gradient_checkpointing_kwargs=kwargs or None)
     return model

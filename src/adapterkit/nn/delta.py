@@ -81,6 +81,8 @@ class DeltaWeight(nn.Module):
         if self._forward_pre_hooks or self._forward_hooks:
             return None  # hooks on the adapter module itself: it has to be called
         weight, bias = projection.weight, projection.bias
+        if type(weight) is not nn.Parameter and type(weight) is not torch.Tensor:
+            return None  # a tensor-subclass weight (torchao's quantized ones) cannot be added to
         delta = self.delta_weight()
         if x.dtype != weight.dtype or delta.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type):
             return None

@@ -1,10 +1,10 @@
-"""Projections whose weight is stored quantized (bitsandbytes `Linear4bit` / `Linear8bitLt`, ...).
+"""Projections whose weight is stored quantized (bitsandbytes `Linear4bit` / `Linear8bitLt`, torchao tensors).
 
 Why a registry of backends: `Projection` (projection.py) reads and writes a weight as a float (out, in) matrix, and
 `merge_snapshot` copies what a merge overwrites. A quantized module keeps a packed tensor plus side state (absmax /
 quant map, row scales), so each backend says how to read its shape, dequantize, requantize (a merge: this rounds),
 and save / restore its exact stored state (reset: bit for bit). A backend whose library is not imported matches
-nothing, so adapterkit never imports bitsandbytes itself.
+nothing, so adapterkit never imports bitsandbytes or torchao itself.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def float_weight(module: nn.Module) -> torch.Tensor:
     return module.weight if backend is None else backend.dequantize(module)
 
 
-from . import bnb  # noqa: E402  (registers the bitsandbytes backends)
+from . import bnb, torchao  # noqa: E402  (the bitsandbytes and torchao backends)
 
 register_quantized_backend(bnb.FourBit())
 register_quantized_backend(bnb.EightBit())
+register_quantized_backend(torchao.TorchAO())

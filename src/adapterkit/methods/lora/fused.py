@@ -58,6 +58,8 @@ def fused_args(lora, module: nn.Module, x) -> tuple | None:
         return None
     params = module._parameters
     weight, bias = params["weight"], params.get("bias")
+    if type(weight) is not nn.Parameter and type(weight) is not torch.Tensor:
+        return None  # a tensor-subclass weight (torchao's quantized ones): its own linear kernel
     lora_params = lora._parameters
     a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
     if a is None or b is None or not isinstance(x, torch.Tensor) or x.is_meta:
