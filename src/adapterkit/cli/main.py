@@ -54,12 +54,20 @@ def one_line(exc: BaseException) -> str:
 
 # libraries that log on import what a command's user cannot act on: bitsandbytes' CPU backend warns that an
 # optional kernel package (fetched from the Hub) is missing whenever transformers imports it
-QUIET_LOGGERS = ("bitsandbytes",)
+QUIET_LOGGERS = ("bitsandbytes", "torchao", "torch.utils._pytree")  # import-time notes (kernels, deprecations)
+
+
+def _quiet_loggers() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if interrupt.is_command():  # the command only, before the package's imports (transformers -> torchao) run
+    _quiet_loggers()
 
 
 def main(argv=None) -> int:
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_loggers()
     with interrupt.handled():
         try:
             parser = build_parser()
