@@ -1,0 +1,92 @@
+"""AdapterTrainer steps of LoRA, seq_bn and prefix tuning on a tiny BERT and a tiny Llama, the same global batches
+whatever the process count.
+
+Run by tests/test_fsdp.py under `accelerate launch` with its FSDP plugin (fsdp_version 2, gloo on the CPU), and
+imported there for the one-process run (`run`). Per arch and method, every rank writes the gathered adapter + head
+weights to OUT/rank<r>/<arch>_<method>.safetensors; the Trainer saves an adapter checkpoint after the last step
+(OUT/<arch>_<method>/run/checkpoint-3) and rank 0 writes `save_adapter` output to OUT/saved/<arch>_<method>.
+
+usage: fsdp_trainer_steps.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import TrainingArguments
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fsdp_steps  # noqa: E402
+from fsdp_steps import GLOBAL_BATCH, STEPS, build, weights  # noqa: E402
+from adapterkit import AdapterTrainer, distributed  # noqa: E402
+
+
+def fsdp_on_cpu(model) -> bool:
+    """Give accelerate's state the FSDP plugin `accelerate launch` configured (its FSDP_* environment), for `model`.
+
+    - accelerate 1.16 turns its FSDP plugin on only for accelerator devices: on a CPU-only machine its state stays
+      MULTI_CPU (DDP) and drops the plugin. This machine has no GPU, so the plugin goes into the shared state by
+      hand, the only departure from a GPU run: what follows (accelerate's fsdp2_prepare_model, the Trainer's FSDP
+      branches, our save path) is the code a GPU run executes.
+    - A plugin fixes its wrap policy on the first model it prepares, and this process trains several architectures:
+      a fresh plugin per model, wrapping that model's transformer layer class (a launch config's
+      `fsdp_transformer_layer_cls_to_wrap`). Left to `_no_split_modules`, accelerate also wraps BertEmbeddings and
+      then fails to shard its word embeddings on their own (their weights are DTensors already)."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return False
+    state = Accelerator(cpu=True).state  # shared by every Accelerator (the Trainer's) in this process
+    if state.distributed_type == DistributedType.MULTI_CPU:
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP  # each re-reads the other
+    layer = type(model.adapter_state.layers[0]).__name__
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(transformer_cls_names_to_wrap=[layer])
+    return True
+
+
+def trainer(arch: str, method: str, out: Path, world: int = 1) -> AdapterTrainer:
+    rows, labels = fsdp_steps.data()
+    data = [{"input_ids": row, "labels": int(label)} for row, label in zip(rows, labels)]
+    model = build(arch, method)
+    configured = fsdp_on_cpu(model)
+    args = TrainingArguments(str(out / f"{arch}_{method}" / "run"), max_steps=STEPS,
+                             per_device_train_batch_size=GLOBAL_BATCH // world, optim="sgd", learning_rate=0.5,
+                             lr_scheduler_type="constant", save_strategy="steps", save_steps=STEPS,
+                             report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+                             ddp_backend="gloo" if world > 1 else None,
+                             accelerator_config={"use_configured_state": configured})
+    return AdapterTrainer(model=model, args=args, train_dataset=data)
+
+
+def run(arch: str, method: str, out: Path) -> tuple[dict, object]:
+    """One process: (final adapter + head weights, the trained model)."""
+    t = trainer(arch, method, out)
+    t.train()
+    return weights(t.model), t.model
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    (out / f"rank{rank}").mkdir(parents=True, exist_ok=True)
+    for arch in fsdp_steps.ARCHS:
+        for method in fsdp_steps.METHODS:
+            t = trainer(arch, method, out, world)
+            t.train()
+            model = t.accelerator.unwrap_model(t.model)
+            assert distributed.is_sharded(model), "accelerate did not shard the model (FSDP plugin not in use?)"
+            with distributed.gathered_adapters(model, rank0_only=False):
+                save_file(weights(model), str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"))
+            distributed.save_adapter(model, out / "saved" / f"{arch}_{method}", "task")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
