@@ -2,9 +2,10 @@
 
 Run by tests/test_fsdp.py under `torchrun --nproc_per_node=2` (gloo, CPU): the model is sharded with
 `adapterkit.distributed.shard_model` (every transformer layer, then the root), each rank trains on its half of the
-same global batches; then each rank writes the gathered adapter + head weights to OUT/rank<r>/<arch>_<method>.
-safetensors and rank 0 saves the adapter with its head (adapterkit format) to OUT/saved/<arch>_<method>. Imported by
-the test for the one-process run over the same global batches (`run`, world 1, no sharding). Plain SGD, so a
+same global batches; then each rank writes its outputs and the gathered adapter + head weights (`rank_record`) to
+OUT/rank<r>/<arch>_<method>.safetensors and rank 0 saves the adapter with its head (adapterkit format) to OUT/saved/<arch>_<method>. Imported by
+the tests for the one-process run over the same global batches (`run`, world 1, no sharding), which the
+AdapterTrainer runs (fsdp_trainer_steps.py, sequential sampling) must match too. Plain SGD, so a
 wrongly scaled gradient changes the result.
 
 usage: fsdp_steps.py OUT_DIR
@@ -23,7 +24,7 @@ import archs  # noqa: E402
 from adapterkit import AutoAdapterModel  # noqa: E402
 from adapterkit import distributed  # noqa: E402
 
-STEPS, GLOBAL_BATCH, SEQ = 3, 4, 6
+STEPS, GLOBAL_BATCH, SEQ, LR, MAX_GRAD_NORM = 3, 4, 6, 0.5, 1.0
 ARCHS = ["bert", "llama"]
 METHODS = {"lora": "lora[r=4,alpha=8,attn_matrices=['q','k','v'],output_lora=True]",
            "seq_bn": "seq_bn[reduction_factor=4]",
@@ -56,9 +57,10 @@ def probe():
 
 
 def train(model, world: int = 1, rank: int = 0) -> None:
-    """STEPS SGD steps; this rank takes its share of each global batch (FSDP averages the gradients)."""
+    """STEPS SGD steps with the Trainer's gradient clipping; this rank takes its share of each global batch, in
+    order (FSDP averages the gradients)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.5)
+    optimizer = torch.optim.SGD(params, lr=LR)
     rows, labels = data()
     per = GLOBAL_BATCH // world
     model.train()
@@ -66,6 +68,7 @@ def train(model, world: int = 1, rank: int = 0) -> None:
         start = step * GLOBAL_BATCH + rank * per
         loss = model(input_ids=rows[start:start + per], labels=labels[start:start + per]).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)  # as the Trainer does; one norm over all shards
         optimizer.step()
         optimizer.zero_grad()
 
@@ -74,6 +77,25 @@ def weights(model) -> dict[str, torch.Tensor]:
     """The adapter + head weights by model key (whole tensors: call inside `gathered_adapters` when sharded)."""
     ids = {id(p) for _, _, p in distributed.adapter_parameters(model)}
     return {k: v.detach().clone().contiguous() for k, v in model.named_parameters() if id(v) in ids}
+
+
+def rank_record(model) -> tuple[dict, dict]:
+    """What a rank writes after training: its outputs on `probe()` (a forward of the sharded model: every rank
+    computes the whole batch), the gathered adapter + head weights, and (metadata) how many of those parameters
+    FSDP shards and how many of their elements this rank holds."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for _, _, p in distributed.adapter_parameters(model)]
+    sharded = [p for p in params if isinstance(p, DTensor)]
+    meta = {"params": str(len(params)), "sharded": str(len(sharded)),
+            "local_numel": str(sum(p.to_local().numel() for p in sharded)),
+            "numel": str(sum(p.numel() for p in params))}
+    model.eval()
+    with torch.no_grad():
+        tensors = {"__logits__": model(input_ids=probe()).logits.contiguous()}
+    with distributed.gathered_adapters(model, rank0_only=False):
+        tensors.update(weights(model))
+    return tensors, meta
 
 
 def run(arch: str, method: str) -> tuple[dict, object]:
@@ -93,8 +115,8 @@ def main() -> None:
         for method in METHODS:
             model = distributed.shard_model(build(arch, method))
             train(model, world, rank)
-            with distributed.gathered_adapters(model, rank0_only=False):
-                save_file(weights(model), str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"))
+            tensors, meta = rank_record(model)
+            save_file(tensors, str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"), metadata=meta)
             distributed.save_adapter(model, out / "saved" / f"{arch}_{method}", "task")
     # tear the process group down before the interpreter does (gloo threads alive at exit can abort it)
     torch.distributed.barrier()

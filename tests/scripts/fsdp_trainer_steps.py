@@ -1,9 +1,10 @@
 """AdapterTrainer steps of LoRA, seq_bn and prefix tuning on a tiny BERT and a tiny Llama, the same global batches
 whatever the process count.
 
-Run by tests/test_fsdp.py under `accelerate launch` with its FSDP plugin (fsdp_version 2, gloo on the CPU), and
-imported there for the one-process run (`run`). Per arch and method, every rank writes the gathered adapter + head
-weights to OUT/rank<r>/<arch>_<method>.safetensors; the Trainer saves an adapter checkpoint after the last step
+Run by tests/test_fsdp.py under `accelerate launch` with its FSDP plugin (fsdp_version 2, gloo on the CPU). Batches
+in order (sequential sampling), SGD and gradient clipping as in fsdp_steps.py, so the result must equal its
+one-process plain loop. Per arch and method, every rank writes its outputs and the gathered
+adapter + head weights (`fsdp_steps.rank_record`) to OUT/rank<r>/<arch>_<method>.safetensors; the Trainer saves an adapter checkpoint after the last step
 (OUT/<arch>_<method>/run/checkpoint-3) and rank 0 writes `save_adapter` output to OUT/saved/<arch>_<method>.
 
 usage: fsdp_trainer_steps.py OUT_DIR
@@ -21,7 +22,7 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fsdp_steps  # noqa: E402
-from fsdp_steps import GLOBAL_BATCH, STEPS, build, weights  # noqa: E402
+from fsdp_steps import GLOBAL_BATCH, LR, MAX_GRAD_NORM, STEPS, build  # noqa: E402
 from adapterkit import AdapterTrainer, distributed  # noqa: E402
 
 
@@ -55,19 +56,13 @@ def trainer(arch: str, method: str, out: Path, world: int = 1) -> AdapterTrainer
     model = build(arch, method)
     configured = fsdp_on_cpu(model)
     args = TrainingArguments(str(out / f"{arch}_{method}" / "run"), max_steps=STEPS,
-                             per_device_train_batch_size=GLOBAL_BATCH // world, optim="sgd", learning_rate=0.5,
-                             lr_scheduler_type="constant", save_strategy="steps", save_steps=STEPS,
+                             per_device_train_batch_size=GLOBAL_BATCH // world, optim="sgd", learning_rate=LR,
+                             lr_scheduler_type="constant", max_grad_norm=MAX_GRAD_NORM,
+                             train_sampling_strategy="sequential", save_strategy="steps", save_steps=STEPS,
                              report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
                              ddp_backend="gloo" if world > 1 else None,
                              accelerator_config={"use_configured_state": configured})
     return AdapterTrainer(model=model, args=args, train_dataset=data)
-
-
-def run(arch: str, method: str, out: Path) -> tuple[dict, object]:
-    """One process: (final adapter + head weights, the trained model)."""
-    t = trainer(arch, method, out)
-    t.train()
-    return weights(t.model), t.model
 
 
 def main() -> None:
@@ -81,8 +76,8 @@ def main() -> None:
             t.train()
             model = t.accelerator.unwrap_model(t.model)
             assert distributed.is_sharded(model), "accelerate did not shard the model (FSDP plugin not in use?)"
-            with distributed.gathered_adapters(model, rank0_only=False):
-                save_file(weights(model), str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"))
+            tensors, meta = fsdp_steps.rank_record(model)
+            save_file(tensors, str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"), metadata=meta)
             distributed.save_adapter(model, out / "saved" / f"{arch}_{method}", "task")
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
