@@ -93,6 +93,8 @@ def check_ranks(out: Path, arch: str, method: str, single: dict, trained) -> tup
         with open(path, "rb") as f:  # safetensors header: 8-byte length, then JSON with __metadata__
             meta = json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
         assert meta["sharded"] == meta["params"] and int(meta["local_numel"]) < int(meta["numel"]), meta
+        if "load_diff" in meta:  # torchrun worker: whole weights loaded into a sharded model come back exact
+            assert float(meta["load_diff"]) == 0, meta
         records.append((tensors.pop("__logits__"), tensors))
     (logits0, rank0), (logits1, rank1) = records
     across = max(max_diff(rank0, rank1), (logits0 - logits1).abs().max().item())

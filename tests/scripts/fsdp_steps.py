@@ -98,6 +98,19 @@ def rank_record(model) -> tuple[dict, dict]:
     return tensors, meta
 
 
+def load_into_sharded(arch: str, method: str, trained: dict) -> float:
+    """Whole weights into a freshly sharded model (`load_full_weights`: each rank keeps its shard, as the
+    AdapterTrainer's resume does); returns the largest difference of the weights gathered back."""
+    model = distributed.shard_model(build(arch, method))
+    for key, param in model.named_parameters():
+        if key in trained:
+            distributed.load_full_weights(param, trained[key])
+    with distributed.gathered_adapters(model, rank0_only=False):
+        back = weights(model)
+    assert set(back) == set(trained)
+    return max((back[k] - trained[k]).abs().max().item() for k in back)
+
+
 def run(arch: str, method: str) -> tuple[dict, object]:
     """One process, no sharding: (final weights, the trained model)."""
     model = build(arch, method)
@@ -116,6 +129,8 @@ def main() -> None:
             model = distributed.shard_model(build(arch, method))
             train(model, world, rank)
             tensors, meta = rank_record(model)
+            meta["load_diff"] = str(load_into_sharded(arch, method, {k: v for k, v in tensors.items()
+                                                                     if k != "__logits__"}))
             save_file(tensors, str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"), metadata=meta)
             distributed.save_adapter(model, out / "saved" / f"{arch}_{method}", "task")
     # tear the process group down before the interpreter does (gloo threads alive at exit can abort it)
