@@ -95,6 +95,9 @@ def check_ranks(out: Path, arch: str, method: str, single: dict, trained) -> tup
         assert meta["sharded"] == meta["params"] and int(meta["local_numel"]) < int(meta["numel"]), meta
         if "load_diff" in meta:  # torchrun worker: whole weights loaded into a sharded model come back exact
             assert float(meta["load_diff"]) == 0, meta
+        if "resume_diff" in meta:  # accelerate worker: a Trainer resumed from the adapter checkpoint
+            assert float(meta["resume_diff"]) <= 1e-6, meta
+            print(f"{arch} {method} rank {rank}: resumed Trainer vs trained {float(meta['resume_diff']):.1e}")
         records.append((tensors.pop("__logits__"), tensors))
     (logits0, rank0), (logits1, rank1) = records
     across = max(max_diff(rank0, rank1), (logits0 - logits1).abs().max().item())

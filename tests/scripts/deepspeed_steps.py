@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fsdp_steps  # noqa: E402
-from fsdp_steps import GLOBAL_BATCH, LR, MAX_GRAD_NORM, STEPS, build  # noqa: E402
+from fsdp_steps import GLOBAL_BATCH, LR, MAX_GRAD_NORM, MOMENTUM, STEPS, build  # noqa: E402
 from adapterkit import AdapterTrainer  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def config(stage: int) -> dict:
         zero["stage3_param_persistence_threshold"] = 0  # partition even tiny parameters (adapters included)
     return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
             "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "zero_allow_untested_optimizer": True,
-            "optimizer": {"type": "SGD", "params": {"lr": "auto"}}}
+            "optimizer": {"type": "SGD", "params": {"lr": "auto", "momentum": MOMENTUM}}}
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ Run by tests/test_fsdp.py under `torchrun --nproc_per_node=2` (gloo, CPU): the m
 same global batches; then each rank writes its outputs and the gathered adapter + head weights (`rank_record`) to
 OUT/rank<r>/<arch>_<method>.safetensors and rank 0 saves the adapter with its head (adapterkit format) to OUT/saved/<arch>_<method>. Imported by
 the tests for the one-process run over the same global batches (`run`, world 1, no sharding), which the
-AdapterTrainer runs (fsdp_trainer_steps.py, sequential sampling) must match too. Plain SGD, so a
-wrongly scaled gradient changes the result.
+AdapterTrainer runs (fsdp_trainer_steps.py, sequential sampling) must match too. SGD with momentum, so a
+wrongly scaled gradient changes the result (Adam would hide a constant factor).
 
 usage: fsdp_steps.py OUT_DIR
 """
@@ -24,7 +24,7 @@ import archs  # noqa: E402
 from adapterkit import AutoAdapterModel  # noqa: E402
 from adapterkit import distributed  # noqa: E402
 
-STEPS, GLOBAL_BATCH, SEQ, LR, MAX_GRAD_NORM = 3, 4, 6, 0.5, 1.0
+STEPS, GLOBAL_BATCH, SEQ, LR, MOMENTUM, MAX_GRAD_NORM = 3, 4, 6, 0.5, 0.9, 1.0
 ARCHS = ["bert", "llama"]
 METHODS = {"lora": "lora[r=4,alpha=8,attn_matrices=['q','k','v'],output_lora=True]",
            "seq_bn": "seq_bn[reduction_factor=4]",
@@ -60,7 +60,7 @@ def train(model, world: int = 1, rank: int = 0) -> None:
     """STEPS SGD steps with the Trainer's gradient clipping; this rank takes its share of each global batch, in
     order (FSDP averages the gradients)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=LR)
+    optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)  # a state to checkpoint
     rows, labels = data()
     per = GLOBAL_BATCH // world
     model.train()

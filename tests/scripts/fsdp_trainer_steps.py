@@ -5,7 +5,7 @@ Run by tests/test_fsdp.py under `accelerate launch` with its FSDP plugin (fsdp_v
 in order (sequential sampling), SGD and gradient clipping as in fsdp_steps.py, so the result must equal its
 one-process plain loop. Per arch and method, every rank writes its outputs and the gathered
 adapter + head weights (`fsdp_steps.rank_record`) to OUT/rank<r>/<arch>_<method>.safetensors; the Trainer saves an adapter checkpoint after the last step
-(OUT/<arch>_<method>/run/checkpoint-3) and rank 0 writes `save_adapter` output to OUT/saved/<arch>_<method>.
+(OUT/<arch>_<method>/run/checkpoint-3), which a fresh Trainer resumes from and rank 0 writes `save_adapter` output to OUT/saved/<arch>_<method>.
 
 usage: fsdp_trainer_steps.py OUT_DIR
 """
@@ -22,7 +22,7 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
 import fsdp_steps  # noqa: E402
-from fsdp_steps import GLOBAL_BATCH, LR, MAX_GRAD_NORM, STEPS, build  # noqa: E402
+from fsdp_steps import GLOBAL_BATCH, LR, MAX_GRAD_NORM, MOMENTUM, STEPS, build  # noqa: E402
 from adapterkit import AdapterTrainer, distributed  # noqa: E402
 
 
@@ -56,13 +56,26 @@ def trainer(arch: str, method: str, out: Path, world: int = 1) -> AdapterTrainer
     model = build(arch, method)
     configured = fsdp_on_cpu(model)
     args = TrainingArguments(str(out / f"{arch}_{method}" / "run"), max_steps=STEPS,
-                             per_device_train_batch_size=GLOBAL_BATCH // world, optim="sgd", learning_rate=LR,
+                             per_device_train_batch_size=GLOBAL_BATCH // world, optim="sgd",
+                             optim_args=f"momentum={MOMENTUM}", learning_rate=LR,
                              lr_scheduler_type="constant", max_grad_norm=MAX_GRAD_NORM,
                              train_sampling_strategy="sequential", save_strategy="steps", save_steps=STEPS,
                              report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
                              ddp_backend="gloo" if world > 1 else None,
                              accelerator_config={"use_configured_state": configured})
     return AdapterTrainer(model=model, args=args, train_dataset=data)
+
+
+def resume(arch: str, method: str, out: Path, world: int, trained: dict) -> float:
+    """A fresh Trainer resumed from the last checkpoint (no steps left to run): the adapter checkpoint loads into
+    the sharded model and the optimizer state through accelerate; returns the largest difference to `trained`."""
+    t = trainer(arch, method, out, world)
+    t.train(resume_from_checkpoint=str(out / f"{arch}_{method}" / "run" / f"checkpoint-{STEPS}"))
+    model = t.accelerator.unwrap_model(t.model)
+    assert distributed.is_sharded(model)
+    with distributed.gathered_adapters(model, rank0_only=False):
+        back = fsdp_steps.weights(model)
+    return max((back[k] - trained[k]).abs().max().item() for k in back)
 
 
 def main() -> None:
@@ -77,6 +90,8 @@ def main() -> None:
             model = t.accelerator.unwrap_model(t.model)
             assert distributed.is_sharded(model), "accelerate did not shard the model (FSDP plugin not in use?)"
             tensors, meta = fsdp_steps.rank_record(model)
+            if method == "prefix":  # one resume per architecture: each Trainer costs seconds
+                meta["resume_diff"] = str(resume(arch, method, out, world, tensors))
             save_file(tensors, str(out / f"rank{rank}" / f"{arch}_{method}.safetensors"), metadata=meta)
             distributed.save_adapter(model, out / "saved" / f"{arch}_{method}", "task")
     torch.distributed.barrier()
