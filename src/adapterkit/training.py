@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 
+from .distributed import fsdp, trainer as fsdp_trainer
 from .errors import AdapterError
 from .forward_hooks import FORWARD_ARGUMENTS
 from .heads.io import read_json, read_weights
@@ -103,9 +104,8 @@ def load_trainable(model: nn.Module, directory: str | os.PathLike) -> None:
     wrong = [k for k, v in weights.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if wrong:
         raise AdapterError(f"{path}: shape mismatch for {wrong[:5]}")
-    with torch.no_grad():
-        for key, tensor in weights.items():
-            expected[key].copy_(tensor)
+    for key, tensor in weights.items():
+        fsdp.load_full_weights(expected[key], tensor)  # a sharded (FSDP2) parameter takes its shard
 
 
 @contextmanager
@@ -150,6 +150,26 @@ class AdapterTrainer(Trainer):
         too: a data set's `task_ids` column reaches the forward (Trainer drops columns model.forward does not name)."""
         super()._set_signature_columns_if_needed()
         self._signature_columns += [k for k in FORWARD_ARGUMENTS if k not in self._signature_columns]
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under FSDP2 and DeepSpeed ZeRO-3 only the adapters and heads are gathered (never the base model) and rank 0
+        writes them."""
+        sharded = fsdp_trainer.sharded_model(self)
+        if sharded is not None:
+            fsdp_trainer.save_model(self, sharded, output_dir)
+        elif self.is_deepspeed_enabled:  # ZeRO-3: adapters gathered alone; no whole-model engine checkpoint
+            fsdp_trainer.save_model_deepspeed(self, output_dir)
+        else:
+            return super().save_model(output_dir, _internal_call)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if fsdp_trainer.sharded_model(self) is not None:
+            return fsdp_trainer.save_optimizer_and_scheduler(self, output_dir)  # FSDP: no second copy of the model
+        if self.is_deepspeed_enabled:
+            return fsdp_trainer.save_deepspeed_state(self, output_dir)  # without the frozen base weights
+        super()._save_optimizer_and_scheduler(output_dir)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
