@@ -83,7 +83,7 @@ def plan(state, name: str, old: LoRAConfig, new: LoRAConfig, tensors: dict, sour
     """The padded values and scalings of `new` for every module; an error (nothing written) for a rank above a
     module's current one."""
     _refuse_base_changing(name, old, new)
-    names = {id(m): n for n, m in state.model.named_modules()}
+    names = {id(m): n for n, m in state.model.named_modules()} if new.alpha_pattern else {}  # (rank_for's keys)
     values, actions, above = {}, [], []
     for prefix, module, projection in _modules(state, name):
         scaling = new.scaling
