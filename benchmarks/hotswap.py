@@ -142,6 +142,10 @@ class Peft:
         self.model.delete_adapter(old)
 
 
+def progress(message: str) -> None:
+    print(f"[hotswap {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def stats(values: list[float]) -> dict:
     ms = [v * 1000 for v in values]
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "n": len(ms)}
@@ -186,6 +190,7 @@ def main() -> None:
             sync(args.device)
             results[lib.name]["compile_s"] = time.perf_counter() - start
             results[lib.name]["graphs_compiled"] = graphs() - before
+            progress(f"{lib.name} compiled in {results[lib.name]['compile_s']:.1f} s")
         torch._dynamo.utils.counters["stats"]["unique_graphs"] = 0
         with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
             for round_ in range(args.rounds):
@@ -204,6 +209,7 @@ def main() -> None:
                     r["forward"].append(time.perf_counter() - start)
                     r["max_abs_diff"] = max(r["max_abs_diff"], (logits.float() - expected[i].float()).abs().max().item())
         new_graphs = graphs()
+        progress(f"{args.rounds} swap rounds done, {new_graphs} new graphs")
         for lib in libs:
             r = results[lib.name]
             r["new_graphs_during_swaps"] = new_graphs  # error_on_recompile would have raised on any
@@ -229,6 +235,7 @@ def main() -> None:
                     compiled[lib.name](**batch)
                 sync(args.device)
                 first.append(time.perf_counter() - start)
+                progress(f"{lib.name} add / remove round {round_}: {add_remove[-1] * 1000:.0f} ms + {first[-1]:.1f} s")
             results[lib.name]["add_remove"] = stats(add_remove)
             results[lib.name]["first_forward_after_add_remove"] = stats(first)
             results[lib.name]["new_graphs_in_loop"] = graphs()

@@ -96,7 +96,7 @@ def test_compiled_model_does_not_recompile_across_ranks_and_alphas(tmp_path, arc
     torch._dynamo.reset()
     model = _fresh(arch, paths[0])
     model.prepare_for_hotswap("x", max_rank=16 if kind != "ia3" else None)
-    compiled = torch.compile(model, backend="eager")
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
     torch._dynamo.utils.counters.clear()
     with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
         outs = [compiled(**batch).last_hidden_state]
@@ -170,3 +170,15 @@ def test_prepare_refusals():
         model.prepare_for_hotswap("b", max_rank=4)
     with pytest.raises(AdapterError, match="max_rank must be an integer >= 1"):
         model.prepare_for_hotswap("l", max_rank=0)
+
+
+@pytest.mark.parametrize("arch,first,second", [("bert", "unipelt", "unipelt"),
+                                               ("llama", "vera[r=4]", "vera[r=4,alpha=3]")])
+def test_unions_and_vera_swap_too(tmp_path, arch, first, second):
+    """A union's LoRA member and its other members (prefix, gated bottleneck) swap together; VeRA at its rank."""
+    path_a, path_b = _saved(tmp_path, arch, first, "a", 1), _saved(tmp_path, arch, second, "b", 2)
+    batch = archs.inputs(arch)
+    model = _fresh(arch, path_a)
+    model.prepare_for_hotswap("x")
+    model.hotswap_adapter("x", path_b)
+    torch.testing.assert_close(_out(model, batch), _out(_fresh(arch, path_b), batch), atol=1e-5, rtol=1e-5)

@@ -19,13 +19,17 @@ import torch
 
 from ...errors import AdapterError
 from .config import LoRAConfig
+from .dvora import DvoRA
 from .init import changes_base
+from .modules import IA3, IA3Input, LoRA
+from .vera import Vera
 
 # r and alpha (and what derives alpha / r) only change the scaling and how much of the padded rank is used;
 # dropout is a training setting: the adapter keeps its own (its dropout modules stay)
 free_fields = ("r", "alpha", "rank_pattern", "alpha_pattern", "use_rslora", "dropout", "vera_d", "vera_b")
 _RANK = "_hotswap_rank"       # module.__dict__: the rank in use where A / B are padded beyond it
 _HOOKED = "_hotswap_trims"   # module.__dict__: the state-dict hook that trims to that rank is registered
+_OWN = (LoRA, IA3, IA3Input, Vera, DvoRA)  # (DoRA is a LoRA)
 
 
 @dataclass
@@ -38,9 +42,11 @@ class Plan:
 
 
 def _modules(state, name: str):
-    """(state-dict prefix, module, the Projection it adapts) of every module of adapter `name`."""
+    """(state-dict prefix, module, the Projection it adapts) of every module of this method in adapter `name` (a
+    union's other members have theirs beside them)."""
     for (layer_id, location), module in state.layer_modules(name):
-        yield f"layers.{layer_id}.{location}", module, state.sites[(layer_id, location)].target
+        if isinstance(module, _OWN):
+            yield f"layers.{layer_id}.{location}", module, state.sites[(layer_id, location)].target
 
 
 def _refuse_base_changing(name: str, *configs: LoRAConfig) -> None:
