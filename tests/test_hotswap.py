@@ -182,3 +182,21 @@ def test_unions_and_vera_swap_too(tmp_path, arch, first, second):
     model.prepare_for_hotswap("x")
     model.hotswap_adapter("x", path_b)
     torch.testing.assert_close(_out(model, batch), _out(_fresh(arch, path_b), batch), atol=1e-5, rtol=1e-5)
+
+
+def test_unprepared_compiled_model_compiles_again_for_another_alpha(tmp_path):
+    """The control for the no-recompile test: without prepare_for_hotswap the scaling is a Python float that dynamo
+    guards on, so another alpha (same rank) makes the compiled model compile again (and still compute it)."""
+    paths = [_saved(tmp_path, "llama", c, f"s{i}", 20 + i) for i, c in enumerate(["lora[r=4,alpha=4]",
+                                                                                   "lora[r=4,alpha=12]"])]
+    batch = archs.inputs("llama")
+    torch._dynamo.reset()
+    model = _fresh("llama", paths[0])
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        compiled(**batch)
+        model.hotswap_adapter("x", paths[1])
+        with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(torch._dynamo.exc.RecompileError):
+            compiled(**batch)
+        torch.testing.assert_close(compiled(**batch).last_hidden_state, _out(_fresh("llama", paths[1]), batch),
+                                   atol=1e-5, rtol=1e-5)
