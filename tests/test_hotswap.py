@@ -200,3 +200,24 @@ def test_unprepared_compiled_model_compiles_again_for_another_alpha(tmp_path):
             compiled(**batch)
         torch.testing.assert_close(compiled(**batch).last_hidden_state, _out(_fresh("llama", paths[1]), batch),
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_on_a_tiny_shape(tmp_path):
+    """benchmarks/hotswap.py end to end (both libraries, tiny Llama, the eager backend): no new graph during the
+    swaps, and both libraries' compiled outputs equal the freshly loaded adapters."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hotswap.py"
+    out = tmp_path / "hotswap.json"
+    subprocess.run([sys.executable, str(script), "--layers", "2", "--hidden", "64", "--heads", "4", "--kv-heads", "2",
+                    "--ffn", "128", "--vocab", "256", "--seq", "16", "--rounds", "3", "--loop-rounds", "1",
+                    "--backend", "eager", "--threads", "1", "--out", str(out)], check=True, capture_output=True)
+    results = json.loads(out.read_text())["results"]
+    for lib in ("adapterkit", "peft"):
+        assert results[lib]["new_graphs_during_swaps"] == 0
+        assert results[lib]["new_graphs_in_loop"] == 1
+        assert results[lib]["max_abs_diff"] < 1e-4
