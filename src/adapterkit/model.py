@@ -264,6 +264,20 @@ class AdapterModelMixin(FusionMixin):
         return io.load_adapter(self, local, load_as=load_as, set_active=set_active, format=format,
                                overwrite_ok=overwrite_ok, folder_name=hub.folder_name(path, hub_options.get("subfolder")))
 
+    def prepare_for_hotswap(self, adapter_name: str, max_rank: int | None = None) -> None:
+        """Before torch.compile: pad LoRA ranks to `max_rank` (zeros, same outputs) and hold alpha / r in tensors,
+        so that `hotswap_adapter` with another rank (<= max_rank) or alpha never recompiles (hotswap.py)."""
+        from .hotswap import prepare_for_hotswap
+        prepare_for_hotswap(self, adapter_name, max_rank)
+
+    def hotswap_adapter(self, adapter_name: str, path_or_state, config=None, format: str | None = None,
+                        **hub_options) -> None:
+        """Replace an adapter's weights in place (`copy_`: a compiled graph stays valid) with those of a saved
+        adapter (path or Hub id, any format) or a state dict (with its `config`); same kind of adapter, validated
+        before anything is written (hotswap.py)."""
+        from .hotswap import hotswap_adapter
+        hotswap_adapter(self, adapter_name, path_or_state, config=config, format=format, **hub_options)
+
     def save_all_adapters(self, save_directory, with_head: bool = True, format: str = "adapterkit") -> list[str]:
         """Save every adapter to `save_directory/<name>` (each through `self.save_adapter`); returns the names."""
         return io.save_all_adapters(self, save_directory, format=format, with_head=with_head)

@@ -43,6 +43,9 @@ class MethodSpec:
     - `api`: model API functions the method adds, name -> fn(state, adapter_name) (`eject_prefix_tuning`).
     - `shared_parameters`: the per-module parameters `model.share_parameters` may tie across adapters of this
       method (MTL-LoRA's `lora_A`, `lora_B`: what its tasks share); none: its adapters cannot share.
+    - `hotswap`: what `model.hotswap_adapter` needs beyond copying same-shaped tensors (hotswap.py): an object with
+      `free_fields`, `check_prepare` / `prepare(state, name, config, max_rank)` and `plan(state, name, old, new,
+      tensors, source)`; None: only exact shapes and equal configs swap.
     """
 
     name: str
@@ -61,6 +64,7 @@ class MethodSpec:
     site_entry: Callable | None = None
     api: Mapping[str, Callable] = field(default_factory=dict)
     shared_parameters: tuple = ()
+    hotswap: Any = None
 
 
 _SPECS: dict[str, MethodSpec] = {}

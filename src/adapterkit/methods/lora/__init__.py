@@ -4,7 +4,7 @@ registered below."""
 
 from ...blocks import Average, BatchSplit, MultiTask, Parallel, Stack
 from ...registry import MethodSpec, register_method
-from . import adapterhub, peft
+from . import adapterhub, hotswap, peft
 from .averaging import STRATEGIES
 from .build import build, merge
 from .config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
@@ -21,7 +21,7 @@ SPEC = register_method(MethodSpec(
     formats={"adapterhub": adapterhub, "peft": peft},
     exports={"LoRAConfig": LoRAConfig, "IA3Config": IA3Config, "DoRAConfig": DoRAConfig, "VeraConfig": VeraConfig,
              "DvoRAConfig": DvoRAConfig},
-    api={"convert_to_plain_lora": convert_to_plain_lora},
+    api={"convert_to_plain_lora": convert_to_plain_lora}, hotswap=hotswap,
 ))
 
 __all__ = ["SPEC", "LoRAConfig", "IA3Config", "DoRAConfig", "VeraConfig", "DvoRAConfig", "LoRA", "DoRA", "IA3",

@@ -64,6 +64,8 @@ def fused_args(lora, module: nn.Module, x) -> tuple | None:
     a, b = lora_params.get("lora_A"), lora_params.get("lora_B")
     if a is None or b is None or not isinstance(x, torch.Tensor) or x.is_meta:
         return None  # (meta: a model built on the meta device runs the plain ops; autocast knows no meta)
+    if "scaling" in lora._buffers:  # a tensor (hotswap.py): read as a number here, a device sync per call
+        return None
     if torch.is_grad_enabled():  # (no graph is recorded under no_grad / inference_mode)
         if weight.requires_grad or (bias is not None and bias.requires_grad):
             return None  # trainable base weights

@@ -72,6 +72,8 @@ class LoRA(nn.Module):
         delta = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
         if self.gate is not None:  # the gate replaces alpha / r
             return out + delta * self.gate(x).unsqueeze(-1)
+        if isinstance(self.scaling, torch.Tensor):  # prepared for hot-swapping (hotswap.py): a graph input
+            return out + delta * self.scaling
         return torch.add(out, delta, alpha=self.scaling)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,8 @@ class IA3(nn.Module):
         self.gate = Gate(in_features) if config.use_gating else None
 
     def vector(self) -> torch.Tensor:
-        return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
+        plain = not isinstance(self.scaling, torch.Tensor) and self.scaling == 1.0  # (a tensor: hotswap.py)
+        return self.ia3_l if plain else self.ia3_l * self.scaling
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return out * self.scale(x)
@@ -170,7 +173,8 @@ class IA3Input(nn.Module):
         self.__dict__["projection"] = None  # set by the method: the Projection whose input this scales
 
     def vector(self) -> torch.Tensor:
-        return self.ia3_l if self.scaling == 1.0 else self.ia3_l * self.scaling
+        plain = not isinstance(self.scaling, torch.Tensor) and self.scaling == 1.0  # (a tensor: hotswap.py)
+        return self.ia3_l if plain else self.ia3_l * self.scaling
 
     def run_whole(self, projection: nn.Module, x, transposed: bool, args: tuple, kwargs: dict):
         if len(args) != 1 or kwargs:
