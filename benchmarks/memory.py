@@ -43,7 +43,8 @@ def save_model(path: str, args) -> dict:
 def run_one(model_dir: str, library: str, base: str, gc: bool, args) -> dict:
     cmd = [sys.executable, str(HERE / "memory_worker.py"), "--library", library, "--base", base,
            "--model-dir", model_dir, "--batch", str(args.batch), "--seq", str(args.seq),
-           "--steps", str(args.steps), "--threads", str(args.threads)] + (["--gc"] if gc else [])
+           "--steps", str(args.steps), "--threads", str(args.threads)] + (["--gc"] if gc else []) \
+        + (["--anon-weights"] if args.anon_weights else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
     load = open("/proc/loadavg").read().split()[:3]
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--bases", nargs="+", default=["fp32", "bf16", "int8", "nf4"])
     parser.add_argument("--gc", nargs="+", default=["off", "on"], choices=("off", "on"))
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
+    parser.add_argument("--anon-weights", action="store_true",
+                        help="workers copy mmap-backed weights into process memory (steadier RSS; not the default "
+                             "of the committed results)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="print the table of earlier results (their runs together) and write them to --out")

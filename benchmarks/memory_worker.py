@@ -53,6 +53,16 @@ def release_freed() -> None:
         pass
 
 
+def to_anonymous_memory(model) -> None:
+    """Copy the float weights that are views of the mmap'ed checkpoint into process memory: file-backed pages
+    enter and leave RSS with the machine's memory pressure (a noisy peak on a shared machine). Quantized
+    parameters (bitsandbytes' subclasses) are already copies."""
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if type(param) is torch.nn.Parameter:
+                param.data = param.data.clone()
+
+
 def load_base(base: str, model_dir: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     if base == "fp32":
@@ -114,6 +124,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=32)
+    parser.add_argument("--anon-weights", action="store_true",
+                        help="copy mmap-backed weights into process memory after the load (to_anonymous_memory)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,6 +135,8 @@ def main() -> None:
     rss_start = status_kb("VmRSS")
     t0 = time.perf_counter()
     model = load_base(args.base, args.model_dir)
+    if args.anon_weights:
+        to_anonymous_memory(model)
     load_s = time.perf_counter() - t0
     release_freed()
     rss_loaded, peak_load = status_kb("VmRSS"), status_kb("VmHWM")
@@ -151,7 +165,7 @@ def main() -> None:
     peak_train = status_kb("VmHWM")
     timed = times[1:] if len(times) > 1 else times
     result = {
-        "library": args.library, "base": args.base, "gc": args.gc,
+        "library": args.library, "base": args.base, "gc": args.gc, "anon_weights": args.anon_weights,
         "batch": args.batch, "seq": args.seq, "steps": args.steps, "threads": args.threads,
         "trainable_params": sum(p.numel() for p in params),
         "trainable_dtypes": sorted({str(p.dtype) for p in params}),
