@@ -341,7 +341,11 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
             raise AdapterError(
                 f"{type(model).__name__} has no config.model_type; pass init(model, interface=ModelInterface(...))"
             )
-        interface = get_interface(model_type)
+        try:
+            interface = get_interface(model_type)
+        except AdapterError:  # none registered: infer one (logged as source to copy)
+            from .interfaces.infer import infer_interface
+            interface = infer_interface(model)
     state = AdapterState(model, interface)
     if not isinstance(model, AdapterModelMixin):  # AdapterModel classes carry the mixin already
         model.__class__ = _with_mixin(type(model))

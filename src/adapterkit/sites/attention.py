@@ -97,8 +97,9 @@ def _prefix_site(state, key, target) -> Site:
     if module is None or not state.interface.attention_registry:
         raise AdapterError(
             f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
-            + (f"its interface names no {field} module there" if module is None else
-               "its attention does not go through transformers' attention-function registry")
+            + (f"its interface names no {field} module there{state.interface.why_missing(field)}" if module is None
+               else "its attention does not go through transformers' attention-function registry"
+               + state.interface.why_missing("attention_registry"))
         )
     return AttentionSite(state, key, module)
 
