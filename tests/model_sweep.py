@@ -18,7 +18,8 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
 import adapterkit
 from adapterkit import AdapterError
-from adapterkit.interfaces.infer import dummy_inputs
+from adapterkit.interfaces import get_interface
+from adapterkit.interfaces.infer import dummy_inputs, infer_interface
 
 from tiny_configs import tiny_config
 
@@ -41,6 +42,10 @@ class Built:
     modality: str  # "text", "vision", "audio" or "other"
     model: torch.nn.Module | None = None
     why: str = ""  # why it could not be built
+    interface: object = None  # its named or inferred interface (inferred once per model type)
+    refusal: str = ""  # why no interface could be inferred (every method is refused with it)
+    inputs: dict | None = None
+    base: torch.Tensor | None = None  # the plain model's output on `inputs`
 
 
 class _Timeout(Exception):
@@ -76,14 +81,23 @@ def build(model_type: str, seconds: int = 60) -> Built:
         model = tf.AutoModel.from_config(tiny_config(model_type)).eval()
         if hasattr(model, "set_default_language"):  # X-MOD's language adapters
             model.set_default_language(model.config.languages[0])
+        inputs = dummy_inputs(model, batch=2)
         with torch.no_grad():
-            run(model, dummy_inputs(model, batch=2))
-        return Built(model_type, _modality(model), model)
+            base = run(model, inputs)
     except Exception as e:  # noqa: BLE001 - what does not build is recorded, not tested
         return Built(model_type, "other", why=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+    built = Built(model_type, _modality(model), model, inputs=inputs, base=base)
+    try:
+        built.interface = get_interface(model_type)
+    except AdapterError:  # none named: inferred once here (adapterkit.init does the same)
+        try:
+            built.interface = infer_interface(model)
+        except AdapterError as e:
+            built.refusal = str(e).splitlines()[0]
+    return built
 
 
 def _randomize(module, scale=0.2, seed=0):
@@ -100,12 +114,12 @@ def _close(a, b, atol=1e-5) -> bool:
 def check(built: Built, method: str) -> tuple[str, str]:
     """("ok", "") / ("refused", reason); an AssertionError or any other exception is a failure."""
     logging.getLogger("adapterkit.interfaces.infer").setLevel(logging.WARNING)
-    inputs = dummy_inputs(built.model, batch=2)
+    if built.refusal:
+        return "refused", built.refusal
+    inputs, base = built.inputs, built.base
     model = copy.deepcopy(built.model)
-    with torch.no_grad():
-        base = run(model, inputs)
     try:
-        adapterkit.init(model)
+        adapterkit.init(model, interface=built.interface)
         model.add_adapter("a", config=METHODS[method])
     except AdapterError as e:
         assert str(e), "a refusal without a reason"
@@ -132,7 +146,7 @@ def check(built: Built, method: str) -> tuple[str, str]:
             assert _close(run(model, inputs), trained, 1e-4), "reset outputs differ"
     with tempfile.TemporaryDirectory() as d:
         model.save_adapter(d, "a")
-        other = adapterkit.init(copy.deepcopy(built.model))
+        other = adapterkit.init(copy.deepcopy(built.model), interface=built.interface)
         other.load_adapter(d, load_as="a", set_active=True)
         with torch.no_grad():
             assert _close(run(other, inputs), trained, 1e-5), "save -> load changes the outputs"

@@ -159,6 +159,8 @@ class ModelInterface:
     unresolved: Mapping[str, str] = field(default_factory=dict)
     # the layers' width where the model config has no hidden_size / d_model (a two-tower model's first tower)
     hidden_size: int | None = None
+    # (key/value heads, head dim) of the attention states, where measured (inference); else read from the config
+    attention_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):

@@ -109,6 +109,7 @@ class _Stack:
         self.registry = False
         self.sites: dict = {}
         self.unresolved: dict = dict(desc.unresolved)
+        self.shapes: set = set()
 
 
 def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden: int | None) -> _Stack:
@@ -150,6 +151,8 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         elif key == "self":
             st.unresolved["attn_o"] = f"no output projection of {att.core} by a known name (o_proj, out_proj, dense...)"
         caller = next((p for p in seen if p == att.core or p.startswith(att.core + ".")), None)
+        if caller is not None and seen[caller][3].dim() == 4:
+            st.shapes.add((seen[caller][3].shape[1], seen[caller][3].shape[-1]))  # (kv heads, head dim)
         if key == "self":
             st.attention, st.self_module, st.registry = projections, caller or att.core, caller is not None
         else:
@@ -326,6 +329,11 @@ def infer_interface(model: nn.Module) -> ModelInterface:
     cross_module = _merge([s.cross_module for s in sts], lays, "their cross-attention module", unresolved,
                           "cross_attention")
     registry = all(s.registry for s in sts)
+    shapes = set().union(*(s.shapes for s in sts))
+    if len(shapes) > 1:
+        self_module = cross_module = None
+        unresolved["self_attention"] = unresolved["cross_attention"] = (
+            f"the attention modules differ in (key/value heads, head dim): {sorted(shapes)}")
     if not registry:
         unresolved.setdefault("attention_registry", "the attention does not call transformers' attention "
                                                     "registry (ALL_ATTENTION_FUNCTIONS)")
@@ -344,7 +352,8 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
         cross_attention=cross_module, encoder_layers=encoder, cross_attention_projections=cross,
         lm_heads=lm_heads, attention_registry=registry, unresolved=unresolved,
-        hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width)
+        hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width,
+        attention_shape=next(iter(shapes)) if len(shapes) == 1 else None)
     logger.info("adapterkit inferred this interface for %s (model_type %r); copy it into a file and pass "
                 "init(model, interface=INTERFACE) to fix it:\n%s", type(model).__name__, model_type,
                 interface.to_source())
