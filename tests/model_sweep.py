@@ -34,6 +34,7 @@ METHODS = {
 IDENTITY = ("lora", "ia3", "par_bn")  # identity inits: outputs unchanged when added
 MERGEABLE = ("lora", "ia3")
 MODEL_TYPES = sorted(MODEL_MAPPING_NAMES)
+MAX_PARAMETERS = 20_000_000
 
 
 @dataclass
@@ -77,8 +78,13 @@ def build(model_type: str, seconds: int = 60) -> Built:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
+        config = tiny_config(model_type)
+        with torch.device("meta"):  # count first: some defaults stay huge after shrinking
+            size = sum(p.numel() for p in tf.AutoModel.from_config(config).parameters())
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"{size} parameters after shrinking (more than {MAX_PARAMETERS})")
         torch.manual_seed(0)
-        model = tf.AutoModel.from_config(tiny_config(model_type)).eval()
+        model = tf.AutoModel.from_config(config).eval()
         if hasattr(model, "set_default_language"):  # X-MOD's language adapters
             model.set_default_language(model.config.languages[0])
         inputs = dummy_inputs(model, batch=2)

@@ -99,6 +99,10 @@ def before_forward(state, names: set[str]) -> None:
 
 
 def build(state, name: str, config: PrefixTuningConfig) -> None:
+    if not state.interface.attention_registry:  # (before reading head counts the config may not have)
+        raise AdapterError(f"prefix tuning cannot attach to {type(state.model).__name__}: its attention does not go "
+                           "through transformers' attention-function registry"
+                           + state.interface.why_missing("attention_registry"))
     kv_heads, head_dim = attention_shape(state.model.config, state.interface)
     for group, layer_ids in group_layers(state, config).items():
         key, site, gate_location = GROUPS[group]
