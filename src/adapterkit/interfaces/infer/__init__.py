@@ -197,7 +197,7 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
             site = sites["cross_adapter"]
             sites["cross_adapter"] = type(site)(**{**site.__dict__, "guard": crosses[0].core})
     if not st.down:
-        st.unresolved.setdefault("output_adapter", "no FFN output projection found")
+        st.unresolved.setdefault("output_adapter", st.unresolved.get("output", "no FFN output projection found"))
     return st
 
 
@@ -322,6 +322,8 @@ def infer_interface(model: nn.Module) -> ModelInterface:
     sites = {}
     for loc in ("mh_adapter", "cross_adapter", "output_adapter"):
         spec = _merge([s.sites.get(loc) for s in sts], lays, f"their {loc} site", unresolved, loc)
+        if any(loc in s.unresolved for s in sts):  # a stack where it is not confirmed (another width): none
+            spec = None
         if spec is not None:
             sites[loc] = spec
             unresolved.pop(loc, None)
