@@ -81,6 +81,8 @@ def _check(model_type, method):
 @pytest.mark.parametrize("method", list(model_sweep.METHODS))
 @pytest.mark.parametrize("model_type", SAMPLE)
 def test_sample(model_type, method):
+    if (model_type, method) in KNOWN_FAILURES:
+        pytest.xfail("a known failure (docs/coverage.md)")
     status, reason = _check(model_type, method)
     if model_type == "fnet":  # no attention layers at all (Fourier mixing)
         assert status == "refused" and "none could be inferred" in reason
