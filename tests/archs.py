@@ -40,12 +40,45 @@ ARCHS = {
     "mistral": (tf.MistralConfig, _DECODER, "text"),
     "qwen2": (tf.Qwen2Config, _DECODER, "text"),
 }
+# the named interfaces added for issue 17 (not in ARCHS, so that other tests' sweeps keep their size;
+# test_architectures runs a sample of them by default and all of them as `slow`)
+_SMALL_HEADS = dict(_DECODER, head_dim=8)
+NAMED = {
+    "bert-generation": (tf.BertGenerationConfig, _TEXT, "text"),
+    "clip-text": (tf.CLIPTextConfig, dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=HEADS,
+                                          intermediate_size=FF, vocab_size=VOCAB, max_position_embeddings=64),
+                  "text"),
+    "clip-vision": (tf.CLIPVisionConfig, dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=HEADS,
+                                              intermediate_size=FF, image_size=16, patch_size=4), "image"),
+    "gemma2": (tf.Gemma2Config, _SMALL_HEADS, "text"),
+    "gemma3-text": (tf.Gemma3TextConfig, _SMALL_HEADS, "text"),
+    "qwen3": (tf.Qwen3Config, _SMALL_HEADS, "text"),
+    "smollm3": (tf.SmolLM3Config, dict(_DECODER, pad_token_id=0, bos_token_id=1, eos_token_id=2), "text"),
+    "olmo2": (tf.Olmo2Config, _DECODER, "text"),
+    "starcoder2": (tf.Starcoder2Config, _DECODER, "text"),
+    "cohere": (tf.CohereConfig, _DECODER, "text"),
+    "phi": (tf.PhiConfig, _DECODER, "text"),
+    "gptj": (tf.GPTJConfig, dict(n_embd=H, n_layer=L, n_head=HEADS, rotary_dim=4, vocab_size=VOCAB, n_positions=64,
+                                 resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0), "text"),
+    "modernbert": (tf.ModernBertConfig, dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=HEADS,
+                                             intermediate_size=FF, vocab_size=VOCAB, max_position_embeddings=64,
+                                             pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                                             sep_token_id=2, initializer_range=0.2), "text"),
+    "mbart": (tf.MBartConfig, ARCHS["bart"][1], "seq2seq"),
+    "plbart": (tf.PLBartConfig, ARCHS["bart"][1], "seq2seq"),
+    "mt5": (tf.MT5Config, _T5, "seq2seq"),
+}
+NAMED_SAMPLE = ["gemma2", "gptj"]  # post-sublayer norms, parallel sublayers
 DECODERS = ["gpt2", "llama", "mistral", "qwen2"]
 SEQ2SEQ = ["bart", "t5", "t5-gated"]
 
 
+def _spec(arch: str):
+    return ARCHS[arch] if arch in ARCHS else NAMED[arch]
+
+
 def config(arch: str, **overrides):
-    cls, kwargs, _ = ARCHS[arch]
+    cls, kwargs, _ = _spec(arch)
     cfg = cls(**{**kwargs, **overrides})
     cfg._attn_implementation = "eager"
     return cfg
@@ -62,7 +95,7 @@ def model(arch: str, cls=None, seed: int = 0, **overrides):
 def inputs(arch: str, batch: int = 3, seq: int = 7, seed: int = 7) -> dict:
     """Inputs with right padding in row 1 (text); pixel values for images; decoder ids for seq2seq."""
     g = torch.Generator().manual_seed(seed)
-    kind = ARCHS[arch][2]
+    kind = _spec(arch)[2]
     if kind == "image":
         return {"pixel_values": torch.randn(batch, 3, 16, 16, generator=g)}
     ids = torch.randint(2, VOCAB, (batch, seq), generator=g)

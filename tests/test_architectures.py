@@ -54,6 +54,8 @@ IDENTITY = (["par_bn", "scaled_par_bn", "lora", "lora_full", "ia3", "ia3_full"] 
             + MTL_LORA)
 MERGEABLE = ["lora", "lora_full", "ia3", "ia3_full"] + WEIGHT_UPDATES + DORA + VERA + MTL_LORA
 ARCHS = list(archs.ARCHS)
+# + the named interfaces of issue 17: a sample by default, all of them as slow
+SWEEP = ARCHS + [a if a in archs.NAMED_SAMPLE else pytest.param(a, marks=pytest.mark.slow) for a in archs.NAMED]
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,7 +84,7 @@ def randomize(module, seed=0, scale=0.3):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", SWEEP)
 def test_forward_backward_reaches_every_adapter_parameter(arch, method):
     model = fresh(arch)
     base = forward(model, arch)
@@ -116,7 +118,7 @@ def test_forward_backward_reaches_every_adapter_parameter(arch, method):
 
 
 @pytest.mark.parametrize("method", IDENTITY)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", SWEEP)
 def test_identity_methods_leave_outputs_unchanged(arch, method):
     model = fresh(arch)
     before = forward(model, arch)
@@ -125,7 +127,7 @@ def test_identity_methods_leave_outputs_unchanged(arch, method):
 
 
 @pytest.mark.parametrize("method", MERGEABLE)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", SWEEP)
 def test_merge_equals_unmerged_and_reset_restores(arch, method):
     model = fresh(arch)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -143,7 +145,7 @@ def test_merge_equals_unmerged_and_reset_restores(arch, method):
     torch.testing.assert_close(forward(model, arch), unmerged, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", SWEEP)
 def test_delete_restores_the_plain_model(arch):
     model = fresh(arch)
     before = forward(model, arch)

@@ -102,11 +102,15 @@ def randomize(module, scale=0.2):
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-def test_unknown_architecture_needs_an_interface():
-    """init works (module-targeted adapters need no interface: test_target_modules.py); others are refused."""
-    model = adapterkit.init(toy())
-    with pytest.raises(AdapterError, match="no adapter interface for model_type 'adapterkit-toy'"):
-        model.add_adapter("a", "seq_bn")
+def test_unknown_architecture_gets_an_inferred_interface():
+    """No interface registered: init infers this one (interfaces/infer) and finds TOY's sites; its attention
+    does not call transformers' registry, so prefix tuning is refused."""
+    inferred = adapterkit.init(toy()).adapter_state.interface
+    assert (inferred.attention, inferred.intermediate, inferred.output, inferred.residual_sites) == (
+        TOY.attention, TOY.intermediate, TOY.output, TOY.residual_sites)
+    assert not inferred.attention_registry
+    with pytest.raises(AdapterError, match="attention-function registry"):
+        adapterkit.init(toy()).add_adapter("p", config="prefix_tuning")
 
 
 @pytest.mark.parametrize("config", ["lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",

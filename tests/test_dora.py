@@ -74,11 +74,16 @@ def test_package_saved_dora_loads_with_its_outputs(arch, case):
         assert magnitude.norm_scaling(2.0) == 1.0
 
 
-def test_package_refused_where_it_puts_the_ffn_dora_elsewhere():
-    model = adapterkit.init(_base("llama")[0])
-    with pytest.raises(Exception, match="on other projections than adapterkit's"):
-        model.load_adapter(FIXTURES / "llama" / "dora_qkv_ffn_alpha" / "saved")
-    assert not model.adapters_config
+def test_package_ffn_dora_keeps_its_placement():
+    """The package puts Llama's "intermediate" DoRA on down_proj: it loads there (module-targeted) and computes
+    what it computed in the package."""
+    base, ref_dir = _base("llama")
+    model = adapterkit.init(base)
+    name = model.load_adapter(FIXTURES / "llama" / "dora_qkv_ffn_alpha" / "saved", set_active=True)
+    assert any(t.endswith("mlp.down_proj") for t in model.adapters_config[name].target_modules)
+    expected = load_file(FIXTURES / "llama" / "dora_qkv_ffn_alpha" / "expected.safetensors")["last_hidden_state"]
+    torch.testing.assert_close(_hidden(model, load_file(ref_dir / "inputs.safetensors")), expected, atol=ATOL,
+                               rtol=0)
 
 
 def test_package_runs_plain_lora_on_gpt2_c_attn_and_we_run_dora():

@@ -212,8 +212,9 @@ def test_trains_on_a_model_without_an_interface():
 
 
 @pytest.mark.parametrize("kind,config,message", [
-    ("opt", "seq_bn", "no adapter interface for model_type 'opt'.*target_modules"),
-    ("opt", LoRAConfig(), "no adapter interface for model_type 'opt'"),
+    # ConvNeXt: no named interface and none inferred (no attention layer stack)
+    ("convnext", "seq_bn", "no adapter interface for model_type 'convnext'.*none could be inferred.*target_modules"),
+    ("convnext", LoRAConfig(), "no adapter interface for model_type 'convnext'"),
     ("llama", IA3Config(target_modules=["embed_tokens"]), "peft's \\(IA\\)\\^3 takes nn.Linear, Conv1D and nn.Conv2d"),
     ("wav2vec2", IA3Config(target_modules=r".*conv_layers\.0\.conv"), "\\(IA\\)\\^3 on .*Conv1d"),
     ("convnext", LoRAConfig(target_modules=["dwconv"]), "groups > 1"),

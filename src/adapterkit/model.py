@@ -17,7 +17,8 @@ from .errors import AdapterError
 from .fusion.container import fusion_parameter_ids
 from .fusion_api import FusionMixin, freeze_fusions
 from .interfaces import ModelInterface
-from .interfaces.missing import interface_or_missing
+from .interfaces import get_interface
+from .interfaces.missing import missing_interface
 from .io import hub
 from .naming import check_adapter_name
 from .state import AdapterState
@@ -356,7 +357,14 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
             raise AdapterError(
                 f"{type(model).__name__} has no config.model_type; pass init(model, interface=ModelInterface(...))"
             )
-        interface = interface_or_missing(model_type)  # none: module-targeted adapters only (interfaces/missing.py)
+        try:
+            interface = get_interface(model_type)
+        except AdapterError:  # none registered: infer one (logged as source to copy)
+            from .interfaces.infer import infer_interface
+            try:
+                interface = infer_interface(model)
+            except AdapterError as e:  # none inferred: module-targeted adapters only (interfaces/missing.py)
+                interface = missing_interface(model_type, str(e))
     state = AdapterState(model, interface)
     if not isinstance(model, AdapterModelMixin):  # AdapterModel classes carry the mixin already
         model.__class__ = _with_mixin(type(model))

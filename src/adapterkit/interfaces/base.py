@@ -15,6 +15,7 @@ from typing import Any, Mapping, Union
 
 import torch.nn as nn
 
+from ..errors import AdapterError
 from ..utils import find_submodule
 
 ATTN_KEYS = ("q", "k", "v", "o")
@@ -71,12 +72,14 @@ class FusedSlice:
 
     `per_head`: the config attribute holding the head count when the parts are interleaved per head
     (DeBERTa's `in_proj`: [q_0 k_0 v_0 q_1 k_1 v_1 ...]); None when they are contiguous blocks.
+    `sizes`: the parts' widths where they differ (a grouped-query [q | k | v]); None: equal parts.
     """
 
     module: str
     index: int
     parts: int = 3
     per_head: str | None = None
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,13 @@ class ModelInterface:
     adapterhub_layers: Union[str, tuple[str, ...], None] = None
     adapterhub: Mapping[str, str] = field(default_factory=dict)
     adapterhub_differs: Mapping[str, str] = field(default_factory=dict)
+    # piece (a residual location, "attn_q", "intermediate", "self_attention", ...) -> why it is not described
+    # (an inferred interface leaves out what it could not confirm); methods needing it are refused with that reason
+    unresolved: Mapping[str, str] = field(default_factory=dict)
+    # the layers' width where the model config has no hidden_size / d_model (a two-tower model's first tower)
+    hidden_size: int | None = None
+    # (key/value heads, head dim) of the attention states, where measured (inference); else read from the config
+    attention_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):
@@ -191,13 +201,19 @@ class ModelInterface:
         if unknown:
             raise ValueError(f"unknown attention projection(s) {sorted(unknown)}; allowed: {list(ATTN_KEYS)}")
 
-    def linear_locations(self, *, attn_matrices=(), intermediate: bool = False, output: bool = False
-                         ) -> list[tuple[str, ProjectionSpec]]:
+    def linear_locations(self, *, attn_matrices=(), intermediate: bool = False, output: bool = False,
+                         strict: bool = True) -> list[tuple[str, ProjectionSpec]]:
         """(location key, projection) of the projections a LoRA-family config targets, in a fixed order.
 
-        The attention matrices apply to self- and cross-attention alike (as the `adapters` package do).
+        The attention matrices apply to self- and cross-attention alike (as the `adapters` package do). `strict`:
+        a requested projection the interface marks unresolved is refused with its reason.
         """
         out: list[tuple[str, ProjectionSpec]] = []
+        wanted = [f"attn_{m}" for m in attn_matrices if m not in self.attention]
+        wanted += [g for g, on, paths in (("intermediate", intermediate, self.intermediate),
+                                          ("output", output, self.output)) if on and not paths]
+        if strict:
+            self.refuse_unresolved(wanted)
         for prefix, projections in (("attn", self.attention), ("cross_attn", self.cross_attention_projections)):
             out += [(f"{prefix}_{m}", projections[m]) for m in ATTN_KEYS if m in attn_matrices and m in projections]
         for group, paths in (("intermediate", self.intermediate if intermediate else ()),
@@ -205,8 +221,24 @@ class ModelInterface:
             out += [(group if i == 0 else f"{group}_{i}", p) for i, p in enumerate(paths)]
         return out
 
+    def why_missing(self, piece: str) -> str:
+        """' (why `piece` is not described)' where the interface says so, else ''."""
+        reason = self.unresolved.get(piece)
+        return f" ({piece}: {reason})" if reason else ""
+
+    def refuse_unresolved(self, pieces) -> None:
+        missing = [p for p in pieces if p in self.unresolved]
+        if missing:
+            raise AdapterError("the model's interface does not describe " + ", ".join(
+                f"{p} ({self.unresolved[p]})" for p in missing) + "; pass init(model, interface=...) with it")
+
+    def to_source(self) -> str:
+        """Python source of this interface (`ModelInterface(...)`), to copy into a file and edit."""
+        from .source import interface_source
+        return interface_source(self)
+
     def all_linear_locations(self) -> list[tuple[str, ProjectionSpec]]:
-        return self.linear_locations(attn_matrices=ATTN_KEYS, intermediate=True, output=True)
+        return self.linear_locations(attn_matrices=ATTN_KEYS, intermediate=True, output=True, strict=False)
 
     def hub_layers(self) -> tuple[str, ...]:
         return self.adapterhub_layers or self.layers  # type: ignore[return-value]

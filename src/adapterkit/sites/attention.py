@@ -98,9 +98,10 @@ def _prefix_site(state, key, target) -> Site:
     if module is None or not (state.interface.attention_registry or own):
         raise AdapterError(
             f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
-            + (f"its interface names no {field} module there" if module is None else
-               "its attention does not go through transformers' attention-function registry, and its interface "
-               "declares no own_attention (interfaces/base.py OwnAttention) for it")
+            + (f"its interface names no {field} module there{state.interface.why_missing(field)}" if module is None
+               else "its attention does not go through transformers' attention-function registry, and its interface "
+               "declares no own_attention (interfaces/base.py OwnAttention) for it"
+               + state.interface.why_missing("attention_registry"))
         )
     if not state.interface.attention_registry:
         from .own_attention import own_attention_site  # (it builds on this module)

@@ -144,7 +144,7 @@ def _residual_site(state, key, target) -> Site:
     if spec is None:
         raise AdapterError(
             f"{type(state.model).__name__} has no {location!r} site in its interface; "
-            f"available: {', '.join(state.interface.residual_sites)}"
+            f"available: {', '.join(state.interface.residual_sites)}{state.interface.why_missing(location)}"
         )
     try:
         site_cls = _RESIDUAL_KINDS[spec.kind]

@@ -20,7 +20,8 @@ class ModelShape:
         missing = isinstance(interface, MissingInterface)  # no interface: module-targeted adapters only
         self.layers, self.stacks = ([], []) if missing else _layer_stacks(self.base, interface)
         config = getattr(model, "config", None)
-        self.hidden_size = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+        self.hidden_size = (getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+                            or interface.hidden_size)
         if not self.hidden_size and not missing:
             raise AdapterError(f"{type(model).__name__}.config has no hidden_size (or d_model); adapters need it")
         self.embedding_size = getattr(config, "embedding_size", None) or self.hidden_size
@@ -50,7 +51,7 @@ class ModelShape:
         if spec is None:
             raise AdapterError(
                 f"{type(self.model).__name__} has no {location!r} site in its interface; "
-                f"available: {', '.join(self.interface.residual_sites)}"
+                f"available: {', '.join(self.interface.residual_sites)}{self.interface.why_missing(location)}"
             )
         found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
         self._present(f"the {location} site", spec.anchor, found)
@@ -67,7 +68,10 @@ class ModelShape:
                 module = resolve(layer, path)
                 if module is None:
                     continue
-                if isinstance(spec, FusedSlice):
+                if isinstance(spec, FusedSlice) and spec.sizes:
+                    start = sum(spec.sizes[:spec.index])
+                    hits[i] = Projection(module, slice(start, start + spec.sizes[spec.index]))
+                elif isinstance(spec, FusedSlice):
                     heads = getattr(config, spec.per_head) if spec.per_head else None
                     hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
                 else:

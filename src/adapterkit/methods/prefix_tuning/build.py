@@ -25,9 +25,14 @@ GROUPS = {
 }
 
 
-def attention_shape(config) -> tuple[int, int]:
-    """(key/value heads, head dim) of a transformers config."""
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+def attention_shape(config, interface=None) -> tuple[int, int]:
+    """(key/value heads, head dim) of a transformers config (or as the interface measured them)."""
+    if interface is not None and interface.attention_shape:
+        return interface.attention_shape
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+    if not heads:
+        raise AdapterError(f"{type(config).__name__} has no num_attention_heads (or n_head): prefix tuning needs "
+                           "the attention's head count")
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or config.hidden_size // heads
     return kv_heads, head_dim
@@ -94,7 +99,12 @@ def before_forward(state, names: set[str]) -> None:
 
 
 def build(state, name: str, config: PrefixTuningConfig) -> None:
-    kv_heads, head_dim = attention_shape(state.model.config)
+    if not (state.interface.attention_registry or state.interface.own_attention):  # (before reading head counts)
+        raise AdapterError(f"prefix tuning cannot attach to {type(state.model).__name__}: its attention does not go "
+                           "through transformers' attention-function registry, and its interface declares no "
+                           "own_attention (interfaces/base.py OwnAttention) for it"
+                           + state.interface.why_missing("attention_registry"))
+    kv_heads, head_dim = attention_shape(state.model.config, state.interface)
     for group, layer_ids in group_layers(state, config).items():
         key, site, gate_location = GROUPS[group]
         if config.flat:

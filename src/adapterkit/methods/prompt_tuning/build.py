@@ -22,7 +22,13 @@ def reads_ids(module) -> bool:
 def placement(state, config: PromptTuningConfig) -> str:
     """`config.insert_at`, resolved on this model (None: the package's "embeddings" where it applies)."""
     encoder_decoder = bool(getattr(state.model.config, "is_encoder_decoder", False))
-    embeddings_ok = not encoder_decoder and reads_ids(state.embeddings_module())
+    module = state.embeddings_module()
+    try:
+        words = state.model.get_input_embeddings()
+    except (NotImplementedError, AttributeError):
+        words = None
+    # (a token embedding that reads ids itself, e.g. BioGPT's scaled one, is the "inputs" placement)
+    embeddings_ok = not encoder_decoder and module is not words and reads_ids(module)
     if config.insert_at is None:
         return "embeddings" if embeddings_ok else "inputs"
     if config.insert_at == "embeddings" and not embeddings_ok:
@@ -34,7 +40,10 @@ def placement(state, config: PromptTuningConfig) -> str:
 
 
 def build(state, name: str, config: PromptTuningConfig) -> None:
-    words = getattr(state.model, "get_input_embeddings", lambda: None)()
+    try:
+        words = getattr(state.model, "get_input_embeddings", lambda: None)()
+    except NotImplementedError:  # (transformers' default for models with several inputs, e.g. CLIPModel)
+        words = None
     if not isinstance(getattr(words, "weight", None), nn.Parameter) or words.weight.dim() != 2:
         raise AdapterError(f"{type(state.model).__name__} has no input embeddings (get_input_embeddings()); prompt "
                            "tuning needs a model that reads token ids")

@@ -1,0 +1,19 @@
+"""CLIP's text and vision towers (CLIPTextModel, CLIPVisionModel): pre-LN layers `x + attn(LN1(x))`,
+`x + mlp(LN2(x))`. The two-tower CLIPModel (no config.hidden_size) goes through the automatic interface."""
+
+from .base import ModelInterface, SublayerSite
+from .registry import register_interface
+
+CLIP = register_interface(ModelInterface(
+    model_types=("clip_text_model", "clip_vision_model"),
+    embeddings="embeddings",
+    layers="encoder.layers",
+    attention={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj"},
+    intermediate=("mlp.fc1",),
+    output=("mlp.fc2",),
+    residual_sites={
+        "mh_adapter": SublayerSite(output="self_attn", residual="layer_norm1"),
+        "output_adapter": SublayerSite(output="mlp", residual="layer_norm2"),
+    },
+    self_attention="self_attn",
+))

@@ -1,0 +1,186 @@
+"""The sweep over transformers' own model list: build a tiny model of a model type (tiny_configs.py), then try
+each method on it with the automatic (or named) interface. Each method ends "ok" (all checks passed), "refused"
+(an AdapterError, with its reason) or "failed" (anything else: a bug). Used by test_model_sweep.py and
+tools/make_coverage.py (docs/coverage.md)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import tempfile
+import traceback
+from dataclasses import dataclass
+
+import torch
+import transformers as tf
+from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+import adapterkit
+from adapterkit import AdapterError
+from adapterkit.interfaces import get_interface
+from adapterkit.interfaces.infer import dummy_inputs, infer_interface
+
+from tiny_configs import tiny_config
+
+METHODS = {
+    "lora": "lora",
+    "ia3": "ia3",
+    "seq_bn": "seq_bn",
+    "par_bn": "par_bn",
+    "prefix_tuning": "prefix_tuning[prefix_length=3,bottleneck_size=8]",
+    "prompt_tuning": "prompt_tuning[prompt_length=3]",
+}
+IDENTITY = ("lora", "ia3", "par_bn")  # identity inits: outputs unchanged when added
+MERGEABLE = ("lora", "ia3")
+MODEL_TYPES = sorted(MODEL_MAPPING_NAMES)
+MAX_PARAMETERS = 20_000_000
+
+
+@dataclass
+class Built:
+    model_type: str
+    modality: str  # "text", "vision", "audio" or "other"
+    model: torch.nn.Module | None = None
+    why: str = ""  # why it could not be built
+    interface: object = None  # its named or inferred interface (inferred once per model type)
+    refusal: str = ""  # why no interface could be inferred (every method is refused with it)
+    inputs: dict | None = None
+    base: torch.Tensor | None = None  # the plain model's output on `inputs`
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(*_):
+    raise _Timeout("timed out")
+
+
+def _modality(model) -> str:
+    name = getattr(model, "main_input_name", "input_ids")
+    return {"input_ids": "text", "pixel_values": "vision", "input_features": "audio",
+            "input_values": "audio"}.get(name, "other")
+
+
+def first(output) -> torch.Tensor:
+    while not isinstance(output, torch.Tensor):
+        output = output[0]
+    return output
+
+
+def run(model, inputs) -> torch.Tensor:
+    return first(model(**inputs))
+
+
+def build(model_type: str, seconds: int = 60) -> Built:
+    """A tiny eval-mode model of `model_type` whose plain forward runs, or why not."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(seconds)
+    try:
+        config = tiny_config(model_type)
+        with torch.device("meta"):  # count first: some defaults stay huge after shrinking
+            size = sum(p.numel() for p in tf.AutoModel.from_config(config).parameters())
+        if size > MAX_PARAMETERS:
+            raise ValueError(f"{size} parameters after shrinking (more than {MAX_PARAMETERS})")
+        torch.manual_seed(0)
+        model = tf.AutoModel.from_config(config).eval()
+        if hasattr(model, "set_default_language"):  # X-MOD's language adapters
+            model.set_default_language(model.config.languages[0])
+        inputs = dummy_inputs(model, batch=2)
+        with torch.no_grad():
+            base = run(model, inputs)
+    except Exception as e:  # noqa: BLE001 - what does not build is recorded, not tested
+        return Built(model_type, "other", why=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    built = Built(model_type, _modality(model), model, inputs=inputs, base=base)
+    try:
+        built.interface = get_interface(model_type)
+    except AdapterError:  # none named: inferred once here (adapterkit.init does the same)
+        try:
+            built.interface = infer_interface(model)
+        except AdapterError as e:
+            built.refusal = str(e).splitlines()[0]
+    return built
+
+
+def _randomize(module, scale=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g).to(p.dtype) * scale)
+
+
+def _close(a, b, atol=1e-5) -> bool:
+    return a.shape == b.shape and bool((a - b).abs().max() <= atol + 1e-5 * b.abs().max())
+
+
+def check(built: Built, method: str) -> tuple[str, str]:
+    """("ok", "") / ("refused", reason); an AssertionError or any other exception is a failure."""
+    logging.getLogger("adapterkit.interfaces.infer").setLevel(logging.WARNING)
+    if built.refusal:
+        return "refused", built.refusal
+    inputs, base = built.inputs, built.base
+    model = copy.deepcopy(built.model)
+    try:
+        adapterkit.init(model, interface=built.interface)
+        model.add_adapter("a", config=METHODS[method])
+    except AdapterError as e:
+        assert str(e), "a refusal without a reason"
+        return "refused", str(e).splitlines()[0]
+    model.set_active_adapters("a")
+    with torch.no_grad():
+        if method in IDENTITY:
+            assert _close(run(model, inputs), base, 1e-6), f"{method} at its init changes the outputs"
+    model.train_adapter("a")
+    _randomize(model.adapterkit["a"])
+    model.eval()
+    out = run(model, inputs)
+    if out.shape == base.shape:
+        assert (out - base).abs().max() > 1e-4, f"{method} does not change the outputs"
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    unused = [n for n, p in model.adapterkit["a"].named_parameters() if p.grad is None]
+    assert not unused, f"adapter parameters not reached by backward: {unused[:4]}"
+    with torch.no_grad():
+        trained = run(model, inputs)
+        if method in MERGEABLE:
+            model.merge_adapter("a")
+            assert _close(run(model, inputs), trained, 1e-4), "merged outputs differ from unmerged"
+            model.reset_adapter("a")
+            assert _close(run(model, inputs), trained, 1e-4), "reset outputs differ"
+    with tempfile.TemporaryDirectory() as d:
+        model.save_adapter(d, "a")
+        other = adapterkit.init(copy.deepcopy(built.model), interface=built.interface)
+        other.load_adapter(d, load_as="a", set_active=True)
+        with torch.no_grad():
+            assert _close(run(other, inputs), trained, 1e-5), "save -> load changes the outputs"
+    return "ok", ""
+
+
+def sweep(model_types=MODEL_TYPES, methods=tuple(METHODS), seconds: int = 60, progress=None):
+    """{model_type: (Built, {method: (status, reason)})}; failures as ("failed", message). `progress`: called
+    with (model_type, Built, row) after each model type."""
+    table = {}
+    for model_type in model_types:
+        built = build(model_type, seconds)
+        row = {}
+        if built.model is not None:
+            for method in methods:
+                old = signal.signal(signal.SIGALRM, _alarm)
+                signal.alarm(seconds)
+                try:
+                    row[method] = check(built, method)
+                except Exception as e:  # noqa: BLE001 - reported as a failure
+                    tb = traceback.extract_tb(e.__traceback__)[-1]
+                    row[method] = ("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                                             f" ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+                finally:
+                    signal.alarm(0)
+                    signal.signal(signal.SIGALRM, old)
+        built.model = None  # (free it)
+        table[model_type] = (built, row)
+        if progress is not None:
+            progress(model_type, built, row)
+    return table
