@@ -5,6 +5,8 @@ Parts:
 - `generate`: one `generate()` of `--rows` prompts whose rows use 1, 8 or 64 different LoRA adapters
   (`adapter_names=[...]`, peft's mixed-batch inference too) against the same batch on one adapter; and the same
   rows run adapter by adapter (one `generate()` per adapter on its rows), as tokens/s.
+- `forward`: one decoding-shaped forward (rows x 1 token, no cache) with 1, 8 or 64 adapters routed: the
+  routed projections without generate()'s own costs.
 - `train`: the floor (frozen model, backward through every layer from the embeddings' output, no adapter, no
   optimizer), then LoRA and DoRA r=16 train steps (forward, backward, AdamW) on all seven linear projections of
   every layer, as ratios to the floor.
@@ -53,6 +55,7 @@ def ours(args, names, rank, dora=False):
     for name in names:
         model.add_adapter(name, config=f"{method}[r={rank},alpha={2 * rank},attn_matrices={TARGETS}]")
         _randomise(model.adapterkit[name])
+    model.adapterkit.to(torch.float32)  # float32 adapters on a 16-bit base, as peft keeps them
     model.to(args.device)
     model.set_active_adapters(names[0])
     return model
@@ -154,6 +157,27 @@ def _with_previous_path(case: Case) -> Case:
     return Case(step, case.prepare)
 
 
+def forward_cases(args) -> dict:
+    """One decoding-shaped forward (`--rows` rows x `--tokens` tokens, no cache): the routed projections alone."""
+    names = [f"a{i}" for i in range(max(args.adapters))]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, llama_config(args.tiny).vocab_size, (args.rows, args.tokens), generator=g).to(args.device)
+    model = ours(args, names, args.rank)
+
+    def fwd(**kwargs):
+        def step():
+            with torch.inference_mode():
+                model(input_ids=ids, **kwargs)
+        return Case(step, model.eval)
+    cases = {"adapterkit, one adapter": fwd()}
+    for n in sorted(set(args.adapters)):
+        per_row = [names[i % n] for i in range(args.rows)]
+        cases[f"adapterkit, {n} adapters"] = fwd(adapter_names=per_row)
+        if args.previous:
+            cases[f"adapterkit (previous gather path), {n} adapters"] = _with_previous_path(fwd(adapter_names=per_row))
+    return cases
+
+
 def _one_by_one(model, batch, names) -> Case:
     n = len(names)
     ids = batch["input_ids"]
@@ -177,15 +201,20 @@ def train_cases(args) -> dict:
 
     floor_model = make_model(args)
     floor_model.requires_grad_(False)
-    # gradients flow from the embeddings' output upwards through every layer, no weight gets one
-    floor_model.model.embed_tokens.register_forward_hook(lambda module, a, out: out.requires_grad_(True))
+    # the embeddings' output as a leaf that wants a gradient: backward runs through every layer, no weight gets
+    # one (a forward hook doing requires_grad_ would be the same in eager mode, but not under torch.compile)
+    with torch.no_grad():
+        embeds = floor_model.model.embed_tokens(ids)
     floor_fn = compiled(floor_model, args)
 
     def floor():
-        floor_fn(**batch).loss.backward()
+        leaf = embeds.detach().requires_grad_(True)
+        floor_fn(inputs_embeds=leaf, attention_mask=batch["attention_mask"], labels=ids).loss.backward()
     cases = {"floor": Case(floor, floor_model.train)}
     libraries = [("adapterkit", ours)] + ([("peft", theirs)] if args.peft else [])
     for label, dora in (("LoRA", False), ("DoRA", True)):
+        if label not in args.methods:
+            continue
         for library, build in libraries:
             model = build(args, ["t"], 16, dora=dora)
             if library == "adapterkit":
@@ -208,7 +237,7 @@ def _train(model, batch, args) -> Case:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["generate", "train"], choices=["generate", "train"])
+    parser.add_argument("--parts", nargs="+", default=["generate", "train"], choices=["generate", "train", "forward"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="the base model's dtype (adapters stay float32)")
@@ -217,9 +246,12 @@ def main(argv=None):
     parser.add_argument("--mode", default="default")
     parser.add_argument("--rows", type=int, default=64, help="generate: rows of the batch")
     parser.add_argument("--prompt", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=1, help="forward: tokens per row")
     parser.add_argument("--new", type=int, default=8, help="generate: new tokens per row")
     parser.add_argument("--adapters", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--rank", type=int, default=16, help="generate: the LoRA adapters' rank")
+    parser.add_argument("--methods", nargs="+", default=["LoRA", "DoRA"], choices=["LoRA", "DoRA"],
+                        help="train: the methods")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
@@ -264,6 +296,13 @@ def main(argv=None):
         for name, row in summary.items():
             lines.append(f"| {name} | {row['median_s'] * 1e3:.0f} | {row.get('ratio_own', float('nan')):.3f} | "
                          f"{row.get('tokens_per_s', args.rows * args.new / row['median_s']):.0f} |")
+    if "forward" in args.parts:
+        times = round_robin(forward_cases(args), args.rounds, args.warmup, args.device, alternate=True)
+        summary = summarise(times, "adapterkit, one adapter")
+        report["forward"] = summary
+        lines += [f"forward: {args.rows} rows x {args.tokens} tokens, LoRA r={args.rank} on all seven projections, "
+                  f"inference; {args.rounds} rounds", "| case | median (ms) | × one adapter |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {row['median_s'] * 1e3:.1f} | {row['ratio']:.3f} |" for name, row in summary.items()]
     if "train" in args.parts:
         times = round_robin(train_cases(args), args.rounds, args.warmup, args.device, alternate=True)
         summary = summarise(times, "floor")
