@@ -85,18 +85,19 @@ class Layout:
     __slots__ = ("segments", "width", "source", "place", "present")
 
     def __init__(self, member_rows: list, rows: int, device):
+        """`member_rows`: per segment, its rows (Python ints): the tensors are built on the host, then moved."""
         width = max(len(r) for r in member_rows)
-        source = torch.zeros(len(member_rows), width, dtype=torch.long)
-        place = torch.zeros(rows, dtype=torch.long)
-        seen = torch.zeros(rows, dtype=torch.bool)
-        for segment, r in enumerate(member_rows):
-            source[segment, :len(r)] = r
-            place[r] = segment * width + torch.arange(len(r))
-            seen[r] = True
+        source = [0] * (len(member_rows) * width)
+        place = [-1] * rows
+        for segment, members in enumerate(member_rows):
+            for i, row in enumerate(members):
+                source[segment * width + i] = row
+                place[row] = segment * width + i
+        present = [row for row in range(rows) if place[row] >= 0]
         self.segments, self.width = len(member_rows), width
-        self.source = source.view(-1).to(device)
-        self.present = None if bool(seen.all()) else seen.nonzero().squeeze(1).to(device)
-        self.place = (place if self.present is None else place[seen]).to(device)
+        self.source = torch.tensor(source, dtype=torch.long).to(device)
+        self.present = None if len(present) == rows else torch.tensor(present, dtype=torch.long).to(device)
+        self.place = torch.tensor([place[row] for row in present], dtype=torch.long).to(device)
 
 
 def layout(plan, segment_groups: tuple) -> Layout:
@@ -104,8 +105,12 @@ def layout(plan, segment_groups: tuple) -> Layout:
     key = ("segments", segment_groups)
     found = plan.shared.get(key)
     if found is None:
-        rows = [plan.groups[g][1].cpu() for g in segment_groups]
-        found = plan.shared[key] = Layout(rows, plan.rows, plan.group_ids.device)
+        members = plan.shared.get("members")
+        if members is None:  # every group's rows as Python ints (one transfer from the device per forward)
+            members = plan.shared["members"] = [[] for _ in plan.groups]
+            for row, group in enumerate(plan.group_ids.tolist()):
+                members[group].append(row)
+        found = plan.shared[key] = Layout([members[g] for g in segment_groups], plan.rows, plan.group_ids.device)
     return found
 
 
