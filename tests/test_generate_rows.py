@@ -162,7 +162,7 @@ def test_the_encoder_takes_adapter_names_when_called_on_its_own():
             with adapterkit.AdapterSetup(None if name == "__base__" else name):
                 alone = model.get_encoder()(input_ids=ids[row:row + 1],
                                             attention_mask=mask[row:row + 1]).last_hidden_state
-            torch.testing.assert_close(out[row:row + 1], alone, atol=1e-5, rtol=1e-5)  # (float32 rounding: see above)
+            torch.testing.assert_close(out[row:row + 1], alone, atol=1e-4, rtol=1e-4)  # (float32 rounding: see above)
     assert model.adapter_state.record.routing is None
 
 
