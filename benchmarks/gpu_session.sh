@@ -10,13 +10,18 @@
 # "reduce-overhead" (compiled.py); cuda_check: CUDA equivalence of every method (tools/cuda_check.py). Timings
 # first, on an idle machine. Each step has its own time limit, so one that
 # hangs cannot eat the session. Results go to $WORK and back as one archive ($OUT/gpu-session.tgz: a device call
-# returns at most 8 files). DEVICE=cpu and SHAPE="--tiny --layers 2 --batch 2 --seq 16" check the script itself
+# returns at most 8 files). Issue 20's decoder cases (benchmarks/decoder.py, a Llama-shaped model beside peft), about
+# 6 minutes together on an H100:  STEPS="decoder decoder_bf16 decoder_compiled" bash benchmarks/gpu_session.sh
+# decoder: many LoRA adapters in one generate() and the train steps against the floor, eager, float32;
+# decoder_bf16: the same on a bfloat16 base with float32 adapters; decoder_compiled: the floor and the LoRA train
+# steps under torch.compile (default mode; generate() stays eager). DEVICE=cpu and SHAPE="--tiny --layers 2 --batch 2 --seq 16" check the script itself
 # without a GPU. Wheels in .whl/ (transformers, peft: the versions of the CPU runs) are installed first if present.
 set -u
 OUT=${OUT:-bench-out/gpu}
 WORK=${WORK:-/tmp/gpu-session}
 DEVICE=${DEVICE:-cuda}
 SHAPE=${SHAPE:-}
+DECODER_SHAPE=${DECODER_SHAPE:-}  # e.g. "--tiny" for a check of the script on the CPU
 STEPS=${STEPS:-profile speed cuda_check}
 MODE=${MODE:-reduce-overhead}
 PY=${PYTHON:-python3}
@@ -56,6 +61,12 @@ speed_ab)
 compiled) step compiled 300 $PY benchmarks/compiled.py --device "$DEVICE" --mode "$MODE" --libraries $LIBS $SHAPE \
     --cases plain_forward floor lora_train lora_infer pfeiffer_train --out "$WORK/compiled" ;;
 fused_ab) step fused_ab 120 $PY benchmarks/fused_ab.py --device "$DEVICE" $SHAPE --rounds 50 --out "$WORK/fused_ab" ;;
+decoder) step decoder 150 $PY benchmarks/decoder.py --device "$DEVICE" --rounds 5 --warmup 2 $DECODER_SHAPE \
+    --out "$WORK/decoder" ;;
+decoder_bf16) step decoder_bf16 120 $PY benchmarks/decoder.py --device "$DEVICE" --dtype bfloat16 --rounds 5 \
+    --warmup 2 $DECODER_SHAPE --out "$WORK/decoder_bf16" ;;
+decoder_compiled) step decoder_compiled 240 $PY benchmarks/decoder.py --device "$DEVICE" --parts train --compile \
+    --methods LoRA --rounds 10 --warmup 3 $DECODER_SHAPE --out "$WORK/decoder_compiled" ;;
 cuda_check) step cuda_check 120 $PY tools/cuda_check.py --device "$DEVICE" --out "$WORK/cuda_check.json" ;;
 *) echo "unknown step $name" ;;
 esac; done
@@ -65,5 +76,6 @@ tail -n 3 "$WORK/cuda_check.log" 2>/dev/null
 grep -v "^\*\*\|^top kernels\|^$" "$WORK/profile/profile.md" 2>/dev/null
 for d in speed speed_bf16 speed_fused speed_hook; do grep "^|" "$WORK/$d/report.md" 2>/dev/null | head -n 20; done
 cat "$WORK/compiled/compiled.md" "$WORK/fused_ab/fused_ab.md" 2>/dev/null
+cat "$WORK"/decoder*/decoder.md 2>/dev/null
 tail -n 5 "$WORK/compiled.log" 2>/dev/null
 exit 0

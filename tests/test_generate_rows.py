@@ -88,7 +88,10 @@ def test_greedy_equals_each_row_alone(arch, method):
     for row, name in enumerate(NAMES):
         expected, expected_logits = _alone(model, ids, mask, row, name, logits=True, do_sample=False)
         assert torch.equal(out[row:row + 1], expected), (row, name)
-        torch.testing.assert_close(logits[row:row + 1], expected_logits, atol=1e-4, rtol=1e-4)
+        # float32 rounding grows with the logits' scale (T5's are ~10): rows of one adapter share one matmul
+        # (segmented.py) where alone each is its own; in float64 the two agree exactly
+        scale = max(1.0, expected_logits.abs().max().item())
+        torch.testing.assert_close(logits[row:row + 1], expected_logits, atol=1e-4 * scale, rtol=1e-4)
         if name not in (None, "__base__"):  # the adapter steers the row: a routing to the base model would fail
             _, base_logits = _alone(model, ids, mask, row, None, logits=True, do_sample=False)
             assert (logits[row] - base_logits[0]).abs().max() > 1e-2, (row, name)
@@ -159,7 +162,7 @@ def test_the_encoder_takes_adapter_names_when_called_on_its_own():
             with adapterkit.AdapterSetup(None if name == "__base__" else name):
                 alone = model.get_encoder()(input_ids=ids[row:row + 1],
                                             attention_mask=mask[row:row + 1]).last_hidden_state
-            torch.testing.assert_close(out[row:row + 1], alone, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out[row:row + 1], alone, atol=1e-4, rtol=1e-4)  # (float32 rounding: see above)
     assert model.adapter_state.record.routing is None
 
 

@@ -8,17 +8,17 @@
 - Average: "output" is what the `adapters` package average: the LoRA update (`out + sum_i w_i delta_i`) or the (IA)^3
   scaling vector (`out * sum_i w_i l_i`, an absent child counting as `l = 1`); other children (nested blocks,
   mixed kinds): `out + sum_i w_i (child_i(out) - out)`.
-- Routed (per-example) batches where every row has at most one `routable()` module here run in one pass: each
-  row's factors (`routed_factors()`: A and scaled B, or a vector) are gathered from a stack of the adapters'
-  (slot 0: zeros / ones, the plain model) and applied with two batched matmuls, so mixing many adapters costs
-  about one adapter.
+- Routed (per-example) batches where every row has at most one `routable()` module here run in one pass: (IA)^3
+  vectors gathered per row from a stack (slot 0: ones, the plain model); LoRA-type factors (`routed_factors()`:
+  A and scaled B) as segmented batched matmuls over a cached stack of the adapters' (segmented.py), so mixing
+  many adapters costs about one adapter.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import multitask
+from . import multitask, segmented
 from .routing import Routed
 from .tree import AverageNode, Leaf, RowSplit, StackNode, TaskSplit, row_slices
 
@@ -81,45 +81,31 @@ def _vectorisable(module) -> bool:
 
 
 def _vectorised(plan: Routed, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Every row's own module in one pass: gather per-row factors by slot, two bmm's."""
-    loras, ia3s = [], []
-    lora_slot, ia3_slot = [], []
-    for modules, _ in plan.groups:
+    """Every row's own module in one pass: (IA)^3 vectors gathered per row; LoRA-type updates as segmented
+    batched matmuls over cached stacks of the adapters' factors (segmented.py)."""
+    ia3s, ia3_slot, known = [], [], {}
+    lora_groups, loras = [], []
+    for group, (modules, _) in enumerate(plan.groups):
         module = modules[0] if modules else None
         kind = module.combine if module is not None else None
-        lora_slot.append(_slot(loras, module) if kind == "add" else 0)
-        ia3_slot.append(_slot(ia3s, module) if kind == "scale" else 0)
-    rows = out.shape[0]
+        ia3_slot.append(_slot(ia3s, known, module) if kind == "scale" else 0)
+        if kind == "add":
+            lora_groups.append(group)
+            loras.append(module)
     if ia3s:
+        rows = out.shape[0]
         scales = [m.routed_factors()[0] for m in ia3s]
         vectors = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
         slots = plan.rows_of(tuple(ia3_slot))
         out = out * vectors[slots].view(rows, *([1] * (out.dim() - 2)), -1)
     if loras:
-        factors = [m.routed_factors() for m in loras]
-        rank = max(a.shape[0] for a, _ in factors)
-        a = torch.stack([_pad_rows(a, rank) for a, _ in factors])
-        b = torch.stack([_pad_cols(b, rank) for _, b in factors])
-        a = torch.cat([a.new_zeros(1, *a.shape[1:]), a]).to(x.dtype)
-        b = torch.cat([b.new_zeros(1, *b.shape[1:]), b]).to(x.dtype)
-        slots = plan.rows_of(tuple(lora_slot))
-        x3 = x.reshape(rows, -1, x.shape[-1])
-        delta = torch.bmm(torch.bmm(x3, a[slots].transpose(1, 2)), b[slots].transpose(1, 2))
-        out = out + delta.view(out.shape)
+        out = segmented.apply(plan, tuple(lora_groups), loras, x, out)
     return out
 
 
-def _slot(modules: list, module) -> int:
-    for i, known in enumerate(modules):
-        if known is module:
-            return i + 1
-    modules.append(module)
-    return len(modules)
-
-
-def _pad_rows(t: torch.Tensor, rank: int) -> torch.Tensor:
-    return t if t.shape[0] == rank else torch.cat([t, t.new_zeros(rank - t.shape[0], t.shape[1])])
-
-
-def _pad_cols(t: torch.Tensor, rank: int) -> torch.Tensor:
-    return t if t.shape[1] == rank else torch.cat([t, t.new_zeros(t.shape[0], rank - t.shape[1])], dim=1)
+def _slot(modules: list, known: dict, module) -> int:
+    slot = known.get(id(module))
+    if slot is None:
+        modules.append(module)
+        slot = known[id(module)] = len(modules)
+    return slot

@@ -103,6 +103,14 @@ class LoRA(nn.Module):
     def routed_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.lora_A, self.lora_B * self.scaling
 
+    def routed_stamp(self) -> tuple | None:
+        """What `routed_factors()` is made of (tensors by identity and version), so routing may cache them; None
+        for a subclass with factors of its own."""
+        if type(self).routed_factors is not LoRA.routed_factors:
+            return None
+        params = self._parameters
+        return params["lora_A"], params["lora_B"], self.scaling
+
     def merge_into(self, projection: Projection) -> None:
         projection.set(projection.weight() + self.delta_weight())
 
