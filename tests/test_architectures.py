@@ -138,11 +138,12 @@ def test_merge_equals_unmerged_and_reset_restores(arch, method):
     assert (unmerged - base).abs().max() > 1e-3
     model.merge_adapter("a")
     assert any(not torch.equal(model.state_dict()[k], v) for k, v in weights.items())
-    torch.testing.assert_close(forward(model, arch), unmerged, atol=1e-5, rtol=0)
+    atol = 1e-5 * max(1.0, unmerged.abs().max().item())  # float32 rounding grows with the outputs (Gemma 2's scale)
+    torch.testing.assert_close(forward(model, arch), unmerged, atol=atol, rtol=0)
     model.reset_adapter("a")
     now = model.state_dict()
     assert max((now[k] - v).abs().max().item() for k, v in weights.items()) <= 1e-6
-    torch.testing.assert_close(forward(model, arch), unmerged, atol=1e-5, rtol=0)
+    torch.testing.assert_close(forward(model, arch), unmerged, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("arch", SWEEP)

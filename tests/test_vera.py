@@ -229,14 +229,24 @@ def test_export_loads_in_peft_with_our_outputs(arch, config, tmp_path):
         assert (loaded(**inputs).last_hidden_state - expected).abs().max() <= ATOL
 
 
-def test_peft_vera_on_a_fused_projection_is_refused_both_ways(tmp_path):
+def test_peft_vera_on_a_fused_projection_loads_by_module_and_ours_is_refused(tmp_path):
+    """peft's VeRA on GPT-2's whole c_attn loads as a module-targeted adapter (its outputs); ours on c_attn's q / v
+    slices has no PEFT form (peft adapts the whole fused module)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peft_model = peft.get_peft_model(archs.model("gpt2"), peft.VeraConfig(r=4, target_modules=["c_attn"]))
+        peft_model = peft.get_peft_model(archs.model("gpt2"), peft.VeraConfig(r=4, target_modules=["c_attn"],
+                                                                             init_weights=False))
         peft_model.save_pretrained(tmp_path / "peft")
+    inputs = archs.inputs("gpt2")
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(**inputs).last_hidden_state
     model = adapterkit.init(archs.model("gpt2"))
-    with pytest.raises(adapterkit.CheckpointError, match="fused projection"):
-        model.load_adapter(tmp_path / "peft")
+    name = model.load_adapter(tmp_path / "peft", set_active=True)
+    assert model.adapters_config[name].target_modules
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=1e-5, rtol=0)
     model.add_adapter("a", config="vera")
     with pytest.raises(AdapterConfigError, match="slice of a fused projection"):
         model.save_adapter(tmp_path / "ours", "a", format="peft")

@@ -11,8 +11,7 @@ import torch.nn as nn
 from ..attention import SITE_ATTR
 from ..compose import attention as compose_attention
 from ..errors import AdapterError
-from ..interfaces.base import resolve
-from .base import Site, register_site_kind
+from .base import Site
 
 
 def _shifted_bias(compute, site: "AttentionSite", query_length, key_length, *args, **kwargs):
@@ -88,26 +87,3 @@ class AttentionSite(Site):
         pk, pv = compose_attention.stacked(refs, self.key[0], key.shape[0], key, value, gate_input)
         mask = compose_attention.extend_mask(mask, pk.shape[2], query.shape[2], key.shape[2], query, module)
         return torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2), mask
-
-
-def _prefix_site(state, key, target) -> Site:
-    field = "cross_attention" if key[1] == "cross_prefix" else "self_attention"
-    path = getattr(state.interface, field)
-    module = resolve(state.layers[key[0]], path) if path else None
-    own = state.interface.own_attention
-    if module is None or not (state.interface.attention_registry or own):
-        raise AdapterError(
-            f"prefix tuning cannot attach to layer {key[0]} of {type(state.model).__name__}: "
-            + (f"its interface names no {field} module there{state.interface.why_missing(field)}" if module is None
-               else "its attention does not go through transformers' attention-function registry, and its interface "
-               "declares no own_attention (interfaces/base.py OwnAttention) for it"
-               + state.interface.why_missing("attention_registry"))
-        )
-    if not state.interface.attention_registry:
-        from .own_attention import own_attention_site  # (it builds on this module)
-        return own_attention_site(state, key, module, own)
-    return AttentionSite(state, key, module)
-
-
-register_site_kind("prefix", _prefix_site, per_kind=True)  # self-attention
-register_site_kind("cross_prefix", _prefix_site, per_kind=True)  # the decoder's cross-attention
