@@ -29,12 +29,11 @@ from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, la
                      parse_config)
 from . import peft_modules
 from .files import StagedWrite, read_weights
-from .peft_modules import targeted
+from .peft_modules import PEFT_PREFIX, targeted, write_module
 
 FORMAT = "peft"
 SAFE_WEIGHTS_NAME = "adapter_model.safetensors"
 WEIGHTS_NAME = "adapter_model.bin"
-PEFT_PREFIX = "base_model.model."
 
 
 def _maps() -> list:
@@ -303,12 +302,7 @@ def write(model, stage: StagedWrite, name: str) -> None:
             raise AdapterConfigError(f"adapter {name!r}: {why} (layer {layer_id} {location}); save it as "
                                      "format='adapterkit'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
-        wanted.add(module_name)
-        params, is_feedforward = peft_map.module_tensors(module)
-        for suffix, tensor in params.items():
-            tensors[f"{PEFT_PREFIX}{module_name}.{suffix}"] = tensor
-        if is_feedforward:
-            feedforward.add(module_name)
+        write_module(peft_map, module, module_name, tensors, wanted, feedforward)
     common = {
         "target_modules": target_modules(model, wanted), "fan_in_fan_out": False, "modules_to_save": None,
         "task_type": None, "inference_mode": True, "revision": None, "exclude_modules": None,

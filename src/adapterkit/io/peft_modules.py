@@ -89,6 +89,16 @@ def module_targets(model, names: list[str], data: Mapping, exact) -> dict:
     return fields
 
 
+def write_module(peft_map, module, module_name: str, tensors: dict, wanted: set, feedforward: set) -> None:
+    """One adapter module's tensors in a PEFT export, under the model module it adapts."""
+    wanted.add(module_name)
+    params, is_feedforward = peft_map.module_tensors(module)
+    for suffix, tensor in params.items():
+        tensors[f"{PEFT_PREFIX}{module_name}.{suffix}"] = tensor
+    if is_feedforward:
+        feedforward.add(module_name)
+
+
 def targeted(state, name: str, peft_map, tensors: dict, wanted: set, feedforward: set) -> None:
     """Add adapter `name`'s module-targeted modules to a PEFT export: their tensors under their module's name."""
     names = {id(m): n for n, m in named_modules(state.model)}
@@ -99,9 +109,4 @@ def targeted(state, name: str, peft_map, tensors: dict, wanted: set, feedforward
         why = refusal(target) if refusal is not None else None
         if why:
             raise AdapterConfigError(f"adapter {name!r}: {why} ({module_name}); save it as format='adapterkit'")
-        wanted.add(module_name)
-        params, is_feedforward = peft_map.module_tensors(module)
-        for suffix, tensor in params.items():
-            tensors[f"{PEFT_PREFIX}{module_name}.{suffix}"] = tensor
-        if is_feedforward:
-            feedforward.add(module_name)
+        write_module(peft_map, module, module_name, tensors, wanted, feedforward)

@@ -181,7 +181,6 @@ def relocate(config, weights, state, name: str):
             raise AdapterConfigError(f"AdapterHub weight {key!r} is not a LoRA / (IA)^3 weight of adapter {name!r}")
         path, param = key.split(suffix, 1)
         found = [n for n in modules if n == path or n.endswith("." + path) or path.endswith("." + n)]
-        found = [n for n in found if n.split(".")[-1] == path.split(".")[-1]]
         if len(found) != 1:
             raise AdapterConfigError(f"AdapterHub weight {key!r}: no single module {path!r} in this model")
         module_name = found[0]
