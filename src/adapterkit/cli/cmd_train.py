@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (overrides "
                                                                         "--epochs)")
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--group-by-length", action="store_true",
+                   help="batch examples of similar length together: less padding, so faster steps (transformers' "
+                        "LengthGroupedSampler)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 1e-3 for adapters, "
                                                                    "3e-5 full)")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
@@ -121,7 +124,8 @@ def run(args) -> int:
         max_steps=max_steps, eval_strategy="epoch" if max_steps < 0 else "steps",
         eval_steps=None if max_steps < 0 else max_steps, save_strategy="no", logging_nan_inf_filter=False,
         logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random")
     evals = eval_sets(dev)
     evals = ({k: Encoded(v, tokenizer, max_length) for k, v in evals.items()} if isinstance(evals, dict)
              else Encoded(evals, tokenizer, max_length))

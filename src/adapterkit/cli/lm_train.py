@@ -132,7 +132,8 @@ def run(args, task: str) -> int:
         weight_decay=args.weight_decay, warmup_steps=args.warmup_ratio, num_train_epochs=args.epochs,
         max_steps=args.max_steps or -1, eval_strategy="no", save_strategy="no", logging_nan_inf_filter=False,
         logging_steps=max(1, min(50, steps_per_epoch // 4)), report_to=[], seed=args.seed, disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False)
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random")
     collator = Collator(pad_id(tokenizer))
     trainer = adapterkit.AdapterTrainer(model=model, args=targs, train_dataset=ListDataset(train.examples),
                                         data_collator=collator, callbacks=[Progress()])
