@@ -100,3 +100,39 @@ def test_routed_training_gives_each_adapter_its_own_gradient():
     assert routed.keys() == alone.keys() and any(n.startswith("y.") for n in routed)
     for n in routed:
         torch.testing.assert_close(routed[n], alone[n], atol=1e-4, rtol=1e-4)
+
+
+def test_generate_routes_its_rows_once_and_sees_changes_between_calls(monkeypatch):
+    """Inside one generate() every step reuses the first step's routing and stacks (no per-token bookkeeping); the
+    next generate() starts afresh, so a change to an adapter between two calls is seen."""
+    from transformers import LlamaForCausalLM
+
+    from adapterkit.compose import routing
+
+    model = archs.randomised("llama", {"x": "lora[r=4]", "y": "lora[r=2]"}, cls=LlamaForCausalLM)
+    model.generation_config.update(eos_token_id=None, pad_token_id=0)
+    ids = archs.inputs("llama", batch=3)["input_ids"]
+    names = ["x", "y", None]
+    made, built = [], []
+    real_routing, real_stack = routing.Routing.__init__, segmented._stack
+    monkeypatch.setattr(routing.Routing, "__init__", lambda self, *a: made.append(1) or real_routing(self, *a))
+    monkeypatch.setattr(segmented, "_stack", lambda modules: built.append(1) or real_stack(modules))
+
+    def generate():
+        return model.generate(input_ids=ids, max_new_tokens=5, do_sample=False, adapter_names=names)
+
+    first = generate()
+    assert len(made) == 2  # the argument check, then the first step's routing (5 steps)
+    assert len(built) == 2 * model.config.num_hidden_layers  # q and v of each layer, once
+    for row, name in enumerate(names):  # each row as generated alone with its adapter
+        with adapterkit.AdapterSetup(name):
+            alone = model.generate(input_ids=ids[row:row + 1], max_new_tokens=5, do_sample=False)
+        assert torch.equal(first[row:row + 1], alone), row
+    with torch.no_grad():
+        for layer in model.adapterkit["y"].layers.values():
+            layer.attn_q.lora_B.mul_(-20.0)
+    changed = generate()
+    with adapterkit.AdapterSetup("y"):
+        alone = model.generate(input_ids=ids[1:2], max_new_tokens=5, do_sample=False)
+    assert torch.equal(changed[1:2], alone) and not torch.equal(changed[1], first[1])
+    assert torch.equal(changed[0], first[0])

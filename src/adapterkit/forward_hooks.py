@@ -52,6 +52,20 @@ def _reference(args, kwargs):
     return reference
 
 
+def _routing(state, names, reference) -> Routing:
+    """A new routing, or inside generate() the previous step's when it routes the same rows the same way."""
+    record = state.record
+    rows, device = reference.shape[0], reference.device
+    previous = record.generate_routing
+    if previous is not None and previous.matches(names, rows, device):
+        previous.freeze()
+        return previous
+    routing = Routing(state, names, rows, device)
+    if record.generate_rows is not None:
+        record.generate_routing = routing
+    return routing
+
+
 def _route(state, args, kwargs, names, task_ids) -> list:
     """Set the record's per-row routing (`adapter_names`) and task ids for one forward; returns its setups."""
     record = state.record
@@ -60,7 +74,7 @@ def _route(state, args, kwargs, names, task_ids) -> list:
         reference = _reference(args, kwargs)
         if reference is None:
             raise AdapterError("adapter_names needs the batch as input_ids or inputs_embeds")
-        record.routing = Routing(state, names, reference.shape[0], reference.device)
+        record.routing = _routing(state, names, reference)
         setups = [setup for setup, _ in record.routing.groups]
     else:
         setups = [state.current_setup()]

@@ -48,11 +48,12 @@ def per_row_arguments(state, args, kwargs):
             batch = len(names) if isinstance(names, (list, tuple)) else 0
         Routing(state, names, batch, "cpu")  # not a list, unknown names, Parallel: refused before anything runs
     record = state.record
-    previous, record.generate_rows = record.generate_rows, (rows or None)
+    previous = record.generate_rows, record.generate_routing
+    record.generate_rows, record.generate_routing = (rows or None), None
     try:
         yield
     finally:
-        record.generate_rows = previous
+        record.generate_rows, record.generate_routing = previous
 
 
 def expand(model_kwargs: dict, expand_size: int) -> dict:

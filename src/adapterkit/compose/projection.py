@@ -30,8 +30,11 @@ def run(plan, x: torch.Tensor, out: torch.Tensor, task_ids: torch.Tensor | None 
             out = module(x, out)
         return out
     if isinstance(plan, Routed):
-        if all(type(p) is tuple and len(p) <= 1 and (not p or _vectorisable(p[0])) for p, _ in plan.groups):
-            return _vectorised(plan, x, out)
+        split = plan.memo.get("split")
+        if split is None:
+            split = plan.memo["split"] = _split(plan)
+        if split:
+            return _vectorised(plan, split, x, out)
         return plan.gather_run(lambda p, rows: run(p, x[rows], out[rows],
                                                    None if task_ids is None else task_ids[rows]))
     return _eval(plan, x, out, task_ids)
@@ -80,9 +83,11 @@ def _vectorisable(module) -> bool:
     return routable is not None and module.combine in ("add", "scale") and routable()
 
 
-def _vectorised(plan: Routed, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Every row's own module in one pass: (IA)^3 vectors gathered per row; LoRA-type updates as segmented
-    batched matmuls over cached stacks of the adapters' factors (segmented.py)."""
+def _split(plan: Routed) -> tuple | None:
+    """(IA)^3 modules, each group's slot among them (0: none), the LoRA-type groups and their modules, when every
+    group runs at most one vectorisable module here; None otherwise (the groups then run one by one)."""
+    if not all(type(p) is tuple and len(p) <= 1 and (not p or _vectorisable(p[0])) for p, _ in plan.groups):
+        return None
     ia3s, ia3_slot, known = [], [], {}
     lora_groups, loras = [], []
     for group, (modules, _) in enumerate(plan.groups):
@@ -92,14 +97,23 @@ def _vectorised(plan: Routed, x: torch.Tensor, out: torch.Tensor) -> torch.Tenso
         if kind == "add":
             lora_groups.append(group)
             loras.append(module)
+    return ia3s, tuple(ia3_slot), tuple(lora_groups), loras
+
+
+def _vectorised(plan: Routed, split: tuple, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Every row's own module in one pass: (IA)^3 vectors gathered per row; LoRA-type updates as segmented
+    batched matmuls over cached stacks of the adapters' factors (segmented.py)."""
+    ia3s, ia3_slot, lora_groups, loras = split
     if ia3s:
         rows = out.shape[0]
-        scales = [m.routed_factors()[0] for m in ia3s]
-        vectors = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
-        slots = plan.rows_of(tuple(ia3_slot))
+        vectors = plan.memo.get("vectors") if plan.shared.get("frozen") else None
+        if vectors is None or vectors.dtype != out.dtype:
+            scales = [m.routed_factors()[0] for m in ia3s]
+            vectors = plan.memo["vectors"] = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
+        slots = plan.rows_of(ia3_slot)
         out = out * vectors[slots].view(rows, *([1] * (out.dim() - 2)), -1)
     if loras:
-        out = segmented.apply(plan, tuple(lora_groups), loras, x, out)
+        out = segmented.apply(plan, lora_groups, loras, x, out)
     return out
 
 

@@ -1,7 +1,9 @@
 """Per-example adapter setups: `model(..., adapter_names=[...])`, one setup (a name, a block, or None / "__base__"
 for the plain model, the latter as in peft) per row of the batch.
 
-The forward pre-hook builds one `Routing` per call: rows grouped by setup. At each site, `Routing.at` gives the
+The forward pre-hook builds one `Routing` per call: rows grouped by setup. Inside generate(), whose steps route the
+same rows the same way, the first step's routing serves every later step (with what its sites cached), so the
+per-row bookkeeping is paid once per generate() rather than once per token. At each site, `Routing.at` gives the
 site a `Routed` plan (each group's own compiled plan with its row indices) or, when every row shares one setup,
 that setup's plan directly. LoRA / (IA)^3 sites run a `Routed` plan in one vectorised pass (compose/projection.py);
 the other sites run each group on its rows.
@@ -23,11 +25,12 @@ BASE_ROW = "__base__"  # peft's name for "no adapter on this row"; reserved (nam
 class Routed:
     """One site's plans per group of rows: `groups` = [(plan, row index tensor)], `group_ids[row]` = its group."""
 
-    __slots__ = ("groups", "group_ids", "rows", "shared")
+    __slots__ = ("groups", "group_ids", "rows", "shared", "memo")
 
     def __init__(self, groups: list, group_ids: torch.Tensor, rows: int, shared: dict):
         self.groups, self.group_ids, self.rows = groups, group_ids, rows
-        self.shared = shared  # per-forward cache shared by all sites (e.g. per-row slot tensors)
+        self.shared = shared  # the routing's cache shared by all sites (e.g. per-row slot tensors)
+        self.memo: dict = {}  # this site's own cache (e.g. how its groups split by kind), kept with the routing
 
     def rows_of(self, per_group: tuple) -> torch.Tensor:
         """A per-row tensor from one value per group (cached for the forward: sites mostly share them)."""
@@ -65,7 +68,7 @@ class Routing:
             state.check_setup(setup)
             if setup.parallel_channels > 1:
                 raise AdapterError(f"adapter_names cannot route rows to {setup!r}: Parallel changes the batch size")
-        self.state, self.rows = state, rows
+        self.state, self.rows, self.names, self.device = state, rows, list(names), torch.device(device)
         ids = torch.empty(rows, dtype=torch.long)
         for group, members_rows in enumerate(members.values()):
             ids[members_rows] = group
@@ -73,6 +76,16 @@ class Routing:
         self.groups = [(setup, torch.tensor(r, dtype=torch.long, device=device)) for setup, r in members.items()]
         self._sites: dict = {}
         self._shared: dict = {}
+
+    def freeze(self) -> None:
+        """generate() reuses this routing for a further step. No weight changes inside one generate(), so from now
+        on sites may keep what they derived from the adapters' weights (segmented.py's stacks) for the next step:
+        `shared["frozen"]`."""
+        self._shared["frozen"] = True
+
+    def matches(self, names: Sequence, rows: int, device) -> bool:
+        """Whether this routing serves a forward of `rows` rows routed by `names` on `device`."""
+        return rows == self.rows and torch.device(device) == self.device and list(names) == self.names
 
     def at(self, key: tuple):
         plan = self._sites.get(key, _MISSING)

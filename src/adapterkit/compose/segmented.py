@@ -13,7 +13,9 @@ Instead:
   two `torch.bmm` read each adapter's factors once, however many rows use it;
 - the deltas go back to their rows; rows with no adapter here (base rows) are left as they are.
 
-While the factors need a gradient (routed training), they are stacked afresh each forward, differentiably.
+While the factors need a gradient (routed training), they are stacked afresh each forward, differentiably. Inside
+one generate(), whose steps reuse one routing (routing.py), the first step's stacks serve the later steps without
+even the stamp check.
 """
 
 from __future__ import annotations
@@ -117,7 +119,9 @@ def layout(plan, segment_groups: tuple) -> Layout:
 def apply(plan, segment_groups: tuple, modules: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """`out` plus each row's own module's update: `modules[i]` serves the rows of group `segment_groups[i]`."""
     lay = layout(plan, segment_groups)
-    a, b = stacks(modules)
+    found = plan.memo.get("stacks") if plan.shared.get("frozen") else None  # a later step of one generate()
+    a, b = found if found is not None else stacks(modules)
+    plan.memo["stacks"] = a, b
     rows, width = out.shape[0], lay.width
     x3 = x.reshape(rows, -1, x.shape[-1])
     tokens = x3.shape[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 class ForwardRecord:
     __slots__ = ("gating_scores", "fusion_attentions", "routing", "inputs", "encoder_inputs", "scratch", "task_ids",
-                 "skip_layers", "generate_rows")
+                 "skip_layers", "generate_rows", "generate_routing")
 
     def __init__(self):
         # {adapter: {layer: {location: array}}} while a forward records gate values, else None
@@ -30,3 +30,6 @@ class ForwardRecord:
         # while generate() runs: its per-row arguments ({"adapter_names": [...], ...}) for an encoder it runs
         # outside the model's forward (generation.py), else None
         self.generate_rows = None
+        # while generate() runs: the routing of its last forward, reused by the next while the rows are the same
+        # (compose/routing.py, `Routing.frozen`), else None
+        self.generate_routing = None
