@@ -1,10 +1,12 @@
 """CLIP's text and vision towers (CLIPTextModel, CLIPVisionModel): pre-LN layers `x + attn(LN1(x))`,
 `x + mlp(LN2(x))`. The two-tower CLIPModel (no config.hidden_size) goes through the automatic interface."""
 
+from dataclasses import replace
+
 from .base import ModelInterface, SublayerSite
 from .registry import register_interface
 
-CLIP = register_interface(ModelInterface(
+CLIP = ModelInterface(
     model_types=("clip_text_model", "clip_vision_model"),
     embeddings="embeddings",
     layers="encoder.layers",
@@ -16,4 +18,10 @@ CLIP = register_interface(ModelInterface(
         "output_adapter": SublayerSite(output="mlp", residual="layer_norm2"),
     },
     self_attention="self_attn",
-))
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
+)
+# the `adapters` package names each tower's prefix group after its model type
+CLIP_TEXT = register_interface(replace(CLIP, model_types=("clip_text_model",),
+                                       adapterhub={**CLIP.adapterhub, "prefix": "clip_text_model_self_prefix"}))
+CLIP_VISION = register_interface(replace(CLIP, model_types=("clip_vision_model",),
+                                         adapterhub={**CLIP.adapterhub, "prefix": "clip_vision_model_self_prefix"}))

@@ -18,4 +18,5 @@ GEMMA2 = register_interface(ModelInterface(
     },
     self_attention="self_attn",
     lm_heads=("lm_head",),
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
 ))
