@@ -70,3 +70,15 @@ class ArchFixtures:
         model.adapterkit[case].load_state_dict(weights)
         model.set_active_adapters(case)
         return model, config, self.inputs(arch), self.expected(arch, case)
+
+    def hub_dir(self, tmp_path: Path, arch: str, case: str) -> Path:
+        """The case as the package's `save_adapter` lays it out: its config under "config", the weights beside."""
+        hub = tmp_path / f"hub-{arch}-{case}"
+        hub.mkdir()
+        config = self.load_base(arch).config
+        (hub / "adapter_config.json").write_text(json.dumps({
+            "config": json.loads((self.dir / arch / case / "adapter_config.json").read_text()), "name": case,
+            "model_type": config.model_type, "hidden_size": getattr(config, "d_model", None) or config.hidden_size,
+            "version": "adapters.1.3.0"}))
+        (hub / "adapter.safetensors").write_bytes((self.dir / arch / case / "adapter.safetensors").read_bytes())
+        return hub

@@ -123,12 +123,7 @@ def test_t5_shift_positions_is_what_differs_and_load_adapter_sets_it(case, tmp_p
     unshifted.adapterkit[case].load_state_dict(model.adapterkit[case].state_dict())
     with torch.no_grad():
         assert (unshifted(**inputs).last_hidden_state - expected).abs().max() > 1e-2
-    hub = tmp_path / "hub"  # the fixture as the package saves it: its config under "config", the weights beside
-    hub.mkdir()
-    (hub / "adapter_config.json").write_text(json.dumps({
-        "config": json.loads((FIXTURES / "t5" / case / "adapter_config.json").read_text()), "name": case,
-        "model_type": "t5", "hidden_size": model.config.d_model, "version": "adapters.1.3.0"}))
-    (hub / "adapter.safetensors").write_bytes((FIXTURES / "t5" / case / "adapter.safetensors").read_bytes())
+    hub = FX.hub_dir(tmp_path, "t5", case)  # the fixture as the package saves it
     loaded = adapterkit.init(load_base("t5"))
     name = loaded.load_adapter(hub, set_active=True)
     assert loaded.adapters_config[name].shift_positions

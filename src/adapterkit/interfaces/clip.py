@@ -20,8 +20,14 @@ CLIP = ModelInterface(
     self_attention="self_attn",
     adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
 )
-# the `adapters` package names each tower's prefix group after its model type
-CLIP_TEXT = register_interface(replace(CLIP, model_types=("clip_text_model",),
-                                       adapterhub={**CLIP.adapterhub, "prefix": "clip_text_model_self_prefix"}))
-CLIP_VISION = register_interface(replace(CLIP, model_types=("clip_vision_model",),
-                                         adapterhub={**CLIP.adapterhub, "prefix": "clip_vision_model_self_prefix"}))
+
+
+def _tower(name: str) -> ModelInterface:
+    """AdapterHub keys of a tower model (CLIPTextModel) start at its `text_model` / `vision_model`, and the package
+    names each tower's prefix group after its model type."""
+    return register_interface(replace(CLIP, model_types=(f"clip_{name}_model",),
+                                      adapterhub_layers=f"{name}_model.encoder.layers",
+                                      adapterhub={**CLIP.adapterhub, "prefix": f"clip_{name}_model_self_prefix"}))
+
+
+CLIP_TEXT, CLIP_VISION = _tower("text"), _tower("vision")
