@@ -47,8 +47,8 @@ class ArchFixtures:
     def inputs(self, arch: str) -> dict:
         return load_file(self.dir / arch / "inputs.safetensors")
 
-    def expected(self, arch: str, case: str = "base"):
-        return load_file(self.dir / arch / case / "expected.safetensors")["last_hidden_state"]
+    def expected(self, arch: str, case: str = "base", which: str = "expected"):
+        return load_file(self.dir / arch / case / f"{which}.safetensors")["last_hidden_state"]
 
     def config(self, arch: str, case: str):
         return config_from_adapterhub(json.loads((self.dir / arch / case / "adapter_config.json").read_text()))

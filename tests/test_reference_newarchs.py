@@ -20,20 +20,13 @@ PLUGIN = ("gemma2", "gemma3_text", "phi", "qwen3")
 # FFN LoRA / (IA)^3 the package places elsewhere: "intermediate" on up_proj alone (plugin: Gemma, Qwen3) or on
 # wi_1 alone (gated mT5); `load_adapter` keeps that placement (module-targeted; test_reference_placement.py)
 PLACED = {(arch, case) for arch in ("gemma2", "gemma3_text", "mt5", "qwen3") for case in ("lora_qkv_ffn", "ia3")}
-_GEMMA = ("the plugin treats Gemma's post-attention / post-feedforward norms as post-LN norms: it normalises "
-          "h + x with them before the adapter, and the layer normalises the result again")
-_PARALLEL = ("GPT-J's output site in the package takes x + attention (+ attention adapter) as its residual, "
-             "though the FFN runs on LN(x) beside the attention; adapterkit's parallel sites take x for both")
-# where the package computes something else than the method (its defects; adapterkit keeps its own behaviour,
-# checked row by row below)
-DEFECTS = {("albert", "double_seq_bn"): "the package's ALBERT attention site swaps the adapter's input and "
-                                        "residual (the attention input goes through the adapter)",
-           **{(arch, case): _GEMMA for arch in ("gemma2", "gemma3_text")
-              for case in ("seq_bn", "double_seq_bn", "par_bn")},
-           ("gptj", "seq_bn"): _PARALLEL, ("gptj", "par_bn"): _PARALLEL,
-           ("phi", "seq_bn"): "the plugin gives Phi's FFN site no residual: its seq_bn runs on the FFN output alone"}
+# where the package computes another function than the method (a defect of its wiring, see the manifest's
+# "corrected" entries and tools/make_newarch_fixtures.py): compared with its model with that defect undone
+DEFECTS = {(arch, case): entry for arch in FX.archs
+           for case, entry in FX.manifest["archs"][arch].get("corrected", {}).items()}
+# sdpa too where the adapter acts inside the attention (bottleneck adapters do not reach it)
 RUNS = [(arch, case, attn) for arch, case in CASES if (arch, case) not in PLACED | set(DEFECTS)
-        for attn in FX.attns(arch)]
+        for attn in (FX.attns(arch) if case in ("lora", "ia3", "prefix_tuning") else ["eager"])]
 # what the package cannot do here: prefix tuning through its plugin interface; Phi's parallel adapter (the
 # package's forward crashes: its hook gets no residual for Phi's FFN); BEiT prefix tuning (its relative position
 # bias is not widened for the prefix: a shape error)
@@ -88,13 +81,21 @@ def test_package_placement_loads_and_matches(arch, case, tmp_path):
                                    rtol=0)
 
 
+def test_the_defects_are_the_known_ones():
+    assert sorted(DEFECTS) == sorted([("albert", "double_seq_bn"), ("gptj", "seq_bn"), ("gptj", "par_bn"),
+                                      ("phi", "seq_bn")] + [(arch, case) for arch in ("gemma2", "gemma3_text")
+                                                            for case in ("seq_bn", "double_seq_bn", "par_bn")])
+
+
 @pytest.mark.parametrize("arch,case", sorted(DEFECTS))
-def test_where_the_package_computes_another_function(arch, case):
-    """The weights load by name, and our output differs from the package's (see DEFECTS for why); if the package
-    were fixed, this fails and the case belongs in test_matches_adapters_package."""
+def test_matches_the_package_with_its_defect_undone(arch, case):
+    """Where the package's wiring is wrong (DEFECTS[...]["defect"]), adapterkit equals the package's model with that
+    one thing undone, and differs from the package's own output."""
     model, _, inputs, expected = FX.load_case(arch, case, "eager")
     with torch.no_grad():
-        assert (model(**inputs).last_hidden_state - expected).abs().max() > 1e-2
+        out = model(**inputs).last_hidden_state
+    assert (out - expected).abs().max() > 1e-2
+    torch.testing.assert_close(out, FX.expected(arch, case, "expected_corrected"), atol=1e-5, rtol=0)
 
 
 def _rows_alone(model, inputs):
@@ -110,15 +111,11 @@ def _rows_alone(model, inputs):
     return out
 
 
-NOT_IN_PACKAGE = sorted({key for key in UNSUPPORTED} | set(DEFECTS))
-
-
-@pytest.mark.parametrize("arch,case", NOT_IN_PACKAGE)
+@pytest.mark.parametrize("arch,case", sorted(UNSUPPORTED))
 def test_rows_where_the_package_has_no_reference(arch, case):
-    """Prefix tuning through the plugin (and BEiT's), Phi's parallel adapter and the DEFECTS cases: randomised
-    adapterkit adapters change the output, and each padded row equals that row alone."""
-    config = (FX.config(arch, case) if (arch, case) in DEFECTS else
-              {"prefix_tuning": "prefix_tuning[prefix_length=4,bottleneck_size=8]", "par_bn": "par_bn"}[case])
+    """Prefix tuning through the plugin (and BEiT's) and Phi's parallel adapter: randomised adapterkit adapters
+    change the output, and each padded row equals that row alone."""
+    config = {"prefix_tuning": "prefix_tuning[prefix_length=4,bottleneck_size=8]", "par_bn": "par_bn"}[case]
     model = adapterkit.init(FX.load_base(arch))
     model.add_adapter(case, config=config, set_active=True)
     g = torch.Generator().manual_seed(0)

@@ -11,12 +11,21 @@ Run inside the reference venv (tools/make_reference_fixtures.sh):
 It writes tests/fixtures/adapters_ref_newarchs/ in make_arch_fixtures.py's layout (and with its code): per arch the
 tiny base (`save_pretrained`), its inputs and per case the adapter config, its weights and the expected
 last_hidden_state; cases the package cannot do (prefix tuning through the plugin interface) are listed in the
-manifest with the reason. Deterministic; nothing is downloaded.
+manifest with the reason. Where the package computes another function than the method (CORRECTED: a defect in
+its ALBERT, GPT-J, Phi or Gemma wiring), the case also gets expected_corrected.safetensors: the package's own
+model with that one defect undone. Deterministic; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-from adapters import PrefixTuningConfig
+import functools
+import json
+
+import adapters
+from adapters import AdapterConfig, PrefixTuningConfig
+from adapters.context import ForwardContext
+from adapters.methods.bottleneck import hook_fn
+from safetensors.torch import load_file, save_file
 from transformers import (AlbertConfig, AlbertModel, BeitConfig, BeitModel, BertGenerationConfig,
                           BertGenerationEncoder, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel,
                           Gemma2Config, Gemma2Model, Gemma3TextConfig, Gemma3TextModel, GPTJConfig, GPTJModel,
@@ -95,8 +104,89 @@ CASES = [case for case in fc.ADAPTER_CASES if case[0] in _NAMES] + [
     ("prefix_tuning", PrefixTuningConfig, archfx.PREFIX)]
 
 
+# Cases where the package computes something else than the method: each defect, and the change that undoes it.
+# The generator runs the package's model once more with that change (expected_corrected.safetensors); the tests
+# check that adapterkit equals that, and differs from the package's own output.
+def _swap_attention_site(model) -> None:
+    """ALBERT: the package calls its attention site as (attention input, attention output) instead of
+    (output, input), so the adapter runs on the layer input."""
+    for layer in model.encoder.albert_layer_groups[0].albert_layers:
+        site = layer.attention.attention_adapters
+        site.forward = functools.partial(lambda h, r, ln, orig: orig(r, h, ln), orig=site.forward)
+
+
+def _block_input_as_ffn_residual(model) -> None:
+    """GPT-J: the package's FFN site takes x + attention (+ its adapter) as residual, though the FFN runs on
+    LN(x) beside the attention; undone: residual x, the attention part added back after the site."""
+    for block in model.h:
+        seen = {}
+        block.register_forward_pre_hook(functools.partial(_keep_input, seen=seen), with_kwargs=True)
+        site = block.output_adapters
+        site.forward = functools.partial(lambda f, hs, ln, orig, seen: orig(f, seen["x"], ln) + (hs - seen["x"]),
+                                         orig=site.forward, seen=seen)
+
+
+def _keep_input(module, args, kwargs, seen):
+    seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+
+def _layer_input_as_ffn_residual(model) -> None:
+    """Phi (plugin): the package's interface names no pre-FFN hook for Phi, so its FFN site gets no residual
+    (Pfeiffer runs on the FFN output alone, the parallel adapter crashes); undone: the layer input x."""
+    for layer in model.layers:
+        layer.input_layernorm.register_forward_pre_hook(
+            lambda module, args: setattr(ForwardContext.get_context(), "output_adapter_residual_input", args[0]))
+
+
+def _sites_after_post_norms(model) -> None:
+    """Gemma 2/3 (plugin): the package hooks o_proj / down_proj and passes the post-attention / post-feedforward
+    norms as post-LN norms, so they normalise h + x before the adapter and the layer normalises again; undone:
+    the sites on those norms' outputs (where the layer adds h to x), no norm passed."""
+    for layer in model.layers:
+        for proj, norm, site in ((layer.self_attn.o_proj, layer.post_attention_layernorm, layer.attention_adapters),
+                                 (layer.mlp.down_proj, layer.post_feedforward_layernorm, layer.output_adapters)):
+            for key, hook in list(proj._forward_hooks.items()):
+                if isinstance(hook, functools.partial) and hook.func is hook_fn:
+                    del proj._forward_hooks[key]
+            norm.register_forward_hook(functools.partial(hook_fn, site, None))
+
+
+CORRECTED = {("albert", "double_seq_bn"): _swap_attention_site,
+             ("gptj", "seq_bn"): _block_input_as_ffn_residual, ("gptj", "par_bn"): _block_input_as_ffn_residual,
+             ("phi", "seq_bn"): _layer_input_as_ffn_residual,
+             **{(arch, case): _sites_after_post_norms for arch in ("gemma2", "gemma3_text")
+                for case in ("seq_bn", "double_seq_bn", "par_bn")}}
+
+
+def corrected(arch: str, case: str, fix) -> dict:
+    """The package's model for a generated case (its saved weights) with `fix` applied: writes
+    <case>/expected_corrected.safetensors, returns the manifest entry."""
+    directory = OUT / arch
+    model = archfx.build_spec(ARCHS[arch], load_file(str(directory / "base" / "model.safetensors")))
+    adapters.init(model)
+    model.add_adapter(case, config=AdapterConfig.load(json.loads((directory / case / "adapter_config.json")
+                                                                 .read_text())))
+    model.load_state_dict(load_file(str(directory / case / "adapter.safetensors")), strict=False)
+    model.set_active_adapters(case)
+    model.eval()
+    inputs = load_file(str(directory / "inputs.safetensors"))
+    expected = load_file(str(directory / case / "expected.safetensors"))["last_hidden_state"]
+    assert (fc.forward(model, inputs) - expected).abs().max().item() < 1e-6, f"{arch}/{case}: reload differs"
+    fix(model)
+    out = fc.forward(model, inputs)
+    save_file({"last_hidden_state": out}, str(directory / case / "expected_corrected.safetensors"))
+    diff = (out - expected).abs().max().item()
+    print(f"-- {arch}/{case}: defect undone, max|corrected-package|={diff:.4f}")
+    return {"defect": fix.__doc__.split(";")[0].strip(), "undone": fix.__doc__.split("undone: ")[-1].strip(),
+            "max_abs_diff_vs_package": diff}
+
+
 def main() -> None:
     archfx.generate(OUT, ARCHS, CASES, lambda kind, case: True, "tools/make_newarch_fixtures.py", 2.5 * 1024 * 1024)
+    manifest = json.loads((OUT / "manifest.json").read_text())
+    for (arch, case), fix in CORRECTED.items():
+        manifest["archs"][arch].setdefault("corrected", {})[case] = corrected(arch, case, fix)
+    fc.write_json(OUT / "manifest.json", manifest)
 
 
 if __name__ == "__main__":
