@@ -35,7 +35,7 @@ def _site(spec):  # what must agree: where h is taken and the norm; the residual
 
 NAMED = ["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "qwen2", "t5", "t5-gated", "bart", "vit",
          "gemma2", "gemma3_text", "phi", "gptj", "cohere", "olmo2", "starcoder2", "mbart", "plbart", "mt5",
-         "modernbert", "clip_text_model", "clip_vision_model", "whisper", "bert-generation"]
+         "modernbert", "clip_text_model", "clip_vision_model", "whisper", "bert-generation", "albert", "beit"]
 
 
 @pytest.mark.parametrize("name", NAMED)

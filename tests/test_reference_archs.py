@@ -8,26 +8,21 @@ weights through `io.adapterhub` with the names each interface declares.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import transformers
 from safetensors.torch import load_file
 
 import adapterkit
 from adapterkit.errors import AdapterConfigError
 from adapterkit.interfaces.deberta import DEBERTA_ADAPTERHUB_QKV
 from adapterkit.io import config_from_adapterhub, state_dict_from_adapterhub, state_dict_to_adapterhub
-from adapterkit.methods.prefix_tuning.adapterhub import with_shifted_prefix
+from arch_fixtures import ArchFixtures
 
-FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ref_archs"
-MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
-ARCHS = sorted(MANIFEST["archs"])
+FX = ArchFixtures("adapters_ref_archs")
+FIXTURES, MANIFEST, ARCHS = FX.dir, FX.manifest, FX.archs
 # The `adapters` package puts Llama's "intermediate" LoRA / (IA)^3 on down_proj and its "output" on up_proj alone
 # (adapterkit: up + gate, and down): such checkpoints are refused on import, naming why (test below)
 REFUSED = {("llama", "lora_qkv_ffn"), ("llama", "ia3")}
@@ -35,26 +30,11 @@ PREFIX_CASES = ("prefix_tuning", "prefix_tuning_gated", "prefix_tuning_dec_self"
 NO_PREFIX: set = set()  # DeBERTa's own attention takes prefixes through hooks (sites/own_attention.py)
 CASES = [(arch, case) for arch in ARCHS for case in MANIFEST["archs"][arch]["cases"]
          if (arch, case) not in REFUSED | NO_PREFIX]
-
-
-def model_class(arch: str):
-    return getattr(transformers, MANIFEST["archs"][arch]["model_class"])
-
-
-@functools.lru_cache(maxsize=None)
-def _loaded(arch: str, attn: str):
-    model = model_class(arch).from_pretrained(FIXTURES / arch / "base", attn_implementation=attn,
-                                              **MANIFEST["archs"][arch]["model_kwargs"])
-    return model.eval()
-
-
-def load_base(arch: str, attn: str = "eager"):
-    return copy.deepcopy(_loaded(arch, attn))
+model_class, load_base, _load_case = FX.model_class, FX.load_base, FX.load_case
 
 
 # DeBERTa has no sdpa path in transformers
-RUNS = [(arch, case, attn) for arch, case in CASES
-        for attn in (["eager", "sdpa"] if model_class(arch)._supports_sdpa else ["eager"])]
+RUNS = [(arch, case, attn) for arch, case in CASES for attn in FX.attns(arch)]
 
 
 def test_fixture_set_is_complete():
@@ -116,24 +96,6 @@ def test_matches_adapters_package(arch, case, attn):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
-def _load_case(arch: str, case: str, attn: str, interface=None):
-    """Our model with the fixture's adapter loaded and active, its inputs and the reference output."""
-    config = config_from_adapterhub(json.loads((FIXTURES / arch / case / "adapter_config.json").read_text()))
-    model = adapterkit.init(load_base(arch, attn), interface=interface)
-    if model.adapter_state.interface.position_bias:  # as AdapterHub loading does (T5 prefix tuning)
-        config = with_shifted_prefix(config)
-    model.add_adapter(case, config=config)
-    state = model.adapter_state
-    weights = state_dict_from_adapterhub(load_file(FIXTURES / arch / case / "adapter.safetensors"), case,
-                                         state.interface, config, state=state)
-    ours = model.adapterkit[case].state_dict()
-    assert set(weights) == set(ours), set(weights) ^ set(ours)
-    model.adapterkit[case].load_state_dict(weights)
-    model.set_active_adapters(case)
-    expected = load_file(FIXTURES / arch / case / "expected.safetensors")["last_hidden_state"]
-    return model, config, load_file(FIXTURES / arch / "inputs.safetensors"), expected
-
-
 @pytest.mark.parametrize("case", PREFIX_CASES)
 def test_t5_prefix_tuning_needs_shift_positions(case):
     """The package computes T5's relative position bias over prefix and sequence together: its weights are refused
@@ -161,12 +123,7 @@ def test_t5_shift_positions_is_what_differs_and_load_adapter_sets_it(case, tmp_p
     unshifted.adapterkit[case].load_state_dict(model.adapterkit[case].state_dict())
     with torch.no_grad():
         assert (unshifted(**inputs).last_hidden_state - expected).abs().max() > 1e-2
-    hub = tmp_path / "hub"  # the fixture as the package saves it: its config under "config", the weights beside
-    hub.mkdir()
-    (hub / "adapter_config.json").write_text(json.dumps({
-        "config": json.loads((FIXTURES / "t5" / case / "adapter_config.json").read_text()), "name": case,
-        "model_type": "t5", "hidden_size": model.config.d_model, "version": "adapters.1.3.0"}))
-    (hub / "adapter.safetensors").write_bytes((FIXTURES / "t5" / case / "adapter.safetensors").read_bytes())
+    hub = FX.hub_dir(tmp_path, "t5", case)  # the fixture as the package saves it
     loaded = adapterkit.init(load_base("t5"))
     name = loaded.load_adapter(hub, set_active=True)
     assert loaded.adapters_config[name].shift_positions

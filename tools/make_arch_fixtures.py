@@ -102,26 +102,31 @@ def generated_for(kind: str, case: str) -> bool:
     return case in SEQ2SEQ_CASES if kind == "seq2seq" else case not in SEQ2SEQ_ONLY
 
 
-def make_config(arch: str):
-    spec = ARCHS[arch]
-    return fc.eager_config(spec["config_cls"], **spec["config"])
-
-
-def build(arch: str, state_dict=None):
-    spec = ARCHS[arch]
-    model = spec["model_cls"](make_config(arch), **spec["model_kwargs"])
+def build_spec(spec: dict, state_dict=None):
+    """The tiny model of an ARCHS entry (eager attention, eval mode), with `state_dict` loaded if given."""
+    model = spec["model_cls"](fc.eager_config(spec["config_cls"], **spec["config"]), **spec["model_kwargs"])
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
-def make_inputs(arch: str, cfg) -> dict:
+def build(arch: str, state_dict=None):
+    return build_spec(ARCHS[arch], state_dict)
+
+
+def make_inputs(kind: str, cfg) -> dict:
+    """Seeded inputs: pixel_values (image), padded input_ids + attention_mask (text), plus decoder_input_ids
+    (seq2seq); audio (Whisper): input_features of the encoder's fixed length and decoder_input_ids."""
     g = torch.Generator().manual_seed(42)
-    if ARCHS[arch]["kind"] == "image":
+    if kind == "image":
         return {"pixel_values": torch.randn(BATCH, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)}
+    if kind == "audio":
+        feats = torch.randn(BATCH, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=g)
+        return {"input_features": feats,
+                "decoder_input_ids": torch.randint(3, cfg.vocab_size, (BATCH, 5), generator=g, dtype=torch.int64)}
     ids, mask = fc.padded_ids(cfg.pad_token_id, cfg.vocab_size, g)
     out = {"input_ids": ids, "attention_mask": mask}
-    if ARCHS[arch]["kind"] == "seq2seq":
+    if kind == "seq2seq":
         out["decoder_input_ids"] = torch.randint(3, cfg.vocab_size, (BATCH, 5), generator=g, dtype=torch.int64)
     return out
 
@@ -144,12 +149,25 @@ def is_scale_param(key: str, config) -> bool:
     return key.endswith(".scaling") or (key.endswith(".lora_B") and getattr(config, "composition_mode", "") == "scale")
 
 
+def _unsupported(arch: str, name: str, exc: Exception) -> str:
+    """The manifest's reason for a case `adapters` cannot do: the exception, shortened."""
+    reason = f"{type(exc).__name__}: {str(exc).split('(')[0]}... {str(exc).split(')')[-1].strip()}"
+    print(f"-- {arch}/{name}: unsupported ({reason})")
+    return reason
+
+
 def main() -> None:
+    generate(OUT, ARCHS, CASES, generated_for, "tools/make_arch_fixtures.py", 1.75 * 1024 * 1024)
+
+
+def generate(out_dir, archs: dict, cases: list, wanted, generator: str, max_bytes: float) -> None:
+    """Write one fixture directory (layout in the module docstring): per arch in `archs` the base, its inputs and
+    each case of `cases` that `wanted(kind, case)` selects, or the reason `adapters` cannot do it."""
     fc.deterministic()
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
     manifest = {
-        "generator": "tools/make_arch_fixtures.py",
+        "generator": generator,
         "versions": fc.versions(),
         "inputs": {"batch": BATCH, "seq": SEQ, "padded_tail_per_row": PAD_TAIL, "seed": 42},
         "randomisation": {"seed": "torch.manual_seed(1234 + case_index), params in state_dict order",
@@ -158,36 +176,35 @@ def main() -> None:
         "min_abs_diff_vs_base": MIN_DIFF,
         "archs": {},
     }
-    for arch, spec in ARCHS.items():
+    for arch, spec in archs.items():
         torch.manual_seed(0)
-        base = build(arch)
+        base = build_spec(spec)
         base_sd = fc.detached(base.state_dict())
-        arch_dir = OUT / arch
+        arch_dir = out_dir / arch
         base.save_pretrained(arch_dir / "base", safe_serialization=True)
-        inputs = make_inputs(arch, base.config)
+        inputs = make_inputs(spec["kind"], base.config)
         save_file(inputs, str(arch_dir / "inputs.safetensors"))
         base_out = forward(base, inputs)
         save_file({"last_hidden_state": base_out}, str(arch_dir / "base" / "expected.safetensors"))
         entry = {"model_class": spec["model_cls"].__name__, "config": spec["config"], "kind": spec["kind"],
                  "model_kwargs": spec["model_kwargs"], "cases": {}, "unsupported": {}}
         print(f"== {arch}")
-        for index, (name, cfg_cls, kwargs) in enumerate(CASES):
-            if not generated_for(spec["kind"], name):
+        for index, (name, cfg_cls, kwargs) in enumerate(cases):
+            if not wanted(spec["kind"], name):
                 continue  # kept out for size (not a reference limitation)
             adapter_cfg = cfg_cls(**kwargs)
-            model = build(arch, base_sd)
+            model = build_spec(spec, base_sd)
             adapters.init(model)
             dropped = drop_spurious_biases(model, base_sd)
             if dropped:
                 entry["spurious_biases_removed"] = dropped
-            assert (forward(model, inputs) - base_out).abs().max().item() == 0, f"{arch}: adapters.init changes output"
+            # GPT-J: `adapters` rewrites its attention in another op order (~1e-6 float noise)
+            assert (forward(model, inputs) - base_out).abs().max().item() < 1e-5, f"{arch}: adapters.init changes output"
             before = set(model.state_dict())
             try:
                 model.add_adapter(name, config=adapter_cfg)
             except Exception as exc:  # noqa: BLE001 - recorded: `adapters` does not support this case here
-                reason = f"{type(exc).__name__}: {str(exc).split('(')[0]}... {str(exc).split(')')[-1].strip()}"
-                entry["unsupported"][name] = reason
-                print(f"-- {arch}/{name}: unsupported ({reason})")
+                entry["unsupported"][name] = _unsupported(arch, name, exc)
                 continue
             model.set_active_adapters(name)
             model.eval()
@@ -198,7 +215,11 @@ def main() -> None:
                 continue
             params = dict(model.named_parameters(remove_duplicate=False))
             fc.randomise(params, new_keys, 1234 + index, lambda k: is_scale_param(k, adapter_cfg))
-            out = forward(model, inputs)
+            try:
+                out = forward(model, inputs)
+            except Exception as exc:  # noqa: BLE001 - recorded: the package fails in its forward here (Phi par_bn)
+                entry["unsupported"][name] = "forward fails: " + _unsupported(arch, name, exc)
+                continue
             diff = (out - base_out).abs().max().item()
             if diff <= MIN_DIFF:
                 entry["unsupported"][name] = f"the adapter does not change the output (max diff {diff:.2e})"
@@ -216,7 +237,7 @@ def main() -> None:
                                     "params": {k: [list(params[k].shape), owner_type(model, k)] for k in new_keys}}
             print(f"-- {arch}/{name}: max|adapter-base|={diff:.4f}, {len(new_keys)} tensors")
         manifest["archs"][arch] = entry
-    fc.finish(OUT, manifest, 1.75 * 1024 * 1024, "fixtures exceed 1.75 MB")
+    fc.finish(out_dir, manifest, max_bytes, f"fixtures exceed {max_bytes / 2**20:.2f} MB")
 
 
 if __name__ == "__main__":

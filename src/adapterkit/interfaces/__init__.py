@@ -4,7 +4,7 @@ from .base import FusedSlice, ModelInterface, OwnAttention, ResidualSite, Sublay
 from .registry import get_interface, register_interface, supported_model_types
 from . import (bart, bert, deberta, deberta_v2, distilbert, electra, gpt2, llama, mistral, qwen2,  # noqa: F401
                roberta, t5, vit, xlm_roberta)  # (register built-ins)
-from . import (bert_generation, clip, cohere, gemma2, gemma3_text, gptj, mbart, modernbert, mt5,  # noqa: F401
+from . import (albert, beit, bert_generation, clip, cohere, gemma2, gemma3_text, gptj, mbart, modernbert, mt5,  # noqa: F401
                olmo2, phi, plbart, qwen3, smollm3, starcoder2, whisper)
 
 __all__ = ["ModelInterface", "ResidualSite", "SublayerSite", "FusedSlice", "TaskHead", "OwnAttention", "get_interface",

@@ -3,6 +3,7 @@
 pre_feedforward_layernorm(x)))`): the adapter sits after that norm, where the layer adds h to x."""
 
 from .base import ModelInterface, SublayerSite
+from .llama import PLUGIN_FFN
 from .registry import register_interface
 
 GEMMA2 = register_interface(ModelInterface(
@@ -18,4 +19,6 @@ GEMMA2 = register_interface(ModelInterface(
     },
     self_attention="self_attn",
     lm_heads=("lm_head",),
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
+    adapterhub_differs=PLUGIN_FFN,
 ))

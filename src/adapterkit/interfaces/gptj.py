@@ -16,4 +16,5 @@ GPTJ = register_interface(ModelInterface(
     },
     self_attention="attn",
     lm_heads=("lm_head",),
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
 ))

@@ -7,6 +7,11 @@ them, putting its "intermediate" LoRA on `down_proj`).
 from .base import ModelInterface, SublayerSite
 from .registry import register_interface
 
+# where the `adapters` package reaches a gated-FFN decoder through its plugin interface (Qwen3, Gemma 2/3): its
+# "intermediate" LoRA / (IA)^3 sits on up_proj alone, its "output" on down_proj
+PLUGIN_FFN = {"intermediate_1": "the `adapters` plugin interface puts its intermediate LoRA / (IA)^3 on up_proj "
+                                "alone (adapterkit: up_proj and gate_proj)"}
+
 LLAMA = register_interface(ModelInterface(
     model_types=("llama",),
     embeddings="embed_tokens",

@@ -16,4 +16,5 @@ PHI = register_interface(ModelInterface(
     },
     self_attention="self_attn",
     lm_heads=("lm_head",),
+    adapterhub={"mh_adapter": "attention_adapters", "output_adapter": "output_adapters"},
 ))
