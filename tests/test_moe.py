@@ -266,3 +266,20 @@ def test_inferred_interface_finds_the_experts_and_the_moe_block():
     adapterkit.init(model, interface=interface)
     model.add_adapter("a", config=IA3Config())
     assert any(k.startswith("intermediate") for k in model.adapterkit["a"].layers["0"])
+
+
+def test_peft_and_adapterhub_forms_are_refused_clearly(tmp_path):
+    """Per-expert LoRA is peft's `target_parameters` form, which adapterkit neither writes nor reads yet; the
+    `adapters` package has no MoE FFN. Both say so instead of writing or reading something else."""
+    peft = pytest.importorskip("peft")
+    model = adapterkit.init(base_model("mixtral"))
+    model.add_adapter("a", config=LoRAConfig(intermediate_lora=True))
+    with pytest.raises(AdapterError, match="target_parameters"):
+        model.save_adapter(str(tmp_path / "peft"), "a", format="peft")
+    with pytest.raises(AdapterError, match="mixture-of-experts"):
+        model.save_adapter(str(tmp_path / "hub"), "a", format="adapterhub")
+    made = peft.get_peft_model(base_model("mixtral"), peft.LoraConfig(
+        r=2, target_modules=[], target_parameters=["mlp.experts.gate_up_proj"]))
+    made.save_pretrained(str(tmp_path / "made"))
+    with pytest.raises(AdapterError, match="cannot place.*mlp.experts.lora_A|target_parameters"):
+        adapterkit.init(base_model("mixtral")).load_adapter(str(tmp_path / "made"))

@@ -292,15 +292,15 @@ def write(model, stage: StagedWrite, name: str) -> None:
             rows = projection.rows if isinstance(projection.rows, slice) else projection.rows.to(weight.device)
             tensors[key][rows] = vector.reshape(-1, 1).to(tensors[key])
             continue
-        if location not in paths[layer_id]:
-            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
-                                     "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
-                                     "parts); save it as format='adapterkit' or 'adapterhub'")
         refusal = getattr(peft_map, "export_refusal", None)
         why = refusal(state.sites[(layer_id, location)].target) if refusal is not None else None
         if why:
             raise AdapterConfigError(f"adapter {name!r}: {why} (layer {layer_id} {location}); save it as "
                                      "format='adapterkit'")
+        if location not in paths[layer_id]:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
+                                     "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
+                                     "parts); save it as format='adapterkit' or 'adapterhub'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         write_module(peft_map, module, module_name, tensors, wanted, feedforward)
     common = {

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from ...configs.module_targets import checkpoint_key
 from ...errors import AdapterConfigError, CheckpointError
+from ...nn.experts import ExpertsTarget
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
 from .init import changes_base
 from .modules import IA3, IA3Input
@@ -35,6 +36,15 @@ PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
 _LORA_UNSUPPORTED = {"lora_bias": False, "use_qalora": False, "layer_replication": None,
                      "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+
+
+def export_refusal(target) -> str | None:
+    """Why a module on `target` has no PEFT form here: per-expert LoRA on a fused experts weight (experts.py) is
+    peft's `target_parameters`, whose files adapterkit neither writes nor reads yet."""
+    if isinstance(target, ExpertsTarget):
+        return (f"its per-expert update on the fused mixture-of-experts weight {type(target.module).__name__}."
+                f"{target.name} would be PEFT's `target_parameters` form, which adapterkit does not write yet")
+    return None
 
 
 def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
