@@ -268,18 +268,44 @@ def test_inferred_interface_finds_the_experts_and_the_moe_block():
     assert any(k.startswith("intermediate") for k in model.adapterkit["a"].layers["0"])
 
 
-def test_peft_and_adapterhub_forms_are_refused_clearly(tmp_path):
-    """Per-expert LoRA is peft's `target_parameters` form, which adapterkit neither writes nor reads yet; the
-    `adapters` package has no MoE FFN. Both say so instead of writing or reading something else."""
-    peft = pytest.importorskip("peft")
+def test_adapterhub_and_peft_ia3_forms_are_refused_clearly(tmp_path):
+    """The `adapters` package has no MoE FFN, and peft's `target_parameters` is LoRA's: both refuse by name."""
     model = adapterkit.init(base_model("mixtral"))
     model.add_adapter("a", config=LoRAConfig(intermediate_lora=True))
-    with pytest.raises(AdapterError, match="target_parameters"):
-        model.save_adapter(str(tmp_path / "peft"), "a", format="peft")
     with pytest.raises(AdapterError, match="mixture-of-experts"):
         model.save_adapter(str(tmp_path / "hub"), "a", format="adapterhub")
+    model.add_adapter("b", config=IA3Config())
+    with pytest.raises(AdapterError, match="mixture-of-experts weight has no PEFT form"):
+        model.save_adapter(str(tmp_path / "peft"), "b", format="peft")
+
+
+PEFT_TARGETS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+@pytest.mark.slow  # (importing peft takes a minute on a loaded machine)
+@pytest.mark.ci
+def test_peft_target_parameters_load_and_export_with_peft_outputs(tmp_path):
+    """A peft-made `target_parameters` LoRA (q, v and both experts weights) loads and computes peft's outputs;
+    adapterkit's export loads in peft with the same outputs and the same state-dict keys."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(3)
     made = peft.get_peft_model(base_model("mixtral"), peft.LoraConfig(
-        r=2, target_modules=[], target_parameters=["mlp.experts.gate_up_proj"]))
+        r=2, lora_alpha=6, target_modules=["q_proj", "v_proj"], target_parameters=PEFT_TARGETS,
+        init_lora_weights=False)).eval()
+    with torch.no_grad():
+        expected = made(X).logits
     made.save_pretrained(str(tmp_path / "made"))
-    with pytest.raises(AdapterError, match="cannot place.*mlp.experts.lora_A|target_parameters"):
-        adapterkit.init(base_model("mixtral")).load_adapter(str(tmp_path / "made"))
+    model = adapterkit.init(base_model("mixtral"))
+    model.load_adapter(str(tmp_path / "made"), load_as="p", set_active=True)
+    with torch.no_grad():
+        torch.testing.assert_close(logits(model), expected, atol=1e-5, rtol=0)
+        assert (logits(model) - logits(base_model("mixtral"))).abs().max() > 1e-3
+    model.save_adapter(str(tmp_path / "ours"), "p", format="peft")
+    again = peft.PeftModel.from_pretrained(base_model("mixtral"), str(tmp_path / "ours")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(X).logits, expected, atol=1e-5, rtol=0)
+    from safetensors.torch import load_file
+    ours = load_file(str(tmp_path / "ours" / "adapter_model.safetensors"))
+    theirs = load_file(str(tmp_path / "made" / "adapter_model.safetensors"))
+    assert sorted(ours) == sorted(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
