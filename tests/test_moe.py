@@ -309,3 +309,16 @@ def test_peft_target_parameters_load_and_export_with_peft_outputs(tmp_path):
     theirs = load_file(str(tmp_path / "made" / "adapter_model.safetensors"))
     assert sorted(ours) == sorted(theirs)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_an_adapted_model_deep_copies():
+    model = adapterkit.init(base_model("mixtral"))
+    model.add_adapter("a", config=LoRAConfig(intermediate_lora=True, output_lora=True))
+    model.set_active_adapters("a")
+    _randomize(model.adapterkit["a"])
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.testing.assert_close(logits(twin), logits(model), atol=0, rtol=0)
+        for p in twin.adapterkit["a"].parameters():
+            p.zero_()
+        assert (logits(twin) - logits(model)).abs().max() > 1e-3  # the copy's experts use the copy's adapter
