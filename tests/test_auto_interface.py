@@ -119,15 +119,20 @@ def test_a_layer_scale_inside_a_module_is_found():
     assert interface.residual_sites["output_adapter"] == SublayerSite(output="drop_path", residual="layernorm_after")
 
 
-def test_mixture_of_experts_ffn_is_refused_attention_is_not():
+def test_mixture_of_experts_ffn_is_its_fused_experts_and_its_block():
+    """The experts' 3D weights are the FFN projections (per-expert LoRA / (IA)^3, tests/test_moe.py), the MoE
+    block's output the FFN sublayer's; a method that cannot adapt fused experts is refused, naming them."""
     model = _tiny("qwen3_moe")
     interface = infer_interface(model)
-    assert interface.intermediate == () and "mixture-of-experts" in interface.unresolved["intermediate"]
+    assert interface.intermediate == ("mlp.experts.gate_up_proj",)
+    assert interface.output == ("mlp.experts.down_proj",)
+    assert interface.residual_sites["output_adapter"].output == "mlp"
     adapterkit.init(model, interface=interface)
-    with pytest.raises(AdapterError, match="intermediate .a mixture-of-experts FFN"):
-        model.add_adapter("a", config="lora[intermediate_lora=True]")
-    model.add_adapter("b", config="lora")
-    model.add_adapter("c", config="prefix_tuning")
+    model.add_adapter("a", config="lora[intermediate_lora=True]")
+    with pytest.raises(AdapterError, match="fused mixture-of-experts weight"):
+        model.add_adapter("l", config="loha[intermediate=True]")
+    for name, config in (("b", "lora"), ("c", "prefix_tuning"), ("d", "seq_bn"), ("e", "ia3")):
+        model.add_adapter(name, config=config)
 
 
 def test_no_layer_stack_is_a_clear_error():

@@ -35,7 +35,11 @@ class _Piece:
         self.kind = type(projection)  # Projection (projection.py imports this module)
         self.module = projection.module
         self.rows = rows
-        part = self.kind(self.module, rows)
+        # a target of another kind (nn/experts.py: a 3D experts parameter) gives its own part and tensors
+        part = projection.part(rows) if hasattr(projection, "part") else self.kind(self.module, rows)
+        self.part = part
+        self.tensors = part.tensors() if hasattr(part, "tensors") else [
+            t for t in (self.module.weight, getattr(self.module, "bias", None)) if t is not None]
         self.backend = part.backend
         # a quantized module: its whole stored state, exactly (requantizing any rows changes the packed tensor)
         self.quantized = None if self.backend is None else self.backend.save(self.module)
@@ -53,7 +57,7 @@ class _Piece:
                     else:
                         bias[rows if isinstance(rows, slice) else rows.to(bias.device)] = self.bias
             return
-        self.kind(self.module, self.rows).set(self.weight, self.bias)
+        self.part.set(self.weight, self.bias)
 
 
 class MergeSnapshot:
@@ -77,10 +81,10 @@ class MergeSnapshot:
     def note(self, projection) -> None:
         """Copy the rows `projection` is about to write that this snapshot does not hold yet."""
         wanted = _mask(projection)
-        held = self.mask(projection.module)
+        held = self.mask(_owner(projection))
         if held is None:
             held = torch.zeros_like(wanted)
-            self._masks.append((projection.module, held))
+            self._masks.append((_owner(projection), held))
         todo = wanted & ~held
         if not todo.any():
             return
@@ -105,9 +109,7 @@ class MergeSnapshot:
         """ids of the module tensors a restore writes (weights and biases of the recorded modules)."""
         out = set()
         for piece in self.pieces:
-            for tensor in (piece.module.weight, getattr(piece.module, "bias", None)):
-                if tensor is not None:
-                    out.add(id(tensor))
+            out.update(id(tensor) for tensor in piece.tensors)
         return out
 
     @property
@@ -127,6 +129,11 @@ def _tensors(saved) -> list:
     if saved is not None and hasattr(saved, "__dict__"):
         return [t for item in vars(saved).values() if isinstance(item, (torch.Tensor, tuple, list)) for t in _tensors(item)]
     return []
+
+
+def _owner(projection):
+    """What a record is keyed on: the module, or a target's own `owner` (one of several parameters of a module)."""
+    return getattr(projection, "owner", projection.module)
 
 
 def _mask(projection) -> torch.Tensor:
@@ -151,7 +158,7 @@ class _Recorder:
         for others, why, undo in ((self.others, "is already merged into", "reset_adapter"),
                                   (self.initialised, "changed at its init (a base-changing init)", "delete_adapter")):
             for other, snapshot in others.items():
-                held = snapshot.mask(projection.module)
+                held = snapshot.mask(_owner(projection))
                 if held is not None and (held & wanted).any():
                     rows = ("a quantized module, written and restored whole" if projection.backend is not None
                             else "the same rows")

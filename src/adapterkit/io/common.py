@@ -13,6 +13,7 @@ import torch.nn as nn
 from ..configs import AdapterConfig
 from ..errors import AdapterConfigError, AdapterError, CheckpointError
 from ..interfaces.base import FusedSlice, ModelInterface, resolve
+from ..nn.experts import experts_parameter
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -107,6 +108,10 @@ def layer_projections(state) -> list[dict[str, str]]:
             module = None if isinstance(spec, FusedSlice) else resolve(layer, spec)
             if module is not None:
                 table[names[id(module)]] = location
+            elif not isinstance(spec, FusedSlice):  # a fused experts weight: "<module>.<parameter>"
+                param = experts_parameter(layer, spec)
+                if param is not None:
+                    table[f"{names[id(param[0])]}.{param[1]}"] = location
         out.append(table)
     return out
 

@@ -24,10 +24,11 @@ import torch.nn as nn
 
 from ..errors import AdapterConfigError, CheckpointError
 from ..naming import is_valid_name
+from ..nn.experts import ExpertsTarget
 from ..registry import spec_for, specs
 from .common import (CONFIG_NAME, Checkpoint, base_prefix, layer_fused_parts, layer_prefixes, layer_projections,
                      parse_config)
-from . import peft_modules
+from . import peft_experts, peft_modules
 from .files import StagedWrite, read_weights
 from .peft_modules import PEFT_PREFIX, targeted, write_module
 
@@ -207,6 +208,8 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     _check_architecture(model, source, data)
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights, model_level = _split_model_level(weights)
+    if data.get("target_parameters"):  # LoRA on fused experts weights (peft_experts.py)
+        weights = peft_experts.unnest(model, weights, data["target_parameters"])
     located = None  # interface locations first; where they cannot hold the file, module names (peft_modules.py)
     if peft_modules.has_interface(model):
         try:
@@ -279,7 +282,16 @@ def write(model, stage: StagedWrite, name: str) -> None:
     tensors: dict[str, torch.Tensor] = {}
     wanted, feedforward = set(), set()
     targeted(state, name, peft_map, tensors, wanted, feedforward)  # module-targeted modules, by module name
+    experts = {paths[i][loc] for (i, loc), _ in state.layer_modules(name)
+               if isinstance(state.sites[(i, loc)].target, ExpertsTarget)}  # "mlp.experts.gate_up_proj", ...
+    wrappers = {(m, p): w for w, (m, _, p) in peft_experts.wrapped_names(model, experts).items()}
     for (layer_id, location), module in state.layer_modules(name):
+        if isinstance(state.sites[(layer_id, location)].target, ExpertsTarget):  # peft's target_parameters
+            owner, _, param = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}".rpartition(".")
+            params, _ = peft_map.module_tensors(module)
+            for suffix, tensor in peft_experts.to_peft(params).items():
+                tensors[f"{PEFT_PREFIX}{wrappers[(owner, param)]}.{suffix}"] = tensor
+            continue
         vector = peft_map.output_vector(module) if location in fused_names[layer_id] else None
         if vector is not None:
             # peft scales the whole fused projection: its vector holds our parts' rows, 1 where no part is here
@@ -292,15 +304,15 @@ def write(model, stage: StagedWrite, name: str) -> None:
             rows = projection.rows if isinstance(projection.rows, slice) else projection.rows.to(weight.device)
             tensors[key][rows] = vector.reshape(-1, 1).to(tensors[key])
             continue
-        if location not in paths[layer_id]:
-            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
-                                     "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
-                                     "parts); save it as format='adapterkit' or 'adapterhub'")
         refusal = getattr(peft_map, "export_refusal", None)
         why = refusal(state.sites[(layer_id, location)].target) if refusal is not None else None
         if why:
             raise AdapterConfigError(f"adapter {name!r}: {why} (layer {layer_id} {location}); save it as "
                                      "format='adapterkit'")
+        if location not in paths[layer_id]:
+            raise AdapterConfigError(f"adapter {name!r}: {location!r} (a slice of a fused projection) has no module "
+                                     "of its own for PEFT to target (PEFT's LoRA there is one update over all the "
+                                     "parts); save it as format='adapterkit' or 'adapterhub'")
         module_name = f"{prefix}{layers[layer_id]}.{paths[layer_id][location]}"
         write_module(peft_map, module, module_name, tensors, wanted, feedforward)
     common = {
@@ -309,6 +321,8 @@ def write(model, stage: StagedWrite, name: str) -> None:
         "base_model_name_or_path": getattr(model.config, "_name_or_path", None) or None,
         "auto_mapping": {"base_model_class": type(model).__name__, "parent_library": type(model).__module__},
     }
+    if experts:
+        common["target_parameters"] = sorted(experts)
     peft_config = peft_map.peft_config(config, common, target_modules(model, feedforward) if feedforward else [])
     model_level = getattr(peft_map, "model_level_tensors", None)  # peft's shared tensors (VeRA's frozen pair)
     if model_level is not None:

@@ -8,6 +8,7 @@ import torch.nn as nn
 from ..errors import AdapterError
 from ..interfaces.base import FusedSlice, ModelInterface, is_optional, present, resolve
 from ..interfaces.missing import MissingInterface
+from ..nn.experts import ExpertsTarget, experts_parameter
 from ..projection import Projection
 from ..utils import get_submodule
 
@@ -57,8 +58,11 @@ class ModelShape:
         self._present(f"the {location} site", spec.anchor, found)
         return [i for i in self.layer_ids(leave_out) if i in found]
 
-    def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:
-        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer."""
+    def projections(self, locations, leave_out=(), experts: bool = False) -> list[tuple[int, str, Projection]]:
+        """(layer id, location, Projection) for each (location, spec) of the interface, layer by layer.
+
+        A path naming a 3D parameter (a mixture-of-experts module's fused experts weight) gives an `ExpertsTarget`
+        where the caller takes them (`experts`), else a clear error."""
         config = getattr(self.model, "config", None)
         found: dict[str, dict[int, Projection]] = {}
         for location, spec in locations:
@@ -67,6 +71,9 @@ class ModelShape:
             for i, layer in enumerate(self.layers):
                 module = resolve(layer, path)
                 if module is None:
+                    param = None if isinstance(spec, FusedSlice) else experts_parameter(layer, path)
+                    if param is not None:
+                        hits[i] = self._experts_target(location, path, param, experts)
                     continue
                 if isinstance(spec, FusedSlice) and spec.sizes:
                     start = sum(spec.sizes[:spec.index])
@@ -79,6 +86,16 @@ class ModelShape:
             found[location] = self._present(f"the {location} projection", path, hits)
         return [(i, location, found[location][i]) for i in self.layer_ids(leave_out)
                 for location, _ in locations if i in found[location]]
+
+
+    def _experts_target(self, location: str, path: str, param, experts: bool) -> ExpertsTarget:
+        if not experts:
+            raise AdapterError(
+                f"the {location} projection '{path}' of {type(self.model).__name__} is a fused mixture-of-experts "
+                "weight (one 3D parameter for all experts), which this method cannot adapt; leave that location out "
+                "(e.g. intermediate_lora / output_lora) or use LoRA or (IA)^3, which adapt each expert")
+        widths = {"out_width": self.hidden_size} if location.startswith("output") else {"in_width": self.hidden_size}
+        return ExpertsTarget(*param, **widths)
 
 
 def _layer_stacks(base: nn.Module, interface: ModelInterface) -> tuple[list[nn.Module], list[tuple[str, int, int]]]:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch.nn as nn
 
 from ...errors import AdapterError
+from ...nn.experts import ExpertsTarget, experts_parameter
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
 from .inputs import dummy_inputs
 from .probe import attention_calls, record
@@ -168,7 +169,11 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
                 desc.unresolved.pop(k, None)
                 st.unresolved.pop(k, None)
     for group, paths, side in (("up", desc.up, 1), ("down", desc.down, 0)):
-        kept = [p for p in paths if p in ran and out_in(ran[p].module)[side] == width]
+        kept = [p for p in paths if (_experts_width(layer, desc, ran, p, side, width) if p not in ran
+                                     else out_in(ran[p].module)[side]) == width]
+        if desc.later_experts is not None:  # a dense first layer, fused experts in later layers
+            later, up, down = desc.later_experts
+            kept += [p for p in (up if side else down) if _static_width(later, p, side, width) == width]
         setattr(st, group, kept)
         if paths and not kept:
             st.unresolved["intermediate" if group == "up" else "output"] = (
@@ -183,22 +188,48 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         cores.append(("mh_adapter", st.attention.get("o") or selfs[0].core, st.attention.get("o")))
     if crosses:
         cores.append(("cross_adapter", st.cross.get("o") or crosses[0].core, st.cross.get("o")))
-    if st.down:
-        cores.append(("output_adapter", st.down[-1], st.down[-1]))
+    if desc.moe and desc.moe in ran:  # a mixture-of-experts FFN: the sublayer output is the MoE block's
+        cores.append(("output_adapter", desc.moe, None))
+    elif any(p in ran for p in st.down):  # (the last that is a module: not a later layer's experts weight)
+        down = [p for p in st.down if p in ran][-1]
+        cores.append(("output_adapter", down, down))
     post = {loc: post_ln_site(calls, dense) for loc, _, dense in cores if dense}
     if all(post.get(loc) for loc, _, _ in cores):
         st.sites = {loc: post[loc] for loc, _, _ in cores}
     else:
         sites, why = sublayer_sites(calls, [(loc, core) for loc, core, _ in cores])
+        if why and desc.moe and len(cores) > 1:  # the MoE block's output is not what the layer adds (a shared
+            moe_why = why  # expert added beside it...): the other sublayers without it
+            cores = [c for c in cores if c[0] != "output_adapter"]
+            sites, why = sublayer_sites(calls, [(loc, core) for loc, core, _ in cores])
+            st.unresolved["output_adapter"] = f"mixture-of-experts block {desc.moe}: {moe_why}"
         st.sites = sites
         if why:
             st.unresolved.update({loc: why for loc, _, _ in cores})
         if "cross_adapter" in sites:
             site = sites["cross_adapter"]
             sites["cross_adapter"] = type(site)(**{**site.__dict__, "guard": crosses[0].core})
-    if not st.down:
+    if not st.down and not any(loc == "output_adapter" for loc, _, _ in cores):
         st.unresolved.setdefault("output_adapter", st.unresolved.get("output", "no FFN output projection found"))
     return st
+
+
+def _experts_width(layer: nn.Module, desc, ran: dict, path: str, side: int, width) -> int | None:
+    """The input (`side` 1) or output (0) width of a fused experts weight at `path`, if its module ran."""
+    if not desc.experts or not path.startswith(desc.experts + ".") or desc.experts not in ran:
+        return None
+    return _static_width(layer, path, side, width)
+
+
+def _static_width(layer: nn.Module, path: str, side: int, width) -> int | None:
+    found = experts_parameter(layer, path)
+    if found is None:
+        return None
+    try:
+        target = ExpertsTarget(*found, **({"in_width": width} if side else {"out_width": width}))
+    except AdapterError:  # the layout cannot be told (no `is_transposed`, square shapes)
+        return None
+    return target.in_features if side else target.out_features
 
 
 def _negative(layer: nn.Module, path: str) -> str:

@@ -20,6 +20,8 @@ DOWN = ("down_proj", "fc2", "c_proj", "wo", "lin2", "dense_4h_to_h", "fc_out", "
         "output.dense", "ff_out", "ffn_output", "output_dense")
 CROSS_WORDS = ("cross", "encoder_attn", "encdec", "enc_dec", "encoder_attention", "src_attn")
 MOE_WORDS = ("expert", "moe", "sparse", "router")
+EXPERTS_UP = ("gate_up_proj", "up_proj")  # transformers 5's fused expert weights (3D parameters)
+EXPERTS_DOWN = ("down_proj",)
 
 
 def is_linear(module: nn.Module) -> bool:
@@ -56,6 +58,11 @@ class Layer:
     down: list = field(default_factory=list)
     leaves: list = field(default_factory=list)  # linear leaves outside the attention modules (the FFN's, unnamed)
     unresolved: dict = field(default_factory=dict)
+    moe: str | None = None  # the mixture-of-experts block (the FFN sublayer's module), where the FFN is one
+    experts: str | None = None  # its fused experts module (3D weights), where it has one
+    # a dense first layer's stack with MoE layers after it: (a MoE layer, its fused expert weights' up and down
+    # paths), checked by their shapes (the check forward records the first layer only)
+    later_experts: tuple | None = None
 
 
 def _homogeneous_lists(base: nn.Module) -> dict[str, nn.ModuleList]:
@@ -116,9 +123,10 @@ def _ffn(layer: nn.Module, desc: Layer) -> None:
     leaves = [(p, m) for p, m in layer.named_modules() if is_linear(m) and p not in taken
               and not any(p.startswith(e + ".") for e in excluded)]
     desc.leaves = [p for p, _ in leaves]
-    if any(any(w in type(m).__name__.lower() for w in MOE_WORDS) for _, m in layer.named_modules()) or any(
+    if any(_is_moe_type(m) for p, m in layer.named_modules() if p and not any(
+            p == e or p.startswith(e + ".") for e in excluded)) or any(
             any(w in p.lower() for w in MOE_WORDS) for p, _ in leaves):
-        desc.unresolved["intermediate"] = desc.unresolved["output"] = "a mixture-of-experts FFN"
+        _moe(layer, desc, excluded)
         return
 
     def matching(names):
@@ -131,6 +139,43 @@ def _ffn(layer: nn.Module, desc: Layer) -> None:
         desc.unresolved["intermediate"] = "no FFN input projection by a known name (up_proj, fc1, c_fc, wi, ...)"
     if not desc.down:
         desc.unresolved["output"] = "no FFN output projection by a known name (down_proj, fc2, c_proj, wo, ...)"
+
+
+def _is_moe_type(module: nn.Module) -> bool:
+    """A MoE block, its experts or its router, by class name (Qwen3MoeSparseMoeBlock, GraniteMoeMoE, ...; not the
+    dense Glm4MoeMLP of a MoE model's first layers)."""
+    name = type(module).__name__.lower()
+    return name.endswith("moe") or any(w in name for w in ("expert", "sparse", "router"))
+
+
+def _moe(layer: nn.Module, desc: Layer, excluded: list) -> None:
+    """A mixture-of-experts FFN: its block (the sublayer module, whose output the layer adds to the residual) and
+    the fused 3D expert weights by transformers 5's names; the probe confirms both or leaves them out."""
+    desc.unresolved["intermediate"] = desc.unresolved["output"] = "a mixture-of-experts FFN"
+    fused = [(p, m) for p, m in layer.named_modules() if p and not any(p == e or p.startswith(e + ".")
+                                                                        for e in excluded)
+             and any(m._parameters.get(n) is not None and m._parameters[n].dim() == 3 for n in EXPERTS_DOWN)]
+    if len(fused) == 1:
+        path, module = fused[0]
+        desc.experts = path
+        desc.up = [f"{path}.{n}" for n in EXPERTS_UP if module._parameters.get(n) is not None
+                   and module._parameters[n].dim() == 3][:1]
+        desc.down = [f"{path}.{n}" for n in EXPERTS_DOWN if module._parameters.get(n) is not None][:1]
+        block = path.rpartition(".")[0]
+        desc.moe = block or None
+    if desc.moe is None:  # no fused experts: the outermost module named as a MoE block
+        desc.moe = next((p for p, m in layer.named_modules() if p and "." not in p and p not in excluded
+                         and _is_moe_type(m)), None)
+
+
+def _later_experts(stack: nn.ModuleList, first: Layer) -> tuple | None:
+    """(layer, up paths, down paths) of the first later layer whose FFN has fused experts, or None."""
+    for layer in list(stack)[1:]:
+        desc = Layer(stack=first.stack, attentions=first.attentions)
+        _ffn(layer, desc)
+        if desc.experts:
+            return layer, desc.up, desc.down
+    return None
 
 
 def describe_layers(base: nn.Module) -> dict[str, Layer]:
@@ -157,5 +202,7 @@ def describe_layers(base: nn.Module) -> dict[str, Layer]:
                 taken.add(o)
             desc.attentions.append(att)
         _ffn(first, desc)
+        if desc.moe is None:
+            desc.later_experts = _later_experts(stack, desc)
         stacks[path] = desc
     return stacks

@@ -6,10 +6,12 @@ import torch
 
 from ...configs.patterns import settle
 from ...errors import AdapterError
+from ...nn.experts import ExpertsTarget
 from ...nn.module_target import targeted_modules
 from .config import LoRAConfig, location_group
 from .dora import DoRA
 from .dvora import DvoRA
+from .experts import expert_module
 from .init import changes_base, initialise
 from .modules import IA3, IA3Input, LoRA
 from .targets import build_targeted
@@ -35,10 +37,16 @@ def build(state, name: str, config: LoRAConfig) -> None:
         return
     names = {id(m): n for n, m in state.model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
-    adapted, projections = [], state.projections(locations, config.leave_out)
+    adapted, projections = [], state.projections(locations, config.leave_out, experts=True)
     if changes_base(config.init_weights):  # in the model's module order, as peft: one seed, peft's random SVD
         projections.sort(key=lambda p: (p[0], order.get(names.get(id(p[2].module)), 0)))
     for layer_id, location, projection in projections:
+        if isinstance(projection, ExpertsTarget):  # a MoE module's fused 3D weight: one update per expert
+            module_name = f"{names.get(id(projection.module), '')}.{projection.name}"
+            adapted.append(module_name)
+            module = expert_module(name, config, location, projection, module_name)
+            state.add_layer_module(name, layer_id, location, module, site="experts", target=projection)
+            continue
         if location_group(location) in config.scale_inputs:
             if projection.rows is not None:
                 raise AdapterError(

@@ -23,6 +23,7 @@ from ...configs.module_targets import checkpoint_key
 from ...errors import AdapterConfigError, CheckpointError
 from .config import INPUT_SCALABLE, IA3Config, LoRAConfig, location_group
 from .init import changes_base
+from .experts import ExpertIA3
 from .modules import IA3, IA3Input
 from .vera import Vera
 from . import vera_peft
@@ -34,7 +35,7 @@ PARAMS = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "ia3_l": "ia3_l"
           "lora_embedding_B": "lora_embedding_B", **vera_peft.PARAMS}
 # LoRA options that change the computation in ways adapterkit does not implement ("off" values)
 _LORA_UNSUPPORTED = {"lora_bias": False, "use_qalora": False, "layer_replication": None,
-                     "target_parameters": None, "trainable_token_indices": None, "alora_invocation_tokens": None}
+                     "trainable_token_indices": None, "alora_invocation_tokens": None}
 
 
 def read_lora(source: Path, data: Mapping[str, Any], sites: dict, targets: dict):
@@ -120,6 +121,9 @@ def module_tensors(module) -> tuple[dict, bool]:
         return {"ia3_l": module.vector().detach().reshape(1, -1)}, True
     if isinstance(module, Vera):
         return vera_peft.module_tensors(module), False
+    if isinstance(module, ExpertIA3):
+        raise AdapterConfigError("(IA)^3 on a fused mixture-of-experts weight has no PEFT form (peft's "
+                                 "`target_parameters` is for LoRA); save it as format='adapterkit'")
     params = {"lora_A.weight": module.lora_A.detach(), "lora_B.weight": module.lora_B.detach()}
     magnitude = getattr(module, "magnitude", None)
     if magnitude is not None:
