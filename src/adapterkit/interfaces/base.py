@@ -95,6 +95,10 @@ class OwnAttention:
       are taken as they are, so they get it subtracted first).
     - `bias_method`: the module's method computing a relative-position bias from (query, key, ...): it sees the
       real keys only, and its result is zero over the prefix (the `adapters` package's semantics).
+    - kind "rows" (interfaces/prefix_rows.py; found and checked by the automatic interface): the module's call
+      gets extra rows. `hidden` / `mask`: its parameters holding the attention input and mask; `rows`: other
+      parameters shaped like the input; `biases`: additive biases over keys (zero over the prefix); `slices`: the
+      (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections).
     """
 
     kind: str
@@ -102,6 +106,11 @@ class OwnAttention:
     value: str | None = None
     value_bias: str | None = None
     bias_method: str | None = None
+    hidden: str = "hidden_states"
+    mask: str | None = None
+    rows: tuple[str, ...] = ()
+    biases: tuple[str, ...] = ()
+    slices: tuple[FusedSlice, FusedSlice] | None = None
 
 
 ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one

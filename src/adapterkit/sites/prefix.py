@@ -21,7 +21,8 @@ def _prefix_site(state, key, target) -> Site:
             + (f"its interface names no {field} module there{state.interface.why_missing(field)}" if module is None
                else "its attention does not go through transformers' attention-function registry, and its interface "
                "declares no own_attention (interfaces/base.py OwnAttention) for it"
-               + state.interface.why_missing("attention_registry"))
+               + state.interface.why_missing("attention_registry")
+               + state.interface.why_missing("own_attention"))
         )
     if not state.interface.attention_registry:
         return own_attention_site(state, key, module, own)

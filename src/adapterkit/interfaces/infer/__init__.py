@@ -12,6 +12,7 @@ import torch.nn as nn
 from ...errors import AdapterError
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
 from .inputs import dummy_inputs
+from .own_attention import infer_own_attention
 from .probe import attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
@@ -336,9 +337,16 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         self_module = cross_module = None
         unresolved["self_attention"] = unresolved["cross_attention"] = (
             f"the attention modules differ in (key/value heads, head dim): {sorted(shapes)}")
+    own, attention_shape = None, next(iter(shapes)) if len(shapes) == 1 else None
     if not registry:
         unresolved.setdefault("attention_registry", "the attention does not call transformers' attention "
                                                     "registry (ALL_ATTENTION_FUNCTIONS)")
+        if self_module and {"k", "v"} <= set(attention):  # prefix tuning through hooks, where checked
+            own, found = infer_own_attention(model, inputs, lays, self_module, attention)
+            if own is None:
+                unresolved["own_attention"] = found
+            else:
+                attention_shape = found
     for m in "qkvo":
         if m in attention:
             unresolved.pop(f"attn_{m}", None)
@@ -353,9 +361,9 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         model_types=(model_type,), embeddings=_embeddings(base, unresolved), layers=tuple(checked), attention=attention,
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
         cross_attention=cross_module, encoder_layers=encoder, cross_attention_projections=cross,
-        lm_heads=lm_heads, attention_registry=registry, unresolved=unresolved,
+        lm_heads=lm_heads, attention_registry=registry, own_attention=own, unresolved=unresolved,
         hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width,
-        attention_shape=next(iter(shapes)) if len(shapes) == 1 else None)
+        attention_shape=attention_shape)
     logger.info("adapterkit inferred this interface for %s (model_type %r); copy it into a file and pass "
                 "init(model, interface=INTERFACE) to fix it:\n%s", type(model).__name__, model_type,
                 interface.to_source())
