@@ -4,6 +4,7 @@ vision model types that build.
 
     PYTHONPATH=src:tests python tools/make_coverage.py [model_type ...]
     PYTHONPATH=src:tests python tools/make_coverage.py --run CACHE.jsonl I N   # every N-th type from I (parallel)
+    PYTHONPATH=src:tests python tools/make_coverage.py --run-types CACHE.jsonl TYPE ...  # those types only
     PYTHONPATH=src:tests python tools/make_coverage.py --write CACHE.jsonl ...  # the table from those runs
 """
 
@@ -91,6 +92,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--run"]:
         run(model_sweep.MODEL_TYPES[int(args[2])::int(args[3])], cache=args[1])
+    elif args[:1] == ["--run-types"]:  # --run-types CACHE.jsonl TYPE ...: just those (a rerun after a fix)
+        run(args[2:], cache=args[1])
     elif args[:1] == ["--write"]:
         found = read(args[1:])  # types no slice reached (a run cut short) are listed as not built, saying so
         write({t: found.get(t, ("other", "not run: the sweep did not reach it", {})) for t in model_sweep.MODEL_TYPES})

@@ -99,6 +99,8 @@ class OwnAttention:
       gets extra rows. `hidden` / `mask`: its parameters holding the attention input and mask; `rows`: other
       parameters shaped like the input; `biases`: additive biases over keys (zero over the prefix); `slices`: the
       (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections).
+    - `paths`: the alternatives of the interface's `self_attention` path this applies to, where layer stacks
+      differ (BLIP's text layers compute attention themselves, its vision layers call the registry); (): all.
     """
 
     kind: str
@@ -111,6 +113,7 @@ class OwnAttention:
     rows: tuple[str, ...] = ()
     biases: tuple[str, ...] = ()
     slices: tuple[FusedSlice, FusedSlice] | None = None
+    paths: tuple[str, ...] = ()
 
 
 ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one

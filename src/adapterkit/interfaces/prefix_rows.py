@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AdapterError
-from .base import FusedSlice
 
 MASK_NAMES = ("attention_mask", "attn_mask", "mask")
 
@@ -139,10 +138,11 @@ def drop_rows(output, n_prefix: int, length: int):
         return t.narrow(axis, n_prefix, length) if t.shape[axis] == n_prefix + length else t
     if isinstance(output, torch.Tensor):
         return cut(output, 1) if output.dim() >= 2 else output
-    if isinstance(output, tuple) and output:
+    if isinstance(output, (tuple, list)) and output:
         first, *rest = output
         rest = [cut(r, -2) if isinstance(r, torch.Tensor) and r.dim() >= 3 else r for r in rest]
-        return (cut(first, 1) if isinstance(first, torch.Tensor) and first.dim() >= 2 else first, *rest)
+        out = [cut(first, 1) if isinstance(first, torch.Tensor) and first.dim() >= 2 else first, *rest]
+        return type(output)(out) if isinstance(output, list) else tuple(out)
     raise AdapterError(f"prefix tuning: an attention output of type {type(output).__name__} is not supported")
 
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 from ...errors import AdapterError
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
 from .inputs import dummy_inputs
-from .own_attention import infer_own_attention
+from .own_attention import joined_self_attention, stacks_own_attention
 from .probe import attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
@@ -329,6 +329,8 @@ def infer_interface(model: nn.Module) -> ModelInterface:
             sites[loc] = spec
             unresolved.pop(loc, None)
     self_module = _merge([s.self_module for s in sts], lays, "their attention module", unresolved, "self_attention")
+    if self_module is None:
+        self_module = joined_self_attention(sts, lays, unresolved)
     cross_module = _merge([s.cross_module for s in sts], lays, "their cross-attention module", unresolved,
                           "cross_attention")
     registry = all(s.registry for s in sts)
@@ -342,11 +344,13 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         unresolved.setdefault("attention_registry", "the attention does not call transformers' attention "
                                                     "registry (ALL_ATTENTION_FUNCTIONS)")
         if self_module and {"k", "v"} <= set(attention):  # prefix tuning through hooks, where checked
-            own, found = infer_own_attention(model, inputs, lays, self_module, attention)
-            if own is None:
-                unresolved["own_attention"] = found
-            else:
-                attention_shape = found
+            own, found = stacks_own_attention(model, inputs, sts, lays, self_module, attention, shapes)
+        else:
+            found = "no single self-attention module with key and value projections was found"
+        if own is None:
+            unresolved["own_attention"] = found
+        else:
+            attention_shape = found
     for m in "qkvo":
         if m in attention:
             unresolved.pop(f"attn_{m}", None)

@@ -11,6 +11,8 @@ refused with what failed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn as nn
 
@@ -21,10 +23,11 @@ _HEADS = ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_atte
 
 
 def _relative(path, base: str):
+    """`path` (or its `a|b` alternative) relative to the module at `base`; None where it is not inside."""
     module = path.module if isinstance(path, FusedSlice) else path
-    if not module.startswith(base + "."):
+    rel = next((a[len(base) + 1:] for a in module.split("|") if a.startswith(base + ".")), None)
+    if rel is None:
         return None
-    rel = module[len(base) + 1:]
     return FusedSlice(rel, path.index, path.parts, path.per_head, path.sizes) if isinstance(path, FusedSlice) else rel
 
 
@@ -77,7 +80,8 @@ def describe(module: nn.Module, args, kwargs, attention: dict, path: str) -> Own
 
 def shape(module: nn.Module, spec: OwnAttention, config, ctx_width: int) -> tuple[int, int, int] | str:
     """(query heads, key/value heads, head dim) from the config and the projections' widths."""
-    heads = next((getattr(config, a) for a in _HEADS if isinstance(getattr(config, a, None), int)), None)
+    heads = next((getattr(obj, a) for obj in (module, config) for a in _HEADS  # (the module's own first: towers)
+                  if isinstance(getattr(obj, a, None), int)), None)
     if not heads or ctx_width % heads:
         return f"its head count is not in the config, or does not divide the attention width {ctx_width}"
     head_dim = ctx_width // heads
@@ -205,3 +209,39 @@ def _infer(model, modules, calls, path, attention):
     if len(found) != 1:
         return None, f"the layer stacks' attention modules differ: {sorted(map(str, found))}"
     return next(iter(found))
+
+
+def joined_self_attention(stacks, layers, unresolved: dict) -> str | None:
+    """Where the stacks' attention modules sit at different paths: the paths as `a|b` alternatives, each stack's
+    layer resolving its own (then prefix tuning decides per stack between the registry and own attention)."""
+    paths = [s.self_module for s in stacks]
+    if not all(paths) or len(set(paths)) < 2:
+        return None
+    joined = "|".join(dict.fromkeys(paths))
+    if any(resolve(layer, joined) is not resolve(layer, p) for p, layer in zip(paths, layers)):
+        return None
+    unresolved.pop("self_attention", None)
+    return joined
+
+
+def stacks_own_attention(model, inputs: dict, stacks, layers, self_module: str, attention: dict, shapes: set):
+    """`infer_own_attention` over the stacks whose attention does not call the registry; its `paths` name them
+    where other stacks do."""
+    own: dict = {}
+    for st, layer in zip(stacks, layers):
+        if not st.registry:
+            own.setdefault(st.self_module, []).append(layer)
+    found = set()
+    for path, path_layers in own.items():
+        spec, dims = infer_own_attention(model, inputs, path_layers, path, attention)
+        if spec is None:
+            return None, dims
+        found.add((spec, dims))
+    if len(found) != 1:
+        return None, f"the layer stacks' attention modules differ: {sorted(map(str, found))}"
+    (spec, dims), = found
+    if shapes and shapes != {dims}:
+        return None, f"the attention modules differ in (key/value heads, head dim): {sorted(shapes | {dims})}"
+    if len(own) < len(stacks):
+        spec = replace(spec, paths=tuple(own))
+    return spec, dims
