@@ -1,7 +1,7 @@
 """Prefix tuning on attention modules that compute their scores themselves, through the "rows" own-attention kind
 (interfaces/prefix_rows.py) the automatic interface detects and checks: BERT-style eager attention (MegatronBERT),
-a causal decoder with a KV cache (XGLM), fused per-head q/k/v with alibi (Bloom) and a fused contiguous Conv1D
-with a causal buffer (OpenAI GPT). Results are compared with attention computed by hand, with each row alone
+a causal decoder with a KV cache (XGLM), fused per-head q/k/v with alibi (Bloom), a fused contiguous Conv1D
+with a causal buffer (OpenAI GPT) and an inverted boolean mask (MPT: True = masked). Results are compared with attention computed by hand, with each row alone
 against a padded batch, and with the adapter inactive; models the kind does not fit are refused with the reason."""
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def test_kinds_are_detected_and_recorded():
     assert [(s.index, s.per_head) for s in bloom.slices] == [(1, "num_attention_heads"), (2, "num_attention_heads")]
     assert bloom.biases == ("alibi",) and bloom.rows == ("residual",)  # alibi: zero over the prefix
     assert "OwnAttention(kind='rows'" in infer_interface(_model("bloom")).to_source()
+    assert infer_interface(_model("mpt")).own_attention.mask_attend is False  # masked_fill(mask): True = hidden
 
 
 def test_megatron_bert_equals_attention_by_hand():
@@ -92,7 +93,7 @@ def test_megatron_bert_equals_attention_by_hand():
     assert not torch.allclose(seen["out"], reference, atol=1e-3)  # (the prefix matters)
 
 
-@pytest.mark.parametrize("model_type", ["megatron-bert", "xglm", "bloom", "openai-gpt"])
+@pytest.mark.parametrize("model_type", ["megatron-bert", "xglm", "bloom", "openai-gpt", "mpt"])
 def test_each_row_alone_equals_the_padded_batch(model_type):
     model, _ = _prefixed(model_type)
     ids = _ids(model)

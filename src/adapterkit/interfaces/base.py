@@ -98,7 +98,8 @@ class OwnAttention:
     - kind "rows" (interfaces/prefix_rows.py; found and checked by the automatic interface): the module's call
       gets extra rows. `hidden` / `mask`: its parameters holding the attention input and mask; `rows`: other
       parameters shaped like the input; `biases`: additive biases over keys (zero over the prefix); `slices`: the
-      (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections).
+      (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections);
+      `mask_attend`: what a boolean mask holds where a key is seen (False: MPT's masked_fill(mask) convention).
     - `paths`: the alternatives of the interface's `self_attention` path this applies to, where layer stacks
       differ (BLIP's text layers compute attention themselves, its vision layers call the registry); (): all.
     """
@@ -113,6 +114,7 @@ class OwnAttention:
     rows: tuple[str, ...] = ()
     biases: tuple[str, ...] = ()
     slices: tuple[FusedSlice, FusedSlice] | None = None
+    mask_attend: bool = True
     paths: tuple[str, ...] = ()
 
 

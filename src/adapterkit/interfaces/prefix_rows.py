@@ -47,9 +47,10 @@ def set_arg(names, args, kwargs, name: str, value) -> tuple[tuple, dict]:
     return args, {**kwargs, name: value}
 
 
-def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None):
-    """`mask` (bool: True = attend, or float: additive, or 0/1 multiplicative) with `n_prefix` key columns in
-    front, visible where `visible` ((batch, n_prefix) bool; None: everywhere), and fully visible extra rows."""
+def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, bool_attend: bool = True):
+    """`mask` (bool: `bool_attend` = attend, or float: additive, or 0/1 multiplicative) with `n_prefix` key
+    columns in front, visible where `visible` ((batch, n_prefix) bool; None: everywhere), and fully visible extra
+    rows."""
     if mask is None:
         if visible is not None and not bool(visible.all()):
             raise AdapterError("prefix tuning with per-row prefixes needs an attention mask in this attention "
@@ -59,7 +60,7 @@ def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None):
         raise AdapterError(f"prefix tuning: the attention mask covers {mask.shape[-1]} keys, not the {length} rows "
                            "of the attention input (keys from another sequence are not supported here)")
     if mask.dtype == torch.bool:
-        attend, hide = True, False
+        attend, hide = bool_attend, not bool_attend
     else:
         attend = float(mask.max()) if mask.numel() else 0.0
         hide = torch.finfo(mask.dtype).min if attend <= 0 else 0.0
@@ -95,7 +96,8 @@ def widen_call(spec, names, args, kwargs, n_prefix: int, visible=None) -> tuple[
                                    torch.cat([t.new_zeros(t.shape[0], n_prefix, *t.shape[2:]), t], dim=1))
     if spec.mask:
         args, kwargs = set_arg(names, args, kwargs, spec.mask,
-                               widen_mask(get_arg(names, args, kwargs, spec.mask), length, n_prefix, visible))
+                               widen_mask(get_arg(names, args, kwargs, spec.mask), length, n_prefix, visible,
+                                          spec.mask_attend))
     for name in spec.biases:
         t = get_arg(names, args, kwargs, name)
         if t is not None:
@@ -151,9 +153,11 @@ def refuse_cache(module, names, args, kwargs) -> None:
     from transformers.cache_utils import Cache
 
     layer = getattr(module, "layer_idx", None) or 0
-    for value in (*args, *kwargs.values()):
+    for name in {*names, *kwargs}:
+        value = get_arg(names, args, kwargs, name)
         filled = isinstance(value, Cache) and value.get_seq_length(layer) > 0
-        filled = filled or (isinstance(value, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in value))
+        filled = filled or ("past" in name or "cache" in name) and isinstance(value, (tuple, list)) and any(
+            isinstance(t, torch.Tensor) for t in value)  # (a legacy (key, value) tuple)
         if filled:
             raise AdapterError(
                 f"prefix tuning in {type(module).__name__} (own attention, prefix rows) cannot continue from a KV "

@@ -71,11 +71,13 @@ def describe(module: nn.Module, args, kwargs, attention: dict, path: str) -> Own
             shapes = [tuple(t.shape) for t in _tensors(value)]
             return (f"it takes {name!r} {shapes}, which depends on the sequence positions (a position encoding "
                     "applied inside the attention): the prefix has no positions there")
+    value = pr.get_arg(names, args, kwargs, mask) if mask else None
+    # a boolean mask's first entry (the first query and key of an unpadded input) is "seen" in either convention
+    attend = bool(value.reshape(-1)[0]) if isinstance(value, torch.Tensor) and value.dtype == torch.bool else True
+    common = dict(hidden=hidden_name, mask=mask, rows=tuple(rows), biases=tuple(biases), mask_attend=attend)
     if isinstance(k, FusedSlice):
-        return OwnAttention("rows", key=k.module, hidden=hidden_name, mask=mask, rows=tuple(rows),
-                            biases=tuple(biases), slices=(k, v))
-    return OwnAttention("rows", key=k, value=v, hidden=hidden_name, mask=mask, rows=tuple(rows),
-                        biases=tuple(biases))
+        return OwnAttention("rows", key=k.module, slices=(k, v), **common)
+    return OwnAttention("rows", key=k, value=v, **common)
 
 
 def shape(module: nn.Module, spec: OwnAttention, config, ctx_width: int) -> tuple[int, int, int] | str:
