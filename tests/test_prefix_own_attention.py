@@ -158,3 +158,19 @@ def test_modules_the_kind_does_not_fit_are_refused(model_type, why):
     adapterkit.init(model, interface=interface)
     with pytest.raises(AdapterError, match="own_attention: .*" + why):
         model.add_adapter("a", config=PREFIX)
+
+
+def test_masks_of_each_convention_get_seen_prefix_columns():
+    from adapterkit.interfaces.prefix_rows import widen_mask
+
+    minimum = torch.finfo(torch.float32).min
+    additive = torch.tensor([[0.0, 0.0, minimum]]).view(1, 1, 1, 3)  # (batch, 1, 1, keys), key 2 padded
+    visible = torch.tensor([[True, False]])  # (batch, prefix): per-row routing hides prefix position 1
+    assert widen_mask(additive, 3, 2, visible).flatten().tolist() == [0.0, minimum, 0.0, 0.0, minimum]
+    assert widen_mask(additive, 3, 2, None, seen=0.0).flatten().tolist() == [0.0, 0.0, 0.0, 0.0, minimum]
+    multiplicative = torch.tensor([[1.0, 1.0, 0.0]])  # (batch, keys), 1 = seen
+    assert widen_mask(multiplicative, 3, 1, visible[:, :1]).tolist() == [[1.0, 1.0, 1.0, 0.0]]
+    inverted = torch.ones(3, 3, dtype=torch.bool).triu(1)[None, None]  # MPT: True = masked, causal
+    widened = widen_mask(inverted, 3, 2, None, seen=False)
+    assert widened.shape == (1, 1, 5, 5) and not widened[0, 0, 2:, :2].any()  # real rows see the prefix
+    assert torch.equal(widened[0, 0, 2:, 2:], inverted[0, 0])  # and keep their own mask

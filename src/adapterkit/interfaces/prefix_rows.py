@@ -47,10 +47,10 @@ def set_arg(names, args, kwargs, name: str, value) -> tuple[tuple, dict]:
     return args, {**kwargs, name: value}
 
 
-def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, bool_attend: bool = True):
-    """`mask` (bool: `bool_attend` = attend, or float: additive, or 0/1 multiplicative) with `n_prefix` key
-    columns in front, visible where `visible` ((batch, n_prefix) bool; None: everywhere), and fully visible extra
-    rows."""
+def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, seen=None):
+    """`mask` (boolean, additive or 0/1 multiplicative; `seen`: its value where a key is seen, None: True for a
+    boolean mask, its largest entry for another) with `n_prefix` key columns in front, visible where `visible`
+    ((batch, n_prefix) bool; None: everywhere), and fully visible extra rows."""
     if mask is None:
         if visible is not None and not bool(visible.all()):
             raise AdapterError("prefix tuning with per-row prefixes needs an attention mask in this attention "
@@ -60,9 +60,10 @@ def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, b
         raise AdapterError(f"prefix tuning: the attention mask covers {mask.shape[-1]} keys, not the {length} rows "
                            "of the attention input (keys from another sequence are not supported here)")
     if mask.dtype == torch.bool:
-        attend, hide = bool_attend, not bool_attend
+        attend = True if seen is None else bool(seen)
+        hide = not attend
     else:
-        attend = float(mask.max()) if mask.numel() else 0.0
+        attend = float(seen) if seen is not None else float(mask.max()) if mask.numel() else 0.0
         hide = torch.finfo(mask.dtype).min if attend <= 0 else 0.0
     shape = (*mask.shape[:-1], n_prefix)
     if visible is None:

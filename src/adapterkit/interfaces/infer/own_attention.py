@@ -72,8 +72,8 @@ def describe(module: nn.Module, args, kwargs, attention: dict, path: str) -> Own
             return (f"it takes {name!r} {shapes}, which depends on the sequence positions (a position encoding "
                     "applied inside the attention): the prefix has no positions there")
     value = pr.get_arg(names, args, kwargs, mask) if mask else None
-    # a boolean mask's first entry (the first query and key of an unpadded input) is "seen" in either convention
-    attend = bool(value.reshape(-1)[0]) if isinstance(value, torch.Tensor) and value.dtype == torch.bool else True
+    # the mask's first entry (the first query and key of the unpadded check input) is "seen", in any convention
+    attend = value.reshape(-1)[0].item() if isinstance(value, torch.Tensor) and value.numel() else None
     common = dict(hidden=hidden_name, mask=mask, rows=tuple(rows), biases=tuple(biases), mask_attend=attend)
     if isinstance(k, FusedSlice):
         return OwnAttention("rows", key=k.module, slices=(k, v), **common)
