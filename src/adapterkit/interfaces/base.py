@@ -99,8 +99,8 @@ class OwnAttention:
       gets extra rows. `hidden` / `mask`: its parameters holding the attention input and mask; `rows`: other
       parameters shaped like the input; `biases`: additive biases over keys (zero over the prefix); `slices`: the
       (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections);
-      `mask_attend`: what the mask holds where a key is seen (False: MPT's masked_fill(mask); 0.0: additive);
-      None: True for a boolean mask, the largest entry for another.
+      `mask_attend`: what a boolean mask holds where a key is seen (False: MPT's masked_fill(mask)); None: True
+      (and, for another mask, its largest entry: additive or 0/1).
     - `paths`: the alternatives of the interface's `self_attention` path this applies to, where layer stacks
       differ (BLIP's text layers compute attention themselves, its vision layers call the registry); (): all.
     """
@@ -115,7 +115,7 @@ class OwnAttention:
     rows: tuple[str, ...] = ()
     biases: tuple[str, ...] = ()
     slices: tuple[FusedSlice, FusedSlice] | None = None
-    mask_attend: bool | float | None = None
+    mask_attend: bool | None = None
     paths: tuple[str, ...] = ()
 
 

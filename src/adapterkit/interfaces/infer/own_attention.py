@@ -72,8 +72,15 @@ def describe(module: nn.Module, args, kwargs, attention: dict, path: str) -> Own
             return (f"it takes {name!r} {shapes}, which depends on the sequence positions (a position encoding "
                     "applied inside the attention): the prefix has no positions there")
     value = pr.get_arg(names, args, kwargs, mask) if mask else None
-    # the mask's first entry (the first query and key of the unpadded check input) is "seen", in any convention
-    attend = value.reshape(-1)[0].item() if isinstance(value, torch.Tensor) and value.numel() else None
+    # the mask's first entry (the first query and key of the unpadded check input) is "seen", in any convention:
+    # a boolean mask records it where it is False (MPT); another must see where it is largest (additive, 0/1)
+    attend = None
+    if isinstance(value, torch.Tensor) and value.numel():
+        first = value.reshape(-1)[0]
+        if value.dtype == torch.bool:
+            attend = None if bool(first) else False
+        elif first.item() != value.max().item():
+            return f"its attention mask {mask!r} does not hold its largest value where a key is seen"
     common = dict(hidden=hidden_name, mask=mask, rows=tuple(rows), biases=tuple(biases), mask_attend=attend)
     if isinstance(k, FusedSlice):
         return OwnAttention("rows", key=k.module, slices=(k, v), **common)
@@ -244,6 +251,9 @@ def stacks_own_attention(model, inputs: dict, stacks, layers, self_module: str, 
     (spec, dims), = found
     if shapes and shapes != {dims}:
         return None, f"the attention modules differ in (key/value heads, head dim): {sorted(shapes | {dims})}"
-    if len(own) < len(stacks):
+    registry = {st.self_module for st in stacks if st.registry}
+    if registry & set(own):  # (a site decides by the path alternative it resolves)
+        return None, f"stacks whose attention calls the registry and stacks whose does not share the path {path}"
+    if registry:
         spec = replace(spec, paths=tuple(own))
     return spec, dims
