@@ -174,3 +174,22 @@ def test_masks_of_each_convention_get_seen_prefix_columns():
     widened = widen_mask(inverted, 3, 2, None, seen=False)
     assert widened.shape == (1, 1, 5, 5) and not widened[0, 0, 2:, :2].any()  # real rows see the prefix
     assert torch.equal(widened[0, 0, 2:, 2:], inverted[0, 0])  # and keep their own mask
+
+
+def test_stacks_of_both_kinds_get_their_own_sites():
+    """GIT: its vision layers call the attention registry, its text layers compute attention themselves; each
+    stack's attention gets the site of its kind."""
+    model = _model("git")
+    interface = infer_interface(model)
+    assert interface.self_attention == "self_attn|attention.self"
+    assert interface.own_attention.kind == "rows" and interface.own_attention.paths == ("attention.self",)
+    adapterkit.init(model, interface=interface)
+    model.add_adapter("a", config=PREFIX)
+    state = model.adapter_state
+    kinds = {}
+    for (layer_id, kind), site in state.sites.items():
+        if kind == "prefix":
+            stack = next(s for s, first, count in state.stacks if first <= layer_id < first + count)
+            kinds.setdefault(stack, set()).add(type(site).__name__)
+    assert kinds == {"image_encoder.vision_model.encoder.layers": {"AttentionSite"},
+                     "encoder.layer": {"RowsPrefixSite"}}
