@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import PretrainedConfig
 
 import adapterkit
-from adapterkit import AdapterError, ModelInterface, SublayerSite
+from adapterkit import ModelInterface, SublayerSite
 
 
 class ToyConfig(PretrainedConfig):
@@ -104,13 +104,16 @@ def randomize(module, scale=0.2):
 
 def test_unknown_architecture_gets_an_inferred_interface():
     """No interface registered: init infers this one (interfaces/infer) and finds TOY's sites; its attention
-    does not call transformers' registry, so prefix tuning is refused."""
+    does not call transformers' registry: prefix tuning reaches it as checked own attention (prefix rows)."""
     inferred = adapterkit.init(toy()).adapter_state.interface
     assert (inferred.attention, inferred.intermediate, inferred.output, inferred.residual_sites) == (
         TOY.attention, TOY.intermediate, TOY.output, TOY.residual_sites)
-    assert not inferred.attention_registry
-    with pytest.raises(AdapterError, match="attention-function registry"):
-        adapterkit.init(toy()).add_adapter("p", config="prefix_tuning")
+    assert not inferred.attention_registry and inferred.own_attention.kind == "rows"
+    model = adapterkit.init(toy())
+    with torch.no_grad():
+        base = model(IDS)
+        model.add_adapter("p", config="prefix_tuning", set_active=True)
+        assert not torch.allclose(model(IDS), base, atol=1e-4)
 
 
 @pytest.mark.parametrize("config", ["lora[attn_matrices=['q','k','v','o'],intermediate_lora=True,output_lora=True]",

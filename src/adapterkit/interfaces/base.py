@@ -95,6 +95,14 @@ class OwnAttention:
       are taken as they are, so they get it subtracted first).
     - `bias_method`: the module's method computing a relative-position bias from (query, key, ...): it sees the
       real keys only, and its result is zero over the prefix (the `adapters` package's semantics).
+    - kind "rows" (interfaces/prefix_rows.py; found and checked by the automatic interface): the module's call
+      gets extra rows. `hidden` / `mask`: its parameters holding the attention input and mask; `rows`: other
+      parameters shaped like the input; `biases`: additive biases over keys (zero over the prefix); `slices`: the
+      (key, value) parts of a fused projection `key` (None: separate `key` and `value` projections);
+      `mask_attend`: what a boolean mask holds where a key is seen (False: MPT's masked_fill(mask)); None: True
+      (and, for another mask, its largest entry: additive or 0/1).
+    - `paths`: the alternatives of the interface's `self_attention` path this applies to, where layer stacks
+      differ (BLIP's text layers compute attention themselves, its vision layers call the registry); (): all.
     """
 
     kind: str
@@ -102,6 +110,13 @@ class OwnAttention:
     value: str | None = None
     value_bias: str | None = None
     bias_method: str | None = None
+    hidden: str = "hidden_states"
+    mask: str | None = None
+    rows: tuple[str, ...] = ()
+    biases: tuple[str, ...] = ()
+    slices: tuple[FusedSlice, FusedSlice] | None = None
+    mask_attend: bool | None = None
+    paths: tuple[str, ...] = ()
 
 
 ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-_IMPORT = "from adapterkit.interfaces import FusedSlice, ModelInterface, ResidualSite, SublayerSite"
+_IMPORT = "from adapterkit.interfaces import FusedSlice, ModelInterface, OwnAttention, ResidualSite, SublayerSite"
 
 
 def _value(value, indent: str) -> str:

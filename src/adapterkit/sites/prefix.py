@@ -21,11 +21,17 @@ def _prefix_site(state, key, target) -> Site:
             + (f"its interface names no {field} module there{state.interface.why_missing(field)}" if module is None
                else "its attention does not go through transformers' attention-function registry, and its interface "
                "declares no own_attention (interfaces/base.py OwnAttention) for it"
-               + state.interface.why_missing("attention_registry"))
+               + state.interface.why_missing("attention_registry")
+               + state.interface.why_missing("own_attention"))
         )
-    if not state.interface.attention_registry:
-        return own_attention_site(state, key, module, own)
-    return AttentionSite(state, key, module)
+    if state.interface.attention_registry or own.paths and _alternative(state.layers[key[0]], path) not in own.paths:
+        return AttentionSite(state, key, module)  # (a stack whose attention calls the registry)
+    return own_attention_site(state, key, module, own)
+
+
+def _alternative(layer, path: str) -> str | None:
+    """The alternative of `a|b` that exists in `layer`."""
+    return next((a for a in path.rstrip("?").split("|") if resolve(layer, a) is not None), None)
 
 
 register_site_kind("prefix", _prefix_site, per_kind=True)  # self-attention

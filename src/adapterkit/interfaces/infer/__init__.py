@@ -13,6 +13,7 @@ from ...errors import AdapterError
 from ...nn.experts import ExpertsTarget, experts_parameter
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
 from .inputs import dummy_inputs
+from .own_attention import joined_self_attention, stacks_own_attention
 from .probe import attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
@@ -359,6 +360,8 @@ def infer_interface(model: nn.Module) -> ModelInterface:
             sites[loc] = spec
             unresolved.pop(loc, None)
     self_module = _merge([s.self_module for s in sts], lays, "their attention module", unresolved, "self_attention")
+    if self_module is None:
+        self_module = joined_self_attention(sts, lays, unresolved)
     cross_module = _merge([s.cross_module for s in sts], lays, "their cross-attention module", unresolved,
                           "cross_attention")
     registry = all(s.registry for s in sts)
@@ -367,9 +370,18 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         self_module = cross_module = None
         unresolved["self_attention"] = unresolved["cross_attention"] = (
             f"the attention modules differ in (key/value heads, head dim): {sorted(shapes)}")
+    own, attention_shape = None, next(iter(shapes)) if len(shapes) == 1 else None
     if not registry:
         unresolved.setdefault("attention_registry", "the attention does not call transformers' attention "
                                                     "registry (ALL_ATTENTION_FUNCTIONS)")
+        if self_module and {"k", "v"} <= set(attention):  # prefix tuning through hooks, where checked
+            own, found = stacks_own_attention(model, inputs, sts, lays, self_module, attention, shapes)
+        else:
+            found = "no single self-attention module with key and value projections was found"
+        if own is None:
+            unresolved["own_attention"] = found
+        else:
+            attention_shape = found
     for m in "qkvo":
         if m in attention:
             unresolved.pop(f"attn_{m}", None)
@@ -384,9 +396,9 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         model_types=(model_type,), embeddings=_embeddings(base, unresolved), layers=tuple(checked), attention=attention,
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
         cross_attention=cross_module, encoder_layers=encoder, cross_attention_projections=cross,
-        lm_heads=lm_heads, attention_registry=registry, unresolved=unresolved,
+        lm_heads=lm_heads, attention_registry=registry, own_attention=own, unresolved=unresolved,
         hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width,
-        attention_shape=next(iter(shapes)) if len(shapes) == 1 else None)
+        attention_shape=attention_shape)
     logger.info("adapterkit inferred this interface for %s (model_type %r); copy it into a file and pass "
                 "init(model, interface=INTERFACE) to fix it:\n%s", type(model).__name__, model_type,
                 interface.to_source())

@@ -103,7 +103,8 @@ def build(state, name: str, config: PrefixTuningConfig) -> None:
         raise AdapterError(f"prefix tuning cannot attach to {type(state.model).__name__}: its attention does not go "
                            "through transformers' attention-function registry, and its interface declares no "
                            "own_attention (interfaces/base.py OwnAttention) for it"
-                           + state.interface.why_missing("attention_registry"))
+                           + state.interface.why_missing("attention_registry")
+                           + state.interface.why_missing("own_attention"))
     kv_heads, head_dim = attention_shape(state.model.config, state.interface)
     for group, layer_ids in group_layers(state, config).items():
         key, site, gate_location = GROUPS[group]
