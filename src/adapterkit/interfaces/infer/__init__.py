@@ -150,6 +150,12 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
                 st.unresolved["attn_o"] = "the attention output projection could not be confirmed"
         elif key == "self":
             st.unresolved["attn_o"] = f"no output projection of {att.core} by a known name (o_proj, out_proj, dense...)"
+        o_in = ran[projections["o"]].inp if "o" in projections else None
+        if o_in is not None and not o_in.abs().any():  # (MRA without its CUDA kernel returns zeros)
+            for m in "qkv":
+                projections.pop(m, None)
+                st.unresolved[f"attn_{m}"] = (f"the attention output of {att.core} is all zeros in the check forward: "
+                                              "q/k/v do not reach it (an attention kernel missing on this device?)")
         caller = next((p for p in seen if p == att.core or p.startswith(att.core + ".")), None)
         if caller is not None and seen[caller][3].dim() == 4:
             st.shapes.add((seen[caller][3].shape[1], seen[caller][3].shape[-1]))  # (kv heads, head dim)
