@@ -151,8 +151,9 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         elif key == "self":
             st.unresolved["attn_o"] = f"no output projection of {att.core} by a known name (o_proj, out_proj, dense...)"
         o_in = ran[projections["o"]].inp if "o" in projections else None
-        if o_in is not None and not o_in.abs().any():  # (MRA without its CUDA kernel returns zeros)
-            for m in "qkv":
+        v_in = ran[projections["v"]].inp if isinstance(projections.get("v"), str) else None
+        if o_in is not None and v_in is not None and v_in.abs().any() and not o_in.abs().any():  # (MRA without
+            for m in "qkv":  # its CUDA kernel returns zeros)
                 projections.pop(m, None)
                 st.unresolved[f"attn_{m}"] = (f"the attention output of {att.core} is all zeros in the check forward: "
                                               "q/k/v do not reach it (an attention kernel missing on this device?)")
