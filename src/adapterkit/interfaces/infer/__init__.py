@@ -12,7 +12,7 @@ import torch.nn as nn
 from ...errors import AdapterError
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
 from .inputs import dummy_inputs
-from .probe import attention_calls, record
+from .probe import BIASES, attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
 
@@ -299,8 +299,9 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         calls = record(model, layers, inputs)
         try:
             seen = attention_calls(model, inputs)
+            biases = tuple(sorted(BIASES))
         except Exception as e:  # noqa: BLE001 - a model that breaks under another implementation name
-            seen = {}
+            seen, biases = {}, ()
             unresolved["attention_registry"] = f"the forward fails through a registered attention function ({e})"
     except Exception as e:  # noqa: BLE001 - any failure of the check forward leaves the sites unconfirmed
         raise AdapterError(f"no adapter interface for model_type {model_type!r}, and the check forward of the "
@@ -360,7 +361,7 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         model_types=(model_type,), embeddings=_embeddings(base, unresolved), layers=tuple(checked), attention=attention,
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
         cross_attention=cross_module, encoder_layers=encoder, cross_attention_projections=cross,
-        lm_heads=lm_heads, attention_registry=registry, unresolved=unresolved,
+        lm_heads=lm_heads, attention_registry=registry, unresolved=unresolved, attention_bias_kwargs=biases,
         hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width,
         attention_shape=next(iter(shapes)) if len(shapes) == 1 else None)
     logger.info("adapterkit inferred this interface for %s (model_type %r); copy it into a file and pass "
