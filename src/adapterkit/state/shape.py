@@ -54,7 +54,8 @@ class ModelShape:
                 f"available: {', '.join(self.interface.residual_sites)}{self.interface.why_missing(location)}"
             )
         found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
-        self._present(f"the {location} site", spec.anchor, found)
+        anchor = "|".join(s.anchor for s in spec) if isinstance(spec, tuple) else spec.anchor
+        self._present(f"the {location} site", anchor, found)
         return [i for i in self.layer_ids(leave_out) if i in found]
 
     def projections(self, locations, leave_out=()) -> list[tuple[int, str, Projection]]:

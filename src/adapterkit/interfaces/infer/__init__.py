@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch.nn as nn
 
 from ...errors import AdapterError
-from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
+from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve, site_in
 from .inputs import dummy_inputs
 from .probe import BIASES, attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
@@ -274,6 +274,14 @@ def _merge(values: list, layers: list, what: str, unresolved: dict, key: str):
         joined = _alternatives(pairs)
         if joined is not None:
             return joined
+    if key in ("self_attention", "cross_attention") and all(isinstance(v, str) for v, _ in pairs):
+        joined = "|".join(dict.fromkeys(v for v, _ in pairs))  # (two towers naming their attention differently)
+        if all(resolve(layer, joined) is resolve(layer, v) for v, layer in pairs):
+            return joined
+    if key in ("mh_adapter", "cross_adapter", "output_adapter"):
+        options = tuple(dict.fromkeys(v for v, _ in pairs))  # one site spec per stack: each layer finds its own
+        if all(site_in(layer, options) == v for v, layer in pairs):
+            return options
     unresolved[key] = f"the layer stacks differ in {what}: {[v for v, _ in pairs]}"
     return None
 
