@@ -4,6 +4,7 @@ vision model types that build.
 
     PYTHONPATH=src:tests python tools/make_coverage.py [model_type ...]
     PYTHONPATH=src:tests python tools/make_coverage.py --run CACHE.jsonl I N   # every N-th type from I (parallel)
+    PYTHONPATH=src:tests python tools/make_coverage.py --run CACHE.jsonl --types a,b,...  # those types only
     PYTHONPATH=src:tests python tools/make_coverage.py --write CACHE.jsonl ...  # the table from those runs
 """
 
@@ -89,7 +90,9 @@ def write(table) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args[:1] == ["--run"]:
+    if args[:1] == ["--run"] and args[2:3] == ["--types"]:
+        run(args[3].split(","), cache=args[1])
+    elif args[:1] == ["--run"]:
         run(model_sweep.MODEL_TYPES[int(args[2])::int(args[3])], cache=args[1])
     elif args[:1] == ["--write"]:
         found = read(args[1:])  # types no slice reached (a run cut short) are listed as not built, saying so

@@ -12,6 +12,7 @@ import torch.nn as nn
 from ...errors import AdapterError
 from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve, site_in
 from .inputs import dummy_inputs
+from .perturb import perturbed_split
 from .probe import BIASES, attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
@@ -112,7 +113,8 @@ class _Stack:
         self.shapes: set = set()
 
 
-def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden: int | None) -> _Stack:
+def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden: int | None,
+                 inputs: dict) -> _Stack:
     st = _Stack(desc)
     ran = {c.path: c for c in reversed(calls)}  # path -> its first call
     x = next(c for c in calls if c.path == "").inp
@@ -132,7 +134,8 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         if att.fused:
             mine = [s for p, s in seen.items() if p == att.core or p.startswith(att.core + ".")
                     or att.core.startswith(p + ".")]
-            split = _fused_split(att, calls, mine, model.config) or _causal_split(att, calls, model.config)
+            split = _fused_split(att, calls, mine, model.config) or _causal_split(att, calls, model.config) or (
+                perturbed_split(model, layer, att.fused, att.projections.get("o"), inputs))
             if not split:
                 for m in "qkv":
                     st.unresolved[f"attn_{m}"] = f"the q/k/v layout of the fused {att.fused} could not be confirmed"
@@ -320,7 +323,7 @@ def infer_interface(model: nn.Module) -> ModelInterface:
     for path, desc in stacks.items():
         if not any(c.path == "" for c in calls[path]):
             continue  # a stack that does not run for this model's forward (e.g. an unused tower)
-        checked[path] = _check_stack(model, layers[path], desc, calls[path], seen, width)
+        checked[path] = _check_stack(model, layers[path], desc, calls[path], seen, width, inputs)
         width = width or checked[path].width  # a two-tower model without config.hidden_size: its first tower's
     if not checked:
         raise AdapterError(f"no adapter interface for model_type {model_type!r}: none of the layer stacks "
