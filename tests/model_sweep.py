@@ -129,7 +129,7 @@ def _build_lm(built: Built, config, interface) -> None:
     """The tiny causal LM of the same config (same seed), with its named or inferred interface."""
     try:
         torch.manual_seed(0)
-        lm = tf.AutoModelForCausalLM.from_config(config).eval()
+        lm = tf.AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()  # (WhisperForCausalLM edits it)
         lm.generation_config.eos_token_id = None  # (a continuation of exactly NEW_TOKENS tokens)
         lm.generation_config.pad_token_id = 0
         built.lm_interface = interface or infer_interface(lm)

@@ -95,6 +95,26 @@ def test_sample(model_type, method):
         assert status == "ok", reason
 
 
+def test_generate_check_catches_a_cache_path_difference():
+    """The generate() check fails where cached steps compute something a full forward does not."""
+    built = _built("qwen3")
+    assert built.lm is not None, built.lm_why
+    assert model_sweep.check_generate(built, "lora") == ("ok", "")
+    head = built.lm.get_output_embeddings()
+
+    def one_token_steps(module, args, output):  # a cached step sees one new position: favour token 5 there
+        if args[0].shape[1] == 1:
+            output = output.clone()
+            output[..., 5] += 1e3
+        return output
+    handle = head.register_forward_hook(one_token_steps)
+    try:
+        with pytest.raises(AssertionError, match="KV cache"):
+            model_sweep.check_generate(built, "lora")
+    finally:
+        handle.remove()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(model_sweep.METHODS))
 @pytest.mark.parametrize("model_type", SLOW)

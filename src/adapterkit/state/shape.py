@@ -73,7 +73,9 @@ class ModelShape:
                     start = sum(spec.sizes[:spec.index])
                     hits[i] = Projection(module, slice(start, start + spec.sizes[spec.index]))
                 elif isinstance(spec, FusedSlice):
-                    heads = getattr(config, spec.per_head) if spec.per_head else None
+                    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+                    heads = (getattr(config, spec.per_head, None) or getattr(text, spec.per_head)
+                             if spec.per_head else None)  # (a per-head count a nested text config holds: Fuyu)
                     hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
                 else:
                     hits[i] = Projection(module)

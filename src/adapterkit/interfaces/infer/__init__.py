@@ -67,8 +67,9 @@ def _split_matching(fused: str, out, nh: int, nkv: int, hd: int, config, matches
             return {m: FusedSlice(fused, i, sizes=sizes) for i, m in enumerate("qkv")}
     if nh == nkv and out.shape[-1] == 3 * nh * hd:
         v = out.reshape(b, s, nh, 3 * hd)[..., 2 * hd:].transpose(1, 2)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config  # (Fuyu's is nested)
         attr = next((a for a in ("num_attention_heads", "n_head", "num_heads", "n_heads")
-                     if getattr(config, a, None) == nh), None)
+                     if getattr(config, a, None) == nh or getattr(text, a, None) == nh), None)
         if matches(v) and attr:
             return {m: FusedSlice(fused, i, per_head=attr) for i, m in enumerate("qkv")}
     return {}
