@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import transformers as tf
-from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
 
 import adapterkit
 from adapterkit import AdapterError
@@ -35,6 +35,7 @@ IDENTITY = ("lora", "ia3", "par_bn")  # identity inits: outputs unchanged when a
 MERGEABLE = ("lora", "ia3")
 MODEL_TYPES = sorted(MODEL_MAPPING_NAMES)
 MAX_PARAMETERS = 20_000_000
+NEW_TOKENS = 3  # the generate() check: greedy tokens, with the KV cache and by full forwards without it
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Built:
     refusal: str = ""  # why no interface could be inferred (every method is refused with it)
     inputs: dict | None = None
     base: torch.Tensor | None = None  # the plain model's output on `inputs`
+    lm: torch.nn.Module | None = None  # its causal LM (a generation head), for the generate() check
+    lm_interface: object = None
+    lm_why: str = ""  # why the causal LM could not be built or described (its check is skipped)
 
 
 class _Timeout(Exception):
@@ -70,7 +74,11 @@ def first(output) -> torch.Tensor:
 
 
 def run(model, inputs) -> torch.Tensor:
-    return first(model(**inputs))
+    """The model's first output; under a fixed seed, as some forwards draw noise in eval mode too (ViT-MAE's
+    random masking, VITS' stochastic duration predictor)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return first(model(**inputs))
 
 
 def build(model_type: str, seconds: int = 60) -> Built:
@@ -90,6 +98,8 @@ def build(model_type: str, seconds: int = 60) -> Built:
         inputs = dummy_inputs(model, batch=2)
         with torch.no_grad():
             base = run(model, inputs)
+        if not base.abs().max() > 1e-6:  # (MobileViT's tiny 32-pixel stages): no change could be seen
+            raise ValueError(f"the tiny model's outputs vanish (max |output| {float(base.abs().max()):.1e})")
     except Exception as e:  # noqa: BLE001 - what does not build is recorded, not tested
         return Built(model_type, "other", why=f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
     finally:
@@ -103,7 +113,61 @@ def build(model_type: str, seconds: int = 60) -> Built:
             built.interface = infer_interface(model)
         except AdapterError as e:
             built.refusal = str(e).splitlines()[0]
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not built.refusal:
+        _build_lm(built, config, built.interface if get_interface_or_none(model_type) else None)
     return built
+
+
+def get_interface_or_none(model_type: str):
+    try:
+        return get_interface(model_type)
+    except AdapterError:
+        return None
+
+
+def _build_lm(built: Built, config, interface) -> None:
+    """The tiny causal LM of the same config (same seed), with its named or inferred interface."""
+    try:
+        torch.manual_seed(0)
+        lm = tf.AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()  # (WhisperForCausalLM edits it)
+        lm.generation_config.eos_token_id = None  # (a continuation of exactly NEW_TOKENS tokens)
+        lm.generation_config.pad_token_id = 0
+        built.lm_interface = interface or infer_interface(lm)
+        built.lm = lm
+    except Exception as e:  # noqa: BLE001 - recorded: the generate() check is then skipped
+        built.lm_why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def greedy_loop(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` greedy tokens by full forwards without a cache."""
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def check_generate(built: Built, method: str) -> tuple[str, str]:
+    """The method (randomised) on the causal LM: generate() with the KV cache equals the greedy loop."""
+    model = copy.deepcopy(built.lm)
+    try:
+        adapterkit.init(model, interface=built.lm_interface)
+        model.add_adapter("a", config=METHODS[method])
+    except AdapterError as e:
+        return "refused", "on the causal LM: " + str(e).splitlines()[0]
+    model.set_active_adapters("a")
+    _randomize(model.adapterkit["a"])
+    ids = built.inputs["input_ids"][:1] if "input_ids" in built.inputs else torch.arange(3, 9).unsqueeze(0)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        try:
+            cached = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                                    do_sample=False)
+        except AdapterError as e:
+            return "refused", "generate(): " + str(e).splitlines()[0]
+        looped = greedy_loop(model, ids, NEW_TOKENS)
+    assert torch.equal(cached, looped), (f"generate() with the KV cache gives {cached[0, -NEW_TOKENS:].tolist()}, "
+                                         f"a greedy loop without it {looped[0, -NEW_TOKENS:].tolist()}")
+    return "ok", ""
 
 
 def _randomize(module, scale=0.2, seed=0):
@@ -132,14 +196,19 @@ def check(built: Built, method: str) -> tuple[str, str]:
         return "refused", str(e).splitlines()[0]
     model.set_active_adapters("a")
     with torch.no_grad():
+        try:
+            added = run(model, inputs)
+        except AdapterError as e:  # a refusal that only the forward can tell (prompt tuning: the model's lengths)
+            return "refused", str(e).splitlines()[0]
         if method in IDENTITY:
-            assert _close(run(model, inputs), base, 1e-6), f"{method} at its init changes the outputs"
+            assert _close(added, base, 1e-6), f"{method} at its init changes the outputs"
     model.train_adapter("a")
     _randomize(model.adapterkit["a"])
     model.eval()
     out = run(model, inputs)
     if out.shape == base.shape:
-        assert (out - base).abs().max() > 1e-4, f"{method} does not change the outputs"
+        # (well above float noise; relative, as layer scales keep some tiny models' sublayer outputs small)
+        assert (out - base).abs().max() > max(1e-6, 1e-5 * base.abs().max()), f"{method} does not change the outputs"
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     unused = [n for n, p in model.adapterkit["a"].named_parameters() if p.grad is None]
     assert not unused, f"adapter parameters not reached by backward: {unused[:4]}"
@@ -156,6 +225,8 @@ def check(built: Built, method: str) -> tuple[str, str]:
         other.load_adapter(d, load_as="a", set_active=True)
         with torch.no_grad():
             assert _close(run(other, inputs), trained, 1e-5), "save -> load changes the outputs"
+    if built.lm is not None:  # a decoder with a generation head
+        return check_generate(built, method)
     return "ok", ""
 
 
@@ -179,7 +250,7 @@ def sweep(model_types=MODEL_TYPES, methods=tuple(METHODS), seconds: int = 60, pr
                 finally:
                     signal.alarm(0)
                     signal.signal(signal.SIGALRM, old)
-        built.model = None  # (free it)
+        built.model = built.lm = None  # (free them)
         table[model_type] = (built, row)
         if progress is not None:
             progress(model_type, built, row)

@@ -66,6 +66,10 @@ class AdapterModelMixin(FusionMixin):
             if adapter_name in state.container:
                 state.drop_adapter_modules(adapter_name)
             raise
+        if adapter_name not in state.container:  # (every location it asks for was skipped in every layer)
+            state.configs.pop(adapter_name, None)
+            raise AdapterError(f"adding {adapter_name!r} ({type(config).__name__}) created no module: none of the "
+                               f"locations it asks for exists in a layer of {type(self).__name__}")
         # new modules start in train mode; follow the model's mode (dropout must be off in an eval model)
         state.container[adapter_name].train(self.training)
         state.invalidate()

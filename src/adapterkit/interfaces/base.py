@@ -120,7 +120,9 @@ class OwnAttention:
 
 
 ProjectionSpec = Union[str, FusedSlice]  # a module path, or a slice of a fused one
-ResidualSpec = Union[ResidualSite, SublayerSite]
+# (a tuple: one site spec per layer stack, each layer taking the first present in it (a two-tower model whose
+# towers differ, e.g. AltCLIP's post-LN text and pre-LN vision layers)
+ResidualSpec = Union[ResidualSite, SublayerSite, tuple]
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,26 @@ def resolve(root: nn.Module, path: str) -> nn.Module | None:
     return None
 
 
+def site_in(layer: nn.Module | None, spec):
+    """The site spec that applies in `layer`: `spec`, or the first of a per-stack tuple present there (None:
+    none is; the first where no layer is given)."""
+    if not isinstance(spec, tuple):
+        return spec
+    return spec[0] if layer is None else next((s for s in spec if present(layer, s) and all(
+        resolve(layer, p) is not None for p in _site_paths(s))), None)
+
+
+def _site_paths(spec) -> list[str]:
+    """The module paths a site spec names within a layer (all must exist for it to apply there)."""
+    if isinstance(spec, SublayerSite):
+        return [p for p in (spec.output, spec.residual, spec.layer_norm) if p]
+    return [spec.module] + [f"{spec.module}.{p}" for p in (spec.dense, spec.dropout, spec.layer_norm) if p]
+
+
 def present(layer: nn.Module, spec) -> bool:
     """Whether a site spec or projection exists in this layer (cross-attention exists in decoder layers only)."""
+    if isinstance(spec, tuple):
+        return site_in(layer, spec) is not None
     if isinstance(spec, (ResidualSite, SublayerSite)):
         guard = getattr(spec, "guard", None)
         return resolve(layer, spec.anchor) is not None and (guard is None or resolve(layer, guard) is not None)

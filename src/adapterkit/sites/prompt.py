@@ -30,6 +30,7 @@ from .base import Site, register_site_kind
 KEY = ("model", "prompt")
 IGNORE = -100
 _CACHE_ARGS = ("cache", "past_key_values")
+_ENCODER_MASKS = ("encoder_attention_mask", "encoder_padding_mask")
 
 
 def _insert(tensor: torch.Tensor, index: int, piece: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,9 @@ class PromptSite(Site):
         self.decoder = base.get_decoder() if self.encoder_decoder else None
         self.entry = self.encoder if self.encoder_decoder else model
         source = self.encoder if self.encoder_decoder else model
-        self.input_embeddings = source.get_input_embeddings()
+        # (FSMT's encoder has no get_input_embeddings: the model's, which is the encoder's token embedding)
+        getter = getattr(source, "get_input_embeddings", None) or model.get_input_embeddings
+        self.input_embeddings = getter()
         self.max_positions = max_positions(model.config)
         self.labelled = not self.encoder_decoder
         self.placeholder = 1 if getattr(model.config, "pad_token_id", None) == 0 else 0
@@ -174,17 +177,28 @@ class PromptSite(Site):
         return _insert(output, i, piece)
 
     def _disarm(self, module, args, output):
-        self._armed = None
+        armed, self._armed = self._armed, None
+        if armed is not None and output is not None:  # the forward ran without the prompt going in
+            raise AdapterError(
+                f"prompt tuning could not put its prompt into {type(module).__name__}'s input: its embedding module "
+                f"never ran on the {armed[1]} positions expected (the model changes the sequence length before "
+                "embedding it: padding to an attention window, its own prefix tokens?)")
 
     def _before_decoder(self, module, args, kwargs):
         prompt = self._active()
-        hidden, mask = kwargs.get("encoder_hidden_states"), kwargs.get("encoder_attention_mask")
-        if prompt is None or hidden is None or mask is None or mask.dim() != 2:
+        if prompt is None:
+            return None
+        if args:  # (FSMT passes the encoder states and mask by position)
+            kwargs = dict(inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments)
+            kwargs.update(kwargs.pop("kwargs", {}))
+            args = ()
+        name = next((n for n in _ENCODER_MASKS if kwargs.get(n) is not None), None)
+        hidden, mask = kwargs.get("encoder_hidden_states"), kwargs.get(name) if name else None
+        if hidden is None or mask is None or mask.dim() != 2:
             return None
         if hidden.shape[1] != mask.shape[1] + prompt.prompt_length:
             return None
-        kwargs = dict(kwargs, encoder_attention_mask=_insert(mask, prompt.index,
-                                                             _filled(mask, prompt.prompt_length, 1)))
+        kwargs = dict(kwargs, **{name: _insert(mask, prompt.index, _filled(mask, prompt.prompt_length, 1))})
         return args, kwargs
 
 

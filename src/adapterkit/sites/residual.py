@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from ..compose import residual as compose_residual
 from ..errors import AdapterError
+from ..interfaces.base import site_in
 from ..utils import get_submodule
 from .base import _RESIDUAL_KINDS, Site, register_residual_kind, register_site_kind
 
@@ -146,6 +147,10 @@ def _residual_site(state, key, target) -> Site:
             f"{type(state.model).__name__} has no {location!r} site in its interface; "
             f"available: {', '.join(state.interface.residual_sites)}{state.interface.why_missing(location)}"
         )
+    spec = site_in(state.layers[layer_id], spec)  # (per-stack specs: this layer's)
+    if spec is None:
+        raise AdapterError(f"layer {layer_id} of {type(state.model).__name__} has none of the {location} sites "
+                           f"{state.interface.residual_sites[location]}")
     try:
         site_cls = _RESIDUAL_KINDS[spec.kind]
     except KeyError:

@@ -55,7 +55,8 @@ class ModelShape:
                 f"available: {', '.join(self.interface.residual_sites)}{self.interface.why_missing(location)}"
             )
         found = {i: True for i, layer in enumerate(self.layers) if present(layer, spec)}
-        self._present(f"the {location} site", spec.anchor, found)
+        anchor = "|".join(s.anchor for s in spec) if isinstance(spec, tuple) else spec.anchor
+        self._present(f"the {location} site", anchor, found)
         return [i for i in self.layer_ids(leave_out) if i in found]
 
     def projections(self, locations, leave_out=(), experts: bool = False) -> list[tuple[int, str, Projection]]:
@@ -79,7 +80,9 @@ class ModelShape:
                     start = sum(spec.sizes[:spec.index])
                     hits[i] = Projection(module, slice(start, start + spec.sizes[spec.index]))
                 elif isinstance(spec, FusedSlice):
-                    heads = getattr(config, spec.per_head) if spec.per_head else None
+                    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+                    heads = (getattr(config, spec.per_head, None) or getattr(text, spec.per_head)
+                             if spec.per_head else None)  # (a per-head count a nested text config holds: Fuyu)
                     hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
                 else:
                     hits[i] = Projection(module)

@@ -11,10 +11,11 @@ import torch.nn as nn
 
 from ...errors import AdapterError
 from ...nn.experts import ExpertsTarget, experts_parameter
-from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve
+from ..base import FusedSlice, ModelInterface, ResidualSite, SublayerSite, resolve, site_in
 from .inputs import dummy_inputs
 from .own_attention import joined_self_attention, stacks_own_attention
-from .probe import attention_calls, record
+from .perturb import perturbed_split
+from .probe import BIASES, attention_calls, record
 from .residual import close, post_ln_site, sublayer_sites
 from .tree import Layer, describe_layers, out_in
 
@@ -68,8 +69,9 @@ def _split_matching(fused: str, out, nh: int, nkv: int, hd: int, config, matches
             return {m: FusedSlice(fused, i, sizes=sizes) for i, m in enumerate("qkv")}
     if nh == nkv and out.shape[-1] == 3 * nh * hd:
         v = out.reshape(b, s, nh, 3 * hd)[..., 2 * hd:].transpose(1, 2)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config  # (Fuyu's is nested)
         attr = next((a for a in ("num_attention_heads", "n_head", "num_heads", "n_heads")
-                     if getattr(config, a, None) == nh), None)
+                     if getattr(config, a, None) == nh or getattr(text, a, None) == nh), None)
         if matches(v) and attr:
             return {m: FusedSlice(fused, i, per_head=attr) for i, m in enumerate("qkv")}
     return {}
@@ -114,7 +116,8 @@ class _Stack:
         self.shapes: set = set()
 
 
-def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden: int | None) -> _Stack:
+def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden: int | None,
+                 inputs: dict) -> _Stack:
     st = _Stack(desc)
     ran = {c.path: c for c in reversed(calls)}  # path -> its first call
     x = next(c for c in calls if c.path == "").inp
@@ -134,7 +137,8 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         if att.fused:
             mine = [s for p, s in seen.items() if p == att.core or p.startswith(att.core + ".")
                     or att.core.startswith(p + ".")]
-            split = _fused_split(att, calls, mine, model.config) or _causal_split(att, calls, model.config)
+            split = _fused_split(att, calls, mine, model.config) or _causal_split(att, calls, model.config) or (
+                perturbed_split(model, layer, att.fused, att.projections.get("o"), inputs))
             if not split:
                 for m in "qkv":
                     st.unresolved[f"attn_{m}"] = f"the q/k/v layout of the fused {att.fused} could not be confirmed"
@@ -152,6 +156,13 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
                 st.unresolved["attn_o"] = "the attention output projection could not be confirmed"
         elif key == "self":
             st.unresolved["attn_o"] = f"no output projection of {att.core} by a known name (o_proj, out_proj, dense...)"
+        o_in = ran[projections["o"]].inp if "o" in projections else None
+        v_in = ran[projections["v"]].inp if isinstance(projections.get("v"), str) else None
+        if o_in is not None and v_in is not None and v_in.abs().any() and not o_in.abs().any():  # (MRA without
+            for m in "qkv":  # its CUDA kernel returns zeros)
+                projections.pop(m, None)
+                st.unresolved[f"attn_{m}"] = (f"the attention output of {att.core} is all zeros in the check forward: "
+                                              "q/k/v do not reach it (an attention kernel missing on this device?)")
         caller = next((p for p in seen if p == att.core or p.startswith(att.core + ".")), None)
         if caller is not None and seen[caller][3].dim() == 4:
             st.shapes.add((seen[caller][3].shape[1], seen[caller][3].shape[-1]))  # (kv heads, head dim)
@@ -299,6 +310,14 @@ def _merge(values: list, layers: list, what: str, unresolved: dict, key: str):
         joined = _alternatives(pairs)
         if joined is not None:
             return joined
+    if key in ("self_attention", "cross_attention") and all(isinstance(v, str) for v, _ in pairs):
+        joined = "|".join(dict.fromkeys(v for v, _ in pairs))  # (two towers naming their attention differently)
+        if all(resolve(layer, joined) is resolve(layer, v) for v, layer in pairs):
+            return joined
+    if key in ("mh_adapter", "cross_adapter", "output_adapter"):
+        options = tuple(dict.fromkeys(v for v, _ in pairs))  # one site spec per stack: each layer finds its own
+        if all(site_in(layer, options) == v for v, layer in pairs):
+            return options
     unresolved[key] = f"the layer stacks differ in {what}: {[v for v, _ in pairs]}"
     return None
 
@@ -324,8 +343,9 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         calls = record(model, layers, inputs)
         try:
             seen = attention_calls(model, inputs)
+            biases = tuple(sorted(BIASES))
         except Exception as e:  # noqa: BLE001 - a model that breaks under another implementation name
-            seen = {}
+            seen, biases = {}, ()
             unresolved["attention_registry"] = f"the forward fails through a registered attention function ({e})"
     except Exception as e:  # noqa: BLE001 - any failure of the check forward leaves the sites unconfirmed
         raise AdapterError(f"no adapter interface for model_type {model_type!r}, and the check forward of the "
@@ -336,7 +356,7 @@ def infer_interface(model: nn.Module) -> ModelInterface:
     for path, desc in stacks.items():
         if not any(c.path == "" for c in calls[path]):
             continue  # a stack that does not run for this model's forward (e.g. an unused tower)
-        checked[path] = _check_stack(model, layers[path], desc, calls[path], seen, width)
+        checked[path] = _check_stack(model, layers[path], desc, calls[path], seen, width, inputs)
         width = width or checked[path].width  # a two-tower model without config.hidden_size: its first tower's
     if not checked:
         raise AdapterError(f"no adapter interface for model_type {model_type!r}: none of the layer stacks "
@@ -397,6 +417,7 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
         cross_attention=cross_module, encoder_layers=encoder, cross_attention_projections=cross,
         lm_heads=lm_heads, attention_registry=registry, own_attention=own, unresolved=unresolved,
+        attention_bias_kwargs=biases,
         hidden_size=None if getattr(config, "hidden_size", None) or getattr(config, "d_model", None) else width,
         attention_shape=attention_shape)
     logger.info("adapterkit inferred this interface for %s (model_type %r); copy it into a file and pass "

@@ -15,6 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 
 PROBE = "adapterkit_probe"
 _SEEN: dict = {}  # id(attention module) -> (module, query, key, value), filled during a probing forward
+BIASES: set = set()  # keyword arguments of the last probing forward that add a bias over keys (T5's position_bias)
 
 
 @dataclass
@@ -80,6 +81,8 @@ def record(model: nn.Module, layers: dict[str, nn.Module], inputs: dict) -> dict
 def _make_probe(base: str):
     def probe(module, query, key, value, attention_mask, *args, **kwargs):
         _SEEN.setdefault(id(module), (module, query, key, value))
+        BIASES.update(n for n, v in kwargs.items() if n.endswith("bias") and isinstance(v, torch.Tensor)
+                      and v.dim() == 4 and v.shape[-1] == key.shape[2])
         if base != "eager":
             return ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, *args, **kwargs)
         fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
@@ -107,6 +110,7 @@ def attention_calls(model: nn.Module, inputs: dict) -> dict:
                if isinstance(c, PretrainedConfig)}
     saved = {k: c._attn_implementation for k, c in configs.items()}
     _SEEN.clear()
+    BIASES.clear()
     try:
         for c in configs.values():
             c._attn_implementation = _probe_name(c._attn_implementation)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ...interfaces.base import FusedSlice, ModelInterface, ResidualSite, present, resolve
+from ...interfaces.base import FusedSlice, ModelInterface, ResidualSite, present, resolve, site_in
 from ...utils import find_submodule
 from ..common import single_stack
 from .config import hub_maps
@@ -15,6 +15,7 @@ def hub_path(interface: ModelInterface, location: str, spec, layer: nn.Module | 
     """Where AdapterHub keeps `location`'s weights within a layer (negative indices made concrete if a layer
     is given), or None for a location AdapterHub has no name for."""
     path = interface.adapterhub.get(location)
+    spec = site_in(layer, spec)  # (per-stack site specs: the layer's)
     if path is None:
         if isinstance(spec, ResidualSite):
             path = spec.module

@@ -34,7 +34,12 @@ def attention_shape(config, interface=None) -> tuple[int, int]:
         raise AdapterError(f"{type(config).__name__} has no num_attention_heads (or n_head): prefix tuning needs "
                            "the attention's head count")
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or config.hidden_size // heads
+    width = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "d_kv", None) or (width // heads if width else None)
+    if not head_dim:  # (SegFormer: stages of several widths, no hidden_size)
+        raise AdapterError(f"{type(config).__name__} gives no head dim (head_dim, or hidden_size / heads): prefix "
+                           "tuning needs one attention shape" + (interface.why_missing("self_attention") if interface
+                                                                else ""))
     return kv_heads, head_dim
 
 
