@@ -140,3 +140,13 @@ def test_export_writes_the_package_checkpoint_back(arch, case):
     assert set(exported) == set(reference), set(exported) ^ set(reference)
     for key, tensor in reference.items():
         assert torch.equal(exported[key], tensor), key
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3"])
+def test_plugin_decoders_name_the_plugin_placement(model_type):
+    """Qwen2 and Qwen3 reach the package through its plugin interface (intermediate on up_proj alone), not through
+    its built-in Llama (intermediate on down_proj): an AdapterHub FFN LoRA import names the plugin placement."""
+    from adapterkit.interfaces.registry import get_interface
+    differs = get_interface(model_type).adapterhub_differs
+    assert set(differs) == {"intermediate_1"} and "plugin interface" in differs["intermediate_1"]
+    assert "down_proj" not in differs["intermediate_1"]
