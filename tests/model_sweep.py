@@ -36,6 +36,11 @@ MERGEABLE = ("lora", "ia3")
 MODEL_TYPES = sorted(MODEL_MAPPING_NAMES)
 MAX_PARAMETERS = 20_000_000
 NEW_TOKENS = 3  # the generate() check: greedy tokens, with the KV cache and by full forwards without it
+# generation-config entries that change greedy tokens (the checkpoints' defaults: BART's forced EOS at max_length,
+# Marian's bad_words_ids, ...); the check compares the cache path with a plain greedy loop, so none applies
+LOGITS_PROCESSORS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
+                     "begin_suppress_tokens", "no_repeat_ngram_size", "repetition_penalty", "min_length",
+                     "min_new_tokens", "encoder_no_repeat_ngram_size", "sequence_bias")
 
 
 @dataclass
@@ -129,13 +134,35 @@ def _build_lm(built: Built, config, interface) -> None:
     """The tiny causal LM of the same config (same seed), with its named or inferred interface."""
     try:
         torch.manual_seed(0)
-        lm = tf.AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()  # (WhisperForCausalLM edits it)
-        lm.generation_config.eos_token_id = None  # (a continuation of exactly NEW_TOKENS tokens)
-        lm.generation_config.pad_token_id = 0
+        config = copy.deepcopy(config)  # (WhisperForCausalLM edits it)
+        config.is_decoder = True  # RoBERTa-type encoders are causal LMs only so (transformers warns otherwise)
+        lm = tf.AutoModelForCausalLM.from_config(config).eval()
+        generation = lm.generation_config
+        generation.eos_token_id = None  # (a continuation of exactly NEW_TOKENS tokens)
+        generation.pad_token_id = 0
+        for name in LOGITS_PROCESSORS:  # greedy decoding only: what the greedy loop computes (BART forces EOS)
+            if getattr(generation, name, None) is not None:
+                setattr(generation, name, None)
+        ids = _prompt(built)
+        with torch.no_grad():
+            if not torch.equal(_generate(lm, ids), greedy_loop(lm, ids, NEW_TOKENS)):
+                # (RoBERTa-type models: generate() passes position_ids from 0, their forward counts from
+                # padding_idx + 1 without them)
+                raise ValueError("the base model's own generate() differs from its greedy loop of full forwards "
+                                 "(transformers' position ids), so an adapter's difference could not be seen")
         built.lm_interface = interface or infer_interface(lm)
         built.lm = lm
     except Exception as e:  # noqa: BLE001 - recorded: the generate() check is then skipped
         built.lm_why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def _prompt(built: Built) -> torch.Tensor:
+    return built.inputs["input_ids"][:1] if "input_ids" in built.inputs else torch.arange(3, 9).unsqueeze(0)
+
+
+def _generate(model, ids: torch.Tensor) -> torch.Tensor:
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                          do_sample=False)
 
 
 def greedy_loop(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
@@ -156,12 +183,11 @@ def check_generate(built: Built, method: str) -> tuple[str, str]:
         return "refused", "on the causal LM: " + str(e).splitlines()[0]
     model.set_active_adapters("a")
     _randomize(model.adapterkit["a"])
-    ids = built.inputs["input_ids"][:1] if "input_ids" in built.inputs else torch.arange(3, 9).unsqueeze(0)
+    ids = _prompt(built)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(0)
         try:
-            cached = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                    do_sample=False)
+            cached = _generate(model, ids)
         except AdapterError as e:
             return "refused", "generate(): " + str(e).splitlines()[0]
         looped = greedy_loop(model, ids, NEW_TOKENS)

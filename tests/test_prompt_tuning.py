@@ -432,3 +432,25 @@ def test_four_d_mask_is_refused():
     model = _with_prompt("llama")
     with pytest.raises(AdapterError, match="2D attention mask"):
         model(input_ids=torch.ones(1, 4, dtype=torch.long), attention_mask=torch.ones(1, 1, 4, 4))
+
+
+def test_bart_for_causal_lm_takes_the_prompt_at_its_decoder_embeddings():
+    """BartForCausalLM has a decoder only: the BART interface's embeddings (`encoder.layernorm_embedding`) fall back
+    to the decoder's, so prompt tuning (and generate) work on it."""
+    model = _with_prompt("bart", cls=tf.BartForCausalLM)
+    assert model.adapter_state.embeddings_module() is model.model.decoder.layernorm_embedding
+    ids = torch.arange(3, 9).unsqueeze(0)
+    with torch.no_grad():
+        out = model(input_ids=ids).logits
+        model.set_active_adapters(None)
+        base = model(input_ids=ids).logits
+    assert out.shape[1] == base.shape[1] + 3 and not torch.allclose(out[:, 3:], base)  # (the prompt's 3 rows first)
+
+
+def test_an_interface_whose_embeddings_are_missing_is_refused_clearly():
+    from dataclasses import replace
+    from adapterkit.interfaces.bart import BART
+    model = archs.model("bart", cls=tf.BartForCausalLM)
+    adapterkit.init(model, interface=replace(BART, embeddings="encoder.layernorm_embedding"))
+    with pytest.raises(AdapterError, match="no embeddings module at 'encoder.layernorm_embedding'"):
+        model.add_adapter("p", config=PromptTuningConfig(prompt_length=3))

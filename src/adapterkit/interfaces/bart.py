@@ -15,7 +15,7 @@ def _attention(prefix: str, optional: str = "") -> dict:
 
 BART = register_interface(ModelInterface(
     model_types=("bart",),
-    embeddings="encoder.layernorm_embedding",
+    embeddings="encoder.layernorm_embedding|decoder.layernorm_embedding",  # (BartForCausalLM: no encoder)
     layers=("encoder.layers?", "decoder.layers?"),
     attention=_attention("self_attn"),
     cross_attention_projections=_attention("encoder_attn", "?"),  # "?": absent from encoder-only stacks

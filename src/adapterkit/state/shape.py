@@ -34,7 +34,13 @@ class ModelShape:
         return get_submodule(self.layers[layer_id], path)
 
     def embeddings_module(self) -> nn.Module:
-        return get_submodule(self.base, self.interface.embeddings)
+        """The interface's embeddings module (the first existing alternative of `a|b`: BART's encoder, or its
+        decoder where a BartForCausalLM has no encoder)."""
+        module = resolve(self.base, self.interface.embeddings)
+        if module is None:
+            raise AdapterError(f"{type(self.base).__name__} has no embeddings module at "
+                               f"{self.interface.embeddings!r}; the architecture interface does not match this model")
+        return module
 
     # -- where a location exists ------------------------------------------------------------------
     def _present(self, what: str, path: str, found: dict) -> dict:
