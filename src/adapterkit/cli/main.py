@@ -53,8 +53,9 @@ def one_line(exc: BaseException) -> str:
 
 
 # libraries that log on import what a command's user cannot act on: bitsandbytes' CPU backend warns that an
-# optional kernel package (fetched from the Hub) is missing whenever transformers imports it
-QUIET_LOGGERS = ("bitsandbytes", "torchao", "torch.utils._pytree")  # import-time notes (kernels, deprecations)
+# optional kernel package (fetched from the Hub) is missing whenever transformers imports it; on CPUs with
+# AVX512-BF16 it asks `kernels` for one, which notes that offline it skips the publisher check
+QUIET_LOGGERS = ("bitsandbytes", "kernels", "torchao", "torch.utils._pytree")  # import-time notes
 
 
 def _quiet_loggers() -> None:
