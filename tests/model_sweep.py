@@ -149,7 +149,8 @@ def _build_lm(built: Built, config, interface) -> None:
                 # (RoBERTa-type models: generate() passes position_ids from 0, their forward counts from
                 # padding_idx + 1 without them)
                 raise ValueError("the base model's own generate() differs from its greedy loop of full forwards "
-                                 "(transformers' position ids), so an adapter's difference could not be seen")
+                                 "(on transformers' side: RoBERTa-type models, for one, get position ids from 0 in "
+                                 "generate()), so an adapter's difference could not be seen")
         built.lm_interface = interface or infer_interface(lm)
         built.lm = lm
     except Exception as e:  # noqa: BLE001 - recorded: the generate() check is then skipped
