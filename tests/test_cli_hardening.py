@@ -145,6 +145,15 @@ def test_keyboard_interrupt_in_a_command_exits_130(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "adapterkit: interrupted"
 
 
+def _as_a_terminal_job():
+    """Ctrl-C reaches a command the way a terminal's shell starts it: SIGINT at its default.
+
+    A test run started in the background (`cmd &` in a script, nohup, some CI runners) hands its children SIGINT
+    ignored, and Python, rightly, keeps it ignored; then no Ctrl-C could reach the command under test.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay", [0.4, 1.2, 2.5])
 def test_sigint_in_the_first_seconds_exits_130_without_traceback(files, delay):
     """Ctrl-C while the package (torch, transformers) is still importing: one line, exit 130."""
@@ -153,7 +162,7 @@ def test_sigint_in_the_first_seconds_exits_130_without_traceback(files, delay):
     proc = subprocess.Popen([sys.executable, "-m", "adapterkit", "train", "--model", str(files / "ckpt"),
                              "--train-file", str(files / "cls.csv"), "--max-steps", "1", "--no-plot",
                              "--output-dir", str(files / f"sigint{delay}")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_a_terminal_job)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
