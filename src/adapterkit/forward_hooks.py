@@ -53,17 +53,37 @@ def _reference(args, kwargs):
 
 
 def _routing(state, names, reference) -> Routing:
-    """A new routing, or inside generate() the previous step's when it routes the same rows the same way."""
+    """A new routing, or inside generate() the previous step's when it routes the same rows the same way, or
+    outside it a recent forward's with the same rows (a serving loop's or an eval loop's forwards)."""
     record = state.record
     rows, device = reference.shape[0], reference.device
-    previous = record.generate_routing
-    if previous is not None and previous.matches(names, rows, device):
-        previous.freeze()
-        return previous
-    routing = Routing(state, names, rows, device)
     if record.generate_rows is not None:
-        record.generate_routing = routing
+        previous = record.generate_routing
+        if previous is not None and previous.matches(names, rows, device):
+            previous.freeze()
+            return previous
+        routing = record.generate_routing = Routing(state, names, rows, device)
+        return routing
+    key = _routing_key(names, rows, device)
+    kept = state.plans.routings
+    routing = kept.get(key) if key is not None else None
+    if routing is None:
+        routing = Routing(state, names, rows, device)
+        if key is not None:
+            while len(kept) >= state.plans.ROUTINGS_KEPT:
+                kept.pop(next(iter(kept)))
+            kept[key] = routing
     return routing
+
+
+def _routing_key(names, rows, device) -> tuple | None:
+    """A plain forward's routing key; None where a name is unhashable (that forward's routing is not kept)."""
+    key = (tuple(names), rows, device) if isinstance(names, (list, tuple)) else None
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _route(state, args, kwargs, names, task_ids) -> list:

@@ -106,10 +106,13 @@ def _vectorised(plan: Routed, split: tuple, x: torch.Tensor, out: torch.Tensor) 
     ia3s, ia3_slot, lora_groups, loras = split
     if ia3s:
         rows = out.shape[0]
-        vectors = plan.memo.get("vectors") if plan.shared.get("frozen") else None
+        frozen = plan.shared.get("frozen")  # as segmented.apply: kept only for generate()'s later steps
+        vectors = plan.memo.get("vectors") if frozen else None
         if vectors is None or vectors.dtype != out.dtype:
             scales = [m.routed_factors()[0] for m in ia3s]
-            vectors = plan.memo["vectors"] = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
+            vectors = torch.stack([torch.ones_like(scales[0])] + scales).to(out.dtype)
+            if frozen:
+                plan.memo["vectors"] = vectors
         slots = plan.rows_of(ia3_slot)
         out = out * vectors[slots].view(rows, *([1] * (out.dim() - 2)), -1)
     if loras:

@@ -3,7 +3,10 @@ for the plain model, the latter as in peft) per row of the batch.
 
 The forward pre-hook builds one `Routing` per call: rows grouped by setup. Inside generate(), whose steps route the
 same rows the same way, the first step's routing serves every later step (with what its sites cached), so the
-per-row bookkeeping is paid once per generate() rather than once per token. At each site, `Routing.at` gives the
+per-row bookkeeping is paid once per generate() rather than once per token. Plain forwards keep their last few
+routings too (`AdapterState.plans.routings`, cleared with the plans on any change of adapters or setups), so a
+serving or eval loop calling the model with the same rows pays it once; they never keep what a site derived from
+the weights, which may change between forwards (an optimizer step, a hot swap). At each site, `Routing.at` gives the
 site a `Routed` plan (each group's own compiled plan with its row indices) or, when every row shares one setup,
 that setup's plan directly. LoRA / (IA)^3 sites run a `Routed` plan in one vectorised pass (compose/projection.py);
 the other sites run each group on its rows.

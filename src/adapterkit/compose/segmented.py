@@ -119,9 +119,11 @@ def layout(plan, segment_groups: tuple) -> Layout:
 def apply(plan, segment_groups: tuple, modules: list, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """`out` plus each row's own module's update: `modules[i]` serves the rows of group `segment_groups[i]`."""
     lay = layout(plan, segment_groups)
-    found = plan.memo.get("stacks") if plan.shared.get("frozen") else None  # a later step of one generate()
+    frozen = plan.shared.get("frozen")  # a later step of one generate(): its weights have not changed
+    found = plan.memo.get("stacks") if frozen else None
     a, b = found if found is not None else stacks(modules)
-    plan.memo["stacks"] = a, b
+    if frozen:  # only then: a routing kept for plain forwards must not hold stacks of weights since changed
+        plan.memo["stacks"] = a, b
     rows, width = out.shape[0], lay.width
     x3 = x.reshape(rows, -1, x.shape[-1])
     tokens = x3.shape[1]

@@ -60,7 +60,20 @@ class AdapterModules(nn.Module):
 
 
 class PlanCache(dict):
-    """setup -> {site key: what the site runs} (compose/plan.py), built once per setup, cleared on any change."""
+    """setup -> {site key: what the site runs} (compose/plan.py), built once per setup, cleared on any change.
+
+    `routings` holds the per-row routings of recent plain forwards (compose/routing.py), which are built from these
+    plans and so are cleared with them."""
+
+    ROUTINGS_KEPT = 4
+
+    def __init__(self):
+        super().__init__()
+        self.routings: dict = {}
+
+    def clear(self) -> None:
+        super().clear()
+        self.routings.clear()
 
 
 class AdapterState(ModelShape):
