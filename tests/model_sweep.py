@@ -86,12 +86,15 @@ def run(model, inputs) -> torch.Tensor:
         return first(model(**inputs))
 
 
-def build(model_type: str, seconds: int = 60) -> Built:
-    """A tiny eval-mode model of `model_type` whose plain forward runs, or why not."""
+def build(model_type: str, seconds: int = 60, **overrides) -> Built:
+    """A tiny eval-mode model of `model_type` whose plain forward runs, or why not; `overrides` set config
+    attributes (a checkpoint family's layout variant)."""
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
         config = tiny_config(model_type)
+        if overrides:  # built again, so that attributes derived at construction follow (Falcon's kv heads)
+            config = type(config).from_dict({**config.to_dict(), **overrides}, attn_implementation="eager")
         with torch.device("meta"):  # count first: some defaults stay huge after shrinking
             size = sum(p.numel() for p in tf.AutoModel.from_config(config).parameters())
         if size > MAX_PARAMETERS:

@@ -50,7 +50,15 @@ def _shape(module: nn.Module, transposed: bool) -> tuple[int, int]:
     return (shape[1], shape[0]) if transposed else (shape[0], shape[1])
 
 
-def _rows(out_features: int, index: int, parts: int, heads: int | None) -> slice | torch.Tensor:
+def _rows(out_features: int, index: int, parts: int, heads: int | None,
+          sizes: tuple[int, ...] | None = None) -> slice | torch.Tensor:
+    if heads and sizes:  # interleaved per group, each group [part 0 | part 1 | ...] of widths `sizes`
+        group = sum(sizes)
+        if out_features != heads * group:
+            raise AdapterError(f"a fused projection with {out_features} outputs is not {heads} groups of "
+                               f"{'+'.join(map(str, sizes))}")
+        starts = torch.arange(heads) * group + sum(sizes[:index])
+        return (starts[:, None] + torch.arange(sizes[index])[None, :]).reshape(-1)
     if out_features % parts or (heads and out_features % (parts * heads)):
         raise AdapterError(f"a fused projection with {out_features} outputs cannot be split into {parts} parts"
                            + (f" per each of {heads} heads" if heads else ""))
@@ -80,9 +88,11 @@ class Projection:
             self.out_features = int(rows.numel())
 
     @classmethod
-    def fused(cls, module: nn.Module, index: int, parts: int, heads: int | None = None) -> "Projection":
+    def fused(cls, module: nn.Module, index: int, parts: int, heads: int | None = None,
+              sizes: tuple[int, ...] | None = None) -> "Projection":
+        """Part `index` of `parts`, contiguous or interleaved per head (per group of widths `sizes`)."""
         full_out = _shape(module, _layout(module))[0]
-        return cls(module, _rows(full_out, index, parts, heads))
+        return cls(module, _rows(full_out, index, parts, heads, sizes))
 
     # -- the forward path --------------------------------------------------------------------------
     def apply(self, output: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

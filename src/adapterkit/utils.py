@@ -25,7 +25,15 @@ def find_submodule(root: nn.Module, path: str) -> nn.Module | None:
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
-    """`root.<path>` for a dotted path; an empty path is the root itself. Clear error when a part is missing."""
+    """`root.<path>` for a dotted path; an empty path is the root itself; `a|b`: the first alternative that exists
+    (the layer's residual where checkpoints differ). Clear error when a part is missing."""
+    if "|" in path:
+        for alternative in path.split("|"):
+            found = find_submodule(root, alternative)
+            if found is not None:
+                return found
+        raise AttributeError(f"{type(root).__name__} has none of the submodules {path.split('|')}; the architecture "
+                             "interface does not match this model")
     module = root
     for part in filter(None, path.split(".")):
         child = _child(module, part)

@@ -10,7 +10,7 @@ cross-attention of encoder-decoder models) attaches where it exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Union
 
 import torch.nn as nn
@@ -73,6 +73,12 @@ class FusedSlice:
     `per_head`: the config attribute holding the head count when the parts are interleaved per head
     (DeBERTa's `in_proj`: [q_0 k_0 v_0 q_1 k_1 v_1 ...]); None when they are contiguous blocks.
     `sizes`: the parts' widths where they differ (a grouped-query [q | k | v]); None: equal parts.
+    `grouped`: a grouped-query [q | k | v] whose widths come from the config, so that one named interface fits
+    every checkpoint: the config attribute of the key/value head count (or the count itself: 1 for multi-query).
+    The widths are (heads, kv heads, kv heads) x head_dim; `ModelInterface.for_config` turns them into `sizes`.
+    With `per_head` too, the parts are interleaved per key/value group instead (Falcon's new decoder
+    architecture: [q_0.. k_0 v_0 | q_1.. k_1 v_1 | ...]); `sizes` are then one group's widths, and `per_head`
+    names the group count.
     """
 
     module: str
@@ -80,6 +86,23 @@ class FusedSlice:
     parts: int = 3
     per_head: str | None = None
     sizes: tuple[int, ...] | None = None
+    grouped: str | int | None = None
+
+    def for_config(self, config) -> "FusedSlice":
+        """This slice with `grouped` resolved into `sizes` for `config` (unchanged without `grouped`)."""
+        if self.grouped is None:
+            return self
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = getattr(text, "num_attention_heads", None)
+        kv = self.grouped if isinstance(self.grouped, int) else getattr(text, self.grouped, None) or heads
+        head_dim = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
+        if not heads or not head_dim or heads % kv:
+            raise AdapterError(f"the fused projection {self.module!r} is split by head counts, but "
+                               f"{type(config).__name__} has no num_attention_heads / head_dim (or the key/value "
+                               f"heads {kv} do not divide the {heads} heads)")
+        q = (heads // kv if self.per_head else heads) * head_dim  # one group's queries, or all of them
+        k = head_dim if self.per_head else kv * head_dim
+        return replace(self, grouped=None, sizes=(q, k, k))
 
 
 @dataclass(frozen=True)
@@ -202,6 +225,10 @@ class ModelInterface:
     hidden_size: int | None = None
     # (key/value heads, head dim) of the attention states, where measured (inference); else read from the config
     attention_shape: tuple[int, int] | None = None
+    # layouts that depend on the checkpoint's config: (condition, {field: value}), applied in order where the
+    # condition holds; a condition is a config attribute, true when set and truthy ("not attr": falsy). Falcon's
+    # new_decoder_architecture or multi_query change its fused query_key_value layout.
+    variants: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str):
@@ -237,6 +264,25 @@ class ModelInterface:
                              ("output", self.output if output else ())):
             out += [(group if i == 0 else f"{group}_{i}", p) for i, p in enumerate(paths)]
         return out
+
+    def for_config(self, config) -> "ModelInterface":
+        """The interface for one model: its `variants` applied for `config`, `grouped` fused slices sized."""
+        out = self
+        for condition, changes in self.variants:
+            negate, attr = condition.startswith("not "), condition.removeprefix("not ").strip()
+            unknown = set(changes) - {f.name for f in fields(self)}
+            if unknown:
+                raise ValueError(f"variant {condition!r} changes unknown interface field(s) {sorted(unknown)}")
+            if bool(getattr(config, attr, None)) != negate:
+                out = replace(out, **changes)
+        if config is None:
+            return out
+        sized = {}
+        for name in ("attention", "cross_attention_projections"):
+            specs = getattr(out, name)
+            if any(isinstance(v, FusedSlice) and v.grouped is not None for v in specs.values()):
+                sized[name] = {k: v.for_config(config) if isinstance(v, FusedSlice) else v for k, v in specs.items()}
+        return replace(out, **sized) if sized else out
 
     def why_missing(self, piece: str) -> str:
         """' (why `piece` is not described)' where the interface says so, else ''."""

@@ -124,6 +124,9 @@ def place_rows(output: torch.Tensor, n_prefix: int, length: int, parts, heads: i
         rows = rows.to(output.dtype)
         if part is None:
             head = rows
+        elif part.per_head and part.sizes:
+            raise AdapterError(f"prefix tuning: the own-attention rows kind does not handle {part.module!r}, a "
+                               "fused projection interleaved per key/value group")
         elif part.per_head:  # [q_0 k_0 v_0 q_1 k_1 v_1 ...]
             view = head.view(batch, n_prefix, heads, part.parts, width // heads // part.parts).clone()
             view[:, :, :, part.index] = rows.view(batch, n_prefix, heads, -1)

@@ -16,11 +16,12 @@ from ..utils import get_submodule
 class ModelShape:
     def __init__(self, model: nn.Module, interface: ModelInterface):
         self.model = model
-        self.interface = interface
-        self.base = getattr(model, "base_model", model)
-        missing = isinstance(interface, MissingInterface)  # no interface: module-targeted adapters only
-        self.layers, self.stacks = ([], []) if missing else _layer_stacks(self.base, interface)
         config = getattr(model, "config", None)
+        missing = isinstance(interface, MissingInterface)  # no interface: module-targeted adapters only
+        # this checkpoint's layout (variants, head-count-sized fused slices): what every reader below sees
+        self.interface = interface = interface if missing else interface.for_config(config)
+        self.base = getattr(model, "base_model", model)
+        self.layers, self.stacks = ([], []) if missing else _layer_stacks(self.base, interface)
         self.hidden_size = (getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
                             or interface.hidden_size)
         if not self.hidden_size and not missing:
@@ -82,14 +83,14 @@ class ModelShape:
                     if param is not None:
                         hits[i] = self._experts_target(location, path, param, experts)
                     continue
-                if isinstance(spec, FusedSlice) and spec.sizes:
+                if isinstance(spec, FusedSlice) and spec.sizes and not spec.per_head:
                     start = sum(spec.sizes[:spec.index])
                     hits[i] = Projection(module, slice(start, start + spec.sizes[spec.index]))
                 elif isinstance(spec, FusedSlice):
                     text = config.get_text_config() if hasattr(config, "get_text_config") else config
                     heads = (getattr(config, spec.per_head, None) or getattr(text, spec.per_head)
                              if spec.per_head else None)  # (a per-head count a nested text config holds: Fuyu)
-                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads)
+                    hits[i] = Projection.fused(module, spec.index, spec.parts, heads, spec.sizes)
                 else:
                     hits[i] = Projection(module)
             found[location] = self._present(f"the {location} projection", path, hits)
