@@ -1,6 +1,6 @@
 """Prefix tuning on attention modules that compute their scores themselves, through the "rows" own-attention kind
 (interfaces/prefix_rows.py) the automatic interface detects and checks: BERT-style eager attention (MegatronBERT),
-a causal decoder with a KV cache (XGLM), fused per-head q/k/v with alibi (Bloom), a fused contiguous Conv1D
+a causal decoder continuing from a KV cache (XGLM), fused per-head q/k/v with alibi (Bloom), a fused contiguous Conv1D
 with a causal buffer (OpenAI GPT) and an inverted boolean mask (MPT: True = masked). Results are compared with attention computed by hand, with each row alone
 against a padded batch, and with the adapter inactive; models the kind does not fit are refused with the reason."""
 
@@ -137,13 +137,47 @@ def test_prefix_of_copies_leaves_outputs_unchanged():
     assert not torch.allclose(other, expected, atol=1e-3)
 
 
-def test_kv_cache_continuation_is_refused():
-    model, _ = _prefixed("xglm")
-    ids = _ids(model, batch=1)
+@pytest.mark.parametrize("model_type", ["xglm", "bloom"])
+def test_kv_cache_continuation_equals_the_full_forward(model_type):
+    """Continuing from a DynamicCache: the new rows attend [cache; prefix; new] and the cache keeps real positions
+    only (the prefix rows are cut out after each call), so positions and masks the model derives from it hold."""
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()
+    adapterkit.init(model, interface=infer_interface(model))
+    model.add_adapter("a", config=PREFIX)
+    model.set_active_adapters("a")
     with torch.no_grad():
-        out = model(input_ids=ids, use_cache=True)
-        with pytest.raises(AdapterError, match="KV cache"):
-            model(input_ids=ids[:, :1], cache=out.past_key_values, use_cache=True)
+        for p in model.adapterkit["a"].parameters():
+            p.normal_(0, 1.0)
+    ids = _ids(model, batch=2, seq=7)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # (left padding, as generate() pads a batch)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        first = model(input_ids=ids[:, :4], attention_mask=mask[:, :4], use_cache=True)
+        cache = first.past_key_values  # (the output field keeps its name)
+        assert cache.get_seq_length() == 4  # (no prefix rows left in it)
+        step = model(input_ids=ids[:, 4:6], attention_mask=mask[:, :6], cache=cache, use_cache=True)
+        last = model(input_ids=ids[:, 6:], attention_mask=mask, cache=cache, use_cache=True)
+        assert cache.get_seq_length() == 7
+        model.set_active_adapters(None)
+        plain = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    got = torch.cat([first.logits, step.logits, last.logits], dim=1)
+    torch.testing.assert_close(got[0], full[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1, 2:], full[1, 2:], atol=1e-5, rtol=1e-5)  # (the padded positions aside)
+    assert (full - plain)[0].abs().max() > 1e-3
+
+
+def test_a_static_cache_is_refused():
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(tiny_config("xglm")).eval()
+    adapterkit.init(model, interface=infer_interface(model))
+    model.add_adapter("a", config=PREFIX)
+    model.set_active_adapters("a")
+    ids = _ids(model, batch=1)
+    cache = tf.StaticCache(config=model.config, max_cache_len=16)
+    with torch.no_grad(), pytest.raises(AdapterError, match="DynamicCache"):
+        model(input_ids=ids, cache=cache, use_cache=True)
 
 
 @pytest.mark.parametrize("model_type, why", [

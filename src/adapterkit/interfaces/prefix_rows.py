@@ -8,6 +8,10 @@ The module's own code stays untouched. For one call with P prefix positions and 
 - the mask gets P visible key columns in front (and P fully visible query rows where it has a row axis); additive
   biases over keys (MPNet's relative position bias, Bloom's alibi) get zeros there: the prefix has no position;
 - the P extra query rows are dropped from the output again.
+Continuing from a dynamic KV cache of C positions (generate()), the keys the module sees are [cache; prefix; new]:
+the prefix columns go in at C in the mask and biases, and after the call the prefix rows are cut out of the cache
+again (`CacheRows`), so the cache holds real positions only and the model's position and mask arithmetic holds.
+Softmax attention does not depend on the order of its keys, which is what the check below establishes.
 Every real row then attends [prefix; real keys] with its own mask: prefix tuning as the `adapters` package defines
 it. Which modules this is right for is decided by a check on the module itself (`check_rows`, used by the
 automatic interface): a module where it does not hold is refused, never hooked on a guess.
@@ -47,18 +51,24 @@ def set_arg(names, args, kwargs, name: str, value) -> tuple[tuple, dict]:
     return args, {**kwargs, name: value}
 
 
-def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, seen=None):
+def _insert(t: torch.Tensor, cols: torch.Tensor, at: int) -> torch.Tensor:
+    """`t` with `cols` put in along the last axis before column `at`."""
+    return torch.cat([t[..., :at], cols, t[..., at:]], dim=-1) if at else torch.cat([cols, t], dim=-1)
+
+
+def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, seen=None, past: int = 0):
     """`mask` (boolean, additive or 0/1 multiplicative; `seen`: its value where a key is seen, None: True for a
-    boolean mask, its largest entry for another) with `n_prefix` key columns in front, visible where `visible`
-    ((batch, n_prefix) bool; None: everywhere), and fully visible extra rows."""
+    boolean mask, its largest entry for another) with `n_prefix` key columns put in after the `past` cached keys,
+    visible where `visible` ((batch, n_prefix) bool; None: everywhere), and fully visible extra rows."""
     if mask is None:
         if visible is not None and not bool(visible.all()):
             raise AdapterError("prefix tuning with per-row prefixes needs an attention mask in this attention "
                                "module, and its model passes none")
         return None
-    if mask.shape[-1] != length:
+    if mask.shape[-1] != past + length:
         raise AdapterError(f"prefix tuning: the attention mask covers {mask.shape[-1]} keys, not the {length} rows "
-                           "of the attention input (keys from another sequence are not supported here)")
+                           f"of the attention input (+{past} cached): keys from another sequence are not supported "
+                           "here")
     if mask.dtype == torch.bool:
         attend = True if seen is None else bool(seen)
         hide = not attend
@@ -75,19 +85,22 @@ def widen_mask(mask, length: int, n_prefix: int, visible: torch.Tensor | None, s
             shape = (*mask.shape[:-1], n_prefix)
         vis = visible.view(batch, *([1] * (mask.dim() - 2)), n_prefix).expand(shape)
         cols = torch.where(vis, mask.new_full(shape, attend), mask.new_full(shape, hide))
-    mask = torch.cat([cols, mask], dim=-1)
-    if mask.dim() >= 3 and mask.shape[-2] == length and length > 1:
+    mask = _insert(mask, cols, past)
+    # a row axis gets the extra rows; one query row (a cached step) has one where the mask is (batch, heads, 1, keys)
+    if mask.dim() >= 3 and mask.shape[-2] == length and (length > 1 or mask.dim() == 4):
         mask = torch.cat([mask.new_full((*mask.shape[:-2], n_prefix, mask.shape[-1]), attend), mask], dim=-2)
     return mask
 
 
-def _pad_bias(bias: torch.Tensor, length: int, n_prefix: int) -> torch.Tensor:
+def _pad_bias(bias: torch.Tensor, length: int, n_prefix: int, past: int = 0) -> torch.Tensor:
     rows = bias.dim() >= 2 and bias.shape[-2] == length and length > 1
-    return F.pad(bias, (n_prefix, 0, n_prefix, 0) if rows else (n_prefix, 0))
+    bias = _insert(bias, bias.new_zeros(*bias.shape[:-1], n_prefix), past)
+    return F.pad(bias, (0, 0, n_prefix, 0)) if rows else bias
 
 
-def widen_call(spec, names, args, kwargs, n_prefix: int, visible=None) -> tuple[tuple, dict, int]:
-    """The call's arguments with the prefix rows in front (see the module docstring); also the real length."""
+def widen_call(spec, names, args, kwargs, n_prefix: int, visible=None, past: int = 0) -> tuple[tuple, dict, int]:
+    """The call's arguments with the prefix rows in front (see the module docstring), its mask and biases
+    over the keys widened after `past` cached keys; also the real length."""
     hidden = get_arg(names, args, kwargs, spec.hidden)
     length = hidden.shape[1]
     for name in (spec.hidden, *spec.rows):
@@ -98,11 +111,11 @@ def widen_call(spec, names, args, kwargs, n_prefix: int, visible=None) -> tuple[
     if spec.mask:
         args, kwargs = set_arg(names, args, kwargs, spec.mask,
                                widen_mask(get_arg(names, args, kwargs, spec.mask), length, n_prefix, visible,
-                                          spec.mask_attend))
+                                          spec.mask_attend, past))
     for name in spec.biases:
         t = get_arg(names, args, kwargs, name)
         if t is not None:
-            args, kwargs = set_arg(names, args, kwargs, name, _pad_bias(t, length, n_prefix))
+            args, kwargs = set_arg(names, args, kwargs, name, _pad_bias(t, length, n_prefix, past))
     return args, kwargs, length
 
 
@@ -152,17 +165,56 @@ def drop_rows(output, n_prefix: int, length: int):
     raise AdapterError(f"prefix tuning: an attention output of type {type(output).__name__} is not supported")
 
 
-def refuse_cache(module, names, args, kwargs) -> None:
-    """A call continuing from a KV cache (its keys hold an earlier call's prefix rows) is refused."""
-    from transformers.cache_utils import Cache
+class CacheRows:
+    """The dynamic KV caches one attention call may write to: how many positions they hold before it (`past`),
+    and, after it, the prefix rows cut out of the layer the call grew. A cache kind whose layers are not plain
+    dynamic ones (static, sliding-window, quantized) or a legacy (key, value) tuple is refused."""
 
-    layer = getattr(module, "layer_idx", None) or 0
-    for name in {*names, *kwargs}:
-        value = get_arg(names, args, kwargs, name)
-        filled = isinstance(value, Cache) and value.get_seq_length(layer) > 0
-        filled = filled or ("past" in name or "cache" in name) and isinstance(value, (tuple, list)) and any(
-            isinstance(t, torch.Tensor) for t in value)  # (a legacy (key, value) tuple)
-        if filled:
-            raise AdapterError(
-                f"prefix tuning in {type(module).__name__} (own attention, prefix rows) cannot continue from a KV "
-                "cache: run without one (use_cache=False; generate(..., use_cache=False))")
+    def __init__(self, module, names, args, kwargs):
+        from transformers.cache_utils import Cache, DynamicLayer, EncoderDecoderCache
+
+        self.caches = []
+        for name in {*names, *kwargs}:
+            value = get_arg(names, args, kwargs, name)
+            if isinstance(value, EncoderDecoderCache):
+                self.caches += [value.self_attention_cache, value.cross_attention_cache]
+            elif isinstance(value, Cache):
+                self.caches.append(value)
+            elif ("past" in name or "cache" in name) and isinstance(value, (tuple, list)) and any(
+                    isinstance(t, torch.Tensor) for t in value):
+                raise AdapterError(f"prefix tuning in {type(module).__name__} (own attention, prefix rows) cannot "
+                                   "continue from a legacy (key, value) cache tuple: pass a DynamicCache")
+        self.caches = list({id(c): c for c in self.caches}.values())  # (one cache passed under two names)
+        for layer in self._layers():
+            if type(layer) is not DynamicLayer:
+                raise AdapterError(
+                    f"prefix tuning in {type(module).__name__} (own attention, prefix rows) continues only from a "
+                    f"DynamicCache, not from one with {type(layer).__name__} layers: generate with "
+                    "cache_implementation='dynamic' or use_cache=False")
+        self.before = {id(layer): layer.get_seq_length() for layer in self._layers()}
+        index = getattr(module, "layer_idx", None)
+        caches = [c for c in self.caches if len(getattr(c, "layers", ())) > (index or 0)] if self.caches else []
+        if isinstance(index, int) and caches:
+            self.past = caches[0].get_seq_length(index)
+        else:  # (no layer index: every self-attention layer of a dynamic cache holds as many positions)
+            lengths = {n for n in self.before.values() if n}
+            if len(lengths) > 1:
+                raise AdapterError(f"prefix tuning in {type(module).__name__} (own attention, prefix rows): its "
+                                   "module has no layer_idx and the cache's layers differ in length")
+            self.past = lengths.pop() if lengths else 0
+
+    def _layers(self):
+        return [layer for cache in self.caches for layer in getattr(cache, "layers", ())]
+
+    def trim(self, n_prefix: int, length: int) -> None:
+        """Cut the `n_prefix` rows the call wrote after `past` out of the layer it grew by n_prefix + length."""
+        for layer in self._layers():
+            before, now = self.before.get(id(layer), 0), layer.get_seq_length()
+            if now == before:
+                continue
+            if now != before + n_prefix + length or before != self.past:
+                raise AdapterError(f"prefix tuning: an attention call of {length} rows (+{n_prefix} prefix rows) "
+                                   f"grew a cache layer from {before} to {now} positions")
+            keep = [slice(0, before), slice(before + n_prefix, now)]
+            layer.keys = torch.cat([layer.keys[..., s, :] for s in keep], dim=-2)
+            layer.values = torch.cat([layer.values[..., s, :] for s in keep], dim=-2)

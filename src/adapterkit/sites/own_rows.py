@@ -33,6 +33,7 @@ class RowsPrefixSite(AttentionSite):
         self._handles: list = []
         self._n = self._len = 0
         self._rows: tuple | None = None
+        self._cache: pr.CacheRows | None = None
 
     def _projection(self, path: str) -> nn.Module:
         found = resolve(self.module, path)
@@ -59,17 +60,16 @@ class RowsPrefixSite(AttentionSite):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._n, self._rows, self._input = 0, None, None
+        self._n, self._rows, self._cache = 0, None, None
 
     def _begin(self, module, args, kwargs):
         self._n, self._rows = 0, None
         if not self.state.active_at(self.key):
             return None
-        pr.refuse_cache(module, self.names, args, kwargs)
+        self._cache = pr.CacheRows(module, self.names, args, kwargs)
         hidden = pr.get_arg(self.names, args, kwargs, self.spec.hidden)
         heads, kv, head_dim = _heads(self.state.model.config, self.state.interface)
         batch, length = hidden.shape[:2]
-        self._input = hidden
         query = hidden.new_empty(batch, heads, length, 0)
         empty = hidden.new_empty(batch, kv, 0, head_dim)
         keys, values, mask = self.extend(module, query, empty, empty,
@@ -77,7 +77,8 @@ class RowsPrefixSite(AttentionSite):
         if keys.shape[2] == 0:
             return None
         visible = None if mask is None else mask.reshape(batch, -1, keys.shape[2])[:, 0]
-        args, kwargs, self._len = pr.widen_call(self.spec, self.names, args, kwargs, keys.shape[2], visible)
+        args, kwargs, self._len = pr.widen_call(self.spec, self.names, args, kwargs, keys.shape[2], visible,
+                                                     self._cache.past)
         self._n, self._rows, self._kv = keys.shape[2], (pr.flat_rows(keys), pr.flat_rows(values)), kv
         return args, kwargs
 
@@ -88,7 +89,10 @@ class RowsPrefixSite(AttentionSite):
 
     def _end(self, module, args, output):
         n, self._n, self._rows = self._n, 0, None
-        return pr.drop_rows(output, n, self._len) if n else None
+        if not n:
+            return None
+        self._cache.trim(n, self._len)
+        return pr.drop_rows(output, n, self._len)
 
 
 register_own_attention_kind("rows", RowsPrefixSite)
