@@ -71,7 +71,8 @@ class FusedSlice:
     """Part `index` of a fused projection's output split into `parts` (GPT-2's `c_attn` = [q | k | v]).
 
     `per_head`: the config attribute holding the head count when the parts are interleaved per head
-    (DeBERTa's `in_proj`: [q_0 k_0 v_0 q_1 k_1 v_1 ...]); None when they are contiguous blocks.
+    (DeBERTa's `in_proj`: [q_0 k_0 v_0 q_1 k_1 v_1 ...]), or the count itself where the model's code fixes it
+    (CodeGen's 4 groups); None when they are contiguous blocks.
     `sizes`: the parts' widths where they differ (a grouped-query [q | k | v]); None: equal parts.
     `grouped`: a grouped-query [q | k | v] whose widths come from the config, so that one named interface fits
     every checkpoint: the config attribute of the key/value head count (or the count itself: 1 for multi-query).
@@ -84,7 +85,7 @@ class FusedSlice:
     module: str
     index: int
     parts: int = 3
-    per_head: str | None = None
+    per_head: str | int | None = None
     sizes: tuple[int, ...] | None = None
     grouped: str | int | None = None
 

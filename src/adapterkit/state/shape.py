@@ -88,8 +88,9 @@ class ModelShape:
                     hits[i] = Projection(module, slice(start, start + spec.sizes[spec.index]))
                 elif isinstance(spec, FusedSlice):
                     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-                    heads = (getattr(config, spec.per_head, None) or getattr(text, spec.per_head)
-                             if spec.per_head else None)  # (a per-head count a nested text config holds: Fuyu)
+                    heads = (spec.per_head if isinstance(spec.per_head, int) or not spec.per_head
+                             else getattr(config, spec.per_head, None) or getattr(text, spec.per_head))
+                    # (a per-head count a nested text config holds: Fuyu)
                     hits[i] = Projection.fused(module, spec.index, spec.parts, heads, spec.sizes)
                 else:
                     hits[i] = Projection(module)
