@@ -127,6 +127,9 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
     if len(crosses) < len([a for a in desc.attentions if a.cross]):
         st.unresolved["cross_adapter"] = st.unresolved["cross_attention"] = (
             "the cross-attention does not run in the check forward (no encoder states)")
+    if len(selfs) > 1:  # a hybrid layer (Falcon-H1: a Mamba mixer's fused in_proj beside the attention): the one
+        separate = [a for a in selfs if a.fused is None and all(m in a.projections for m in "qkv")]  # with q, k, v
+        selfs = separate if len(separate) == 1 else selfs
     if len(selfs) != 1 or len(crosses) > 1:
         st.unresolved["attention"] = f"{len(selfs)} self-attention modules per layer (expected one)"
         selfs, crosses = selfs[:1] if len(selfs) == 1 else [], []
@@ -180,6 +183,7 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
             for k in ("intermediate", "output", "output_adapter"):
                 desc.unresolved.pop(k, None)
                 st.unresolved.pop(k, None)
+    inner: dict = {}  # group -> the widths its projections run on, where that is not the layer width
     for group, paths, side in (("up", desc.up, 1), ("down", desc.down, 0)):
         kept = [p for p in paths if (_experts_width(layer, desc, ran, p, side, width) if p not in ran
                                      else out_in(ran[p].module)[side]) == width]
@@ -188,8 +192,16 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
             kept += [p for p in (up if side else down) if _static_width(later, p, side, width) == width]
         setattr(st, group, kept)
         if paths and not kept:
+            inner[group] = {out_in(ran[p].module)[side] for p in paths if p in ran}
             st.unresolved["intermediate" if group == "up" else "output"] = (
                 f"the FFN projections {paths} do not run on the layer width {width}")
+    if len(inner) == 2 and len(inner["up"] | inner["down"]) == 1 and all(p in ran for p in desc.up + desc.down):
+        # the FFN of a bottleneck layer (MobileBERT): every projection, from and to one inner width; LoRA and
+        # (IA)^3 reach it, a bottleneck adapter (built for the layer width) does not
+        st.up, st.down = list(desc.up), list(desc.down)
+        st.unresolved.pop("intermediate"), st.unresolved.pop("output")
+        st.unresolved["output_adapter"] = (f"the FFN runs at an inner width {inner['up'].pop()}, not the layer width "
+                                           f"{width} (a bottleneck layer)")
     # residual sites
     if x is None or hidden and width != hidden:
         st.unresolved.update({k: f"the layers of {desc.stack} are {width} wide, not the {hidden} of "
@@ -202,7 +214,7 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
         cores.append(("cross_adapter", st.cross.get("o") or crosses[0].core, st.cross.get("o")))
     if desc.moe and desc.moe in ran:  # a mixture-of-experts FFN: the sublayer output is the MoE block's
         cores.append(("output_adapter", desc.moe, None))
-    elif any(p in ran for p in st.down):  # (the last that is a module: not a later layer's experts weight)
+    elif any(p in ran for p in st.down) and not inner:  # (the last that is a module: not a later layer's experts)
         down = [p for p in st.down if p in ran][-1]
         cores.append(("output_adapter", down, down))
     post = {loc: post_ln_site(calls, dense) for loc, _, dense in cores if dense}
@@ -215,6 +227,12 @@ def _check_stack(model, layer: nn.Module, desc: Layer, calls, seen_by_id, hidden
             cores = [c for c in cores if c[0] != "output_adapter"]
             sites, why = sublayer_sites(calls, [(loc, core) for loc, core, _ in cores])
             st.unresolved["output_adapter"] = f"mixture-of-experts block {desc.moe}: {moe_why}"
+        if why and len(cores) > 1:  # one sublayer's add not found (Falcon-H1's attention, summed with a Mamba
+            alone = {loc: sublayer_sites(calls, [(loc, core)]) for loc, core, _ in cores}  # mixer's): the others,
+            if any(w is None for _, w in alone.values()):  # each confirmed alone
+                sites = {loc: found[loc] for loc, (found, w) in alone.items() if w is None}
+                st.unresolved.update({loc: w for loc, (_, w) in alone.items() if w})
+                why = None
         st.sites = sites
         if why:
             st.unresolved.update({loc: why for loc, _, _ in cores})
@@ -310,6 +328,16 @@ def _merge(values: list, layers: list, what: str, unresolved: dict, key: str):
         joined = _alternatives(pairs)
         if joined is not None:
             return joined
+    if key in ("attention", "cross") and all(isinstance(v, dict) for v, _ in pairs):
+        # the projections every stack confirms alike (Hiera's stages: the output projection changes width where a
+        # stage does, so only some stacks confirm it); the others are left out, with the reason
+        first = pairs[0][0]
+        common = {k: s for k, s in first.items() if all(v.get(k) == s for v, _ in pairs)}
+        if common:
+            for k in sorted(set().union(*(v for v, _ in pairs)) - set(common)):
+                unresolved[f"{'attn' if key == 'attention' else 'cross_attn'}_{k}"] = (
+                    f"the layer stacks differ in their {k} projection: {[v.get(k) for v, _ in pairs]}")
+            return common
     if key in ("self_attention", "cross_attention") and all(isinstance(v, str) for v, _ in pairs):
         joined = "|".join(dict.fromkeys(v for v, _ in pairs))  # (two towers naming their attention differently)
         if all(resolve(layer, joined) is resolve(layer, v) for v, layer in pairs):

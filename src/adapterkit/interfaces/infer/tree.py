@@ -14,10 +14,10 @@ QKV = ("c_attn", "qkv_proj", "query_key_value", "Wqkv", "qkv", "in_proj", "W_pac
 OUT = ("o_proj", "out_proj", "o", "out_lin", "c_proj", "dense", "proj", "out", "wo", "Wo", "to_out", "o_linear",
        "attention_out", "output.dense")
 UP = ("up_proj", "fc1", "c_fc", "wi", "wi_1", "lin1", "dense_h_to_4h", "fc_in", "w3", "linear1", "fc_1",
-      "gate_up_proj", "Wi", "intermediate.dense", "ff_in", "ffn", "intermediate_dense")
+      "gate_up_proj", "Wi", "intermediate.dense", "ff_in", "ffn", "intermediate_dense", "w_in.w_0", "w_in.w_1")
 GATE = ("gate_proj", "wi_0", "w1")
 DOWN = ("down_proj", "fc2", "c_proj", "wo", "lin2", "dense_4h_to_h", "fc_out", "w2", "linear2", "fc_2", "Wo",
-        "output.dense", "ff_out", "ffn_output", "output_dense")
+        "output.dense", "ff_out", "ffn_output", "output_dense", "w_out")  # (w_in.w_0/1, w_out: CPM-Ant's)
 CROSS_WORDS = ("cross", "encoder_attn", "encdec", "enc_dec", "encoder_attention", "src_attn")
 MOE_WORDS = ("expert", "moe", "sparse", "router")
 EXPERTS_UP = ("gate_up_proj", "up_proj")  # transformers 5's fused expert weights (3D parameters)
