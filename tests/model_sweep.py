@@ -86,6 +86,24 @@ def run(model, inputs) -> torch.Tensor:
         return first(model(**inputs))
 
 
+def _tensors(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, dict):
+        output = list(output.values())
+    return [t for o in output for t in _tensors(o)] if isinstance(output, (tuple, list)) else []
+
+
+def _every_output_loss(model, inputs) -> torch.Tensor:
+    """A random projection of every floating output, for the backward check: the first output alone can leave
+    a part of the model out (MaskFormer's first output is its backbone's, before the transformer decoder)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        outputs = _tensors(model(**inputs))
+    g = torch.Generator().manual_seed(1)
+    return sum((t * torch.randn(t.shape, generator=g)).sum() for t in outputs if t.requires_grad)
+
+
 def build(model_type: str, seconds: int = 60, **overrides) -> Built:
     """A tiny eval-mode model of `model_type` whose plain forward runs, or why not; `overrides` set config
     attributes (a checkpoint family's layout variant)."""
@@ -239,7 +257,7 @@ def check(built: Built, method: str) -> tuple[str, str]:
     if out.shape == base.shape:
         # (well above float noise; relative, as layer scales keep some tiny models' sublayer outputs small)
         assert (out - base).abs().max() > max(1e-6, 1e-5 * base.abs().max()), f"{method} does not change the outputs"
-    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    _every_output_loss(model, inputs).backward()
     unused = [n for n, p in model.adapterkit["a"].named_parameters() if p.grad is None]
     assert not unused, f"adapter parameters not reached by backward: {unused[:4]}"
     with torch.no_grad():

@@ -26,6 +26,10 @@ _SET = {
     "embedding_size": 16, "dim": WIDTH, "hidden_dim": FFN, "qk_rope_head_dim": HEAD_DIM, "kv_lora_rank": 16,
     "q_lora_rank": 16, "image_size": 32, "patch_size": 8, "num_mel_bins": 16, "max_source_positions": 16,
     "max_target_positions": 64, "num_channels": 3, "rotary_dim": HEAD_DIM, "window_size": 2,
+    # Mamba mixers of hybrid decoders (Falcon-H1, Bamba, GraniteMoeHybrid): heads x head dim = the mixer width;
+    # their reference kernels on the CPU scale with the state size and the chunk length
+    "mamba_n_heads": 8, "mamba_d_head": HEAD_DIM, "mamba_d_ssm": 8 * HEAD_DIM, "mamba_d_state": 16,
+    "mamba_chunk_size": 16,
 }
 _DROP = ("out_features", "out_indices", "stage_names")  # backbone outputs: recomputed from the layer count
 _DROPOUT = ("dropout", "attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop",
