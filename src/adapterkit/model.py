@@ -362,8 +362,8 @@ def init(model: nn.Module, interface: ModelInterface | None = None) -> nn.Module
                 f"{type(model).__name__} has no config.model_type; pass init(model, interface=ModelInterface(...))"
             )
         try:
-            interface = get_interface(model_type)
-        except AdapterError:  # none registered: infer one (logged as source to copy)
+            interface = get_interface(model_type).for_model(model)
+        except AdapterError:  # none registered (or none composed): infer one (logged as source to copy)
             from .interfaces.infer import infer_interface
             try:
                 interface = infer_interface(model)

@@ -185,7 +185,9 @@ class ModelInterface:
       the module holding the adapter within a layer, where that differs from the paths above; also
       "self_attention" / "cross_attention" (where prefix gates sit), "invertible" (the invertible adapters'
       module, relative to the base model) and "prefix" (the `adapters` pool's name of the self-attention prefix
-      group where it is not "self_prefix").
+      group where it is not "self_prefix"; or, for "prefix" / "prefix_encoder" / "prefix_cross", the whole path
+      of the group, with `{name}`, where the package keeps several pools: an EncoderDecoderModel's), and
+      "cross_adapter_from": "mh_adapter" where the package's mh_adapter also adapts the cross-attention.
     - `adapterhub_differs`: location -> why its AdapterHub namesake is another function (Llama: the `adapters`
       package's "intermediate" LoRA sits on down_proj); AdapterHub imports and exports refuse adapters there,
       giving that reason. (T5's prefix tuning, whose package form shifts the relative positions, converts with
@@ -284,6 +286,11 @@ class ModelInterface:
             if any(isinstance(v, FusedSlice) and v.grouped is not None for v in specs.values()):
                 sized[name] = {k: v.for_config(config) if isinstance(v, FusedSlice) else v for k, v in specs.items()}
         return replace(out, **sized) if sized else out
+
+    def for_model(self, model) -> "ModelInterface":
+        """The interface for `model` where the registered one depends on more than the config (an
+        EncoderDecoderModel's: composed from its two sides'); an AdapterError here falls back to inference."""
+        return self
 
     def why_missing(self, piece: str) -> str:
         """' (why `piece` is not described)' where the interface says so, else ''."""

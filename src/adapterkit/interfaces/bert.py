@@ -1,4 +1,8 @@
-"""BERT: post-LN encoder; bottleneck adapters sit in BertSelfOutput / BertOutput before their LayerNorm."""
+"""BERT: post-LN encoder; bottleneck adapters sit in BertSelfOutput / BertOutput before their LayerNorm.
+
+As a decoder (`add_cross_attention`: BERT2BERT) its layers have a `crossattention` of the same classes; "?": absent
+from encoder layers. The `adapters` package gives that cross-attention output the "mh_adapter" location too (the
+same module class), so its checkpoints' mh_adapter means cross_adapter as well there (`cross_adapter_from`)."""
 
 from .base import ModelInterface, ResidualSite, TaskHead
 from .registry import register_interface
@@ -26,8 +30,13 @@ BERT = register_interface(ModelInterface(
                "o": "attention.output.dense"},
     intermediate=("intermediate.dense",),
     output=("output.dense",),
-    residual_sites={"mh_adapter": ResidualSite("attention.output"), "output_adapter": ResidualSite("output")},
+    residual_sites={"mh_adapter": ResidualSite("attention.output"), "output_adapter": ResidualSite("output"),
+                    "cross_adapter": ResidualSite("crossattention.output")},
     self_attention="attention.self",
+    cross_attention="crossattention.self?",
+    cross_attention_projections={"q": "crossattention.self.query?", "k": "crossattention.self.key?",
+                                 "v": "crossattention.self.value?", "o": "crossattention.output.dense?"},
+    adapterhub={"cross_adapter_from": "mh_adapter"},
     lm_heads=("cls",),
     task_heads=BERT_TASK_HEADS,
 ))

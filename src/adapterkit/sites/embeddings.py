@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..compose import invertible as compose_invertible
+from ..utils import find_submodule
 from .base import Site, register_site_kind
 
 
@@ -35,7 +36,7 @@ class EmbeddingSite(Site):
             self._handles = [self.embeddings.register_forward_pre_hook(self._forward_input, with_kwargs=True)]
         else:
             self._handles = [self.embeddings.register_forward_hook(self._forward)]
-        self._handles += [head.register_forward_pre_hook(self._inverse) for head in self.lm_heads]
+        self._handles += [head.register_forward_pre_hook(self._inverse, with_kwargs=True) for head in self.lm_heads]
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -55,17 +56,20 @@ class EmbeddingSite(Site):
         kwargs = dict(kwargs, hidden_states=modules[0](kwargs["hidden_states"]))
         return args, kwargs
 
-    def _inverse(self, module, args):
+    def _inverse(self, module, args, kwargs):
         modules = self.state.active_at(self.key)
         if not modules:
             return None
-        return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:])
+        if args:
+            return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:]), kwargs
+        key = next(iter(kwargs))  # (a head called by keyword: its hidden states come first)
+        return args, {**kwargs, key: compose_invertible.apply(modules, kwargs[key], rev=True)}
 
 
 def _invertible_site(state, key, target) -> Site:
     interface = state.interface
-    heads = [getattr(state.model, h) for h in interface.lm_heads if isinstance(getattr(state.model, h, None),
-                                                                              nn.Module)]
+    found = [find_submodule(state.model, h) for h in interface.lm_heads]  # (dotted: an EncoderDecoderModel's
+    heads = [h for h in found if isinstance(h, nn.Module)]                # decoder.cls)
     return EmbeddingSite(state, key, state.embeddings_module(), heads, interface.embeddings_tap)
 
 

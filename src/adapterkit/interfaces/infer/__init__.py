@@ -439,7 +439,7 @@ def infer_interface(model: nn.Module) -> ModelInterface:
         unresolved.pop("output", None)
     has_cross = [p for p, s in checked.items() if s.cross]
     encoder = next((p for p, s in checked.items() if not s.cross), None) if has_cross else None
-    lm_heads = tuple(n for n, m in model.named_children() if m is not base and _holds(m, model))
+    lm_heads = _lm_heads(model, base, [resolve(base, p) for p in checked])
     interface = ModelInterface(
         model_types=(model_type,), embeddings=_embeddings(base, unresolved), layers=tuple(checked), attention=attention,
         intermediate=intermediate, output=output, residual_sites=sites, self_attention=self_module,
@@ -452,6 +452,22 @@ def infer_interface(model: nn.Module) -> ModelInterface:
                 "init(model, interface=INTERFACE) to fix it:\n%s", type(model).__name__, model_type,
                 interface.to_source())
     return interface
+
+
+def _lm_heads(model: nn.Module, base: nn.Module, stacks: list) -> tuple[str, ...]:
+    """Paths of the modules holding the output embeddings outside the layer stacks: a task model's head, or, where
+    the child holding it also holds layers (an EncoderDecoderModel's decoder), the head inside it (decoder.cls)."""
+    heads = []
+    for name, module in model.named_children():
+        while module is not base and _holds(module, model):
+            if not any(s is m for s in stacks for m in module.modules()):
+                heads.append(name)
+                break
+            inner = next(((n, m) for n, m in module.named_children() if _holds(m, model)), None)
+            if inner is None:
+                break
+            name, module = f"{name}.{inner[0]}", inner[1]
+    return tuple(heads)
 
 
 def _holds(module: nn.Module, model: nn.Module) -> bool:

@@ -10,8 +10,10 @@ import torch.nn as nn
 from ...errors import AdapterError
 
 
-def _sub(config, name):
-    for key in ("vision_config", "audio_config", "encoder_config", "text_config"):
+def _sub(config, name, first=()):
+    """`name` from the config, or from the first sub-config that has it (an EncoderDecoderConfig's `encoder` /
+    `decoder` hold the sizes; `first`: the sub-configs to look in before the others)."""
+    for key in (*first, "vision_config", "audio_config", "encoder_config", "text_config", "encoder", "decoder"):
         sub = getattr(config, key, None)
         if sub is not None and getattr(sub, name, None) is not None:
             return getattr(sub, name)
@@ -55,6 +57,6 @@ def dummy_inputs(model: nn.Module, batch: int = 1, seq: int = 6) -> dict:
     else:
         raise AdapterError(f"cannot make an example input {name!r} for {type(model).__name__}")
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in accepted:
-        vocab = _int(_sub(config, "vocab_size"), 100)
+        vocab = _int(_sub(config, "vocab_size", first=("decoder",)), 100)
         out["decoder_input_ids"] = torch.randint(3, max(4, min(vocab, 90)), (batch, 4), generator=g)
     return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in out.items()}

@@ -80,12 +80,13 @@ def check_convert(config: AdapterConfig, interface, what: str) -> None:
             check(member, interface, what)
 
 
-def read_config(config: AdapterConfig, interface) -> AdapterConfig:
-    """The package's semantics on this architecture, member by member (T5 prefixes: shift_positions)."""
+def read_config(config: AdapterConfig, interface, state=None) -> AdapterConfig:
+    """The package's semantics on this architecture (and model `state`, where given), member by member (T5
+    prefixes: shift_positions; BERT decoders: mh_adapter on the cross-attention too)."""
     fixed = []
     for member in members(config):
         fix = getattr(hub_map(member), "read_config", None)
-        fixed.append(member if fix is None else fix(member, interface))
+        fixed.append(member if fix is None else fix(member, interface, state))
     return ConfigUnion(*fixed) if isinstance(config, ConfigUnion) else fixed[0]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 from ...errors import AdapterConfigError
+from ...interfaces.base import present
 
 LAYER_KIND = "adapters"  # the key segment of per-layer bottleneck weights
 _PARAM = {"adapter_up": "up", "adapter_norm_after": "norm_after", "adapter_norm_before": "norm_before",
@@ -32,6 +33,30 @@ def fix_loaded(config, data, weights, name: str):
             and not any(f"invertible_adapters.{name}." in k for k in weights)):
         return config.replace(inv_adapter=None, inv_adapter_reduction_factor=None)
     return config
+
+
+def _cross_from_mh(interface) -> bool:
+    """Where the package's mh_adapter also adapts the cross-attention (BERT-type decoders: the cross-attention
+    output is the same module class as the self-attention's)."""
+    return interface.adapterhub.get("cross_adapter_from") == "mh_adapter"
+
+
+def read_config(config, interface, state=None):
+    """The package's placement there, in a model with cross-attention layers: its mh_adapter is ours plus
+    cross_adapter."""
+    site = interface.residual_sites.get("cross_adapter")
+    crossed = state is not None and site is not None and any(present(layer, site) for layer in state.layers)
+    return config.replace(cross_adapter=True) if _cross_from_mh(interface) and config.mh_adapter and crossed \
+        else config
+
+
+def check_convert(config, interface, what: str) -> None:
+    """There, the package has no cross_adapter of its own: one without mh_adapter has no AdapterHub form."""
+    if _cross_from_mh(interface) and config.cross_adapter and not config.mh_adapter:
+        raise AdapterConfigError(
+            f"{what}: in this architecture the `adapters` package adapts the cross-attention with mh_adapter (it "
+            "has no cross_adapter location here), so cross_adapter=True without mh_adapter has no AdapterHub "
+            "form; set both, or save in the adapterkit format")
 
 
 HUB_ARCHITECTURE = None  # AdapterHub's `architecture` of a (top-level) bottleneck config

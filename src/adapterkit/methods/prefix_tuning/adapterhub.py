@@ -19,8 +19,9 @@ GATE_ATTENTION = {"prefix_gate": "self_attention", "cross_prefix_gate": "cross_a
 
 def groups(interface) -> dict[str, str]:
     """adapterkit's prefix module key -> the group the `adapters` prefix pool keeps it under."""
-    return {"prefix": interface.adapterhub.get("prefix", "self_prefix"), "prefix_encoder": "encoder_prefix",
-            "prefix_cross": "cross_prefix"}
+    hub = interface.adapterhub
+    return {"prefix": hub.get("prefix", "self_prefix"), "prefix_encoder": hub.get("prefix_encoder", "encoder_prefix"),
+            "prefix_cross": hub.get("prefix_cross", "cross_prefix")}
 
 
 def check_convert(config, interface, what: str) -> None:
@@ -34,7 +35,7 @@ def check_convert(config, interface, what: str) -> None:
             "the adapterkit format")
 
 
-def read_config(config, interface):
+def read_config(config, interface, state=None):
     """The package's prefix semantics on a model with a relative position bias: shift_positions on."""
     return config.replace(shift_positions=True) if interface.position_bias else config
 
@@ -50,14 +51,26 @@ def config_to_hub(config, out: dict[str, Any]) -> None:
     out.pop("shift_positions", None)  # adapterkit's field: the package knows one behaviour (see T5 prefixes)
 
 
+def _pooled(group: str) -> bool:
+    """Whether a group names its whole pool path (`{name}` in it: one pool per side of an EncoderDecoderModel)."""
+    return "{name}" in group
+
+
 def shared_import(name: str, interface) -> list[tuple[re.Pattern, str]]:
     n = re.escape(name)
-    return [(re.compile(rf"^(?:.*\.)?prefix_tunings\.{n}\.{re.escape(group)}\.(.+)$"), f"shared.{ours}.")
-            for ours, group in groups(interface).items()]
+    out = []
+    for ours, group in groups(interface).items():
+        side = ""
+        if _pooled(group):  # its side's pool, or that pool's alias in one of the side's layers
+            side, _, group = group.partition("prefix_tuning.prefix_tunings.{name}.")
+        out.append((re.compile(rf"^{re.escape(side)}(?:.*\.)?prefix_tunings\.{n}\.{re.escape(group)}\.(.+)$"),
+                    f"shared.{ours}."))
+    return out
 
 
 def shared_export(interface) -> dict[str, str]:
-    return {ours: f"prefix_tuning.prefix_tunings.{{name}}.{group}." for ours, group in groups(interface).items()}
+    return {ours: group + "." if _pooled(group) else f"prefix_tuning.prefix_tunings.{{name}}.{group}."
+            for ours, group in groups(interface).items()}
 
 
 def attention_hub_path(interface, field: str) -> str | None:
