@@ -126,3 +126,17 @@ def test_sides_with_different_layouts_fall_back_to_inference():
     with torch.no_grad():
         assert model(input_ids=ids, decoder_input_ids=ids).logits.shape == (1, 3, 50)
     assert interface.lm_heads == ("decoder.lm_head",)  # (the head inside the decoder, not the whole decoder)
+
+
+@pytest.mark.parametrize("case", ["prefix_tuning", "double_seq_bn", "seq_bn_inv"])
+def test_generate_with_the_cache_equals_a_greedy_loop(case):
+    model, _ = _loaded(case)
+    inputs = load_file(FX / "inputs.safetensors")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, num_beams=1)
+        dec = torch.full((ids.shape[0], 1), model.config.decoder_start_token_id)
+        for _ in range(4):
+            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+            dec = torch.cat([dec, logits.argmax(-1, keepdim=True)], 1)
+    assert out.tolist() == dec.tolist()
