@@ -43,6 +43,8 @@ class EncoderDecoderInterface(ModelInterface):
                    if encoder.residual_sites.get(k) != decoder.residual_sites.get(k)]
         sizes = [(getattr(c, "hidden_size", None) or getattr(c, "d_model", None), getattr(c, "num_attention_heads", 0))
                  for c in (config.encoder, config.decoder)]
+        if not decoder.cross_attention or "cross_adapter" not in decoder.residual_sites:
+            raise AdapterError(f"the decoder's interface ({config.decoder.model_type}) describes no cross-attention")
         if differ or sizes[0] != sizes[1]:
             raise AdapterError(f"the encoder's and decoder's layers differ ({', '.join(differ) or 'in width or heads'})")
         prefix = getattr(model.decoder, "base_model_prefix", "")
