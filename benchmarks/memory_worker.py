@@ -92,6 +92,8 @@ def add_lora(library: str, model, base: str, gc: bool, r: int, alpha: float):
         adapterkit.init(model)
         model.add_adapter("a", LoRAConfig(r=r, alpha=alpha, dropout=0.0, attn_matrices=["q", "k", "v", "o"],
                                           intermediate_lora=True, output_lora=True))
+        if base == "bf16":  # float32 adapters on the bf16 base, as peft's autocast_adapter_dtype does by default
+            model.adapter_to("a", dtype=torch.float32)
         model.train_adapter("a")
         for name, p in model.named_parameters():  # the LM head: frozen on both sides (peft's CAUSAL_LM does)
             if p.requires_grad and "lora" not in name.lower():
