@@ -52,19 +52,19 @@ class EncoderDecoderInterface(ModelInterface):
         enc_stack, dec_stack = "encoder." + encoder.layers[0].rstrip("?"), dec + decoder.layers[0].rstrip("?")
         enc_hub, dec_hub = ("encoder." + encoder.hub_layers()[0].rstrip("?"),
                             dec + decoder.hub_layers()[0].rstrip("?"))
-        pool = "prefix_tuning.prefix_tunings.{name}."
-        self_group = decoder.adapterhub.get("prefix", "self_prefix")
+        pool = "prefix_tuning.prefix_tunings.{name}."  # (each side's own pool: methods/prefix_tuning/adapterhub.py)
         hub = {**decoder.adapterhub, "invertible": "invertible_adapters",
                "prefix_encoder": "encoder." + pool + encoder.adapterhub.get("prefix", "self_prefix"),
-               "prefix": dec + pool + self_group, "prefix_cross": dec + pool + "cross_prefix"}
-        heads, config_heads = sizes[0][1], config.decoder
-        kv = getattr(config_heads, "num_key_value_heads", None) or heads
-        head_dim = getattr(config_heads, "head_dim", None) or sizes[0][0] // heads
+               "prefix": dec + pool + decoder.adapterhub.get("prefix", "self_prefix"),
+               "prefix_cross": dec + pool + "cross_prefix"}
+        width, heads = sizes[0]
+        kv = getattr(config.decoder, "num_key_value_heads", None) or heads
+        head_dim = getattr(config.decoder, "head_dim", None) or width // heads
         return replace(
             decoder, model_types=self.model_types, embeddings="encoder." + encoder.embeddings,
             layers=(enc_stack, dec_stack), encoder_layers=enc_stack, adapterhub_layers=(enc_hub, dec_hub),
             adapterhub=hub, lm_heads=tuple(f"decoder.{h}" for h in decoder.lm_heads), task_heads={},
-            hidden_size=sizes[0][0], attention_shape=(kv, head_dim), variants=())
+            hidden_size=width, attention_shape=(kv, head_dim), variants=())
 
 
 ENCODER_DECODER = register_interface(EncoderDecoderInterface(

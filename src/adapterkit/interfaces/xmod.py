@@ -29,14 +29,14 @@ class XmodInterface(ModelInterface):
         return self
 
 
+_MH = ResidualSite("attention.output", layer_norm=None)  # (XmodSelfOutput adds the residual; the norm comes later)
+
 XMOD = register_interface(XmodInterface(**{
     **{f: getattr(ROBERTA, f) for f in ROBERTA.__dataclass_fields__},
     "model_types": ("xmod",),
-    "residual_sites": {"mh_adapter": ResidualSite("attention.output", layer_norm=None),
-                       "output_adapter": ResidualSite("output")},
+    "residual_sites": {"mh_adapter": _MH, "output_adapter": ResidualSite("output")},
     "cross_attention": None, "cross_attention_projections": {}, "adapterhub": {},
     "task_heads": {name.replace("Roberta", "Xmod"): head for name, head in ROBERTA_TASK_HEADS.items()},
     "variants": (("adapter_layer_norm", {"residual_sites": {
-        "mh_adapter": ResidualSite("attention.output", layer_norm=None),
-        "output_adapter": ResidualSite("output", layer_norm="adapter_layer_norm")}}),),
+        "mh_adapter": _MH, "output_adapter": ResidualSite("output", layer_norm="adapter_layer_norm")}}),),
 }))

@@ -58,7 +58,7 @@ class EmbeddingSite(Site):
 
     def _inverse(self, module, args, kwargs):
         modules = self.state.active_at(self.key)
-        if not modules:
+        if not modules or not (args or kwargs):
             return None
         if args:
             return (compose_invertible.apply(modules, args[0], rev=True),) + tuple(args[1:]), kwargs

@@ -74,7 +74,7 @@ def read(model, directory: Path, data: dict) -> Checkpoint:
     if not name:
         raise CheckpointError(f"{source}: no adapter 'name'")
     config = parse_config(source, config_from_adapterhub, _fix_legacy_config(source, data))
-    config = read_config(config, model.adapter_state.interface, model.adapter_state)  # the package's semantics there (T5 prefixes)
+    config = read_config(config, model.adapter_state.interface, model.adapter_state)  # the package's semantics
     weights_file, weights = read_weights(directory, SAFE_WEIGHTS_NAME, WEIGHTS_NAME)
     weights = {_rename_legacy(k): v for k, v in weights.items()}
     config = fix_loaded(config, data, weights, name)
